@@ -1,0 +1,166 @@
+"""What a plugin author needs: base classes for the objects factories build, and their contexts.
+
+A factory registered through a ``vipsense_register_*_types`` hook is called as
+``factory(settings, context)`` and returns one of the classes below.  Dependencies reach the object
+through ``context``, never through globals.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from .clock import Clock
+from .config.types import Duration, Secret
+from .model import Card, Customer, DeliveryResult, Notification, Staff, TagRead
+
+if TYPE_CHECKING:
+    from .output import Output
+
+__all__ = [
+    "Card",
+    "Customer",
+    "DeliveryResult",
+    "Duration",
+    "IdentityStore",
+    "Notifier",
+    "PluginContext",
+    "Reader",
+    "ReaderContext",
+    "ReaderState",
+    "ReaderStatus",
+    "RegisterType",
+    "Secret",
+    "TagRead",
+]
+
+
+class RegisterType(Protocol):
+    """The ``register`` callable handed to the ``vipsense_register_*_types`` hooks."""
+
+    def __call__(
+        self, name: str, settings: type, factory: Callable[..., Any], *, summary: str = ""
+    ) -> None: ...
+
+
+@attrs.frozen
+class PluginContext:
+    """What every factory receives besides its settings."""
+
+    branch_id: str
+    branch_name: str
+    item_id: str  #: this reader's, store's or notifier's ``id`` in the profile
+    data_dir: Path  #: the branch's data directory; keep your files under it
+    profile_dir: Path  #: relative paths in settings are relative to this
+    clock: Clock
+    output: Output  #: terminal output that cooperates with the live status line
+    log: logging.Logger
+    staff: Mapping[str, Staff] = attrs.Factory(dict)  #: the profile's ``staff:``, by id
+
+    def resolve(self, path: str | Path) -> Path:
+        """A settings path made absolute against the profile's directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.profile_dir / p)
+
+
+class ReaderState(str, enum.Enum):
+    STARTING = "starting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  #: the core will call ``run`` again after a backoff
+    FAILED = "failed"  #: the factory failed: the reader cannot start until the profile changes
+    FINISHED = "finished"  #: ``run`` returned by itself (a replay that reached its end)
+    STOPPED = "stopped"
+
+
+@attrs.frozen
+class ReaderStatus:
+    state: ReaderState
+    reason: str = ""
+    since: float = 0.0  #: wall-clock UNIX time of the change
+
+
+class ReaderContext:
+    """Handed to :meth:`Reader.run`: where reads go and how the reader reports its link."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        clock: Clock,
+        emit: Callable[[TagRead], None],
+        set_state: Callable[[ReaderState, str], None],
+        stop: threading.Event,
+    ) -> None:
+        self.reader_id = reader_id
+        self.clock = clock
+        #: Hand one :class:`TagRead` to the pipeline.  Thread-safe, never blocks.
+        self.emit = emit
+        self._set_state = set_state
+        #: Set when the branch stops; ``run`` must return soon after.
+        self.stop = stop
+
+    def connected(self, detail: str = "") -> None:
+        """Call once the device is open and configured, so status shows it."""
+        self._set_state(ReaderState.CONNECTED, detail)
+
+    def read(self, epc: str, antenna: int = 1, rssi: float = -60.0, **extra: Any) -> None:
+        """Stamp a read with the branch clock and emit it."""
+        self.emit(
+            TagRead(
+                reader_id=self.reader_id,
+                antenna=antenna,
+                epc=epc.upper(),
+                rssi=rssi,
+                seen_mono=self.clock.mono(),
+                **extra,
+            )
+        )
+
+
+class Reader:
+    """A reader driver instance: one physical (or simulated) reader.
+
+    The core runs :meth:`run` on a thread of its own.  ``run`` opens the device, calls
+    ``ctx.connected()``, emits reads until ``ctx.stop`` is set, and returns.  When the link is lost it
+    raises: the core marks the reader disconnected with the exception's message and calls ``run``
+    again after a capped exponential backoff, so drivers hold no reconnect loop of their own.
+    Returning while ``ctx.stop`` is unset means the reader has finished for good.
+    """
+
+    def run(self, ctx: ReaderContext) -> None:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Called from another thread when the branch stops, to unblock a ``run`` stuck in I/O."""
+
+
+class IdentityStore:
+    """Where cards and customers are found.  All methods run on one worker thread per store."""
+
+    def open(self) -> None:
+        """Connect.  Raise if the store is unreachable; the core retries later."""
+
+    def find_card(self, epc: str) -> Card | None:
+        raise NotImplementedError
+
+    def find_customer(self, customer_no: str) -> Customer | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections.  Called once when the branch stops."""
+
+
+class Notifier:
+    """A channel that tells staff.  :meth:`send` runs on the notifier's own worker thread."""
+
+    def send(self, notification: Notification) -> DeliveryResult | None:
+        """Deliver one notification.  Return ``None`` for plain success, or a result; raise on failure."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release.  Called once when the branch stops."""

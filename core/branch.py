@@ -1,0 +1,151 @@
+"""A running branch: builds every device a profile names, wires them to the pipeline, and stops them
+all within two seconds with every recorded visit flushed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .api import PluginContext, ReaderState, ReaderStatus
+from .clock import Clock
+from .config.profile import ItemConfig, Profile
+from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
+from .model import DeliveryResult, DeliveryState, Notification
+from .output import Output
+from .pipeline import Pipeline
+from .pluginhost import Kind, PluginHost
+from .status import BranchStatus
+from .visitlog import VisitLog
+
+log = logging.getLogger(__name__)
+
+STOP_BUDGET = 2.0  #: seconds from stop() to everything closed
+
+
+class Branch:
+    def __init__(
+        self,
+        profile: Profile,
+        host: PluginHost,
+        clock: Clock | None = None,
+        output: Output | None = None,
+    ) -> None:
+        self.profile = profile
+        self.host = host
+        self.clock = clock or Clock()
+        self.output = output or Output()
+        self.status = BranchStatus(profile.branch.id, profile.branch.name)
+        self.data_dir = profile.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")
+        self._stop = threading.Event()
+        self._started = False
+
+        self.stores = [
+            StoreRunner(cfg.id, obj, float(cfg.timeout or 0.5), self.status.devices[cfg.id])
+            for cfg, obj in self._build(Kind.STORE, profile.stores)
+        ]
+        self.notifiers = {
+            cfg.id: NotifierRunner(cfg.id, obj, self.clock, self.status.devices[cfg.id], self._delivered)
+            for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
+        }
+        self.pipeline = Pipeline(
+            profile, host, self.clock, self.status, self.stores, self.notifiers, self.visit_log
+        )
+        self.readers = [
+            ReaderRunner(
+                cfg.id, obj, self.clock, self.pipeline.submit, self.status.devices[cfg.id], self._reader_state
+            )
+            for cfg, obj in self._build(Kind.READER, profile.readers)
+        ]
+        self._pipeline_thread = threading.Thread(
+            target=self.pipeline.run, args=(self._stop,), name="pipeline", daemon=True
+        )
+
+    def _context(self, cfg: ItemConfig) -> PluginContext:
+        return PluginContext(
+            branch_id=self.profile.branch.id,
+            branch_name=self.profile.branch.name,
+            item_id=cfg.id,
+            data_dir=self.data_dir,
+            profile_dir=self.profile.profile_dir,
+            clock=self.clock,
+            output=self.output,
+            log=logging.getLogger(f"vipsense.{cfg.kind.value}.{cfg.id}"),
+            staff={s.id: s for s in self.profile.staff},
+        )
+
+    def _build(self, kind: Kind, items: tuple[ItemConfig, ...]) -> list[tuple[ItemConfig, Any]]:
+        """Call each item's factory.  One that fails leaves its device failed; the rest go on."""
+        built = []
+        for cfg in items:
+            dev = self.status.device(cfg.id, kind.value, cfg.type)
+            ptype = self.host.types[kind][cfg.type]
+            try:
+                built.append((cfg, ptype.factory(cfg.settings, self._context(cfg))))
+            except Exception as exc:
+                reason = describe(exc)
+                dev.set(ReaderState.FAILED.value, reason)
+                dev.stats.fail(reason)
+                log.error("%s %s (plugin %s) failed to start: %s", kind.value, cfg.id, ptype.plugin, reason)
+        return built
+
+    # -- callbacks from device threads ------------------------------------------------------------
+
+    def _reader_state(self, reader_id: str, status: ReaderStatus) -> None:
+        self.pipeline.reader_state(reader_id, status)
+
+    def _delivered(self, notification: Notification, result: DeliveryResult) -> None:
+        if result.state is DeliveryState.EXPIRED:
+            self.status.devices[result.notifier_id].stats.fail("expired before delivery")
+        self.host.broadcast("vipsense_delivery_result", notification=notification, result=result)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.pipeline.restore()
+        for store in self.stores:
+            store.open()
+        for notifier in self.notifiers.values():
+            notifier.start()
+        self._pipeline_thread.start()
+        for reader in self.readers:
+            reader.start()
+        self._started = True
+        self.host.broadcast("vipsense_branch_started", branch=self)
+
+    @property
+    def readers_finished(self) -> bool:
+        """True when no reader can produce more reads (only replays finish by themselves)."""
+        return all(r.finished for r in self.readers)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_idle(self, seconds: float) -> None:
+        """Let presence settle (departures) for ``seconds`` of branch time after readers finish."""
+        self.clock.sleep(seconds, self._stop)
+
+    def stop(self) -> None:
+        """Stop readers, drain the pipeline, flush the visit log, close everything: within 2 s."""
+        deadline = time.monotonic() + STOP_BUDGET
+        for reader in self.readers:
+            reader.stop()
+        for reader in self.readers:
+            if reader.thread.is_alive():
+                reader.thread.join(max(0.0, deadline - time.monotonic() - 1.0))
+            if reader.thread.is_alive():
+                log.warning("reader %s did not stop in time; abandoning its thread", reader.reader_id)
+        self._stop.set()
+        if self._started:
+            self._pipeline_thread.join(max(0.1, deadline - time.monotonic() - 0.6))
+        for notifier in self.notifiers.values():
+            notifier.close(max(0.05, (deadline - time.monotonic() - 0.2) / max(1, len(self.notifiers))))
+        for store in self.stores:
+            store.timeout = min(store.timeout, max(0.05, deadline - time.monotonic() - 0.1))
+            store.close()
+        self.visit_log.close()
+        self.host.broadcast("vipsense_branch_stopped", branch=self)

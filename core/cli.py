@@ -1,0 +1,226 @@
+"""The ``vipsense`` command: run a branch, check a profile, list plugins."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import enum
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from . import __version__
+from .branch import Branch
+from .clock import Clock
+from .config import ProfileError, Secret
+from .config.profile import Profile, load_profile
+from .output import Output
+from .pluginhost import PluginHost, PluginState, load_host
+
+EXIT_OK, EXIT_PROFILE, EXIT_USAGE = 0, 1, 2
+
+
+class _OutputHandler(logging.Handler):
+    """Log lines go above the live status line instead of through it."""
+
+    def __init__(self, output: Output) -> None:
+        super().__init__()
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.output.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(verbose: int, output: Output | None = None) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler: logging.Handler = _OutputHandler(output) if output and output.live else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _load(path: str, host: PluginHost, data_dir: str | None = None) -> Profile | None:
+    try:
+        return load_profile(path, host, data_dir=data_dir)
+    except ProfileError as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}; nothing was started", file=sys.stderr)
+        return None
+
+
+# -- vipsense check ---------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Profile values as YAML-friendly data, secrets masked."""
+    if isinstance(value, Secret):
+        return "******"
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return float(value)
+    if attrs.has(type(value)):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    host = load_host()
+    profile = _load(args.profile, host)
+    if profile is None:
+        return EXIT_PROFILE
+    if args.dump:
+        print(yaml.safe_dump(_plain(profile), allow_unicode=True, sort_keys=False), end="")
+        return EXIT_OK
+    kinds = ", ".join(
+        f"{len(items)} {name}" for name, items in
+        (("readers", profile.readers), ("stores", profile.stores), ("notifiers", profile.notifiers))
+    )
+    print(f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
+          f"{len(profile.routing)} routing rules; data in {profile.data_dir}")
+    return EXIT_OK
+
+
+# -- vipsense plugins -------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = load_host()
+    rows = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "state": p.state.value,
+            "error": p.error,
+            "module": p.module,
+            "types": [f"{t.kind.value}:{t.name}" for t in p.types],
+        }
+        for p in host.plugins
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        dist = f"{row['distribution']} {row['version']}".strip() or "-"
+        types = ", ".join(row["types"]) or "-"
+        print(f"{row['name']:<20} {dist:<22} {row['state']:<8} {types}")
+        if row["error"]:
+            print(f"{'':<20} {row['error']}")
+    failed = [p for p in host.plugins if p.state is PluginState.FAILED]
+    if failed:
+        print(f"\n{len(failed)} plugin(s) failed to load; everything else works.", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- vipsense run -----------------------------------------------------------------------------------
+
+
+def _status_line(branch: Branch) -> str:
+    c = branch.status.counters
+    down = [i for i, d in branch.status.devices.items() if d.state in ("disconnected", "failed", "unavailable")]
+    line = (
+        f"{branch.status.reads_per_second():6.0f} reads/s · arrivals {c['arrivals']} · greeted {c['greeted']}"
+        f" · rejected {c['rejected']} · re-entries {c['suppressed']} · unknown {c['unknown']}"
+    )
+    if down:
+        line += f" · DOWN: {', '.join(down)}"
+    return line
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    output = Output(live=None if args.status else False)
+    _setup_logging(args.verbose, output)
+    host = load_host()
+    profile = _load(args.profile, host, args.data_dir)
+    if profile is None:
+        return EXIT_PROFILE
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    branch = Branch(profile, host, Clock(args.speed), output)
+    speed = f" at {args.speed:g}x speed" if args.speed != 1 else ""
+    output.write(f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; "
+                 f"Ctrl-C stops")
+    branch.start()
+    settle = float(profile.presence.depart_after) + 0.5
+    while not stop.wait(0.25):
+        output.status(_status_line(branch))
+        if branch.readers_finished:
+            branch.wait_idle(settle)  # let the last departures land
+            break
+    branch.stop()
+    output.clear_status()
+    c = branch.status.counters
+    output.write(
+        f"Stopped. {c['reads']} reads, {c['arrivals']} arrivals: {c['greeted']} greeted, "
+        f"{c['rejected']} rejected, {c['suppressed']} re-entries suppressed, {c['unknown']} unknown tags. "
+        f"Visits in {branch.visit_log.path}"
+    )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vipsense", description="Recognise VIP customers at the branch door from their RFID card."
+    )
+    parser.add_argument("--version", action="version", version=f"vipsense {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a branch from its profile")
+    run.add_argument("profile", help="the branch profile (YAML)")
+    run.add_argument("--speed", type=float, default=1.0, help="compress branch time (simulations only)")
+    run.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    run.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a profile without opening any device")
+    check.add_argument("profile")
+    check.add_argument("--dump", action="store_true", help="print the resolved profile, secrets masked")
+    check.set_defaults(func=cmd_check)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins and the types they provide")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        _setup_logging(args.verbose)
+    if getattr(args, "speed", 1.0) <= 0:
+        print("vipsense: --speed must be greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

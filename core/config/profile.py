@@ -1,0 +1,263 @@
+"""The branch profile: what a branch's YAML file means, as frozen attrs classes.
+
+``load_profile(path, host)`` reads the YAML (with ``extends:``), structures it, checks cross
+references, and raises :class:`ProfileError` with every problem found, each as
+``file:line: key.path: message``.  It opens no device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ..model import RejectReason, Role, Staff
+from ..pluginhost import Kind, PluginHost
+from .errors import ProfileError
+from .structure import INVALID, Structurer, suggest
+from .types import Duration
+from .yamlload import KeyPath, load_profile_yaml
+
+DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
+
+
+def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
+
+
+@attrs.frozen
+class BranchInfo:
+    id: str
+    name: str
+
+
+@attrs.frozen
+class PresenceSettings:
+    """How raw reads become arrivals; starting values from ``presence.md`` §6."""
+
+    min_reads: int = attrs.field(default=2, validator=_positive)  #: reads needed inside ``window``
+    window: Duration = attrs.field(default=Duration(0.5), validator=_positive)
+    min_rssi: float | None = None  #: reads weaker than this (dBm) do not count
+    reentry_suppress: Duration = Duration(600)  #: no second greeting for the same card within this
+    depart_after: Duration = attrs.field(default=Duration(2.0), validator=_positive)
+
+
+@attrs.frozen
+class ItemConfig:
+    """One entry of ``readers:``, ``stores:`` or ``notifiers:``."""
+
+    kind: Kind
+    id: str
+    type: str
+    settings: Any
+    timeout: Duration | None = None  #: stores only: longest wait for an answer
+
+
+@attrs.frozen
+class RouteRule:
+    """Send one kind of event to everyone holding a role, through the named notifiers."""
+
+    to: Role
+    via: tuple[str, ...]
+    event: Literal["arrival", "rejected"] = "arrival"
+    tiers: tuple[str, ...] = ()  #: empty: every tier
+    reasons: tuple[RejectReason, ...] = ()  #: rejected events only; empty: every reason
+
+
+@attrs.frozen
+class _ProfileYaml:
+    """The top-level keys a profile may have (``extends`` is handled while loading)."""
+
+    branch: BranchInfo
+    readers: list[dict[str, Any]]
+    stores: list[dict[str, Any]]
+    notifiers: list[dict[str, Any]] = attrs.Factory(list)
+    data_dir: str | None = None
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    presence: PresenceSettings = PresenceSettings()
+    staff: tuple[Staff, ...] = ()
+    routing: tuple[RouteRule, ...] = ()
+    notification_ttl: Duration = Duration(600)  #: after this a notification is stale, not sent
+
+
+@attrs.frozen
+class Profile:
+    source: Path
+    branch: BranchInfo
+    data_dir: Path
+    tiers: tuple[str, ...]
+    readers: tuple[ItemConfig, ...]
+    stores: tuple[ItemConfig, ...]
+    notifiers: tuple[ItemConfig, ...]
+    presence: PresenceSettings
+    staff: tuple[Staff, ...]
+    routing: tuple[RouteRule, ...]
+    notification_ttl: Duration
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.source.parent
+
+
+def default_data_dir(branch_id: str) -> Path:
+    base = os.environ.get("VIPSENSE_DATA_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "vipsense"
+    )
+    return Path(base) / branch_id
+
+
+class _Checker:
+    def __init__(self, st: Structurer, host: PluginHost) -> None:
+        self.st = st
+        self.host = host
+
+    def items(self, kind: Kind, key: str, raw: list[dict[str, Any]]) -> tuple[ItemConfig, ...]:
+        out: list[ItemConfig] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(raw):
+            path: KeyPath = (key, i)
+            if not isinstance(item, dict):
+                self.st.error(path, f"expected a mapping with a 'type:' key, got {item!r}")
+                continue
+            cfg = self.item(kind, path, item)
+            if cfg is None:
+                continue
+            if cfg.id in seen:
+                self.st.error(
+                    (*path, "id") if "id" in item else path,
+                    f"duplicate id {cfg.id!r} (also {key}[{seen[cfg.id]}]); give each an 'id:'",
+                )
+                continue
+            seen[cfg.id] = i
+            out.append(cfg)
+        return tuple(out)
+
+    def item(self, kind: Kind, path: KeyPath, item: dict[str, Any]) -> ItemConfig | None:
+        type_name = item.get("type")
+        if not isinstance(type_name, str):
+            self.st.error(path, f"missing required key 'type' (the {kind.value} type)")
+            return None
+        available = self.host.types[kind]
+        ptype = available.get(type_name)
+        if ptype is None:
+            installed = ", ".join(sorted(available)) or "none"
+            msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, available)} "
+            msg += f"(installed {kind.value} types: {installed})"
+            failed = [p.name for p in self.host.failed_plugins()]
+            if failed:
+                msg += f"; plugins that failed to load: {', '.join(failed)} (see 'vipsense plugins')"
+            self.st.error((*path, "type"), msg)
+            return None
+        item_id = item.get("id", type_name)
+        if not isinstance(item_id, str) or not item_id:
+            self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
+            return None
+        common = ("id", "type", "timeout") if kind is Kind.STORE else ("id", "type")
+        settings = self.st.structure_attrs(item, ptype.settings, path, skip=common)
+        timeout = None
+        if kind is Kind.STORE:
+            timeout = self.st.structure(item.get("timeout", "500ms"), Duration, (*path, "timeout"))
+        if settings is INVALID or timeout is INVALID:
+            return None
+        return ItemConfig(kind, item_id, type_name, settings, timeout)
+
+
+def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None = None) -> Profile:
+    """Read and validate a branch profile.  Raises :class:`ProfileError` listing every problem."""
+    path = Path(path)
+    loaded = load_profile_yaml(path)
+    if loaded.data is None:
+        raise ProfileError(loaded.errors)
+    st = Structurer(loaded)
+    st.errors.extend(loaded.errors)
+    top = st.structure_attrs(loaded.data, _ProfileYaml, ())
+    if top is INVALID:
+        # Still check the plugin items, so one pass reports their errors too.
+        chk = _Checker(st, host)
+        for kind, key in ((Kind.READER, "readers"), (Kind.STORE, "stores"), (Kind.NOTIFIER, "notifiers")):
+            raw = loaded.data.get(key)
+            if isinstance(raw, list):
+                chk.items(kind, key, raw)
+        raise ProfileError(_dedupe(st.errors))
+    chk = _Checker(st, host)
+    readers = chk.items(Kind.READER, "readers", top.readers)
+    stores = chk.items(Kind.STORE, "stores", top.stores)
+    notifiers = chk.items(Kind.NOTIFIER, "notifiers", top.notifiers)
+    if not top.readers:
+        st.error(("readers",), "a branch needs at least one reader")
+    if not top.stores:
+        st.error(("stores",), "a branch needs at least one identity store")
+    _check_references(st, top, {n.id for n in notifiers} | _raw_ids(top.notifiers))
+    if st.errors:
+        raise ProfileError(_dedupe(st.errors))
+
+    source = path.resolve()
+    if data_dir is not None:
+        ddir = Path(data_dir)
+    elif top.data_dir:
+        ddir = Path(os.path.expanduser(top.data_dir))
+        if not ddir.is_absolute():
+            where = loaded.where(("data_dir",))[0]
+            ddir = (Path(where).resolve().parent / ddir).resolve()
+    else:
+        ddir = default_data_dir(top.branch.id)
+    return Profile(
+        source=source,
+        branch=top.branch,
+        data_dir=ddir,
+        tiers=top.tiers,
+        readers=readers,
+        stores=stores,
+        notifiers=notifiers,
+        presence=top.presence,
+        staff=top.staff,
+        routing=top.routing,
+        notification_ttl=top.notification_ttl,
+    )
+
+
+def _raw_ids(items: list[dict[str, Any]]) -> set[str]:
+    """Ids of notifier items, even ones whose settings had errors (avoids knock-on errors)."""
+    return {str(i.get("id", i.get("type"))) for i in items if isinstance(i, dict)}
+
+
+def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str]) -> None:
+    staff_ids: dict[str, int] = {}
+    for i, person in enumerate(top.staff):
+        if person.id in staff_ids:
+            st.error(("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{staff_ids[person.id]}])")
+        staff_ids.setdefault(person.id, i)
+    if len(set(top.tiers)) != len(top.tiers):
+        st.error(("tiers",), "each tier may be listed once")
+    for i, rule in enumerate(top.routing):
+        for j, via in enumerate(rule.via):
+            if via not in notifier_ids:
+                known = ", ".join(sorted(notifier_ids)) or "none"
+                st.error(
+                    ("routing", i, "via", j),
+                    f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})",
+                )
+        for j, tier in enumerate(rule.tiers):
+            if tier not in top.tiers:
+                st.error(
+                    ("routing", i, "tiers", j),
+                    f"unknown tier {tier!r}{suggest(tier, top.tiers)} (tiers: {', '.join(top.tiers)})",
+                )
+        if rule.reasons and rule.event != "rejected":
+            st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
+        if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
+            st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
+        if rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in top.staff):
+            st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+
+
+def _dedupe(errors: list) -> list:
+    seen, out = set(), []
+    for e in errors:
+        if e not in seen:
+            seen.add(e)
+            out.append(e)
+    return out

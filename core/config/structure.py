@@ -1,0 +1,150 @@
+"""Turn loaded YAML into frozen attrs classes, collecting every error instead of stopping at one.
+
+Supported field types: attrs classes, ``str``, ``int``, ``float``, ``bool``, :class:`Duration`,
+:class:`Secret`, ``datetime.date``, enums, ``Literal``, ``X | None``, ``list[X]``, ``tuple[X, ...]`` and
+``dict[str, X]``.  Unknown keys are errors with a "did you mean".  A settings class may add checks
+with attrs validators; their ``ValueError`` message is reported at the class's key path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import enum
+import types
+import typing
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+from .types import Duration, Secret
+from .yamlload import KeyPath, LoadedYaml
+
+INVALID: Any = object()
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(m.value for m in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+class Structurer:
+    def __init__(self, loaded: LoadedYaml) -> None:
+        self.loaded = loaded
+        self.errors: list[ConfigError] = []
+
+    def error(self, path: KeyPath, message: str) -> Any:
+        self.errors.append(self.loaded.error(path, message))
+        return INVALID
+
+    def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:  # noqa: C901, PLR0911
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if tp is Any:
+            return value
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            if value is None and len(inner) < len(args):
+                return None
+            return self.structure(value, inner[0], path) if len(inner) == 1 else value
+        if value is None:
+            return self.error(path, f"a value is required here ({_type_name(tp)})")
+        if isinstance(value, Secret) and tp is not Secret:
+            value = value.reveal()
+        if origin is typing.Literal:
+            if value in args:
+                return value
+            allowed = ", ".join(repr(a) for a in args)
+            return self.error(path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}")
+        if origin in (list, tuple):
+            if isinstance(value, str) or not isinstance(value, list):
+                return self.error(path, f"expected a list, got {value!r}")
+            item_tp = args[0] if args else Any
+            items = [self.structure(v, item_tp, (*path, i)) for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                return self.error(path, f"expected a mapping, got {value!r}")
+            return {k: self.structure(v, args[1], (*path, k)) for k, v in value.items()}
+        if attrs.has(tp):
+            return self.structure_attrs(value, tp, path)
+        if tp is Duration:
+            try:
+                return Duration.parse(value)
+            except ValueError as exc:
+                return self.error(path, str(exc))
+        if tp is Secret:
+            return value if isinstance(value, Secret) else Secret(str(value))
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            try:
+                return tp(value)
+            except ValueError:
+                choices = [m.value for m in tp]
+                return self.error(
+                    path,
+                    f"expected one of {', '.join(choices)}, got {value!r}{suggest(str(value), choices)}",
+                )
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            return self.error(path, f"expected true or false, got {value!r}")
+        if tp is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            return self.error(path, f"expected an integer, got {value!r}")
+        if tp is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            return self.error(path, f"expected a number, got {value!r}")
+        if tp is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return str(value)
+            return self.error(path, f"expected a string, got {value!r}")
+        if tp is dt.date:
+            if isinstance(value, dt.datetime):
+                return value.date()
+            if isinstance(value, dt.date):
+                return value
+            try:
+                return dt.date.fromisoformat(str(value))
+            except ValueError:
+                return self.error(path, f"expected a date such as 2027-12-31, got {value!r}")
+        return self.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
+
+    def structure_attrs(self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()) -> Any:
+        if not isinstance(value, dict):
+            return self.error(path, f"expected a mapping of keys, got {value!r}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in attrs.fields(cls) if f.init}
+        before = len(self.errors)
+        for key in value:
+            if key not in fields and key not in skip:
+                known = ", ".join(fields) or "none"
+                self.error(
+                    (*path, key),
+                    f"unknown key{suggest(str(key), fields)} (known keys: {known})",
+                )
+        kwargs = {}
+        for name, field in fields.items():
+            if name in value:
+                kwargs[name] = self.structure(value[name], hints.get(name, Any), (*path, name))
+            elif field.default is attrs.NOTHING:
+                self.error(path, f"missing required key {name!r}")
+        if len(self.errors) > before:
+            return INVALID
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            return self.error(path, str(exc))

@@ -1,0 +1,240 @@
+"""Runners that keep each reader, store and notifier in its own thread, so one failing or slow device
+degrades itself and never the branch."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .api import IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
+from .clock import Clock
+from .model import DeliveryResult, DeliveryState, Notification, TagRead
+from .status import DeviceStatus
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.1
+BACKOFF_CAP = 2.0  #: seconds; a device that comes back is in use again within this
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ReaderRunner:
+    """Runs ``reader.run`` on a thread; when it raises, reports the reason and retries with a capped
+    exponential backoff."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        reader: Reader,
+        clock: Clock,
+        emit: Callable[[TagRead], None],
+        status: DeviceStatus,
+        on_state: Callable[[str, ReaderStatus], None],
+    ) -> None:
+        self.reader_id = reader_id
+        self.reader = reader
+        self.status = status
+        self.stop_event = threading.Event()
+        self._on_state = on_state
+        self._backoff = BACKOFF_START
+        self.ctx = ReaderContext(reader_id, clock, emit, self._set_state, self.stop_event)
+        self.thread = threading.Thread(target=self._main, name=f"reader:{reader_id}", daemon=True)
+
+    def _set_state(self, state: ReaderState, reason: str = "") -> None:
+        if state is ReaderState.CONNECTED:
+            self._backoff = BACKOFF_START
+        if self.status.set(state.value, reason):
+            self._on_state(self.reader_id, ReaderStatus(state, reason, self.status.since))
+
+    @property
+    def finished(self) -> bool:
+        return self.status.state in (ReaderState.FINISHED.value, ReaderState.FAILED.value)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.reader.run(self.ctx)
+            except Exception as exc:
+                if self.stop_event.is_set():
+                    break
+                reason = describe(exc)
+                self.status.stats.fail(reason)
+                self._set_state(ReaderState.DISCONNECTED, reason)
+                log.warning("reader %s disconnected: %s (retry in %.1fs)", self.reader_id, reason, self._backoff)
+                if self.stop_event.wait(self._backoff):
+                    break
+                self._backoff = min(self._backoff * 2, BACKOFF_CAP)
+                continue
+            if not self.stop_event.is_set():
+                self._set_state(ReaderState.FINISHED, "replay complete")
+                return
+        self._set_state(ReaderState.STOPPED)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        try:
+            self.reader.interrupt()
+        except Exception as exc:
+            log.warning("reader %s: interrupt failed: %s", self.reader_id, describe(exc))
+
+
+class StoreRunner:
+    """Calls one identity store on its own worker thread and never waits longer than ``timeout``.
+
+    While an earlier call is still stuck, later calls skip the store at once instead of queueing
+    behind it; the store is used again as soon as the stuck call returns.
+    """
+
+    def __init__(self, store_id: str, store: IdentityStore, timeout: float, status: DeviceStatus) -> None:
+        self.store_id = store_id
+        self.store = store
+        self.timeout = timeout
+        self.status = status
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store:{store_id}")
+        self._open = False
+        self._next_open = 0.0
+        self._backoff = BACKOFF_START
+        self._stuck: cf.Future | None = None
+
+    def _ensure_open(self) -> None:
+        if self._open:
+            return
+        now = time.monotonic()
+        if now < self._next_open:
+            raise ConnectionError(f"unavailable, retrying in {self._next_open - now:.1f}s")
+        try:
+            self.store.open()
+        except Exception:
+            self._next_open = now + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_CAP)
+            raise
+        self._open, self._backoff = True, BACKOFF_START
+
+    def _call(self, method: str, arg: str) -> Any:
+        self._ensure_open()
+        return getattr(self.store, method)(arg)
+
+    def open(self) -> None:
+        """Open now, in the background, so the first arrival does not pay for it."""
+        self._pool.submit(self._warm)
+
+    def _warm(self) -> None:
+        try:
+            self._ensure_open()
+            self.status.set("ready")
+        except Exception as exc:
+            self.status.set("unavailable", describe(exc))
+            self.status.stats.fail(describe(exc))
+
+    def lookup(self, method: str, arg: str) -> tuple[bool, Any]:
+        """``(True, result)`` when the store answered, ``(False, None)`` when it failed or timed out."""
+        if self._stuck is not None:
+            if not self._stuck.done():
+                self.status.stats.fail("skipped: an earlier call is still running")
+                return False, None
+            self._stuck = None
+        t0 = time.perf_counter()
+        fut = self._pool.submit(self._call, method, arg)
+        try:
+            result = fut.result(self.timeout)
+        except cf.TimeoutError:
+            self._stuck = fut
+            msg = f"timed out after {self.timeout * 1000:.0f} ms"
+            self.status.stats.fail(msg)
+            self.status.set("unavailable", msg)
+            return False, None
+        except Exception as exc:
+            self.status.stats.fail(describe(exc))
+            self.status.set("unavailable", describe(exc))
+            log.warning("store %s: %s failed: %s", self.store_id, method, describe(exc))
+            return False, None
+        self.status.stats.ok(time.perf_counter() - t0)
+        if self.status.state != "ready":
+            self.status.set("ready")
+        return True, result
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._open:
+                self.store.close()
+
+        fut = self._pool.submit(_close)
+        try:
+            fut.result(self.timeout)
+        except Exception as exc:
+            log.warning("store %s: close failed: %s", self.store_id, describe(exc))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class NotifierRunner:
+    """Delivers notifications on the notifier's own thread, so a slow channel delays only itself."""
+
+    def __init__(
+        self,
+        notifier_id: str,
+        notifier: Notifier,
+        clock: Clock,
+        status: DeviceStatus,
+        on_result: Callable[[Notification, DeliveryResult], None],
+    ) -> None:
+        self.notifier_id = notifier_id
+        self.notifier = notifier
+        self.clock = clock
+        self.status = status
+        self._on_result = on_result
+        self._queue: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._main, name=f"notifier:{notifier_id}", daemon=True)
+
+    def start(self) -> None:
+        self.status.set("ready")
+        self.thread.start()
+
+    def put(self, notification: Notification) -> None:
+        self._queue.put(notification)
+
+    def _main(self) -> None:
+        while True:
+            n = self._queue.get()
+            if n is None:
+                return
+            self._deliver(n)
+
+    def _deliver(self, n: Notification) -> None:
+        now = self.clock.wall()
+        if now > n.expires_at:
+            result = DeliveryResult(n.key, self.notifier_id, DeliveryState.EXPIRED, now, "customer has probably left")
+        else:
+            latency = (self.clock.mono() - n.visit.arrival.arrived_mono) / self.clock.speed
+            try:
+                result = self.notifier.send(n) or DeliveryResult(
+                    n.key, self.notifier_id, DeliveryState.DELIVERED, self.clock.wall()
+                )
+            except Exception as exc:
+                reason = describe(exc)
+                self.status.stats.fail(reason)
+                log.warning("notifier %s failed: %s", self.notifier_id, reason)
+                result = DeliveryResult(n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason)
+            else:
+                self.status.stats.ok(latency)
+        self._on_result(n, result)
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued (up to ``timeout`` seconds), then close the notifier."""
+        self._queue.put(None)
+        self.thread.join(timeout)
+        try:
+            self.notifier.close()
+        except Exception as exc:
+            log.warning("notifier %s: close failed: %s", self.notifier_id, describe(exc))

@@ -1,0 +1,181 @@
+"""Hook specifications: the whole contract between the vipsense core and its plugins.
+
+There are two families of hooks, and no other kind:
+
+* **Registration hooks** (``vipsense_register_*``) are called once, while plugins load.  Each receives a
+  ``register`` callable through which the plugin contributes *types*: a type name, an attrs settings
+  class and a factory.  A branch profile then names the type (``type: thingmagic``) and the core calls
+  the factory with the structured settings.  All per-device work happens in methods of the object the
+  factory returns (:class:`vipsense.api.Reader`, :class:`~vipsense.api.IdentityStore`,
+  :class:`~vipsense.api.Notifier`), never through hooks.
+
+* **Broadcast hooks** (every other hook) tell observing plugins what the pipeline did.  The core calls
+  every implementation, one at a time; an implementation that raises is logged with its plugin's name,
+  counted in the branch status and skipped, and the others still run.  Broadcast hooks return nothing.
+  They run on the pipeline thread, so they must return quickly: hand slow work to a thread of your own.
+
+No hook here uses ``firstresult``: registration collects from every plugin and broadcasts fan out.
+
+Implement a hook by naming a function after it in a module listed under the ``vipsense`` entry-point
+group, marked with ``@vipsense.hookimpl``::
+
+    @vipsense.hookimpl
+    def vipsense_register_reader_types(register):
+        register("acme-door", AcmeSettings, AcmeReader, summary="ACME door reader over TCP")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from . import PROJECT
+
+if TYPE_CHECKING:
+    from .api import RegisterType, ReaderStatus
+    from .branch import Branch
+    from .model import Arrival, DeliveryResult, Notification, Visit
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------------------
+# Registration hooks: called once per plugin while plugins load.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vipsense_register_reader_types(register: RegisterType) -> None:
+    """Contribute reader driver types.
+
+    Called once per plugin, right after the plugin is loaded and before any profile is read.
+
+    :param register: call ``register(name, settings_class, factory, summary="")`` once per type.
+
+        - ``name``: the ``type:`` a profile uses, lower case letters, digits and ``-``.
+        - ``settings_class``: a frozen attrs class.  The profile item's keys, minus ``id`` and
+          ``type``, are structured into it; unknown keys are errors.
+        - ``factory``: ``factory(settings, context) -> vipsense.api.Reader``, called when a branch
+          starts (never by ``vipsense check``).  ``context`` is a :class:`vipsense.api.PluginContext`.
+          Import vendor SDKs inside the factory, not at module level.
+        - ``summary``: one line for ``vipsense plugins``.
+
+    A name that another plugin already registered is refused and the plugin is marked failed.
+    """
+
+
+@hookspec
+def vipsense_register_store_types(register: RegisterType) -> None:
+    """Contribute identity store types (where cards and customers are looked up).
+
+    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`;
+    the factory returns a :class:`vipsense.api.IdentityStore`.  Stores are tried in profile order and the
+    first hit wins; the core enforces each store's ``timeout``, so a store need not.
+    """
+
+
+@hookspec
+def vipsense_register_notifier_types(register: RegisterType) -> None:
+    """Contribute notifier types (how staff are told).
+
+    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`;
+    the factory returns a :class:`vipsense.api.Notifier`.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Broadcast hooks: the branch's lifecycle.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vipsense_branch_started(branch: Branch) -> None:
+    """The branch is running: devices are open and reads flow.
+
+    Called once, on the main thread, after every reader, store and notifier was built.  Observers keep
+    ``branch`` to read ``branch.status`` (a live :class:`vipsense.status.BranchStatus`) later.
+
+    :param branch: the running branch.
+    """
+
+
+@hookspec
+def vipsense_branch_stopped(branch: Branch) -> None:
+    """The branch has stopped: readers are closed and every recorded visit is flushed.
+
+    Called once, on the main thread, as the last thing the branch does.
+
+    :param branch: the stopped branch.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Broadcast hooks: the arrival pipeline, in the order events happen.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vipsense_reader_status_changed(reader_id: str, status: ReaderStatus) -> None:
+    """A reader's state changed: connecting, connected, disconnected (with a reason), finished.
+
+    Called on the pipeline thread after the change, once per change.
+
+    :param reader_id: the reader's ``id`` in the profile.
+    :param status: the new :class:`vipsense.api.ReaderStatus`.
+    """
+
+
+@hookspec
+def vipsense_arrival(visit: Visit) -> None:
+    """A valid card arrived and staff are about to be told.
+
+    Called on the pipeline thread after the visit is durably recorded, before notifiers are queued.
+    Not called for re-entries inside the suppression window, rejected cards or unknown tags.
+
+    :param visit: the :class:`vipsense.model.Visit`, kind ``greeted``; ``visit.customer`` is ``None``
+        when every identity store failed or timed out.
+    """
+
+
+@hookspec
+def vipsense_card_rejected(visit: Visit) -> None:
+    """A lost, revoked, expired or wrong-branch card was seen at the door.
+
+    Called on the pipeline thread after the visit is recorded, instead of :func:`vipsense_arrival`.
+
+    :param visit: the :class:`vipsense.model.Visit`, kind ``rejected``, with ``visit.reason`` set.
+    """
+
+
+@hookspec
+def vipsense_unknown_tag(visit: Visit) -> None:
+    """A tag that is no card of any identity store arrived at the door.  Nobody is notified.
+
+    Called on the pipeline thread after the visit is recorded.
+
+    :param visit: the :class:`vipsense.model.Visit`, kind ``unknown``; only ``visit.arrival`` is set.
+    """
+
+
+@hookspec
+def vipsense_departure(arrival: Arrival, departed_at: float) -> None:
+    """A card that had arrived has been silent for ``presence.depart_after``: it left the door zone.
+
+    Called on the pipeline thread.  Leaving the door zone is not leaving the branch.
+
+    :param arrival: the arrival that is over.
+    :param departed_at: wall-clock UNIX time of the departure decision.
+    """
+
+
+@hookspec
+def vipsense_delivery_result(notification: Notification, result: DeliveryResult) -> None:
+    """A notifier finished one attempt to deliver a notification.
+
+    Called on that notifier's worker thread after each attempt, successful or not, and again when a
+    recipient acknowledges.
+
+    :param notification: what was sent.
+    :param result: the outcome, with its :class:`vipsense.model.DeliveryState`.
+    """

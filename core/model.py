@@ -1,0 +1,177 @@
+"""The data that flows through a branch: reads, cards, customers, visits, notifications.
+
+Every class is a frozen attrs class, so a value handed to a plugin cannot be changed under the
+pipeline's feet.  Times come in two kinds, named so they are never confused:
+
+* ``*_mono`` fields are seconds on the branch's monotonic clock (:class:`vipsense.clock.Clock`). The
+  presence rules use only these, following ``presence.md`` §2 "Clock": host time, not reader time.
+* ``*_at`` fields are wall-clock UNIX timestamps (seconds), for records and display.
+
+A card is not the customer: the card holds an opaque EPC and a customer number, and revoking a card
+never touches customer data (``privacy-security.md`` §5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import attrs
+
+from .privacy import masked_repr
+
+
+class CardStatus(str, enum.Enum):
+    ACTIVE = "active"
+    LOST = "lost"
+    REVOKED = "revoked"
+
+
+class RejectReason(str, enum.Enum):
+    """Why a card was not greeted.  The value is what profiles and records use."""
+
+    LOST = "lost"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_BRANCH = "wrong_branch"
+
+
+class Role(str, enum.Enum):
+    """Staff roles that routing rules address."""
+
+    LOBBY_MANAGER = "lobby_manager"
+    CLIENT_MANAGER = "client_manager"
+    BRANCH_MANAGER = "branch_manager"
+    HEAD_OFFICE = "head_office"
+
+
+class VisitKind(str, enum.Enum):
+    """What the branch made of one arrival at the door."""
+
+    GREETED = "greeted"  #: a valid card: staff are told
+    REJECTED = "rejected"  #: lost, revoked, expired or wrong-branch card: never a greeting
+    SUPPRESSED = "suppressed"  #: re-entry inside the suppression window: recorded, nobody told
+    UNKNOWN = "unknown"  #: a tag that is no card of ours: counted, nobody told
+
+
+class DeliveryState(str, enum.Enum):
+    DELIVERED = "delivered"  #: handed to the recipient's device or channel
+    ACKNOWLEDGED = "acknowledged"  #: a person confirmed they saw it
+    RETRYING = "retrying"  #: failed for now; the notifier will try again
+    FAILED = "failed"  #: given up
+    EXPIRED = "expired"  #: too late to be useful, so not sent
+
+
+@attrs.frozen(slots=True)
+class TagRead:
+    """One read of one tag by one antenna, as a reader driver reports it."""
+
+    reader_id: str
+    antenna: int
+    epc: str  #: upper-case hex
+    rssi: float  #: dBm
+    seen_mono: float  #: branch monotonic time when the host received the read
+    tid: str | None = None
+    read_count: int = 1  #: reads the reader folded into this report (on-module de-duplication)
+    reader_time: float | None = None  #: the reader's own timestamp, metadata only
+
+
+@attrs.frozen(slots=True)
+class Card:
+    epc: str
+    customer_no: str
+    status: CardStatus = CardStatus.ACTIVE
+    tier: str | None = None
+    valid_from: dt.date | None = None
+    valid_until: dt.date | None = None  #: inclusive
+    allowed_branches: tuple[str, ...] = ()  #: empty: valid at every branch
+    tid: str | None = None  #: when set, the card is bound to this TID
+
+
+@attrs.frozen(slots=True)
+class Photo:
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    mime: str = "image/jpeg"
+
+
+@attrs.frozen(slots=True)
+class Customer:
+    """A customer as an identity store knows them.  ``repr`` masks the C2 fields."""
+
+    customer_no: str
+    name: str
+    tier: str | None = None
+    company: str | None = None
+    id_number: str | None = attrs.field(default=None, repr=masked_repr("id_number"))
+    mobile: str | None = attrs.field(default=None, repr=masked_repr("mobile"))
+    usual_business: str | None = None
+    client_manager: str | None = None  #: staff id of the assigned client manager
+    photo: Photo | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(slots=True)
+class Staff:
+    """A member of staff who can receive notifications."""
+
+    id: str
+    name: str
+    role: Role
+    mobile: str | None = attrs.field(default=None, repr=masked_repr("mobile"))
+
+
+@attrs.frozen(slots=True)
+class Arrival:
+    """Presence decided that a card has arrived at the door."""
+
+    epc: str
+    reader_id: str
+    antenna: int
+    first_seen_mono: float
+    arrived_mono: float  #: time of the read that completed the arrival
+    read_count: int
+    peak_rssi: float
+    tid: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Visit:
+    """One arrival after it has been resolved and judged: the unit the visit log records."""
+
+    visit_id: str
+    branch_id: str
+    kind: VisitKind
+    arrival: Arrival
+    arrived_at: float
+    card: Card | None = None
+    customer: Customer | None = None
+    reason: RejectReason | None = None
+    tier: str | None = None  #: customer tier, else card tier
+    store_id: str | None = None  #: which identity store answered
+    stale: bool = False  #: the customer data came from a cache that could not be refreshed
+
+
+@attrs.frozen(slots=True)
+class Notification:
+    """One message for one recipient through one notifier.
+
+    ``key`` is the idempotency key, one per visit and recipient, so a receiver that sees the same
+    notification twice can show it once.
+    """
+
+    key: str
+    visit: Visit
+    recipient: Staff
+    notifier_id: str
+    created_at: float
+    expires_at: float
+
+
+@attrs.frozen(slots=True)
+class DeliveryResult:
+    notification_key: str
+    notifier_id: str
+    state: DeliveryState
+    at: float
+    detail: str = ""
+    attempt: int = 1

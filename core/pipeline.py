@@ -1,0 +1,232 @@
+"""The arrival pipeline: reads -> presence -> card -> policy -> customer -> visit log -> routing ->
+notifiers.  See docs/pipeline.md for the diagram.
+
+Everything here runs on one pipeline thread, fed by a queue that reader threads put reads into.  Each
+batch taken from the queue is judged together and its visits are written in one transaction before
+anyone is told, so a notification never refers to a visit that was not recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from .api import ReaderStatus
+from .clock import Clock
+from .config.profile import Profile
+from .devices import NotifierRunner, StoreRunner
+from .model import Arrival, Notification, TagRead, Visit, VisitKind
+from .pluginhost import PluginHost
+from .policy import judge
+from .presence import Presence
+from .routing import Router
+from .status import BranchStatus
+from .visitlog import VisitLog
+
+log = logging.getLogger(__name__)
+
+BATCH = 1024
+TICK_SECONDS = 0.1  #: real seconds between presence ticks (departures, expiry)
+
+_BROADCAST = {
+    VisitKind.GREETED: "vipsense_arrival",
+    VisitKind.REJECTED: "vipsense_card_rejected",
+    VisitKind.UNKNOWN: "vipsense_unknown_tag",
+}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        profile: Profile,
+        host: PluginHost,
+        clock: Clock,
+        status: BranchStatus,
+        stores: list[StoreRunner],
+        notifiers: dict[str, NotifierRunner],
+        visit_log: VisitLog,
+    ) -> None:
+        self.profile = profile
+        self.branch_id = profile.branch.id
+        self.host = host
+        self.clock = clock
+        self.status = status
+        self.stores = stores
+        self.notifiers = notifiers
+        self.visit_log = visit_log
+        self.presence = Presence(profile.presence)
+        self.router = Router(profile.routing, profile.staff)
+        self.ttl = float(profile.notification_ttl)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
+        self._stages = status.stages
+        self._counters = status.counters
+        self._last_tick = time.monotonic()
+
+    # -- input, from any thread -----------------------------------------------------------------
+
+    def submit(self, read: TagRead) -> None:
+        self._queue.put(read)
+
+    def reader_state(self, reader_id: str, status: ReaderStatus) -> None:
+        self._queue.put((reader_id, status))
+
+    # -- the pipeline thread --------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Seed re-entry suppression from the visit log, so a restart does not re-alert anyone."""
+        now = self.clock.wall()
+        rows = self.visit_log.last_notified(now - self.profile.presence.reentry_suppress, now)
+        self.presence.restore((epc, self.clock.to_mono(at)) for epc, at in rows)
+
+    def run(self, stop: threading.Event) -> None:
+        get = self._queue.get
+        while True:
+            try:
+                first = get(timeout=TICK_SECONDS)
+            except queue.Empty:
+                if stop.is_set():
+                    break
+                self.tick()
+                continue
+            self.process(self._drain(first))
+            if time.monotonic() - self._last_tick >= TICK_SECONDS:
+                self.tick()
+
+    def _drain(self, first: Any) -> list[Any]:
+        items = [first]
+        get = self._queue.get_nowait
+        try:
+            while len(items) < BATCH:
+                items.append(get())
+        except queue.Empty:
+            pass
+        return items
+
+    def process(self, items: list[Any]) -> None:
+        """Feed a batch of reads (and reader status changes) through the pipeline."""
+        t0 = time.perf_counter()
+        feed = self.presence.feed
+        arrivals: list[tuple[Arrival, bool]] = []
+        reads = 0
+        for item in items:
+            if type(item) is TagRead:
+                reads += 1
+                result = feed(item)
+                if result is not None:
+                    arrivals.append(result)
+            else:
+                self.host.broadcast("vipsense_reader_status_changed", reader_id=item[0], status=item[1])
+        if reads:
+            self._counters["reads"] += reads
+            self._stages["presence"].ok(time.perf_counter() - t0, n=reads)
+        if arrivals:
+            self._handle(arrivals)
+
+    def tick(self) -> None:
+        self._last_tick = time.monotonic()
+        departed = self.presence.tick(self.clock.mono())
+        if not departed:
+            return
+        at = self.clock.wall()
+        marks = []
+        for arrival in departed:
+            visit_id = self._present.pop(arrival.epc, None)
+            if visit_id:
+                marks.append((visit_id, at))
+            self.host.broadcast("vipsense_departure", arrival=arrival, departed_at=at)
+        self._counters["departures"] += len(departed)
+        try:
+            self.visit_log.departed(marks)
+        except Exception as exc:
+            self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
+            log.error("visit log: cannot record departures: %s", exc)
+
+    # -- judging --------------------------------------------------------------------------------
+
+    def _lookup(self, stage: str, method: str, key: str) -> tuple[Any, str | None]:
+        """Ask each store in profile order; the first hit wins.  Failing stores are skipped."""
+        t0 = time.perf_counter()
+        for runner in self.stores:
+            answered, result = runner.lookup(method, key)
+            if answered and result is not None:
+                self._stages[stage].ok(time.perf_counter() - t0)
+                return result, runner.store_id
+        self._stages[stage].ok(time.perf_counter() - t0)
+        return None, None
+
+    def _judge(self, arrival: Arrival, reentry: bool, today: dt.date) -> Visit:
+        card, store_id = self._lookup("cards", "find_card", arrival.epc)
+        customer = reason = None
+        if card is None:
+            kind = VisitKind.SUPPRESSED if reentry else VisitKind.UNKNOWN
+        else:
+            reason = judge(card, self.branch_id, today)
+            customer, cstore = self._lookup("customers", "find_customer", card.customer_no)
+            store_id = cstore or store_id
+            if reason is not None:
+                kind = VisitKind.REJECTED  # security alerts are never suppressed
+            else:
+                kind = VisitKind.SUPPRESSED if reentry else VisitKind.GREETED
+        tier = (customer.tier if customer else None) or (card.tier if card else None)
+        return Visit(
+            visit_id=uuid.uuid4().hex,
+            branch_id=self.branch_id,
+            kind=kind,
+            arrival=arrival,
+            arrived_at=self.clock.to_wall(arrival.arrived_mono),
+            card=card,
+            customer=customer,
+            reason=reason,
+            tier=tier,
+            store_id=store_id,
+        )
+
+    def _handle(self, arrivals: list[tuple[Arrival, bool]]) -> None:
+        today = dt.date.fromtimestamp(self.clock.wall())
+        visits = [self._judge(a, reentry, today) for a, reentry in arrivals]
+        t0 = time.perf_counter()
+        try:
+            self.visit_log.record(visits)
+            self._stages["visit_log"].ok(time.perf_counter() - t0, n=len(visits))
+        except Exception as exc:
+            # Not recorded is still worth telling staff about; status shows the failure loudly.
+            self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
+            log.error("visit log: cannot record %d visits: %s", len(visits), exc)
+        counters = self._counters
+        counters["arrivals"] += len(visits)
+        for visit in visits:
+            counters[visit.kind.value] += 1
+            self._present[visit.arrival.epc] = visit.visit_id
+            hook = _BROADCAST.get(visit.kind)
+            if hook:
+                self.host.broadcast(hook, visit=visit)
+            self._route(visit)
+
+    def _route(self, visit: Visit) -> None:
+        t0 = time.perf_counter()
+        now = self.clock.wall()
+        sent = 0
+        for person, via in self.router.route(visit):
+            runner = self.notifiers.get(via)
+            if runner is None:  # its factory failed; status already shows why
+                self._stages["routing"].fail(f"notifier {via} is not running")
+                continue
+            runner.put(
+                Notification(
+                    key=f"{visit.visit_id}:{person.id}",
+                    visit=visit,
+                    recipient=person,
+                    notifier_id=via,
+                    created_at=now,
+                    expires_at=visit.arrived_at + self.ttl,
+                )
+            )
+            sent += 1
+        if sent:
+            self._stages["routing"].ok(time.perf_counter() - t0, n=sent)

@@ -1,0 +1,222 @@
+"""Load plugins from the ``vipsense`` entry-point group, collect the types they register, and
+broadcast pipeline events to them with each plugin's failures kept to itself.
+
+Built-in plugins are listed in this project's own ``setup.cfg`` under the same group, so they load
+exactly like a vendor's package.  ``VIPSENSE_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.metadata as md
+import inspect
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import PROJECT, hookspecs
+from .config.structure import suggest
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = PROJECT
+HOOK_PREFIX = "vipsense_"
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+class Kind(str, enum.Enum):
+    READER = "reader"
+    STORE = "store"
+    NOTIFIER = "notifier"
+
+
+_REGISTER_HOOKS = {
+    Kind.READER: "vipsense_register_reader_types",
+    Kind.STORE: "vipsense_register_store_types",
+    Kind.NOTIFIER: "vipsense_register_notifier_types",
+}
+
+
+class PluginState(str, enum.Enum):
+    LOADED = "loaded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+@attrs.frozen
+class PluginType:
+    """One contributed type: what a profile's ``type:`` names."""
+
+    kind: Kind
+    name: str
+    settings: type
+    factory: Callable[..., Any]
+    plugin: str
+    summary: str = ""
+
+
+@attrs.define
+class PluginInfo:
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    state: PluginState = PluginState.LOADED
+    error: str = ""
+    types: list[PluginType] = attrs.field(factory=list)
+
+
+class PluginLoadError(Exception):
+    pass
+
+
+class _Manager(pluggy.PluginManager):
+    """Also treat unmarked ``vipsense_*`` functions as hook implementations, so a misspelt one is
+    caught by the unknown-hook check rather than silently ignored."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(HOOK_PREFIX):
+            method = getattr(plugin, name, None)
+            if inspect.isroutine(method):
+                return {}
+        return opts
+
+
+class PluginHost:
+    def __init__(self) -> None:
+        self.pm = _Manager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.types: dict[Kind, dict[str, PluginType]] = {k: {} for k in Kind}
+        self._lock = threading.Lock()
+        #: (plugin, hook) -> number of times an implementation raised, and the last message
+        self.hook_errors: dict[tuple[str, str], tuple[int, str]] = {}
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load_entry_points(self, disabled: Iterable[str] | None = None) -> None:
+        if disabled is None:
+            env = os.environ.get("VIPSENSE_DISABLE_PLUGINS", "")
+            disabled = [n.strip() for n in env.split(",") if n.strip()]
+        disabled = set(disabled)
+        seen: set[tuple[str, str]] = set()
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if (ep.name, ep.value) in seen:
+                continue
+            seen.add((ep.name, ep.value))
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                distribution=dist.metadata["Name"] if dist else "",
+                version=dist.version if dist else "",
+            )
+            if ep.name in disabled:
+                info.state, info.error = PluginState.BLOCKED, "disabled by VIPSENSE_DISABLE_PLUGINS"
+                self.plugins.append(info)
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not stop the others
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self._register(obj, info)
+        self.pm.check_pending()
+
+    def add(self, obj: object, name: str, distribution: str = "", version: str = "") -> PluginInfo:
+        """Register a plugin object directly (tests, benchmarks, embedding applications)."""
+        module = getattr(obj, "__name__", type(obj).__name__)
+        info = PluginInfo(name=name, module=module, distribution=distribution, version=version)
+        self._register(obj, info)
+        self.pm.check_pending()
+        return info
+
+    def _fail(self, info: PluginInfo, reason: str) -> None:
+        info.state, info.error = PluginState.FAILED, reason
+        log.error("plugin %s failed to load: %s", info.name, reason)
+        self.plugins.append(info)
+
+    def _register(self, obj: object, info: PluginInfo) -> None:
+        try:
+            self.pm.register(obj, name=info.name)
+        except Exception as exc:
+            self._fail(info, f"registration failed: {exc}")
+            return
+        unknown = [
+            hc.name for hc in (self.pm.get_hookcallers(obj) or []) if not hc.has_spec()
+        ]
+        if unknown:
+            self.pm.unregister(obj)
+            hooks = sorted(self.pm.hook.__dict__)
+            detail = "; ".join(f"{n!r}{suggest(n, hooks)}" for n in unknown)
+            self._fail(info, f"unknown hook {detail}")
+            return
+        try:
+            for kind, hook in _REGISTER_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                    if impl.plugin is obj:
+                        impl.function(register=self._registrar(kind, info))
+        except Exception as exc:
+            self.pm.unregister(obj)
+            for t in info.types:
+                self.types[t.kind].pop(t.name, None)
+            info.types.clear()
+            self._fail(info, f"{type(exc).__name__}: {exc}")
+            return
+        self.plugins.append(info)
+
+    def _registrar(self, kind: Kind, info: PluginInfo) -> Callable[..., None]:
+        def register(
+            name: str, settings: type, factory: Callable[..., Any], *, summary: str = ""
+        ) -> None:
+            if not isinstance(name, str) or not _TYPE_NAME.match(name):
+                raise PluginLoadError(
+                    f"{kind.value} type name {name!r} must be lower-case letters, digits and '-'"
+                )
+            if not (attrs.has(settings) and settings.__setattr__ is not object.__setattr__):
+                raise PluginLoadError(f"{kind.value} type {name!r}: settings must be a frozen attrs class")
+            if not callable(factory):
+                raise PluginLoadError(f"{kind.value} type {name!r}: factory is not callable")
+            owner = self.types[kind].get(name)
+            if owner is not None:
+                raise PluginLoadError(
+                    f"{kind.value} type {name!r} is already provided by plugin {owner.plugin}"
+                )
+            ptype = PluginType(kind, name, settings, factory, info.name, summary)
+            self.types[kind][name] = ptype
+            info.types.append(ptype)
+
+        return register
+
+    # -- broadcasting -------------------------------------------------------------------------
+
+    def broadcast(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation of a broadcast hook; one that raises is logged and counted."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                key = (impl.plugin_name, hook)
+                with self._lock:
+                    count, _ = self.hook_errors.get(key, (0, ""))
+                    self.hook_errors[key] = (count + 1, f"{type(exc).__name__}: {exc}")
+                log.exception("plugin %s raised in %s", impl.plugin_name, hook)
+
+    def failed_plugins(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.state is not PluginState.LOADED]
+
+
+def load_host() -> PluginHost:
+    host = PluginHost()
+    host.load_entry_points()
+    return host
+
+
+__all__ = ["ENTRY_POINT_GROUP", "Kind", "PluginHost", "PluginInfo", "PluginState", "PluginType", "load_host"]

@@ -1,0 +1,101 @@
+"""The visit log: every arrival the branch judged, recorded durably in one SQLite file per branch.
+
+WAL mode with ``synchronous=NORMAL``: a committed visit survives a crash or ``kill -9`` of the
+process (power loss may lose the last batches; ``synchronous="FULL"`` would add one fsync per batch).
+The pipeline writes a whole batch of visits in one transaction.
+The log stores the customer number, never names, ID numbers or phone numbers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from .model import Visit
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS visits (
+    visit_id    TEXT PRIMARY KEY,
+    branch_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    epc         TEXT NOT NULL,
+    tid         TEXT,
+    customer_no TEXT,
+    tier        TEXT,
+    reason      TEXT,
+    store_id    TEXT,
+    stale       INTEGER NOT NULL DEFAULT 0,
+    reader_id   TEXT NOT NULL,
+    antenna     INTEGER NOT NULL,
+    read_count  INTEGER NOT NULL,
+    peak_rssi   REAL NOT NULL,
+    arrived_at  REAL NOT NULL,
+    departed_at REAL
+);
+CREATE INDEX IF NOT EXISTS visits_epc_time ON visits (epc, arrived_at);
+CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
+"""
+
+
+class VisitLog:
+    """Used from the pipeline thread only."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.executescript(SCHEMA)
+
+    def record(self, visits: Iterable[Visit]) -> None:
+        rows = [
+            (
+                v.visit_id,
+                v.branch_id,
+                v.kind.value,
+                v.arrival.epc,
+                v.arrival.tid,
+                v.card.customer_no if v.card else None,
+                v.tier,
+                v.reason.value if v.reason else None,
+                v.store_id,
+                int(v.stale),
+                v.arrival.reader_id,
+                v.arrival.antenna,
+                v.arrival.read_count,
+                v.arrival.peak_rssi,
+                v.arrived_at,
+            )
+            for v in visits
+        ]
+        if not rows:
+            return
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO visits (visit_id, branch_id, kind, epc, tid, customer_no, tier, reason,"
+                " store_id, stale, reader_id, antenna, read_count, peak_rssi, arrived_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+    def departed(self, departures: Iterable[tuple[str, float]]) -> None:
+        """Mark ``(visit_id, departed_at)`` pairs."""
+        rows = [(at, vid) for vid, at in departures]
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("UPDATE visits SET departed_at=? WHERE visit_id=?", rows)
+
+    def last_notified(self, since: float, until: float) -> list[tuple[str, float]]:
+        """The last non-suppressed arrival of every card in ``[since, until]`` (wall time)."""
+        return self.db.execute(
+            "SELECT epc, MAX(arrived_at) FROM visits WHERE kind != 'suppressed'"
+            " AND arrived_at BETWEEN ? AND ? GROUP BY epc",
+            (since, until),
+        ).fetchall()
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,107 @@
+"""Prints a clear greeting block for each visit on the terminal: the lobby screen of the demo.
+
+The ID number shows only its last 4 digits and the mobile number is masked, as on every screen
+(``vipsense.privacy``).  A visit routed to several people prints once, with one line per extra
+recipient, instead of repeating the block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import attrs
+
+import vipsense
+from vipsense.api import Notifier, PluginContext
+from vipsense.model import Notification, Visit, VisitKind
+from vipsense.privacy import mask_id_number, mask_mobile
+
+_COLOURS = {"greeted": "\x1b[1;32m", "rejected": "\x1b[1;31m", "dim": "\x1b[2m", "bold": "\x1b[1m"}
+_RESET = "\x1b[0m"
+_REASON_TEXT = {
+    "lost": "card reported LOST",
+    "revoked": "card REVOKED",
+    "expired": "card EXPIRED",
+    "not_yet_valid": "card not yet valid",
+    "wrong_branch": "card not valid at this branch",
+}
+_ROLE_TEXT = {
+    "lobby_manager": "lobby manager",
+    "client_manager": "client manager",
+    "branch_manager": "branch manager",
+    "head_office": "head office",
+}
+
+
+@attrs.frozen
+class ConsoleSettings:
+    color: Literal["auto", "always", "never"] = "auto"
+    width: int = 64
+
+
+class ConsoleNotifier(Notifier):
+    def __init__(self, settings: ConsoleSettings, ctx: PluginContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.colour = settings.color == "always" or (settings.color == "auto" and ctx.output.is_tty)
+        self._last_visit = ""
+
+    def _c(self, name: str, text: str) -> str:
+        return f"{_COLOURS[name]}{text}{_RESET}" if self.colour else text
+
+    def send(self, notification: Notification) -> None:
+        visit = notification.visit
+        to = self._recipient(notification)
+        if visit.visit_id == self._last_visit:
+            self.ctx.output.write(self._c("dim", f"    ↳ also sent to {to}"))
+            return
+        self._last_visit = visit.visit_id
+        self.ctx.output.write(self.render(visit, to))
+
+    def _recipient(self, n: Notification) -> str:
+        return f"{_ROLE_TEXT.get(n.recipient.role.value, n.recipient.role.value)} {n.recipient.name}"
+
+    def render(self, visit: Visit, to: str) -> str:
+        at = dt.datetime.fromtimestamp(visit.arrived_at).strftime("%H:%M:%S")
+        c = visit.customer
+        lag = (self.ctx.clock.mono() - visit.arrival.arrived_mono) / self.ctx.clock.speed * 1000
+        where = f"{visit.arrival.reader_id}/ant {visit.arrival.antenna}"
+        if visit.kind is VisitKind.REJECTED:
+            reason = _REASON_TEXT.get(visit.reason.value if visit.reason else "", "card rejected")
+            title = self._c("rejected", f"⚠ CARD ALERT: {reason.upper()}")
+        else:
+            tier = (visit.tier or "").upper()
+            title = self._c("greeted", f"★ VIP ARRIVAL  {tier}")
+        head = f"── {at} · {where} · read→screen {lag:.0f} ms "
+        lines = [self._c("dim", "┌" + head + "─" * max(0, self.settings.width - len(head) - 1)), f"│ {title}"]
+        if c is not None:
+            name = self._c("bold", c.name)
+            lines.append(f"│ {name}" + (f"  ·  {c.company}" if c.company else ""))
+            if c.usual_business:
+                lines.append(f"│ Usual business  {c.usual_business}")
+            if c.client_manager:
+                manager = self.ctx.staff.get(c.client_manager)
+                lines.append(f"│ Client manager  {manager.name if manager else c.client_manager}")
+            ids = [f"ID {mask_id_number(c.id_number)}" if c.id_number else ""]
+            ids.append(f"mobile {mask_mobile(c.mobile)}" if c.mobile else "")
+            if any(ids):
+                lines.append("│ " + "   ".join(i for i in ids if i))
+            lines.append(f"│ Customer no.    {c.customer_no}")
+        elif visit.card is not None:
+            lines.append(f"│ Customer no. {visit.card.customer_no} (no identity store answered)")
+        if visit.kind is VisitKind.REJECTED:
+            lines.append(f"│ Card {visit.arrival.epc}: do not greet; check the card discreetly")
+        lines.append(f"│ → {to}")
+        lines.append(self._c("dim", "└" + "─" * (self.settings.width - 1)))
+        return "\n".join(lines)
+
+
+@vipsense.hookimpl
+def vipsense_register_notifier_types(register):
+    register(
+        "console",
+        ConsoleSettings,
+        ConsoleNotifier,
+        summary="prints a greeting block on the terminal",
+    )
