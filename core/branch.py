@@ -48,7 +48,9 @@ class Branch:
             for cfg, obj in self._build(Kind.STORE, profile.stores)
         ]
         self.notifiers = {
-            cfg.id: NotifierRunner(cfg.id, obj, self.clock, self.status.devices[cfg.id], self._delivered)
+            cfg.id: NotifierRunner(
+                cfg.id, obj, self.clock, self.status.devices[cfg.id], self._delivered, self.status.stages["notify"]
+            )
             for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
         }
         self.pipeline = Pipeline(

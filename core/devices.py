@@ -14,7 +14,7 @@ from typing import Any
 from .api import IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
 from .clock import Clock
 from .model import DeliveryResult, DeliveryState, Notification, TagRead
-from .status import DeviceStatus
+from .status import DeviceStatus, Stats
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +149,13 @@ class StoreRunner:
         fut = self._pool.submit(self._call, method, arg)
         try:
             result = fut.result(self.timeout)
-        except cf.TimeoutError:
-            self._stuck = fut
-            msg = f"timed out after {self.timeout * 1000:.0f} ms"
-            self.status.stats.fail(msg)
-            self.status.set("unavailable", msg)
-            return False, None
         except Exception as exc:
+            if not fut.done():  # our wait timed out; the call itself is still running
+                self._stuck = fut
+                msg = f"timed out after {self.timeout * 1000:.0f} ms"
+                self.status.stats.fail(msg)
+                self.status.set("unavailable", msg)
+                return False, None
             self.status.stats.fail(describe(exc))
             self.status.set("unavailable", describe(exc))
             log.warning("store %s: %s failed: %s", self.store_id, method, describe(exc))
@@ -188,7 +188,9 @@ class NotifierRunner:
         clock: Clock,
         status: DeviceStatus,
         on_result: Callable[[Notification, DeliveryResult], None],
+        stage: Stats,
     ) -> None:
+        self.stage = stage  #: the branch-wide "notify" stage, shared by every notifier
         self.notifier_id = notifier_id
         self.notifier = notifier
         self.clock = clock
@@ -224,10 +226,12 @@ class NotifierRunner:
             except Exception as exc:
                 reason = describe(exc)
                 self.status.stats.fail(reason)
+                self.stage.fail(f"{self.notifier_id}: {reason}")
                 log.warning("notifier %s failed: %s", self.notifier_id, reason)
                 result = DeliveryResult(n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason)
             else:
                 self.status.stats.ok(latency)
+                self.stage.ok(latency)
         self._on_result(n, result)
 
     def close(self, timeout: float) -> None:

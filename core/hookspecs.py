@@ -69,9 +69,13 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
 def vipsense_register_store_types(register: RegisterType) -> None:
     """Contribute identity store types (where cards and customers are looked up).
 
-    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`;
-    the factory returns a :class:`vipsense.api.IdentityStore`.  Stores are tried in profile order and the
-    first hit wins; the core enforces each store's ``timeout``, so a store need not.
+    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`.
+    Stores are tried in profile order and the first hit wins; the core enforces each store's
+    ``timeout``, so a store need not.
+
+    :param register: ``register(name, settings_class, factory, summary="")``, as for readers; the
+        factory returns a :class:`vipsense.api.IdentityStore`.  A profile's store item may also set
+        ``timeout`` (default 500 ms), which the core handles, so settings classes must not use it.
     """
 
 
@@ -79,8 +83,11 @@ def vipsense_register_store_types(register: RegisterType) -> None:
 def vipsense_register_notifier_types(register: RegisterType) -> None:
     """Contribute notifier types (how staff are told).
 
-    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`;
-    the factory returns a :class:`vipsense.api.Notifier`.
+    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`.
+
+    :param register: ``register(name, settings_class, factory, summary="")``, as for readers; the
+        factory returns a :class:`vipsense.api.Notifier`, whose ``send`` runs on a worker thread
+        of its own.
     """
 
 

@@ -107,7 +107,12 @@ class PluginHost:
             disabled = [n.strip() for n in env.split(",") if n.strip()]
         disabled = set(disabled)
         seen: set[tuple[str, str]] = set()
-        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        # Built-ins first, so a vendor type that clashes with a built-in name is the one refused.
+        def order(ep: md.EntryPoint) -> tuple[bool, str]:
+            dist = getattr(ep, "dist", None)
+            return (not dist or dist.metadata["Name"] != PROJECT, ep.name)
+
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=order):
             if (ep.name, ep.value) in seen:
                 continue
             seen.add((ep.name, ep.value))
@@ -154,7 +159,7 @@ class PluginHost:
         ]
         if unknown:
             self.pm.unregister(obj)
-            hooks = sorted(self.pm.hook.__dict__)
+            hooks = [n for n in dir(hookspecs) if n.startswith(HOOK_PREFIX)]
             detail = "; ".join(f"{n!r}{suggest(n, hooks)}" for n in unknown)
             self._fail(info, f"unknown hook {detail}")
             return

@@ -15,6 +15,7 @@ import attrs
 
 from ..model import RejectReason, Role, Staff
 from ..pluginhost import Kind, PluginHost
+from ..policy import ALERT_REASONS
 from .errors import ProfileError
 from .structure import INVALID, Structurer, suggest
 from .types import Duration
@@ -186,6 +187,7 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     readers = chk.items(Kind.READER, "readers", top.readers)
     stores = chk.items(Kind.STORE, "stores", top.stores)
     notifiers = chk.items(Kind.NOTIFIER, "notifiers", top.notifiers)
+    _check_unique_ids(st, (("readers", readers), ("stores", stores), ("notifiers", notifiers)), loaded)
     if not top.readers:
         st.error(("readers",), "a branch needs at least one reader")
     if not top.stores:
@@ -252,6 +254,34 @@ def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str])
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
         if rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in top.staff):
             st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+    alerted: set[RejectReason] = set()
+    for rule in top.routing:
+        if rule.event == "rejected" and rule.to is Role.BRANCH_MANAGER:
+            alerted |= set(rule.reasons or RejectReason)
+    missing = [r.value for r in sorted(ALERT_REASONS, key=lambda r: r.value) if r not in alerted]
+    if missing:
+        st.error(
+            ("routing",),
+            f"{' and '.join(missing)} cards must alert the branch manager; add a rule such as "
+            "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
+        )
+
+
+def _check_unique_ids(st: Structurer, groups: Any, loaded: Any) -> None:
+    """Status and logs name devices by id, so an id may appear once across all three lists."""
+    owner: dict[str, str] = {}
+    for key, items in groups:
+        raw = loaded.data.get(key) or []
+        for cfg in items:
+            index = next(i for i, r in enumerate(raw) if isinstance(r, dict) and r.get("id", r.get("type")) == cfg.id)
+            if cfg.id in owner:
+                st.error(
+                    (key, index, "id"),
+                    f"id {cfg.id!r} is already used by {owner[cfg.id]}; ids must be unique across "
+                    "readers, stores and notifiers",
+                )
+            else:
+                owner[cfg.id] = f"{key}[{index}]"
 
 
 def _dedupe(errors: list) -> list:

@@ -1,0 +1,79 @@
+"""Shared fixtures: real entry-point distributions written on disk, and small valid profiles."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+BASE_PROFILE = """\
+branch: {id: test-branch, name: Test Branch}
+readers:
+  - {id: door, type: simulated, visitors: []}
+stores:
+  - {id: local, type: sqlite, seed: [seed.yaml]}
+notifiers:
+  - {id: screen, type: console, color: never}
+presence: {min_reads: 2, window: 1s, depart_after: 1s}
+staff:
+  - {id: lobby, name: Lobby Person, role: lobby_manager}
+  - {id: boss, name: Branch Boss, role: branch_manager}
+  - {id: cm1, name: Client Manager One, role: client_manager}
+routing:
+  - {event: arrival, to: lobby_manager, via: [screen]}
+  - {event: arrival, to: client_manager, via: [screen]}
+  - {event: rejected, to: lobby_manager, via: [screen]}
+  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+"""
+
+SEED = """\
+customers:
+  - {customer_no: C1, name: Ada Wong, tier: gold, id_number: "110101199003071234", mobile: "13812345678", client_manager: cm1}
+  - {customer_no: C2, name: Bo Li, tier: platinum}
+cards:
+  - {epc: E20000000000000000000001, customer_no: C1}
+  - {epc: E20000000000000000000002, customer_no: C2, status: lost}
+"""
+
+
+@pytest.fixture
+def write_profile(tmp_path):
+    """Write a profile (default: a valid small branch) and its seed file; return the path."""
+
+    def write(text: str = BASE_PROFILE, name: str = "branch.yaml", seed: str = SEED) -> Path:
+        (tmp_path / "seed.yaml").write_text(seed, encoding="utf-8")
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """Install a plugin the way pip would: a module plus a ``*.dist-info`` with entry points, on a
+    directory put at the front of ``sys.path``.  Returns ``make(dist, {ep_name: source})``."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    made: list[str] = []
+
+    def make(dist: str, plugins: dict[str, str], version: str = "1.2.3") -> None:
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = ["[vipsense]"]
+        for ep_name, source in plugins.items():
+            module = f"{dist.replace('-', '_')}_{ep_name.replace('-', '_')}"
+            (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+            lines.append(f"{ep_name} = {module}")
+            made.append(module)
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+    yield make
+    for module in made:
+        sys.modules.pop(module, None)

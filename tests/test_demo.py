@@ -1,0 +1,99 @@
+"""The demo branch, run as a user runs it: the real CLI in a subprocess, the shipped profile."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import yaml
+
+from .conftest import REPO
+
+DEMO = REPO / "profiles" / "demo.yaml"
+
+
+def epc(n: int) -> str:
+    return f"E2801160600002084C1A{n:04X}"
+
+
+def test_demo_morning_exact_outcome(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vipsense.cli", "run", str(DEMO), "--speed", "10",
+         "--data-dir", str(tmp_path), "--no-status"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = sqlite3.connect(tmp_path / "visits.sqlite3").execute(
+        "SELECT kind, epc, customer_no, reason FROM visits").fetchall()
+
+    greeted = sorted(r[2] for r in rows if r[0] == "greeted")
+    assert greeted == [f"C10000{n:02d}" for n in range(1, 23)]  # 22 VIPs, each greeted once
+    assert sorted((r[2], r[1]) for r in rows if r[0] == "suppressed") == [("C1000003", epc(3))]
+    assert sorted((r[2], r[3]) for r in rows if r[0] == "rejected") == [
+        ("C1000024", "lost"), ("C1000025", "expired"), ("C1000026", "wrong_branch"),
+    ]
+    assert sorted(r[1] for r in rows if r[0] == "unknown") == [
+        "300833B2DDD9014000000001", "E2003412012345678900AB12",
+    ]
+    assert epc(23) not in {r[1] for r in rows}, "the passer-by outside must not arrive"
+    assert len(rows) == 28
+
+    out = proc.stdout
+    assert out.count("★ VIP ARRIVAL") == 22
+    assert out.count("⚠ CARD ALERT") == 3
+    assert "CARD ALERT: CARD REPORTED LOST" in out and "CARD ALERT: CARD EXPIRED" in out
+    assert "CARD ALERT: CARD NOT VALID AT THIS BRANCH" in out
+    assert out.count("→ branch manager 陈静 Chen Jing") == 0  # only as an extra recipient line
+    assert out.count("↳ also sent to branch manager 陈静 Chen Jing") == 1  # the lost card only
+    assert "王建国 Wang Jianguo" in out
+    seed = yaml.safe_load((REPO / "profiles" / "demo" / "customers.yaml").read_text(encoding="utf-8"))
+    for customer in seed["customers"]:
+        assert customer["id_number"] not in out + proc.stderr
+        assert customer["mobile"] not in out + proc.stderr
+        if customer["customer_no"] in greeted:
+            assert f"ID {'*' * 14}{customer['id_number'][-4:]}" in out
+    summary = out.strip().splitlines()[-1]
+    assert re.match(
+        r"Stopped\. \d+ reads, 28 arrivals: 22 greeted, 3 rejected, 1 re-entries suppressed, "
+        r"2 unknown tags\.", summary), summary
+    reads = int(summary.split()[1])
+    assert reads > 2000  # the lingering customers are read hundreds of times
+
+
+def test_lingering_cards_are_read_hundreds_of_times():
+    profile = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    visitors = profile["readers"][0]["visitors"]
+    long_stays = [v for v in visitors if float(str(v.get("stay", "3s")).rstrip("s")) * 10 >= 300]
+    assert len(long_stays) >= 3
+
+
+def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vipsense.cli", "run", str(DEMO), "--data-dir", str(tmp_path), "--no-status"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "VIP ARRIVAL" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        assert "VIP ARRIVAL" in seen
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0
+    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    rows = sqlite3.connect(tmp_path / "visits.sqlite3").execute(
+        "SELECT kind, customer_no FROM visits").fetchall()
+    assert ("greeted", "C1000001") in rows

@@ -1,0 +1,382 @@
+"""The pipeline end to end inside one process: policy, routing, store and notifier isolation,
+reader reconnects, suppression across restarts, masking.  Real threads, real SQLite files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import sqlite3
+import threading
+import time
+
+import attrs
+import pytest
+
+import vipsense
+from vipsense.api import IdentityStore, Notifier, Reader
+from vipsense.branch import Branch
+from vipsense.config.profile import load_profile
+from vipsense.model import Card, CardStatus, DeliveryState, RejectReason, TagRead
+from vipsense.output import Output
+from vipsense.pluginhost import load_host
+from vipsense.policy import judge
+
+ADA = "E20000000000000000000001"  # customer C1, active
+LOST = "E20000000000000000000002"  # customer C2, lost
+STRANGER = "E2000000000000000000FFFF"  # no card
+
+
+def wait_for(condition, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+@attrs.frozen
+class NoSettings:
+    pass
+
+
+@attrs.frozen
+class FlakySettings:
+    mode: str = "raise"
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self, fail=False):
+        self.sent = []
+        self.fail = fail
+
+    def send(self, notification):
+        if self.fail:
+            raise ConnectionError("pager gateway unreachable")
+        self.sent.append(notification)
+
+
+class FlakyStore(IdentityStore):
+    def __init__(self, settings):
+        self.mode = settings.mode
+        self.calls = 0
+
+    def find_card(self, epc):
+        self.calls += 1
+        if self.mode == "hang":
+            time.sleep(1.0)
+        raise TimeoutError("directory unreachable")
+
+    def find_customer(self, customer_no):
+        return self.find_card(customer_no)
+
+
+class TypesForTests:
+    """Test-only types, registered straight into the host (no entry point needed)."""
+
+    def __init__(self):
+        self.notifiers = {}
+        self.stores = []
+        self.events = []
+
+    @vipsense.hookimpl
+    def vipsense_register_notifier_types(self, register):
+        def make(fail):
+            def factory(settings, ctx):
+                self.notifiers[ctx.item_id] = RecordingNotifier(fail)
+                return self.notifiers[ctx.item_id]
+            return factory
+
+        register("recording", NoSettings, make(False))
+        register("broken-pager", NoSettings, make(True))
+
+    @vipsense.hookimpl
+    def vipsense_register_store_types(self, register):
+        def factory(settings, ctx):
+            store = FlakyStore(settings)
+            self.stores.append(store)
+            return store
+
+        register("flaky", FlakySettings, factory)
+
+    @vipsense.hookimpl
+    def vipsense_delivery_result(self, notification, result):
+        self.events.append(("delivery", notification.recipient.id, result.state))
+
+    @vipsense.hookimpl
+    def vipsense_card_rejected(self, visit):
+        self.events.append(("rejected", visit.arrival.epc, visit.reason))
+
+    @vipsense.hookimpl
+    def vipsense_unknown_tag(self, visit):
+        self.events.append(("unknown", visit.arrival.epc))
+
+
+PROFILE = """\
+branch: {id: test-branch, name: Test Branch}
+readers:
+  - {id: door, type: simulated, visitors: []}
+stores:
+%(stores)s
+  - {id: local, type: sqlite, seed: [seed.yaml]}
+notifiers:
+  - {id: screen, type: console, color: never}
+  - {id: pda, type: recording}
+  - {id: pager, type: broken-pager}
+presence: {min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 10m}
+staff:
+  - {id: lobby, name: Lobby Person, role: lobby_manager}
+  - {id: boss, name: Branch Boss, role: branch_manager}
+  - {id: cm1, name: Client Manager One, role: client_manager}
+routing:
+  - {event: arrival, to: lobby_manager, via: [screen, pda, pager]}
+  - {event: arrival, to: client_manager, via: [pda]}
+  - {event: arrival, tiers: [gold], to: lobby_manager, via: [pda]}
+  - {event: rejected, to: lobby_manager, via: [pda]}
+  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
+"""
+
+
+@pytest.fixture
+def branch_factory(write_profile, tmp_path):
+    made = []
+
+    def make(stores: str = "", data_dir=None):
+        plugin = TypesForTests()
+        host = load_host()
+        host.add(plugin, "test-types")
+        path = write_profile(PROFILE % {"stores": stores})
+        profile = load_profile(path, host, data_dir=data_dir or tmp_path / "data")
+        out = io.StringIO()
+        branch = Branch(profile, host, output=Output(out, live=False))
+        branch.start()
+        made.append(branch)
+        return branch, plugin, out
+
+    yield make
+    for b in made:
+        if not b.stopping:
+            b.stop()
+
+
+def walk_in(branch, epc, n=3):
+    for _ in range(n):
+        branch.pipeline.submit(TagRead("door", 1, epc, -50.0, branch.clock.mono()))
+
+
+def test_valid_card_is_greeted_recorded_and_routed(branch_factory):
+    branch, plugin, out = branch_factory()
+    walk_in(branch, ADA)
+    pda = plugin.notifiers["pda"]
+    assert wait_for(lambda: len(pda.sent) == 2)
+    # lobby manager twice via pda (two rules) collapses to one; the client manager gets their own
+    assert sorted(n.recipient.id for n in pda.sent) == ["cm1", "lobby"]
+    [visit] = {n.visit.visit_id: n.visit for n in pda.sent}.values()
+    assert (visit.kind.value, visit.customer.name, visit.tier, visit.store_id) == ("greeted", "Ada Wong", "gold", "local")
+    assert {n.key for n in pda.sent} == {f"{visit.visit_id}:cm1", f"{visit.visit_id}:lobby"}
+    assert wait_for(lambda: "Ada Wong" in out.getvalue())
+    branch.stop()
+    rows = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute(
+        "SELECT kind, epc, customer_no, tier FROM visits").fetchall()
+    assert rows == [("greeted", ADA, "C1", "gold")]
+
+
+def test_console_masks_id_and_mobile(branch_factory):
+    branch, plugin, out = branch_factory()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: "Ada Wong" in out.getvalue())
+    text = out.getvalue()
+    assert "ID **************1234" in text
+    assert "mobile 138****5678" in text
+    assert "110101199003071234" not in text and "13812345678" not in text
+
+
+def test_customer_repr_is_masked(branch_factory):
+    branch, plugin, _ = branch_factory()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: plugin.notifiers["pda"].sent)
+    text = repr(plugin.notifiers["pda"].sent[0])
+    assert "Ada Wong" in text and "1234" in text
+    assert "110101199003071234" not in text and "13812345678" not in text
+
+
+def test_lost_card_is_rejected_and_alerts_branch_manager(branch_factory):
+    branch, plugin, out = branch_factory()
+    walk_in(branch, LOST)
+    pda = plugin.notifiers["pda"]
+    assert wait_for(lambda: len(pda.sent) == 2)
+    assert sorted(n.recipient.id for n in pda.sent) == ["boss", "lobby"]
+    assert all(n.visit.kind.value == "rejected" for n in pda.sent)
+    assert ("rejected", LOST, RejectReason.LOST) in plugin.events
+    assert branch.status.counters["greeted"] == 0
+    assert "VIP ARRIVAL" not in out.getvalue()
+
+
+def test_unknown_tag_is_counted_and_nobody_is_told(branch_factory):
+    branch, plugin, out = branch_factory()
+    walk_in(branch, STRANGER)
+    assert wait_for(lambda: branch.status.counters["unknown"] == 1)
+    time.sleep(0.2)
+    assert plugin.notifiers["pda"].sent == []
+    assert out.getvalue() == ""
+    assert ("unknown", STRANGER) in plugin.events
+
+
+def test_failing_notifier_degrades_only_itself(branch_factory):
+    branch, plugin, out = branch_factory()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: ("delivery", "lobby", DeliveryState.FAILED) in plugin.events)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
+    pager = branch.status.devices["pager"]
+    assert pager.stats.errors == 1
+    assert pager.stats.last_error == "ConnectionError: pager gateway unreachable"
+    assert "Ada Wong" in out.getvalue()
+
+
+def test_failing_store_is_skipped_and_counted(branch_factory):
+    branch, plugin, _ = branch_factory(stores="  - {id: central, type: flaky}")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
+    assert plugin.notifiers["pda"].sent[0].visit.customer.name == "Ada Wong"
+    central = branch.status.devices["central"]
+    assert central.stats.errors == 2  # the card lookup and the customer lookup
+    assert central.state == "unavailable"
+    assert central.reason == "TimeoutError: directory unreachable"
+
+
+def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
+    branch, plugin, _ = branch_factory(stores="  - {id: central, type: flaky, mode: hang, timeout: 200ms}")
+    t0 = time.monotonic()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
+    first = time.monotonic() - t0
+    assert plugin.stores[0].calls == 1  # the customer lookup skipped the stuck store at once
+    assert first < 0.9  # one 200 ms timeout, not a wait for the 1 s hang
+    central = branch.status.snapshot()["devices"]["central"]
+    assert (central["state"], central["reason"]) == ("unavailable", "timed out after 200 ms")
+    assert central["errors"] == 2
+    assert central["last_error"] == "skipped: an earlier call is still running"
+
+
+def test_reentry_is_suppressed_even_after_a_restart(branch_factory, tmp_path):
+    branch, plugin, _ = branch_factory(data_dir=tmp_path / "d")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: branch.status.counters["greeted"] == 1)
+    branch.stop()
+    again, plugin2, out2 = branch_factory(data_dir=tmp_path / "d")
+    walk_in(again, ADA)
+    assert wait_for(lambda: again.status.counters["suppressed"] == 1)
+    time.sleep(0.2)
+    assert plugin2.notifiers["pda"].sent == []
+    again.stop()
+    kinds = sqlite3.connect(tmp_path / "d" / "visits.sqlite3").execute(
+        "SELECT kind FROM visits ORDER BY arrived_at").fetchall()
+    assert kinds == [("greeted",), ("suppressed",)]
+
+
+def test_status_snapshot_has_every_stage(branch_factory):
+    branch, plugin, _ = branch_factory()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
+    snap = branch.status.snapshot()
+    assert set(snap["stages"]) == {"presence", "cards", "customers", "visit_log", "routing", "notify"}
+    assert snap["stages"]["presence"]["count"] == 3
+    assert snap["stages"]["cards"]["count"] == 1
+    assert snap["stages"]["visit_log"]["count"] == 1
+    assert snap["stages"]["notify"]["count"] >= 2
+    assert snap["counters"]["arrivals"] == 1
+    assert snap["devices"]["pda"]["latency_ms_p99"] is not None
+
+
+# -- readers ---------------------------------------------------------------------------------------
+
+
+class FlakyReader(Reader):
+    """Loses its link twice, then works: the core must reconnect it with backoff."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, ctx):
+        self.runs += 1
+        if self.runs <= 2:
+            raise OSError(f"port /dev/ttyUSB0 disappeared (run {self.runs})")
+        ctx.connected("back")
+        ctx.read(ADA, rssi=-50)
+        ctx.read(ADA, rssi=-50)
+        ctx.stop.wait()
+
+
+def test_reader_that_fails_is_reconnected_and_factory_failure_is_isolated(tmp_path, write_profile):
+    flaky = FlakyReader()
+    states = []
+
+    class Readers:
+        @vipsense.hookimpl
+        def vipsense_register_reader_types(self, register):
+            register("flaky", NoSettings, lambda s, c: flaky)
+
+            def broken(s, c):
+                raise FileNotFoundError("/dev/ttyACM9")
+
+            register("broken", NoSettings, broken)
+
+        @vipsense.hookimpl
+        def vipsense_reader_status_changed(self, reader_id, status):
+            states.append((reader_id, status.state.value, status.reason))
+
+    host = load_host()
+    host.add(Readers(), "test-readers")
+    text = (PROFILE % {"stores": ""}).replace(
+        "  - {id: door, type: simulated, visitors: []}",
+        "  - {id: door, type: flaky}\n  - {id: side, type: broken}",
+    ).replace("pda, pager", "screen").replace("[pda]", "[screen]").replace(
+        "  - {id: pda, type: recording}\n  - {id: pager, type: broken-pager}\n", "")
+    profile = load_profile(write_profile(text), host, data_dir=tmp_path / "r")
+    out = io.StringIO()
+    branch = Branch(profile, host, output=Output(out, live=False))
+    branch.start()
+    try:
+        assert wait_for(lambda: branch.status.counters["greeted"] == 1)
+        assert flaky.runs == 3
+        assert ("door", "disconnected", "OSError: port /dev/ttyUSB0 disappeared (run 1)") in states
+        assert ("door", "connected", "back") in states
+        side = branch.status.devices["side"]
+        assert (side.state, side.reason) == ("failed", "FileNotFoundError: /dev/ttyACM9")
+    finally:
+        branch.stop()
+    assert branch.status.devices["door"].state == "stopped"
+
+
+# -- policy ----------------------------------------------------------------------------------------
+
+TODAY = dt.date(2026, 11, 22)
+
+
+@pytest.mark.parametrize(
+    ("card", "reason"),
+    [
+        (Card("E1", "C1"), None),
+        (Card("E1", "C1", status=CardStatus.LOST), RejectReason.LOST),
+        (Card("E1", "C1", status=CardStatus.REVOKED), RejectReason.REVOKED),
+        (Card("E1", "C1", valid_until=dt.date(2026, 11, 21)), RejectReason.EXPIRED),
+        (Card("E1", "C1", valid_until=TODAY), None),
+        (Card("E1", "C1", valid_from=dt.date(2026, 11, 23)), RejectReason.NOT_YET_VALID),
+        (Card("E1", "C1", allowed_branches=("bj-guomao",)), RejectReason.WRONG_BRANCH),
+        (Card("E1", "C1", allowed_branches=("bj-guomao", "sh-lujiazui")), None),
+        (Card("E1", "C1", status=CardStatus.LOST, valid_until=dt.date(2020, 1, 1)), RejectReason.LOST),
+    ],
+)
+def test_policy(card, reason):
+    assert judge(card, "sh-lujiazui", TODAY) is reason
+
+
+def test_stop_flushes_and_finishes_quickly(branch_factory):
+    branch, plugin, _ = branch_factory()
+    walk_in(branch, ADA)
+    t0 = time.monotonic()
+    branch.stop()
+    assert time.monotonic() - t0 < 2.0
+    rows = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute("SELECT kind FROM visits").fetchall()
+    assert rows == [("greeted",)]
+    assert not any(t.name == "pipeline" and t.is_alive() for t in threading.enumerate())

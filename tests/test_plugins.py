@@ -1,0 +1,203 @@
+"""Plugin discovery, isolation of broken plugins, and the hook specification's own contract."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vipsense import hookspecs
+from vipsense.config import ProfileError
+from vipsense.config.profile import load_profile
+from vipsense.pluginhost import Kind, PluginState, load_host
+
+from .conftest import REPO
+
+GOOD = """
+import attrs, vipsense
+
+@attrs.frozen
+class Settings:
+    speed: int = 1
+
+class Door:
+    def run(self, ctx):
+        pass
+
+@vipsense.hookimpl
+def vipsense_register_reader_types(register):
+    register("good-door", Settings, lambda s, ctx: Door(), summary="a door")
+"""
+
+
+def test_every_hook_is_documented():
+    hooks = [
+        (name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("vipsense_")
+    ]
+    assert len(hooks) >= 10
+    for name, fn in hooks:
+        doc = inspect.getdoc(fn) or ""
+        assert len(doc) > 40, f"hook {name} has no real docstring"
+        assert "Called" in doc or "called" in doc, f"hook {name} does not say when it is called"
+        for param in inspect.signature(fn).parameters:
+            assert f":param {param}:" in doc, f"hook {name} does not document {param}"
+
+
+def test_builtins_load_through_the_entry_point_group():
+    host = load_host()
+    builtin = {p.name: p for p in host.plugins if p.distribution == "vipsense"}
+    assert {"simulated-reader", "sqlite-store", "console-notifier"} <= set(builtin)
+    assert all(p.state is PluginState.LOADED for p in builtin.values())
+    assert "simulated" in host.types[Kind.READER]
+    assert "sqlite" in host.types[Kind.STORE]
+    assert "console" in host.types[Kind.NOTIFIER]
+
+
+def test_third_party_plugin_is_listed_with_distribution_and_version(fake_distribution):
+    fake_distribution("acme-doors", {"acme": GOOD}, version="2.0.1")
+    host = load_host()
+    [info] = [p for p in host.plugins if p.name == "acme"]
+    assert (info.distribution, info.version, info.state) == ("acme-doors", "2.0.1", PluginState.LOADED)
+    assert [t.name for t in info.types] == ["good-door"]
+
+
+def test_import_failure_is_isolated(fake_distribution):
+    fake_distribution("broken-vendor", {"broken": "import vendor_sdk_that_is_not_installed\n", "ok": GOOD})
+    host = load_host()
+    states = {p.name: (p.state, p.error) for p in host.plugins}
+    assert states["broken"][0] is PluginState.FAILED
+    assert "ModuleNotFoundError" in states["broken"][1]
+    assert "vendor_sdk_that_is_not_installed" in states["broken"][1]
+    assert states["ok"][0] is PluginState.LOADED
+    assert "good-door" in host.types[Kind.READER]
+
+
+def test_misspelt_hook_fails_that_plugin_only(fake_distribution):
+    fake_distribution("typo-vendor", {"typo": """
+        import vipsense
+
+        @vipsense.hookimpl
+        def vipsense_register_reader_type(register):
+            pass
+    """, "ok": GOOD})
+    host = load_host()  # check_pending() passes: the bad plugin was unregistered
+    [typo] = [p for p in host.plugins if p.name == "typo"]
+    assert typo.state is PluginState.FAILED
+    assert "unknown hook 'vipsense_register_reader_type'" in typo.error
+    assert "did you mean 'vipsense_register_reader_types'" in typo.error
+    assert "good-door" in host.types[Kind.READER]
+
+
+def test_unmarked_misspelt_hook_is_caught_too(fake_distribution):
+    fake_distribution("typo2", {"typo2": "def vipsense_arival(visit):\n    pass\n"})
+    [typo] = [p for p in load_host().plugins if p.name == "typo2"]
+    assert typo.state is PluginState.FAILED
+    assert "did you mean 'vipsense_arrival'" in typo.error
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('register("simulated", Settings, lambda s, c: None)',
+         "reader type 'simulated' is already provided by plugin simulated-reader"),
+        ('register("Bad Name", Settings, lambda s, c: None)', "must be lower-case letters, digits and '-'"),
+        ('register("x", dict, lambda s, c: None)', "settings must be a frozen attrs class"),
+        ('register("x", Settings, "not callable")', "factory is not callable"),
+        ('raise RuntimeError("vendor licence missing")', "RuntimeError: vendor licence missing"),
+    ],
+)
+def test_bad_registration_fails_that_plugin_only(fake_distribution, source, message):
+    fake_distribution("bad-reg", {"badreg": f"""
+import attrs, vipsense
+
+@attrs.frozen
+class Settings:
+    pass
+
+@vipsense.hookimpl
+def vipsense_register_reader_types(register):
+    register("partial", Settings, lambda s, c: None)
+    {source}
+"""})
+    host = load_host()
+    [info] = [p for p in host.plugins if p.name == "badreg"]
+    assert info.state is PluginState.FAILED
+    assert message in info.error
+    assert "partial" not in host.types[Kind.READER], "a failed plugin's other types are withdrawn"
+    assert host.types[Kind.READER]["simulated"].plugin == "simulated-reader"
+
+
+def test_disabled_plugin_is_listed_as_blocked(monkeypatch):
+    monkeypatch.setenv("VIPSENSE_DISABLE_PLUGINS", "console-notifier")
+    host = load_host()
+    [info] = [p for p in host.plugins if p.name == "console-notifier"]
+    assert info.state is PluginState.BLOCKED
+    assert "console" not in host.types[Kind.NOTIFIER]
+
+
+def test_profile_naming_a_type_of_a_failed_plugin_says_so(fake_distribution, write_profile):
+    fake_distribution("broken-vendor", {"broken": "raise ImportError('no SDK')\n"})
+    path = write_profile()
+    text = path.read_text().replace("type: simulated, visitors: []", "type: simulatd")
+    path.write_text(text)
+    with pytest.raises(ProfileError) as excinfo:
+        load_profile(path, load_host())
+    [err] = excinfo.value.errors
+    assert err.line == 3
+    assert err.path == "readers[0].type"
+    assert err.message == (
+        "unknown reader type 'simulatd'; did you mean 'simulated'? (installed reader types: simulated); "
+        "plugins that failed to load: broken (see 'vipsense plugins')"
+    )
+
+
+def test_failing_broadcast_hook_is_counted_and_others_still_run():
+    host = load_host()
+    seen = []
+
+    class Bad:
+        @staticmethod
+        def vipsense_departure(arrival, departed_at):
+            raise ValueError("observer bug")
+
+    class Good:
+        @staticmethod
+        def vipsense_departure(arrival, departed_at):
+            seen.append(departed_at)
+
+    host.add(Bad, "bad-observer")
+    host.add(Good, "good-observer")
+    host.broadcast("vipsense_departure", arrival=None, departed_at=1.0)
+    host.broadcast("vipsense_departure", arrival=None, departed_at=2.0)
+    assert seen == [1.0, 2.0]
+    assert host.hook_errors[("bad-observer", "vipsense_departure")] == (2, "ValueError: observer bug")
+
+
+def test_cli_lists_failed_plugin_with_reason(tmp_path):
+    site = tmp_path / "site"
+    (site / "sick_vendor-0.9.dist-info").mkdir(parents=True)
+    (site / "sick_vendor-0.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: sick-vendor\nVersion: 0.9\n")
+    (site / "sick_vendor-0.9.dist-info" / "entry_points.txt").write_text("[vipsense]\nsick = sick_vendor_mod\n")
+    (site / "sick_vendor_mod.py").write_text("raise OSError('cannot open /dev/acme0')\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-m", "vipsense.cli", "plugins", "--json"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True,
+    )
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["sick"]["state"] == "failed"
+    assert rows["sick"]["distribution"] == "sick-vendor"
+    assert rows["sick"]["error"] == "import failed: OSError: cannot open /dev/acme0"
+    assert rows["sqlite-store"]["state"] == "loaded"
+    assert rows["sqlite-store"]["types"] == ["store:sqlite"]
+    text = subprocess.run(
+        [sys.executable, "-m", "vipsense.cli", "plugins"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True,
+    )
+    assert "sick-vendor 0.9" in text.stdout
+    assert "import failed: OSError: cannot open /dev/acme0" in text.stdout
