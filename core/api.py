@@ -95,9 +95,13 @@ class ReaderContext:
         emit: Callable[[TagRead], None],
         set_state: Callable[[ReaderState, str], None],
         stop: threading.Event,
+        log: logging.Logger,
+        counters: dict[str, int],
     ) -> None:
         self.reader_id = reader_id
         self.clock = clock
+        self.log = log
+        self._counters = counters
         #: Hand one :class:`TagRead` to the pipeline.  Thread-safe, never blocks.
         self.emit = emit
         self._set_state = set_state
@@ -108,8 +112,15 @@ class ReaderContext:
         """Call once the device is open and configured, so status shows it."""
         self._set_state(ReaderState.CONNECTED, detail)
 
-    def read(self, epc: str, antenna: int = 1, rssi: float = -60.0, **extra: Any) -> None:
-        """Stamp a read with the branch clock and emit it."""
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a driver counter shown in the reader's status, e.g. ``count("crc_errors")``."""
+        self._counters[name] = self._counters.get(name, 0) + n
+
+    def read(self, epc: str, antenna: int, rssi: float | None, **extra: Any) -> None:
+        """Stamp a read with the branch clock and emit it.  ``rssi=None`` when the reader has none.
+
+        ``extra`` may set the other :class:`TagRead` fields: ``tid``, ``read_count``, ``reader_time``.
+        """
         self.emit(
             TagRead(
                 reader_id=self.reader_id,
@@ -136,7 +147,12 @@ class Reader:
         raise NotImplementedError
 
     def interrupt(self) -> None:
-        """Called from another thread when the branch stops, to unblock a ``run`` stuck in I/O."""
+        """Unblock a ``run`` stuck in I/O.  Called from another thread when the branch stops,
+        after ``ctx.stop`` is set, so ``run`` can tell a stop from a lost link.
+
+        Make the blocked call return: ``socket.shutdown(SHUT_RDWR)`` (a plain ``close()`` from another
+        thread does not wake a blocked ``recv`` on Linux), or ``serial.cancel_read()``.
+        """
 
 
 class IdentityStore:

@@ -49,7 +49,12 @@ class Branch:
         ]
         self.notifiers = {
             cfg.id: NotifierRunner(
-                cfg.id, obj, self.clock, self.status.devices[cfg.id], self._delivered, self.status.stages["notify"]
+                cfg.id,
+                obj,
+                self.clock,
+                self.status.devices[cfg.id],
+                self._delivered,
+                self.status.stages["notify"],
             )
             for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
         }

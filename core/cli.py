@@ -94,11 +94,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(_plain(profile), allow_unicode=True, sort_keys=False), end="")
         return EXIT_OK
     kinds = ", ".join(
-        f"{len(items)} {name}" for name, items in
-        (("readers", profile.readers), ("stores", profile.stores), ("notifiers", profile.notifiers))
+        f"{len(items)} {name}{'' if len(items) == 1 else 's'}"
+        for name, items in (
+            ("reader", profile.readers),
+            ("store", profile.stores),
+            ("notifier", profile.notifiers),
+        )
     )
-    print(f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
-          f"{len(profile.routing)} routing rules; data in {profile.data_dir}")
+    print(
+        f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
+        f"{len(profile.routing)} routing rules; data in {profile.data_dir}"
+    )
     return EXIT_OK
 
 
@@ -122,12 +128,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    for row in rows:
-        dist = f"{row['distribution']} {row['version']}".strip() or "-"
-        types = ", ".join(row["types"]) or "-"
-        print(f"{row['name']:<20} {dist:<22} {row['state']:<8} {types}")
-        if row["error"]:
-            print(f"{'':<20} {row['error']}")
+    table = [
+        (
+            r["name"],
+            f"{r['distribution']} {r['version']}".strip() or "-",
+            r["state"],
+            ", ".join(r["types"]) or "-",
+        )
+        for r in rows
+    ]
+    head = ("PLUGIN", "DISTRIBUTION", "STATE", "TYPES")
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *table, strict=False)]
+    for i, line in enumerate([head, *table]):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+        if i and rows[i - 1]["error"]:
+            print(" " * (widths[0] + 2) + f"↳ {rows[i - 1]['error']}")
     failed = [p for p in host.plugins if p.state is PluginState.FAILED]
     if failed:
         print(f"\n{len(failed)} plugin(s) failed to load; everything else works.", file=sys.stderr)
@@ -139,7 +154,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def _status_line(branch: Branch) -> str:
     c = branch.status.counters
-    down = [i for i, d in branch.status.devices.items() if d.state in ("disconnected", "failed", "unavailable")]
+    down = [
+        i for i, d in branch.status.devices.items() if d.state in ("disconnected", "failed", "unavailable")
+    ]
     line = (
         f"{branch.status.reads_per_second():6.0f} reads/s · arrivals {c['arrivals']} · greeted {c['greeted']}"
         f" · rejected {c['rejected']} · re-entries {c['suppressed']} · unknown {c['unknown']}"
@@ -166,8 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     branch = Branch(profile, host, Clock(args.speed), output)
     speed = f" at {args.speed:g}x speed" if args.speed != 1 else ""
-    output.write(f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; "
-                 f"Ctrl-C stops")
+    output.write(
+        f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; Ctrl-C stops"
+    )
     branch.start()
     settle = float(profile.presence.depart_after) + 0.5
     while not stop.wait(0.25):

@@ -46,7 +46,15 @@ class ReaderRunner:
         self.stop_event = threading.Event()
         self._on_state = on_state
         self._backoff = BACKOFF_START
-        self.ctx = ReaderContext(reader_id, clock, emit, self._set_state, self.stop_event)
+        self.ctx = ReaderContext(
+            reader_id,
+            clock,
+            emit,
+            self._set_state,
+            self.stop_event,
+            logging.getLogger(f"vipsense.reader.{reader_id}"),
+            status.counters,
+        )
         self.thread = threading.Thread(target=self._main, name=f"reader:{reader_id}", daemon=True)
 
     def _set_state(self, state: ReaderState, reason: str = "") -> None:
@@ -72,7 +80,9 @@ class ReaderRunner:
                 reason = describe(exc)
                 self.status.stats.fail(reason)
                 self._set_state(ReaderState.DISCONNECTED, reason)
-                log.warning("reader %s disconnected: %s (retry in %.1fs)", self.reader_id, reason, self._backoff)
+                log.warning(
+                    "reader %s disconnected: %s (retry in %.1fs)", self.reader_id, reason, self._backoff
+                )
                 if self.stop_event.wait(self._backoff):
                     break
                 self._backoff = min(self._backoff * 2, BACKOFF_CAP)
@@ -216,7 +226,9 @@ class NotifierRunner:
     def _deliver(self, n: Notification) -> None:
         now = self.clock.wall()
         if now > n.expires_at:
-            result = DeliveryResult(n.key, self.notifier_id, DeliveryState.EXPIRED, now, "customer has probably left")
+            result = DeliveryResult(
+                n.key, self.notifier_id, DeliveryState.EXPIRED, now, "customer has probably left"
+            )
         else:
             latency = (self.clock.mono() - n.visit.arrival.arrived_mono) / self.clock.speed
             try:
@@ -228,7 +240,9 @@ class NotifierRunner:
                 self.status.stats.fail(reason)
                 self.stage.fail(f"{self.notifier_id}: {reason}")
                 log.warning("notifier %s failed: %s", self.notifier_id, reason)
-                result = DeliveryResult(n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason)
+                result = DeliveryResult(
+                    n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason
+                )
             else:
                 self.status.stats.ok(latency)
                 self.stage.ok(latency)

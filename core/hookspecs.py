@@ -33,7 +33,7 @@ import pluggy
 from . import PROJECT
 
 if TYPE_CHECKING:
-    from .api import RegisterType, ReaderStatus
+    from .api import ReaderStatus, RegisterType
     from .branch import Branch
     from .model import Arrival, DeliveryResult, Notification, Visit
 

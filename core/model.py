@@ -70,7 +70,7 @@ class TagRead:
     reader_id: str
     antenna: int
     epc: str  #: upper-case hex
-    rssi: float  #: dBm
+    rssi: float | None  #: dBm; None when the reader reports no signal strength
     seen_mono: float  #: branch monotonic time when the host received the read
     tid: str | None = None
     read_count: int = 1  #: reads the reader folded into this report (on-module de-duplication)
@@ -130,7 +130,7 @@ class Arrival:
     first_seen_mono: float
     arrived_mono: float  #: time of the read that completed the arrival
     read_count: int
-    peak_rssi: float
+    peak_rssi: float | None
     tid: str | None = None
 
 

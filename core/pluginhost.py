@@ -107,6 +107,7 @@ class PluginHost:
             disabled = [n.strip() for n in env.split(",") if n.strip()]
         disabled = set(disabled)
         seen: set[tuple[str, str]] = set()
+
         # Built-ins first, so a vendor type that clashes with a built-in name is the one refused.
         def order(ep: md.EntryPoint) -> tuple[bool, str]:
             dist = getattr(ep, "dist", None)
@@ -154,9 +155,7 @@ class PluginHost:
         except Exception as exc:
             self._fail(info, f"registration failed: {exc}")
             return
-        unknown = [
-            hc.name for hc in (self.pm.get_hookcallers(obj) or []) if not hc.has_spec()
-        ]
+        unknown = [hc.name for hc in (self.pm.get_hookcallers(obj) or []) if not hc.has_spec()]
         if unknown:
             self.pm.unregister(obj)
             hooks = [n for n in dir(hookspecs) if n.startswith(HOOK_PREFIX)]
@@ -178,9 +177,7 @@ class PluginHost:
         self.plugins.append(info)
 
     def _registrar(self, kind: Kind, info: PluginInfo) -> Callable[..., None]:
-        def register(
-            name: str, settings: type, factory: Callable[..., Any], *, summary: str = ""
-        ) -> None:
+        def register(name: str, settings: type, factory: Callable[..., Any], *, summary: str = "") -> None:
             if not isinstance(name, str) or not _TYPE_NAME.match(name):
                 raise PluginLoadError(
                     f"{kind.value} type name {name!r} must be lower-case letters, digits and '-'"

@@ -5,6 +5,7 @@ A pure function of (reads, branch monotonic clock), so it is tested with a fake 
 
 * A card *arrives* once ``min_reads`` qualifying reads fall inside ``window``.  With ``min_rssi`` set,
   reads weaker than it do not qualify, so a passer-by read once or twice outside never arrives.
+  Reads from readers that report no RSSI cannot be gated and always qualify.
 * All antennas and readers of a branch are one door zone, so a card hopping antennas never re-arrives.
 * An arrived card *departs* the door zone after ``depart_after`` of silence.
 * An arrival less than ``reentry_suppress`` after the card's previous notified arrival is a
@@ -64,11 +65,13 @@ class Presence:
         if track is not None and track.arrived is not None:  # the hot path: a card standing there
             track.last = read.seen_mono
             track.reads += read.read_count
-            if read.rssi > track.peak:
-                track.peak = read.rssi
+            rssi = read.rssi
+            if rssi is not None and (track.peak is None or rssi > track.peak):
+                track.peak = rssi
             return None
         s = self.s
-        if s.min_rssi is not None and read.rssi < s.min_rssi:
+        rssi = read.rssi
+        if s.min_rssi is not None and rssi is not None and rssi < s.min_rssi:
             self.weak_reads += 1
             return None
         now = read.seen_mono
@@ -76,8 +79,8 @@ class Presence:
             track = self._tracks[read.epc] = _Track(read)
         track.last = now
         track.reads += read.read_count
-        if read.rssi > track.peak:
-            track.peak = read.rssi
+        if rssi is not None and (track.peak is None or rssi > track.peak):
+            track.peak = rssi
         if read.tid and not track.tid:
             track.tid = read.tid
         q = track.qualifying

@@ -77,6 +77,7 @@ class DeviceStatus:
     reason: str = ""
     since: float = attrs.Factory(time.time)
     stats: Stats = attrs.Factory(Stats)
+    counters: dict[str, int] = attrs.Factory(dict)  #: driver-specific, e.g. dropped frames
 
     def set(self, state: str, reason: str = "") -> bool:
         changed = (state, reason) != (self.state, self.reason)
@@ -91,6 +92,7 @@ class DeviceStatus:
             "state": self.state,
             "reason": self.reason,
             "since": self.since,
+            "counters": dict(self.counters),
             **self.stats.snapshot(),
         }
 

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS visits (
     reader_id   TEXT NOT NULL,
     antenna     INTEGER NOT NULL,
     read_count  INTEGER NOT NULL,
-    peak_rssi   REAL NOT NULL,
+    peak_rssi   REAL,
     arrived_at  REAL NOT NULL,
     departed_at REAL
 );

@@ -32,7 +32,8 @@ routing:
 
 SEED = """\
 customers:
-  - {customer_no: C1, name: Ada Wong, tier: gold, id_number: "110101199003071234", mobile: "13812345678", client_manager: cm1}
+  - {customer_no: C1, name: Ada Wong, tier: gold, id_number: "110101199003071234",
+     mobile: "13812345678", client_manager: cm1}
   - {customer_no: C2, name: Bo Li, tier: platinum}
 cards:
   - {epc: E20000000000000000000001, customer_no: C1}

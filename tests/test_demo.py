@@ -23,22 +23,41 @@ def epc(n: int) -> str:
 
 def test_demo_morning_exact_outcome(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "vipsense.cli", "run", str(DEMO), "--speed", "10",
-         "--data-dir", str(tmp_path), "--no-status"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "vipsense.cli",
+            "run",
+            str(DEMO),
+            "--speed",
+            "10",
+            "--data-dir",
+            str(tmp_path),
+            "--no-status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    rows = sqlite3.connect(tmp_path / "visits.sqlite3").execute(
-        "SELECT kind, epc, customer_no, reason FROM visits").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "visits.sqlite3")
+        .execute("SELECT kind, epc, customer_no, reason FROM visits")
+        .fetchall()
+    )
 
     greeted = sorted(r[2] for r in rows if r[0] == "greeted")
     assert greeted == [f"C10000{n:02d}" for n in range(1, 23)]  # 22 VIPs, each greeted once
     assert sorted((r[2], r[1]) for r in rows if r[0] == "suppressed") == [("C1000003", epc(3))]
     assert sorted((r[2], r[3]) for r in rows if r[0] == "rejected") == [
-        ("C1000024", "lost"), ("C1000025", "expired"), ("C1000026", "wrong_branch"),
+        ("C1000024", "lost"),
+        ("C1000025", "expired"),
+        ("C1000026", "wrong_branch"),
     ]
     assert sorted(r[1] for r in rows if r[0] == "unknown") == [
-        "300833B2DDD9014000000001", "E2003412012345678900AB12",
+        "300833B2DDD9014000000001",
+        "E2003412012345678900AB12",
     ]
     assert epc(23) not in {r[1] for r in rows}, "the passer-by outside must not arrive"
     assert len(rows) == 28
@@ -60,7 +79,9 @@ def test_demo_morning_exact_outcome(tmp_path):
     summary = out.strip().splitlines()[-1]
     assert re.match(
         r"Stopped\. \d+ reads, 28 arrivals: 22 greeted, 3 rejected, 1 re-entries suppressed, "
-        r"2 unknown tags\.", summary), summary
+        r"2 unknown tags\.",
+        summary,
+    ), summary
     reads = int(summary.split()[1])
     assert reads > 2000  # the lingering customers are read hundreds of times
 
@@ -75,7 +96,10 @@ def test_lingering_cards_are_read_hundreds_of_times():
 def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vipsense.cli", "run", str(DEMO), "--data-dir", str(tmp_path), "--no-status"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -94,6 +118,9 @@ def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
             proc.wait()
     assert code == 0
     assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
-    rows = sqlite3.connect(tmp_path / "visits.sqlite3").execute(
-        "SELECT kind, customer_no FROM visits").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "visits.sqlite3")
+        .execute("SELECT kind, customer_no FROM visits")
+        .fetchall()
+    )
     assert ("greeted", "C1000001") in rows

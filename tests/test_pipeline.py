@@ -85,6 +85,7 @@ class TypesForTests:
             def factory(settings, ctx):
                 self.notifiers[ctx.item_id] = RecordingNotifier(fail)
                 return self.notifiers[ctx.item_id]
+
             return factory
 
         register("recording", NoSettings, make(False))
@@ -172,17 +173,25 @@ def test_valid_card_is_greeted_recorded_and_routed(branch_factory):
     # lobby manager twice via pda (two rules) collapses to one; the client manager gets their own
     assert sorted(n.recipient.id for n in pda.sent) == ["cm1", "lobby"]
     [visit] = {n.visit.visit_id: n.visit for n in pda.sent}.values()
-    assert (visit.kind.value, visit.customer.name, visit.tier, visit.store_id) == ("greeted", "Ada Wong", "gold", "local")
+    assert (visit.kind.value, visit.customer.name, visit.tier, visit.store_id) == (
+        "greeted",
+        "Ada Wong",
+        "gold",
+        "local",
+    )
     assert {n.key for n in pda.sent} == {f"{visit.visit_id}:cm1", f"{visit.visit_id}:lobby"}
     assert wait_for(lambda: "Ada Wong" in out.getvalue())
     branch.stop()
-    rows = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute(
-        "SELECT kind, epc, customer_no, tier FROM visits").fetchall()
+    rows = (
+        sqlite3.connect(branch.data_dir / "visits.sqlite3")
+        .execute("SELECT kind, epc, customer_no, tier FROM visits")
+        .fetchall()
+    )
     assert rows == [("greeted", ADA, "C1", "gold")]
 
 
 def test_console_masks_id_and_mobile(branch_factory):
-    branch, plugin, out = branch_factory()
+    branch, _, out = branch_factory()
     walk_in(branch, ADA)
     assert wait_for(lambda: "Ada Wong" in out.getvalue())
     text = out.getvalue()
@@ -259,18 +268,21 @@ def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
 
 
 def test_reentry_is_suppressed_even_after_a_restart(branch_factory, tmp_path):
-    branch, plugin, _ = branch_factory(data_dir=tmp_path / "d")
+    branch, _, _ = branch_factory(data_dir=tmp_path / "d")
     walk_in(branch, ADA)
     assert wait_for(lambda: branch.status.counters["greeted"] == 1)
     branch.stop()
-    again, plugin2, out2 = branch_factory(data_dir=tmp_path / "d")
+    again, plugin2, _ = branch_factory(data_dir=tmp_path / "d")
     walk_in(again, ADA)
     assert wait_for(lambda: again.status.counters["suppressed"] == 1)
     time.sleep(0.2)
     assert plugin2.notifiers["pda"].sent == []
     again.stop()
-    kinds = sqlite3.connect(tmp_path / "d" / "visits.sqlite3").execute(
-        "SELECT kind FROM visits ORDER BY arrived_at").fetchall()
+    kinds = (
+        sqlite3.connect(tmp_path / "d" / "visits.sqlite3")
+        .execute("SELECT kind FROM visits ORDER BY arrived_at")
+        .fetchall()
+    )
     assert kinds == [("greeted",), ("suppressed",)]
 
 
@@ -302,8 +314,8 @@ class FlakyReader(Reader):
         if self.runs <= 2:
             raise OSError(f"port /dev/ttyUSB0 disappeared (run {self.runs})")
         ctx.connected("back")
-        ctx.read(ADA, rssi=-50)
-        ctx.read(ADA, rssi=-50)
+        ctx.read(ADA, antenna=1, rssi=-50)
+        ctx.read(ADA, antenna=1, rssi=None)  # a reader without RSSI still counts
         ctx.stop.wait()
 
 
@@ -327,11 +339,16 @@ def test_reader_that_fails_is_reconnected_and_factory_failure_is_isolated(tmp_pa
 
     host = load_host()
     host.add(Readers(), "test-readers")
-    text = (PROFILE % {"stores": ""}).replace(
-        "  - {id: door, type: simulated, visitors: []}",
-        "  - {id: door, type: flaky}\n  - {id: side, type: broken}",
-    ).replace("pda, pager", "screen").replace("[pda]", "[screen]").replace(
-        "  - {id: pda, type: recording}\n  - {id: pager, type: broken-pager}\n", "")
+    text = (
+        (PROFILE % {"stores": ""})
+        .replace(
+            "  - {id: door, type: simulated, visitors: []}",
+            "  - {id: door, type: flaky}\n  - {id: side, type: broken}",
+        )
+        .replace("pda, pager", "screen")
+        .replace("[pda]", "[screen]")
+        .replace("  - {id: pda, type: recording}\n  - {id: pager, type: broken-pager}\n", "")
+    )
     profile = load_profile(write_profile(text), host, data_dir=tmp_path / "r")
     out = io.StringIO()
     branch = Branch(profile, host, output=Output(out, live=False))
@@ -372,7 +389,7 @@ def test_policy(card, reason):
 
 
 def test_stop_flushes_and_finishes_quickly(branch_factory):
-    branch, plugin, _ = branch_factory()
+    branch, _, _ = branch_factory()
     walk_in(branch, ADA)
     t0 = time.monotonic()
     branch.stop()

@@ -36,7 +36,8 @@ def vipsense_register_reader_types(register):
 
 def test_every_hook_is_documented():
     hooks = [
-        (name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        (name, fn)
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
         if name.startswith("vipsense_")
     ]
     assert len(hooks) >= 10
@@ -78,13 +79,19 @@ def test_import_failure_is_isolated(fake_distribution):
 
 
 def test_misspelt_hook_fails_that_plugin_only(fake_distribution):
-    fake_distribution("typo-vendor", {"typo": """
+    fake_distribution(
+        "typo-vendor",
+        {
+            "typo": """
         import vipsense
 
         @vipsense.hookimpl
         def vipsense_register_reader_type(register):
             pass
-    """, "ok": GOOD})
+    """,
+            "ok": GOOD,
+        },
+    )
     host = load_host()  # check_pending() passes: the bad plugin was unregistered
     [typo] = [p for p in host.plugins if p.name == "typo"]
     assert typo.state is PluginState.FAILED
@@ -103,8 +110,10 @@ def test_unmarked_misspelt_hook_is_caught_too(fake_distribution):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ('register("simulated", Settings, lambda s, c: None)',
-         "reader type 'simulated' is already provided by plugin simulated-reader"),
+        (
+            'register("simulated", Settings, lambda s, c: None)',
+            "reader type 'simulated' is already provided by plugin simulated-reader",
+        ),
         ('register("Bad Name", Settings, lambda s, c: None)', "must be lower-case letters, digits and '-'"),
         ('register("x", dict, lambda s, c: None)', "settings must be a frozen attrs class"),
         ('register("x", Settings, "not callable")', "factory is not callable"),
@@ -112,7 +121,10 @@ def test_unmarked_misspelt_hook_is_caught_too(fake_distribution):
     ],
 )
 def test_bad_registration_fails_that_plugin_only(fake_distribution, source, message):
-    fake_distribution("bad-reg", {"badreg": f"""
+    fake_distribution(
+        "bad-reg",
+        {
+            "badreg": f"""
 import attrs, vipsense
 
 @attrs.frozen
@@ -123,7 +135,9 @@ class Settings:
 def vipsense_register_reader_types(register):
     register("partial", Settings, lambda s, c: None)
     {source}
-"""})
+"""
+        },
+    )
     host = load_host()
     [info] = [p for p in host.plugins if p.name == "badreg"]
     assert info.state is PluginState.FAILED
@@ -181,13 +195,22 @@ def test_failing_broadcast_hook_is_counted_and_others_still_run():
 def test_cli_lists_failed_plugin_with_reason(tmp_path):
     site = tmp_path / "site"
     (site / "sick_vendor-0.9.dist-info").mkdir(parents=True)
-    (site / "sick_vendor-0.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: sick-vendor\nVersion: 0.9\n")
-    (site / "sick_vendor-0.9.dist-info" / "entry_points.txt").write_text("[vipsense]\nsick = sick_vendor_mod\n")
+    (site / "sick_vendor-0.9.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sick-vendor\nVersion: 0.9\n"
+    )
+    (site / "sick_vendor-0.9.dist-info" / "entry_points.txt").write_text(
+        "[vipsense]\nsick = sick_vendor_mod\n"
+    )
     (site / "sick_vendor_mod.py").write_text("raise OSError('cannot open /dev/acme0')\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run(
         [sys.executable, "-m", "vipsense.cli", "plugins", "--json"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["sick"]["state"] == "failed"
@@ -197,7 +220,12 @@ def test_cli_lists_failed_plugin_with_reason(tmp_path):
     assert rows["sqlite-store"]["types"] == ["store:sqlite"]
     text = subprocess.run(
         [sys.executable, "-m", "vipsense.cli", "plugins"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     assert "sick-vendor 0.9" in text.stdout
     assert "import failed: OSError: cannot open /dev/acme0" in text.stdout

@@ -14,8 +14,13 @@ OTHER = "E2801160600002084C1A0002"
 
 
 def settings(**kw) -> PresenceSettings:
-    base = dict(min_reads=3, window=Duration(1.0), min_rssi=-70.0, reentry_suppress=Duration(600),
-                depart_after=Duration(2.0))
+    base = dict(
+        min_reads=3,
+        window=Duration(1.0),
+        min_rssi=-70.0,
+        reentry_suppress=Duration(600),
+        depart_after=Duration(2.0),
+    )
     base.update(kw)
     return PresenceSettings(**base)
 
@@ -140,3 +145,13 @@ def test_min_reads_is_exact(min_reads):
     results = [p.feed(read(k * 0.05)) for k in range(min_reads)]
     assert results[:-1] == [None] * (min_reads - 1)
     assert results[-1] is not None
+
+
+def test_reads_without_rssi_cannot_be_gated_and_qualify():
+    p = Presence(settings(min_rssi=-70.0))
+    results = [p.feed(read(t, rssi=None)) for t in (0.0, 0.1, 0.2)]
+    assert results[:2] == [None, None]
+    arrival, _ = results[2]
+    assert arrival.peak_rssi is None
+    p.feed(read(0.3, rssi=-55.0))
+    assert p.present()[0].epc == CARD

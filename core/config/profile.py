@@ -22,11 +22,12 @@ from .types import Duration
 from .yamlload import KeyPath, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
+TEN_MINUTES = Duration(600)
 
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
+        raise ValueError(f"{attribute.name} must be greater than 0, got {float(value):g}")
 
 
 @attrs.frozen
@@ -41,8 +42,8 @@ class PresenceSettings:
 
     min_reads: int = attrs.field(default=2, validator=_positive)  #: reads needed inside ``window``
     window: Duration = attrs.field(default=Duration(0.5), validator=_positive)
-    min_rssi: float | None = None  #: reads weaker than this (dBm) do not count
-    reentry_suppress: Duration = Duration(600)  #: no second greeting for the same card within this
+    min_rssi: float | None = None  #: reads weaker than this (dBm) do not count; reads without RSSI do
+    reentry_suppress: Duration = TEN_MINUTES  #: no second greeting for the same card within this
     depart_after: Duration = attrs.field(default=Duration(2.0), validator=_positive)
 
 
@@ -81,7 +82,7 @@ class _ProfileYaml:
     presence: PresenceSettings = PresenceSettings()
     staff: tuple[Staff, ...] = ()
     routing: tuple[RouteRule, ...] = ()
-    notification_ttl: Duration = Duration(600)  #: after this a notification is stale, not sent
+    notification_ttl: Duration = TEN_MINUTES  #: after this a notification is stale, not sent
 
 
 @attrs.frozen
@@ -230,7 +231,9 @@ def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str])
     staff_ids: dict[str, int] = {}
     for i, person in enumerate(top.staff):
         if person.id in staff_ids:
-            st.error(("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{staff_ids[person.id]}])")
+            st.error(
+                ("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{staff_ids[person.id]}])"
+            )
         staff_ids.setdefault(person.id, i)
     if len(set(top.tiers)) != len(top.tiers):
         st.error(("tiers",), "each tier may be listed once")
@@ -273,7 +276,9 @@ def _check_unique_ids(st: Structurer, groups: Any, loaded: Any) -> None:
     for key, items in groups:
         raw = loaded.data.get(key) or []
         for cfg in items:
-            index = next(i for i, r in enumerate(raw) if isinstance(r, dict) and r.get("id", r.get("type")) == cfg.id)
+            index = next(
+                i for i, r in enumerate(raw) if isinstance(r, dict) and r.get("id", r.get("type")) == cfg.id
+            )
             if cfg.id in owner:
                 st.error(
                     (key, index, "id"),

@@ -16,6 +16,7 @@ import typing
 from typing import Any
 
 import attrs
+import yaml
 
 from .errors import ConfigError
 from .types import Duration, Secret
@@ -47,7 +48,7 @@ class Structurer:
         self.errors.append(self.loaded.error(path, message))
         return INVALID
 
-    def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:  # noqa: C901, PLR0911
+    def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is Any:
@@ -61,11 +62,15 @@ class Structurer:
             return self.error(path, f"a value is required here ({_type_name(tp)})")
         if isinstance(value, Secret) and tp is not Secret:
             value = value.reveal()
+            if tp in (int, float, bool):  # "4001" from an environment variable means 4001
+                value = yaml.safe_load(value) if value.strip() else value
         if origin is typing.Literal:
             if value in args:
                 return value
             allowed = ", ".join(repr(a) for a in args)
-            return self.error(path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}")
+            return self.error(
+                path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}"
+            )
         if origin in (list, tuple):
             if isinstance(value, str) or not isinstance(value, list):
                 return self.error(path, f"expected a list, got {value!r}")
@@ -140,6 +145,8 @@ class Structurer:
         for name, field in fields.items():
             if name in value:
                 kwargs[name] = self.structure(value[name], hints.get(name, Any), (*path, name))
+                if field.validator is not None and kwargs[name] is not INVALID:
+                    self._validate(field, kwargs[name], (*path, name))
             elif field.default is attrs.NOTHING:
                 self.error(path, f"missing required key {name!r}")
         if len(self.errors) > before:
@@ -148,3 +155,15 @@ class Structurer:
             return cls(**kwargs)
         except (ValueError, TypeError) as exc:
             return self.error(path, str(exc))
+
+    def _validate(self, field: attrs.Attribute, value: Any, path: KeyPath) -> None:
+        """Run one field's attrs validator now, so every bad field is reported at its own key.
+
+        Validators that need the whole instance cannot run here; they still run when the class is
+        built, and their error is reported at the class's key path."""
+        try:
+            field.validator(None, field, value)
+        except (ValueError, TypeError) as exc:
+            self.error(path, str(exc))
+        except AttributeError:
+            pass

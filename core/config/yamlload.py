@@ -69,9 +69,7 @@ class _Reader:
         self._secrets_file: Path | None = None
 
     def err(self, node: yaml.Node, path: KeyPath, message: str) -> None:
-        self.errors.append(
-            ConfigError(self.display, node.start_mark.line + 1, format_path(path), message)
-        )
+        self.errors.append(ConfigError(self.display, node.start_mark.line + 1, format_path(path), message))
 
     def read(self) -> Any:
         try:
@@ -238,9 +236,7 @@ def load_profile_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> LoadedYaml:
         errors.append(ConfigError(reader.display, line, "extends", f"circular extends: {chain}"))
         return LoadedYaml(data, locs, errors)
     if not base_path.exists():
-        errors.append(
-            ConfigError(reader.display, line, "extends", f"base profile {base_name} not found")
-        )
+        errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} not found"))
         return LoadedYaml(data, locs, errors)
     base = load_profile_yaml(base_path, (*_chain, path))
     if base.data is None:

@@ -50,9 +50,25 @@ CREATE INDEX IF NOT EXISTS cards_customer ON cards (customer_no);
 """
 
 CUSTOMER_COLUMNS = (
-    "customer_no", "name", "company", "id_number", "mobile", "usual_business", "tier", "client_manager",
+    "customer_no",
+    "name",
+    "company",
+    "id_number",
+    "mobile",
+    "usual_business",
+    "tier",
+    "client_manager",
 )
-CARD_COLUMNS = ("epc", "customer_no", "tid", "status", "tier", "valid_from", "valid_until", "allowed_branches")
+CARD_COLUMNS = (
+    "epc",
+    "customer_no",
+    "tid",
+    "status",
+    "tier",
+    "valid_from",
+    "valid_until",
+    "allowed_branches",
+)
 
 
 @attrs.frozen
@@ -248,4 +264,3 @@ def vipsense_register_store_types(register):
         SqliteStore,
         summary="customers and cards in a local SQLite file, seeded from YAML or CSV",
     )
-

@@ -1,12 +1,13 @@
-"""vipsense reader type ``acme-tcp``: the ACME door reader, which reports tags as text lines over TCP.
+"""vipsense reader type ``acme-tcp``: the ACME door reader, which reports tags as lines over TCP.
 
 The reader is the TCP server; this driver connects to it and reads one line per tag report::
 
     TAG <EPC in hex> <antenna> <RSSI in dBm>\\n        e.g.  TAG E2801160600002084C1A0001 2 -51.5
 
-Antenna and RSSI may be left off (the antenna is then ``antenna_default``).  Any other line is
-skipped, counted and logged; it never stops the reader.  When the connection drops, ``run`` raises
-and the vipsense core reconnects with backoff, so there is no reconnect loop here.
+Antenna and RSSI may be left off: the antenna is then ``antenna_default`` and the RSSI vipsense's
+default.  Any other line is skipped, counted and logged; it never stops the reader.  When the
+connection drops, ``run`` raises and the vipsense core reconnects with backoff, so there is no
+reconnect loop here.
 
 A profile uses it like this::
 
@@ -19,6 +20,7 @@ A profile uses it like this::
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -82,9 +84,9 @@ class AcmeReader(Reader):
         s = self.settings
         sock = socket.create_connection((s.host, s.port), timeout=float(s.connect_timeout))
         sock.settimeout(None)  # block in recv; interrupt() wakes it
-        _keepalive(sock)
         self._sock = sock
         try:
+            _keepalive(sock)
             # The core sets ctx.stop before calling interrupt(), so checking it after publishing
             # the socket closes the window where a stop arrives while we are still connecting.
             if ctx.stop.is_set():
@@ -95,7 +97,7 @@ class AcmeReader(Reader):
                     self._handle(raw.decode("ascii", "replace").strip(), ctx)
         except OSError:
             if ctx.stop.is_set():
-                return  # interrupt() closed the socket under us: a normal stop
+                return  # interrupt() shut the socket down under us: a normal stop
             raise
         finally:
             self._sock = None
@@ -108,14 +110,13 @@ class AcmeReader(Reader):
             return
         tag = parse_line(line, self.settings.antenna_default)
         if tag is None:
-            self._skip(line)
-        elif tag.rssi is None:
-            ctx.read(tag.epc, antenna=tag.antenna)
+            self._skip(line, ctx)
         else:
             ctx.read(tag.epc, antenna=tag.antenna, rssi=tag.rssi)
 
-    def _skip(self, line: str) -> None:
+    def _skip(self, line: str, ctx: ReaderContext) -> None:
         self.malformed += 1
+        ctx.count("malformed_lines")
         now = time.monotonic()
         if now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
@@ -124,10 +125,8 @@ class AcmeReader(Reader):
     def interrupt(self) -> None:
         sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already disconnected
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv; close() alone does not
-            except OSError:
-                pass  # already disconnected
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -140,4 +139,4 @@ def _keepalive(sock: socket.socket) -> None:
 
 @vipsense.hookimpl
 def vipsense_register_reader_types(register):
-    register("acme-tcp", AcmeSettings, AcmeReader, summary="ACME door reader, line protocol over TCP")
+    register("acme-tcp", AcmeSettings, AcmeReader, summary="ACME door reader, text lines over TCP")
