@@ -23,6 +23,7 @@ from .config import ProfileError, Secret
 from .config.profile import Profile, load_profile
 from .output import Output
 from .pluginhost import PluginHost, PluginState, load_host
+from .privacy import mask_field
 
 EXIT_OK, EXIT_PROFILE, EXIT_USAGE = 0, 1, 2
 
@@ -77,7 +78,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     if attrs.has(type(value)):
-        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+        return {f.name: _plain(mask_field(f.name, getattr(value, f.name))) for f in attrs.fields(type(value))}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -33,9 +33,19 @@ def mask_mobile(value: str | None) -> str:
     return value[:3] + MASK_CHAR * (len(value) - 7) + value[-4:]
 
 
+#: Fields masked wherever a record is shown, by field name.
+MASKED_FIELDS = {"id_number": mask_id_number, "mobile": mask_mobile}
+
+
+def mask_field(name: str, value: str | None) -> str | None:
+    """``value`` masked if ``name`` is a masked field, else unchanged."""
+    masker = MASKED_FIELDS.get(name)
+    return masker(value) if masker and value else value
+
+
 def masked_repr(kind: str):
     """An attrs ``repr=`` callable that never shows the raw value of a C2 field."""
-    masker = {"id_number": mask_id_number, "mobile": mask_mobile}[kind]
+    masker = MASKED_FIELDS[kind]
 
     def _repr(value: str | None) -> str:
         return repr(masker(value))

@@ -26,8 +26,8 @@ TEN_MINUTES = Duration(600)
 
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {float(value):g}")
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"must be greater than 0, got {float(value):g}")
 
 
 @attrs.frozen
@@ -74,9 +74,9 @@ class _ProfileYaml:
     """The top-level keys a profile may have (``extends`` is handled while loading)."""
 
     branch: BranchInfo
-    readers: list[dict[str, Any]]
-    stores: list[dict[str, Any]]
-    notifiers: list[dict[str, Any]] = attrs.Factory(list)
+    readers: list[Any]  #: items are checked against their plugin's settings class
+    stores: list[Any]
+    notifiers: list[Any] = attrs.Factory(list)
     data_dir: str | None = None
     tiers: tuple[str, ...] = DEFAULT_TIERS
     presence: PresenceSettings = PresenceSettings()
@@ -138,9 +138,15 @@ class _Checker:
         return tuple(out)
 
     def item(self, kind: Kind, path: KeyPath, item: dict[str, Any]) -> ItemConfig | None:
-        type_name = item.get("type")
-        if not isinstance(type_name, str):
+        if "type" not in item:
             self.st.error(path, f"missing required key 'type' (the {kind.value} type)")
+            return None
+        type_name = item["type"]
+        if type_name is INVALID:
+            return None
+        if not isinstance(type_name, str):
+            names = ", ".join(sorted(self.host.types[kind])) or "none"
+            self.st.error((*path, "type"), f"expected a {kind.value} type name ({names}), got {type_name!r}")
             return None
         available = self.host.types[kind]
         ptype = available.get(type_name)
@@ -154,6 +160,8 @@ class _Checker:
             self.st.error((*path, "type"), msg)
             return None
         item_id = item.get("id", type_name)
+        if item_id is INVALID:
+            return None
         if not isinstance(item_id, str) or not item_id:
             self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
             return None
@@ -162,82 +170,94 @@ class _Checker:
         timeout = None
         if kind is Kind.STORE:
             timeout = self.st.structure(item.get("timeout", "500ms"), Duration, (*path, "timeout"))
+            if timeout is not INVALID and not timeout > 0:
+                timeout = self.st.error((*path, "timeout"), "must be greater than 0")
         if settings is INVALID or timeout is INVALID:
             return None
         return ItemConfig(kind, item_id, type_name, settings, timeout)
 
 
 def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None = None) -> Profile:
-    """Read and validate a branch profile.  Raises :class:`ProfileError` listing every problem."""
+    """Read and validate a branch profile.  Raises :class:`ProfileError` listing every problem.
+
+    Each part is checked on its own, so one pass reports the errors of every part, including the
+    cross-references between the parts that are valid."""
     path = Path(path)
     loaded = load_profile_yaml(path)
     if loaded.data is None:
         raise ProfileError(loaded.errors)
     st = Structurer(loaded)
     st.errors.extend(loaded.errors)
-    top = st.structure_attrs(loaded.data, _ProfileYaml, ())
+    top = st.structure_fields(loaded.data, _ProfileYaml, ())
     if top is INVALID:
-        # Still check the plugin items, so one pass reports their errors too.
-        chk = _Checker(st, host)
-        for kind, key in ((Kind.READER, "readers"), (Kind.STORE, "stores"), (Kind.NOTIFIER, "notifiers")):
-            raw = loaded.data.get(key)
-            if isinstance(raw, list):
-                chk.items(kind, key, raw)
         raise ProfileError(_dedupe(st.errors))
+    if loaded.incomplete:  # a base is missing: do not also blame the keys it would have supplied
+        st.errors = [
+            e for e in st.errors if not (e.path == "" and e.message.startswith("missing required key"))
+        ]
+
     chk = _Checker(st, host)
-    readers = chk.items(Kind.READER, "readers", top.readers)
-    stores = chk.items(Kind.STORE, "stores", top.stores)
-    notifiers = chk.items(Kind.NOTIFIER, "notifiers", top.notifiers)
-    _check_unique_ids(st, (("readers", readers), ("stores", stores), ("notifiers", notifiers)), loaded)
-    if not top.readers:
-        st.error(("readers",), "a branch needs at least one reader")
-    if not top.stores:
-        st.error(("stores",), "a branch needs at least one identity store")
-    _check_references(st, top, {n.id for n in notifiers} | _raw_ids(top.notifiers))
+    groups = {}
+    for kind, key in ((Kind.READER, "readers"), (Kind.STORE, "stores"), (Kind.NOTIFIER, "notifiers")):
+        raw = top[key]
+        groups[key] = chk.items(kind, key, raw) if raw is not INVALID else ()
+        if raw is not INVALID and not raw and kind is not Kind.NOTIFIER:
+            st.error(
+                (key,), f"a branch needs at least one {'reader' if kind is Kind.READER else 'identity store'}"
+            )
+    _check_unique_ids(st, groups, loaded)
+    notifier_ids = {n.id for n in groups["notifiers"]}
+    if top["notifiers"] is not INVALID:
+        notifier_ids |= _raw_ids(top["notifiers"])
+    _check_references(st, top, notifier_ids)
     if st.errors:
         raise ProfileError(_dedupe(st.errors))
 
     source = path.resolve()
     if data_dir is not None:
         ddir = Path(data_dir)
-    elif top.data_dir:
-        ddir = Path(os.path.expanduser(top.data_dir))
+    elif top["data_dir"]:
+        ddir = Path(os.path.expanduser(top["data_dir"]))
         if not ddir.is_absolute():
             where = loaded.where(("data_dir",))[0]
             ddir = (Path(where).resolve().parent / ddir).resolve()
     else:
-        ddir = default_data_dir(top.branch.id)
+        ddir = default_data_dir(top["branch"].id)
     return Profile(
         source=source,
-        branch=top.branch,
         data_dir=ddir,
-        tiers=top.tiers,
-        readers=readers,
-        stores=stores,
-        notifiers=notifiers,
-        presence=top.presence,
-        staff=top.staff,
-        routing=top.routing,
-        notification_ttl=top.notification_ttl,
+        readers=groups["readers"],
+        stores=groups["stores"],
+        notifiers=groups["notifiers"],
+        **{k: top[k] for k in ("branch", "tiers", "presence", "staff", "routing", "notification_ttl")},
     )
 
 
-def _raw_ids(items: list[dict[str, Any]]) -> set[str]:
+def _raw_ids(items: list[Any]) -> set[str]:
     """Ids of notifier items, even ones whose settings had errors (avoids knock-on errors)."""
     return {str(i.get("id", i.get("type"))) for i in items if isinstance(i, dict)}
 
 
-def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str]) -> None:
+def _valid(items: Any) -> list[Any]:
+    return [] if items is INVALID else [i for i in items if i is not INVALID]
+
+
+def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str]) -> None:
+    staff, routing, tiers = _valid(top["staff"]), _valid(top["routing"]), top["tiers"]
     staff_ids: dict[str, int] = {}
-    for i, person in enumerate(top.staff):
+    for i, person in enumerate(top["staff"] if top["staff"] is not INVALID else ()):
+        if person is INVALID:
+            continue
         if person.id in staff_ids:
             st.error(
                 ("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{staff_ids[person.id]}])"
             )
         staff_ids.setdefault(person.id, i)
-    if len(set(top.tiers)) != len(top.tiers):
+    if tiers is not INVALID and len(set(tiers)) != len(tiers):
         st.error(("tiers",), "each tier may be listed once")
-    for i, rule in enumerate(top.routing):
+    for i, rule in enumerate(top["routing"] if top["routing"] is not INVALID else ()):
+        if rule is INVALID:
+            continue
         for j, via in enumerate(rule.via):
             if via not in notifier_ids:
                 known = ", ".join(sorted(notifier_ids)) or "none"
@@ -246,19 +266,22 @@ def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str])
                     f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})",
                 )
         for j, tier in enumerate(rule.tiers):
-            if tier not in top.tiers:
+            if tiers is not INVALID and tier not in tiers:
                 st.error(
                     ("routing", i, "tiers", j),
-                    f"unknown tier {tier!r}{suggest(tier, top.tiers)} (tiers: {', '.join(top.tiers)})",
+                    f"unknown tier {tier!r}{suggest(tier, tiers)} (tiers: {', '.join(tiers)})",
                 )
         if rule.reasons and rule.event != "rejected":
             st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
         if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
-        if rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in top.staff):
-            st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+        if top["staff"] is not INVALID and rule.to is not Role.CLIENT_MANAGER:
+            if not any(p.role is rule.to for p in staff):
+                st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+    if top["routing"] is INVALID or len(routing) < len(top["routing"]):
+        return  # a broken rule might have been the alert rule: do not guess
     alerted: set[RejectReason] = set()
-    for rule in top.routing:
+    for rule in routing:
         if rule.event == "rejected" and rule.to is Role.BRANCH_MANAGER:
             alerted |= set(rule.reasons or RejectReason)
     missing = [r.value for r in sorted(ALERT_REASONS, key=lambda r: r.value) if r not in alerted]
@@ -270,20 +293,21 @@ def _check_references(st: Structurer, top: _ProfileYaml, notifier_ids: set[str])
         )
 
 
-def _check_unique_ids(st: Structurer, groups: Any, loaded: Any) -> None:
+def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]], loaded: Any) -> None:
     """Status and logs name devices by id, so an id may appear once across all three lists."""
     owner: dict[str, str] = {}
-    for key, items in groups:
+    for key, items in groups.items():
         raw = loaded.data.get(key) or []
         for cfg in items:
             index = next(
                 i for i, r in enumerate(raw) if isinstance(r, dict) and r.get("id", r.get("type")) == cfg.id
             )
             if cfg.id in owner:
+                explicit = "id" in raw[index]
                 st.error(
-                    (key, index, "id"),
+                    (key, index, "id") if explicit else (key, index),
                     f"id {cfg.id!r} is already used by {owner[cfg.id]}; ids must be unique across "
-                    "readers, stores and notifiers",
+                    "readers, stores and notifiers" + ("" if explicit else "; give this one an 'id:'"),
                 )
             else:
                 owner[cfg.id] = f"{key}[{index}]"

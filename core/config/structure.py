@@ -8,9 +8,11 @@ with attrs validators; their ``ValueError`` message is reported at the class's k
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import enum
+import math
 import types
 import typing
 from typing import Any
@@ -20,9 +22,9 @@ import yaml
 
 from .errors import ConfigError
 from .types import Duration, Secret
-from .yamlload import KeyPath, LoadedYaml
+from .yamlload import INVALID, KeyPath, LoadedYaml
 
-INVALID: Any = object()
+__all__ = ["INVALID", "Structurer", "suggest"]
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -31,11 +33,26 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
 
 
 def _type_name(tp: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        Duration: "a duration such as 2s",
+        Secret: "a secret",
+        dt.date: "a date such as 2027-12-31",
+    }
     if tp in names:
         return names[tp]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(m.value for m in tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or attrs.has(tp):
+        return "a mapping of keys"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -49,6 +66,8 @@ class Structurer:
         return INVALID
 
     def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:
+        if value is INVALID:  # already reported where it came from
+            return INVALID
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is Any:
@@ -61,9 +80,7 @@ class Structurer:
         if value is None:
             return self.error(path, f"a value is required here ({_type_name(tp)})")
         if isinstance(value, Secret) and tp is not Secret:
-            value = value.reveal()
-            if tp in (int, float, bool):  # "4001" from an environment variable means 4001
-                value = yaml.safe_load(value) if value.strip() else value
+            return self._from_secret(value, tp, path)
         if origin is typing.Literal:
             if value in args:
                 return value
@@ -108,7 +125,7 @@ class Structurer:
                 return value
             return self.error(path, f"expected an integer, got {value!r}")
         if tp is float:
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 return float(value)
             return self.error(path, f"expected a number, got {value!r}")
         if tp is str:
@@ -128,35 +145,68 @@ class Structurer:
                 return self.error(path, f"expected a date such as 2027-12-31, got {value!r}")
         return self.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
 
-    def structure_attrs(self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()) -> Any:
+    def structure_fields(
+        self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Each field of ``cls`` structured on its own: a failed or missing field is ``INVALID``,
+        an absent optional one gets its default.  Lets callers go on checking the valid parts."""
         if not isinstance(value, dict):
-            return self.error(path, f"expected a mapping of keys, got {value!r}")
+            self.error(path, f"expected a mapping of keys, got {value!r}")
+            return INVALID
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in attrs.fields(cls) if f.init}
-        before = len(self.errors)
         for key in value:
             if key not in fields and key not in skip:
                 known = ", ".join(fields) or "none"
-                self.error(
-                    (*path, key),
-                    f"unknown key{suggest(str(key), fields)} (known keys: {known})",
-                )
-        kwargs = {}
+                self.error((*path, key), f"unknown key{suggest(str(key), fields)} (known keys: {known})")
+        out: dict[str, Any] = {}
         for name, field in fields.items():
             if name in value:
-                kwargs[name] = self.structure(value[name], hints.get(name, Any), (*path, name))
-                if field.validator is not None and kwargs[name] is not INVALID:
-                    self._validate(field, kwargs[name], (*path, name))
+                out[name] = self.structure(value[name], hints.get(name, Any), (*path, name))
+                if field.validator is not None and out[name] is not INVALID:
+                    if not self._validate(field, out[name], (*path, name)):
+                        out[name] = INVALID
             elif field.default is attrs.NOTHING:
                 self.error(path, f"missing required key {name!r}")
-        if len(self.errors) > before:
+                out[name] = INVALID
+            elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                out[name] = field.default.factory()
+            else:
+                out[name] = field.default
+        return out
+
+    def structure_attrs(self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()) -> Any:
+        before = len(self.errors)
+        fields = self.structure_fields(value, cls, path, skip)
+        if fields is INVALID or len(self.errors) > before or any(v is INVALID for v in fields.values()):
             return INVALID
         try:
-            return cls(**kwargs)
+            return cls(**fields)
         except (ValueError, TypeError) as exc:
             return self.error(path, str(exc))
 
-    def _validate(self, field: attrs.Attribute, value: Any, path: KeyPath) -> None:
+    def _from_secret(self, secret: Secret, tp: Any, path: KeyPath) -> Any:
+        """``!env`` may fill any setting (``"4001"`` means 4001 for a number); ``!secret`` only a
+        secret one, since any other setting is printed by ``check --dump`` and in messages.
+        Either way the value never appears in an error message."""
+        if secret.source.startswith("secret:"):
+            return self.error(
+                path,
+                f"{_type_name(tp)} is expected here, not a secret: !secret values fill only secret settings",
+            )
+        value: Any = secret.reveal()
+        if tp in (int, float, bool) and value.strip():
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)
+        before = len(self.errors)
+        result = self.structure(value, tp, path)
+        for i in range(before, len(self.errors)):
+            err = self.errors[i]
+            message = f"the value of {secret.source.removeprefix('env:')} is not {_type_name(tp)}"
+            self.errors[i] = attrs.evolve(err, message=message)
+        return result
+
+    def _validate(self, field: attrs.Attribute, value: Any, path: KeyPath) -> bool:
         """Run one field's attrs validator now, so every bad field is reported at its own key.
 
         Validators that need the whole instance cannot run here; they still run when the class is
@@ -165,5 +215,7 @@ class Structurer:
             field.validator(None, field, value)
         except (ValueError, TypeError) as exc:
             self.error(path, str(exc))
+            return False
         except AttributeError:
             pass
+        return True

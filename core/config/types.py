@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
@@ -16,8 +17,8 @@ class Duration(float):
         if isinstance(value, bool):
             raise ValueError(f"expected a duration such as 500ms, 2s or 10m, got {value!r}")
         if isinstance(value, int | float):
-            if value < 0:
-                raise ValueError(f"a duration cannot be negative, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"a duration must be a finite, non-negative time, got {value!r}")
             return cls(value)
         if isinstance(value, str):
             m = _DURATION.match(value)
@@ -43,7 +44,7 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({self.source or '******'!s})" if self.source else "Secret('******')"
+        return f"Secret('******', source={self.source!r})" if self.source else "Secret('******')"
 
     def __str__(self) -> str:
         return "******"

@@ -26,7 +26,9 @@ from .types import Secret
 KeyPath = tuple[str | int, ...]
 Locations = dict[KeyPath, tuple[str, int]]
 
-_DELETE = object()
+#: Stands for a value whose error was already reported (a bad tag, an unknown secret), so later
+#: stages skip it instead of reporting a second, confusing error.
+INVALID: Any = type("Invalid", (), {"__repr__": lambda self: "<invalid>"})()
 
 
 def format_path(path: KeyPath) -> str:
@@ -39,10 +41,14 @@ def format_path(path: KeyPath) -> str:
 class LoadedYaml:
     """Plain Python data plus the location of every key path in it."""
 
-    def __init__(self, data: Any, locations: Locations, errors: list[ConfigError]) -> None:
+    def __init__(
+        self, data: Any, locations: Locations, errors: list[ConfigError], incomplete: bool = False
+    ) -> None:
         self.data = data
         self.locations = locations
         self.errors = errors
+        #: a base profile could not be read, so keys it would have supplied may be missing
+        self.incomplete = incomplete
 
     def where(self, path: KeyPath) -> tuple[str, int | None]:
         """The file and line of ``path``, or of its nearest parent that has one."""
@@ -84,9 +90,11 @@ class _Reader:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            what = " ".join(x for x in (exc.context, exc.problem) if x)
+            # The context mark is where the unfinished thing began (an open quote or bracket);
+            # the problem mark may lie past the end of the file.
+            mark = exc.context_mark or exc.problem_mark
+            line = min(mark.line + 1, text.count("\n") + 1) if mark else None
+            what = "; ".join(x for x in (exc.context, exc.problem) if x)
             self.errors.append(ConfigError(self.display, line, "", f"YAML syntax error: {what}"))
             return None
         finally:
@@ -109,7 +117,10 @@ class _Reader:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.err(key_node, path, "a key must be a plain name")
                     continue
-                key = str(self._loader.construct_object(key_node))
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.err(key_node, path, "YAML merge keys (<<) are not supported; use extends: instead")
+                    continue
+                key = key_node.value
                 if key in out:
                     self.err(key_node, (*path, key), "duplicate key: this key is already set above")
                     continue
@@ -118,54 +129,60 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
-        if node.tag.startswith("!") and not node.tag.startswith("!!"):
+        if node.tag.startswith("!") or not node.tag.startswith("tag:yaml.org,2002:"):
             self.err(node, path, f"unknown tag {node.tag}; use !secret NAME or !env VARIABLE")
-            return None
+            return INVALID
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            self.err(node, path, f"invalid value: {exc}")
-            return None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            self.err(node, path, f"cannot read this value: {problem}")
+            return INVALID
 
-    def env(self, node: yaml.Node, path: KeyPath) -> Secret | None:
+    def env(self, node: yaml.Node, path: KeyPath) -> Secret:
         name = node.value if isinstance(node, yaml.ScalarNode) else ""
         if not name:
             self.err(node, path, "!env needs a variable name, e.g. !env LDAP_PASSWORD")
-            return None
+            return INVALID
         if name not in os.environ:
             self.err(node, path, f"environment variable {name} is not set; export it before starting")
-            return None
+            return INVALID
         return Secret(os.environ[name], f"env:{name}")
 
-    def secret(self, node: yaml.Node, path: KeyPath) -> Secret | None:
+    def secret(self, node: yaml.Node, path: KeyPath) -> Secret:
         name = node.value if isinstance(node, yaml.ScalarNode) else ""
         if not name:
             self.err(node, path, "!secret needs a name, e.g. !secret ldap_password")
-            return None
-        secrets = self.load_secrets()
+            return INVALID
+        secrets, problem = self.load_secrets()
         if secrets is None:
-            self.err(
-                node,
-                path,
-                f"secret {name!r} not found: no secrets file at {self._secrets_file}; "
-                "create it or set VIPSENSE_SECRETS to its path",
-            )
-            return None
+            self.err(node, path, f"secret {name!r} not found: {problem}")
+            return INVALID
         if name not in secrets:
             self.err(node, path, f"secret {name!r} is not in {self._secrets_file}")
-            return None
-        return Secret(str(secrets[name]), f"{self._secrets_file.name}:{name}")
+            return INVALID
+        return Secret(str(secrets[name]), f"secret:{name}")
 
-    def load_secrets(self) -> dict[str, Any] | None:
+    def load_secrets(self) -> tuple[dict[str, Any] | None, str]:
+        """The secrets mapping, or ``None`` and why it could not be read."""
         if self._secrets is None:
             env = os.environ.get("VIPSENSE_SECRETS")
             self._secrets_file = Path(env) if env else self.file.parent / "secrets.yaml"
+            where = self._secrets_file
             try:
-                data = yaml.safe_load(self._secrets_file.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                return None
-            self._secrets = data if isinstance(data, dict) else {}
-        return self._secrets
+                data = yaml.safe_load(where.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return None, f"no secrets file at {where}; create it or set VIPSENSE_SECRETS to its path"
+            except (OSError, UnicodeDecodeError) as exc:
+                return None, f"cannot read the secrets file {where}: {exc}"
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                at = f" line {mark.line + 1}" if mark else ""
+                return None, f"the secrets file {where} is not valid YAML ({at.strip() or 'syntax error'})"
+            if not isinstance(data, dict):
+                return None, f"the secrets file {where} must be a mapping of names to values"
+            self._secrets = data
+        return self._secrets, ""
 
 
 def _display(path: Path) -> str:
@@ -211,8 +228,26 @@ def _take_one(locs: Locations, src: Locations, path: KeyPath) -> None:
         locs[path] = src[path]
 
 
+def without_nulls(value: Any) -> Any:
+    """``key: null`` means "not set": drop such keys so defaults apply."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def load_profile_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> LoadedYaml:
-    """Read ``path`` and everything it ``extends:``, merged, with locations and all errors."""
+    """Read ``path`` and everything it ``extends:``, merged, with locations and all errors.
+
+    Keys set to ``null`` are dropped from the result (after merging), so they mean "not set"."""
+    loaded = _load(path, _chain)
+    if not _chain and loaded.data is not None:
+        loaded.data = without_nulls(loaded.data)
+    return loaded
+
+
+def _load(path: Path, _chain: tuple[Path, ...]) -> LoadedYaml:
     path = path.resolve() if path.exists() else path
     reader = _Reader(path, _display(path))
     data = reader.read()
@@ -227,20 +262,20 @@ def load_profile_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> LoadedYaml:
     base_name = data.pop("extends")
     line = locs.get(("extends",), (reader.display, None))[1]
     _drop(locs, ("extends",))
-    if not isinstance(base_name, str):
-        errors.append(ConfigError(reader.display, line, "extends", "expected a file path"))
-        return LoadedYaml(data, locs, errors)
+    if not isinstance(base_name, str) or not base_name.strip():
+        errors.append(ConfigError(reader.display, line, "extends", "expected the path of a base profile"))
+        return LoadedYaml(data, locs, errors, incomplete=True)
     base_path = (path.parent / base_name).resolve()
     if base_path in (*_chain, path):
         chain = " -> ".join(_display(p) for p in (*_chain, path, base_path))
         errors.append(ConfigError(reader.display, line, "extends", f"circular extends: {chain}"))
-        return LoadedYaml(data, locs, errors)
+        return LoadedYaml(data, locs, errors, incomplete=True)
     if not base_path.exists():
         errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} not found"))
         return LoadedYaml(data, locs, errors)
-    base = load_profile_yaml(base_path, (*_chain, path))
+    base = _load(base_path, (*_chain, path))
     if base.data is None:
         return LoadedYaml(data, locs, base.errors + errors)
     merged_locs = dict(base.locations)
     merged = _merge(base.data, data, (), merged_locs, locs)
-    return LoadedYaml(merged, merged_locs, base.errors + errors)
+    return LoadedYaml(merged, merged_locs, base.errors + errors, base.incomplete)
