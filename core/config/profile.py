@@ -275,9 +275,9 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
         if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
-        if top["staff"] is not INVALID and rule.to is not Role.CLIENT_MANAGER:
-            if not any(p.role is rule.to for p in staff):
-                st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+        staff_known = top["staff"] is not INVALID
+        if staff_known and rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in staff):
+            st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
     if top["routing"] is INVALID or len(routing) < len(top["routing"]):
         return  # a broken rule might have been the alert rule: do not guess
     alerted: set[RejectReason] = set()
