@@ -163,9 +163,9 @@ class Structurer:
         for name, field in fields.items():
             if name in value:
                 out[name] = self.structure(value[name], hints.get(name, Any), (*path, name))
-                if field.validator is not None and out[name] is not INVALID:
-                    if not self._validate(field, out[name], (*path, name)):
-                        out[name] = INVALID
+                checked = field.validator is None or out[name] is INVALID
+                if not checked and not self._validate(field, out[name], (*path, name)):
+                    out[name] = INVALID
             elif field.default is attrs.NOTHING:
                 self.error(path, f"missing required key {name!r}")
                 out[name] = INVALID
