@@ -149,6 +149,7 @@ class Visit:
     tier: str | None = None  #: customer tier, else card tier
     store_id: str | None = None  #: which identity store answered
     stale: bool = False  #: the customer data came from a cache that could not be refreshed
+    unresolved: bool = False  #: no identity store could answer, so the card could not be judged
 
 
 @attrs.frozen(slots=True)

@@ -149,25 +149,35 @@ class Pipeline:
 
     # -- judging --------------------------------------------------------------------------------
 
-    def _lookup(self, stage: str, method: str, key: str) -> tuple[Any, str | None]:
-        """Ask each store in profile order; the first hit wins.  Failing stores are skipped."""
+    def _lookup(self, stage: str, method: str, key: str) -> tuple[Any, str | None, bool]:
+        """Ask each store in profile order; the first hit wins.  Failing stores are skipped.
+
+        Returns ``(result, store_id, answered)``; ``answered`` is False when no store could answer
+        at all, so "not found" and "could not ask" are never confused."""
         t0 = time.perf_counter()
+        answered_any = False
         for runner in self.stores:
             answered, result = runner.lookup(method, key)
+            answered_any = answered_any or answered
             if answered and result is not None:
                 self._stages[stage].ok(time.perf_counter() - t0)
-                return result, runner.store_id
-        self._stages[stage].ok(time.perf_counter() - t0)
-        return None, None
+                return result, runner.store_id, True
+        if answered_any:
+            self._stages[stage].ok(time.perf_counter() - t0)
+        else:
+            self._stages[stage].fail("no identity store could answer")
+        return None, None, answered_any
 
     def _judge(self, arrival: Arrival, reentry: bool, today: dt.date) -> Visit:
-        card, store_id = self._lookup("cards", "find_card", arrival.epc)
+        card, store_id, answered = self._lookup("cards", "find_card", arrival.epc)
         customer = reason = None
         if card is None:
+            # With no store answering, the card cannot be judged: it might be a lost one, so it is
+            # recorded as unresolved and nobody is greeted.
             kind = VisitKind.SUPPRESSED if reentry else VisitKind.UNKNOWN
         else:
             reason = judge(card, self.branch_id, today)
-            customer, cstore = self._lookup("customers", "find_customer", card.customer_no)
+            customer, cstore, _ = self._lookup("customers", "find_customer", card.customer_no)
             store_id = cstore or store_id
             if reason is not None:
                 kind = VisitKind.REJECTED  # security alerts are never suppressed
@@ -185,6 +195,7 @@ class Pipeline:
             reason=reason,
             tier=tier,
             store_id=store_id,
+            unresolved=not answered,
         )
 
     def _handle(self, arrivals: list[tuple[Arrival, bool]]) -> None:

@@ -41,6 +41,7 @@ class Presence:
         self.s = settings
         self._tracks: dict[str, _Track] = {}
         self._notified: dict[str, float] = {}  # epc -> mono time of the last notified arrival
+        self._prune_at = 4096  # prune _notified when it grows past this, not on every tick
         self.reads = 0
         self.weak_reads = 0
 
@@ -119,9 +120,10 @@ class Presence:
                     del self._tracks[epc]
             elif now - track.last >= s.window:
                 del self._tracks[epc]
-        horizon = now - s.reentry_suppress
-        if len(self._notified) > 4096:
+        if len(self._notified) > self._prune_at:
+            horizon = now - s.reentry_suppress
             self._notified = {e: t for e, t in self._notified.items() if t >= horizon}
+            self._prune_at = max(4096, 2 * len(self._notified))
         return departed
 
     def depart_all(self) -> list[Arrival]:

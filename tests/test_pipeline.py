@@ -142,11 +142,14 @@ routing:
 def branch_factory(write_profile, tmp_path):
     made = []
 
-    def make(stores: str = "", data_dir=None):
+    def make(stores: str = "", data_dir=None, local: bool = True):
         plugin = TypesForTests()
         host = load_host()
         host.add(plugin, "test-types")
-        path = write_profile(PROFILE % {"stores": stores})
+        text = PROFILE % {"stores": stores}
+        if not local:
+            text = text.replace("  - {id: local, type: sqlite, seed: [seed.yaml]}\n", "")
+        path = write_profile(text)
         profile = load_profile(path, host, data_dir=data_dir or tmp_path / "data")
         out = io.StringIO()
         branch = Branch(profile, host, output=Output(out, live=False))
@@ -251,6 +254,20 @@ def test_failing_store_is_skipped_and_counted(branch_factory):
     assert central.stats.errors == 2  # the card lookup and the customer lookup
     assert central.state == "unavailable"
     assert central.reason == "TimeoutError: directory unreachable"
+
+
+def test_no_store_answering_is_recorded_as_unresolved_and_nobody_is_greeted(branch_factory):
+    branch, plugin, out = branch_factory(stores="  - {id: central, type: flaky}", local=False)
+    walk_in(branch, ADA)
+    assert wait_for(lambda: branch.status.counters["unknown"] == 1)
+    branch.stop()
+    row = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute(
+        "SELECT kind, epc, unresolved FROM visits"
+    ).fetchall()
+    assert row == [("unknown", ADA, 1)]
+    assert plugin.notifiers["pda"].sent == []
+    cards = branch.status.stages["cards"]
+    assert (cards.errors, cards.last_error) == (1, "no identity store could answer")
 
 
 def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
