@@ -132,10 +132,6 @@ class Branch:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def wait_idle(self, seconds: float) -> None:
-        """Let presence settle (departures) for ``seconds`` of branch time after readers finish."""
-        self.clock.sleep(seconds, self._stop)
-
     def stop(self) -> None:
         """Stop readers, drain the pipeline, flush the visit log, close everything: within 2 s."""
         deadline = time.monotonic() + STOP_BUDGET

@@ -8,6 +8,7 @@ import enum
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -179,22 +180,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    branch = Branch(profile, host, Clock(args.speed), output)
+    try:
+        branch = Branch(profile, host, Clock(args.speed), output)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"vipsense: cannot use the data directory {profile.data_dir}: {exc}", file=sys.stderr)
+        print("Set data_dir in the profile, or pass --data-dir DIR.", file=sys.stderr)
+        return EXIT_PROFILE
     speed = f" at {args.speed:g}x speed" if args.speed != 1 else ""
     output.write(
         f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; Ctrl-C stops"
     )
-    branch.start()
-    settle = float(profile.presence.depart_after) + 0.5
-    while not stop.wait(0.25):
-        output.status(_status_line(branch))
-        if branch.readers_finished:
-            branch.wait_idle(settle)  # let the last departures land
-            break
-    branch.stop()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        branch.start()
+        settle = float(profile.presence.depart_after) + 0.5
+        while not stop.wait(0.25):
+            output.status(_status_line(branch))
+            if branch.readers_finished:
+                branch.clock.sleep(settle, stop)  # let the last departures land
+                break
+        branch.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     output.clear_status()
     c = branch.status.counters
     output.write(
