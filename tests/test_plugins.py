@@ -192,40 +192,23 @@ def test_failing_broadcast_hook_is_counted_and_others_still_run():
     assert host.hook_errors[("bad-observer", "vipsense_departure")] == (2, "ValueError: observer bug")
 
 
-def test_cli_lists_failed_plugin_with_reason(tmp_path):
-    site = tmp_path / "site"
-    (site / "sick_vendor-0.9.dist-info").mkdir(parents=True)
-    (site / "sick_vendor-0.9.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: sick-vendor\nVersion: 0.9\n"
-    )
-    (site / "sick_vendor-0.9.dist-info" / "entry_points.txt").write_text(
-        "[vipsense]\nsick = sick_vendor_mod\n"
-    )
-    (site / "sick_vendor_mod.py").write_text("raise OSError('cannot open /dev/acme0')\n")
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run(
-        [sys.executable, "-m", "vipsense.cli", "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
-    rows = {r["name"]: r for r in json.loads(out.stdout)}
+def test_cli_lists_failed_plugin_with_reason(tmp_path, fake_distribution):
+    fake_distribution("sick-vendor", {"sick": "raise OSError('cannot open /dev/acme0')\n"}, version="0.9")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "vipsense.cli", "plugins", *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True
+        )
+        return done.stdout
+
+    rows = {r["name"]: r for r in json.loads(cli("--json"))}
     assert rows["sick"]["state"] == "failed"
     assert rows["sick"]["distribution"] == "sick-vendor"
     assert rows["sick"]["error"] == "import failed: OSError: cannot open /dev/acme0"
     assert rows["sqlite-store"]["state"] == "loaded"
     assert rows["sqlite-store"]["types"] == ["store:sqlite"]
-    text = subprocess.run(
-        [sys.executable, "-m", "vipsense.cli", "plugins"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
-    assert "sick-vendor 0.9" in text.stdout
-    assert "import failed: OSError: cannot open /dev/acme0" in text.stdout
+    text = cli()
+    assert "sick-vendor 0.9" in text
+    assert "↳ import failed: OSError: cannot open /dev/acme0" in text
