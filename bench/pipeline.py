@@ -162,10 +162,7 @@ def build_identity_db(path: Path) -> float:
     with db:
         db.executemany(
             "INSERT INTO customers (customer_no, name, tier, client_manager) VALUES (?, ?, ?, ?)",
-            (
-                (f"C{i:07d}", f"Customer {i}", TIERS[i % len(TIERS)], f"cm-{i % 40}")
-                for i in range(CUSTOMERS)
-            ),
+            ((f"C{i:07d}", f"Customer {i}", TIERS[i % len(TIERS)], f"cm-{i % 40}") for i in range(CUSTOMERS)),
         )
         db.executemany(
             "INSERT INTO cards (epc, customer_no, status) VALUES (?, ?, 'active')",
@@ -401,8 +398,13 @@ def phase_arrivals(
 
 
 def phase_latency(
-    host: PluginHost, profile_path: Path, data_dir: Path, present: list[int], new_cards: list[int],
-    seconds: float, res: Results,
+    host: PluginHost,
+    profile_path: Path,
+    data_dir: Path,
+    present: list[int],
+    new_cards: list[int],
+    seconds: float,
+    res: Results,
 ) -> Branch:
     branch = make_branch(host, profile_path, data_dir)
     notifier = null_notifier(branch)
@@ -589,11 +591,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             make_present(branch, driver, present1, stamps, random.Random(5))
             profiled(
-                "hot", args.profile,
+                "hot",
+                args.profile,
                 lambda: phase_hot(branch, driver, present1, stamps, args.hot_reads, res),
             )
             profiled(
-                "arrivals", args.profile,
+                "arrivals",
+                args.profile,
                 lambda: phase_arrivals(branch, driver, present1, new1, stamps, res),
             )
             counters1 = dict(branch.status.counters)
@@ -613,22 +617,37 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_all
 
     print("vipsense pipeline benchmark")
-    print(f"  machine  : {cpu_model()}, {os.cpu_count()} cores,"
-          f" Python {platform.python_version()} ({platform.python_implementation()}),"
-          f" SQLite {sqlite3.sqlite_version}")
-    print(f"  store    : {CUSTOMERS:,} customers, {CUSTOMERS + EXTRA_CARDS:,} cards"
-          f" (built in {db_seconds:.1f} s); {PRESENT:,} cards present;"
-          f" min_reads {MIN_READS}, window 1s")
+    print(
+        f"  machine  : {cpu_model()}, {os.cpu_count()} cores,"
+        f" Python {platform.python_version()} ({platform.python_implementation()}),"
+        f" SQLite {sqlite3.sqlite_version}"
+    )
+    print(
+        f"  store    : {CUSTOMERS:,} customers, {CUSTOMERS + EXTRA_CARDS:,} cards"
+        f" (built in {db_seconds:.1f} s); {PRESENT:,} cards present;"
+        f" min_reads {MIN_READS}, window 1s"
+    )
     print()
     rows = [
-        ("duplicate reads through presence", f"{res.hot_reads_per_s:,.0f} reads/s",
-         f">= {TARGET_HOT_READS:,.0f}/s", res.hot_reads_per_s >= TARGET_HOT_READS),
-        ("arrivals end to end (durable)", f"{res.arrivals_per_s:,.0f} arrivals/s",
-         f">= {TARGET_ARRIVALS:,.0f}/s",
-         res.arrivals_complete and res.arrivals_per_s >= TARGET_ARRIVALS),
+        (
+            "duplicate reads through presence",
+            f"{res.hot_reads_per_s:,.0f} reads/s",
+            f">= {TARGET_HOT_READS:,.0f}/s",
+            res.hot_reads_per_s >= TARGET_HOT_READS,
+        ),
+        (
+            "arrivals end to end (durable)",
+            f"{res.arrivals_per_s:,.0f} arrivals/s",
+            f">= {TARGET_ARRIVALS:,.0f}/s",
+            res.arrivals_complete and res.arrivals_per_s >= TARGET_ARRIVALS,
+        ),
         ("read-to-notifier latency p50", fmt_ms(res.p50_ms), "", None),
-        ("read-to-notifier latency p99", fmt_ms(res.p99_ms), f"<= {TARGET_P99_MS:g} ms",
-         res.p99_ms is not None and res.p99_ms <= TARGET_P99_MS),
+        (
+            "read-to-notifier latency p99",
+            fmt_ms(res.p99_ms),
+            f"<= {TARGET_P99_MS:g} ms",
+            res.p99_ms is not None and res.p99_ms <= TARGET_P99_MS,
+        ),
         ("peak RSS", f"{peak:.1f} MB", f"<= {TARGET_RSS_MB:g} MB", peak <= TARGET_RSS_MB),
     ]
     missed = []
@@ -639,22 +658,32 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(name)
     print()
     print("details")
-    print(f"  hot      : {res.hot_reads:,} reads in batches of {BATCH}; building a TagRead"
-          f" (EPC decode included) costs {res.hot_build_us:.2f} µs, not timed")
-    print(f"  arrivals : {res.arrivals:,} new cards x {MIN_READS} reads"
-          f" (+{DUPS_PER_BATCH} duplicate reads per {BATCH}-read batch);"
-          f" building reads {res.arrival_build_us:.2f} µs each, not timed")
+    print(
+        f"  hot      : {res.hot_reads:,} reads in batches of {BATCH}; building a TagRead"
+        f" (EPC decode included) costs {res.hot_build_us:.2f} µs, not timed"
+    )
+    print(
+        f"  arrivals : {res.arrivals:,} new cards x {MIN_READS} reads"
+        f" (+{DUPS_PER_BATCH} duplicate reads per {BATCH}-read batch);"
+        f" building reads {res.arrival_build_us:.2f} µs each, not timed"
+    )
     print(f"             counters {counters1}")
-    print(f"  latency  : {res.latency_samples} of {res.latency_expected} arrivals sampled,"
-          f" {res.paced_rate:,.0f} reads/s fed (a new card every {NEW_CARD_EVERY} reads);"
-          f" max {fmt_ms(res.max_ms)}")
+    print(
+        f"  latency  : {res.latency_samples} of {res.latency_expected} arrivals sampled,"
+        f" {res.paced_rate:,.0f} reads/s fed (a new card every {NEW_CARD_EVERY} reads);"
+        f" max {fmt_ms(res.max_ms)}"
+    )
     burst = PRESENT * MIN_READS / PACED_RATE
-    print(f"             warm-up burst ({PRESENT:,} arrivals in {burst:g} s)"
-          f" p99 {fmt_ms(res.warmup_p99_ms)}; BranchStatus notifier stats (last 2048 deliveries,"
-          f" warm-up included) p50 {fmt_ms(res.status_p50_ms)}, p99 {fmt_ms(res.status_p99_ms)}")
+    print(
+        f"             warm-up burst ({PRESENT:,} arrivals in {burst:g} s)"
+        f" p99 {fmt_ms(res.warmup_p99_ms)}; BranchStatus notifier stats (last 2048 deliveries,"
+        f" warm-up included) p50 {fmt_ms(res.status_p50_ms)}, p99 {fmt_ms(res.status_p99_ms)}"
+    )
     print(f"             counters {counters2}")
-    print(f"  memory   : RSS {rss_start:.1f} MB at start, {rss_setup:.1f} MB after setup,"
-          f" {rss_after_throughput:.1f} MB after phases 1-2 (bench overhead included)")
+    print(
+        f"  memory   : RSS {rss_start:.1f} MB at start, {rss_setup:.1f} MB after setup,"
+        f" {rss_after_throughput:.1f} MB after phases 1-2 (bench overhead included)"
+    )
     for name, errs in (("phases 1-2", errors1), ("phase 3", errors2)):
         if errs:
             print(f"  errors in {name}: {errs}")

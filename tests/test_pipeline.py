@@ -257,13 +257,15 @@ def test_failing_store_is_skipped_and_counted(branch_factory):
 
 
 def test_no_store_answering_is_recorded_as_unresolved_and_nobody_is_greeted(branch_factory):
-    branch, plugin, out = branch_factory(stores="  - {id: central, type: flaky}", local=False)
+    branch, plugin, _ = branch_factory(stores="  - {id: central, type: flaky}", local=False)
     walk_in(branch, ADA)
     assert wait_for(lambda: branch.status.counters["unknown"] == 1)
     branch.stop()
-    row = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute(
-        "SELECT kind, epc, unresolved FROM visits"
-    ).fetchall()
+    row = (
+        sqlite3.connect(branch.data_dir / "visits.sqlite3")
+        .execute("SELECT kind, epc, unresolved FROM visits")
+        .fetchall()
+    )
     assert row == [("unknown", ADA, 1)]
     assert plugin.notifiers["pda"].sent == []
     cards = branch.status.stages["cards"]

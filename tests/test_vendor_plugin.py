@@ -49,8 +49,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # `wheel` package on setuptools < 70.1; when that fails, let pip fetch the backend itself.
     for isolation in (["--no-build-isolation"], []):
         shutil.rmtree(target, ignore_errors=True)
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *isolation,
-               "--target", str(target), "--quiet", "--disable-pip-version-check", str(source)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            *isolation,
+            "--target",
+            str(target),
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode == 0:
             return target
@@ -69,7 +80,11 @@ def cli_env(site: Path) -> dict[str, str]:
 def test_plugins_lists_the_vendor_package(site: Path, tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "vipsense.cli", "plugins", "--json"],
-        capture_output=True, text=True, env=cli_env(site), cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        env=cli_env(site),
+        cwd=tmp_path,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
@@ -154,8 +169,7 @@ class Collector:
 @contextlib.contextmanager
 def running(cmd: list[str], **kwargs) -> Iterator[tuple[subprocess.Popen, Collector, Collector]]:
     """Start ``cmd``, collecting stdout and stderr; whatever happens, it is not left running."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                            **kwargs)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", **kwargs)
     out, err = Collector(proc.stdout), Collector(proc.stderr)
     try:
         yield proc, out, err
@@ -169,8 +183,13 @@ def running(cmd: list[str], **kwargs) -> Iterator[tuple[subprocess.Popen, Collec
 
 def reader_lines() -> bytes:
     """Five reads of the card at a strong signal, with three malformed lines among them."""
-    good = [f"TAG {CARD} 1 -48.5", f"TAG {CARD} 1 -48", f"TAG {CARD} 1 -49", f"TAG {CARD} 2 -51",
-            f"TAG {CARD}"]  # antenna and RSSI may be left off
+    good = [
+        f"TAG {CARD} 1 -48.5",
+        f"TAG {CARD} 1 -48",
+        f"TAG {CARD} 1 -49",
+        f"TAG {CARD} 2 -51",
+        f"TAG {CARD}",
+    ]  # antenna and RSSI may be left off
     bad = ["HELLO ACME-DOOR fw 3.2", "TAG NOT-HEX 1 -50", f"TAG {CARD} one -50"]
     lines = [good[0], bad[0], good[1], bad[1], good[2], bad[2], *good[3:]]
     return "".join(line + "\n" for line in lines).encode()
@@ -194,8 +213,16 @@ def test_branch_runs_with_the_vendor_reader(site: Path, tmp_path: Path):
     fake = FakeAcmeReader(reader_lines())
     profile = write_profile(tmp_path, fake.port)
     data_dir = tmp_path / "data"
-    cmd = [sys.executable, "-m", "vipsense.cli", "run", str(profile),
-           "--data-dir", str(data_dir), "--no-status"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vipsense.cli",
+        "run",
+        str(profile),
+        "--data-dir",
+        str(data_dir),
+        "--no-status",
+    ]
     try:
         with running(cmd, env=cli_env(site), cwd=tmp_path) as (proc, out, err):
             greeted = out.wait_for(NAME, timeout=30)
@@ -234,8 +261,12 @@ def _docstring_lines(source: str) -> set[int]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 lines.update(range(body[0].lineno, body[0].end_lineno + 1))
     return lines
 

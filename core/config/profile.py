@@ -209,7 +209,7 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     notifier_ids = {n.id for n in groups["notifiers"]}
     if top["notifiers"] is not INVALID:
         notifier_ids |= _raw_ids(top["notifiers"])
-    _check_references(st, top, notifier_ids)
+    _check_references(st, top, notifier_ids, loaded.incomplete)
     if st.errors:
         raise ProfileError(_dedupe(st.errors))
 
@@ -242,7 +242,9 @@ def _valid(items: Any) -> list[Any]:
     return [] if items is INVALID else [i for i in items if i is not INVALID]
 
 
-def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str]) -> None:
+def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str], incomplete: bool) -> None:
+    """Cross-references between parts.  Checks that depend on a part with errors are skipped, so a
+    broken entry is reported once, not again through everything that refers to it."""
     staff, routing, tiers = _valid(top["staff"]), _valid(top["routing"]), top["tiers"]
     staff_ids: dict[str, int] = {}
     for i, person in enumerate(top["staff"] if top["staff"] is not INVALID else ()):
@@ -275,11 +277,11 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
         if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
-        staff_known = top["staff"] is not INVALID
+        staff_known = top["staff"] is not INVALID and len(staff) == len(top["staff"])
         if staff_known and rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in staff):
             st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
-    if top["routing"] is INVALID or len(routing) < len(top["routing"]):
-        return  # a broken rule might have been the alert rule: do not guess
+    if incomplete or top["routing"] is INVALID or len(routing) < len(top["routing"]):
+        return  # a broken rule, or an unreadable base, might have held the alert rule
     alerted: set[RejectReason] = set()
     for rule in routing:
         if rule.event == "rejected" and rule.to is Role.BRANCH_MANAGER:

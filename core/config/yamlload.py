@@ -31,6 +31,19 @@ Locations = dict[KeyPath, tuple[str, int]]
 INVALID: Any = type("Invalid", (), {"__repr__": lambda self: "<invalid>"})()
 
 
+def syntax_error_line(exc: yaml.YAMLError, text: str) -> int | None:
+    """The line a person should look at for a YAML syntax error.
+
+    For an unfinished construct ("while scanning a quoted scalar ...") that is where it began, not
+    where PyYAML gave up, which may be past the end of the file; otherwise where the problem is."""
+    context = getattr(exc, "context", None) or ""
+    mark = getattr(exc, "context_mark", None) if context.startswith("while") else None
+    mark = mark or getattr(exc, "problem_mark", None)
+    if mark is None:
+        return None
+    return min(mark.line + 1, max(1, len(text.splitlines())))
+
+
 def format_path(path: KeyPath) -> str:
     out = ""
     for part in path:
@@ -90,10 +103,7 @@ class _Reader:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            # The context mark is where the unfinished thing began (an open quote or bracket);
-            # the problem mark may lie past the end of the file.
-            mark = exc.context_mark or exc.problem_mark
-            line = min(mark.line + 1, text.count("\n") + 1) if mark else None
+            line = syntax_error_line(exc, text)
             what = "; ".join(x for x in (exc.context, exc.problem) if x)
             self.errors.append(ConfigError(self.display, line, "", f"YAML syntax error: {what}"))
             return None
@@ -176,9 +186,11 @@ class _Reader:
             except (OSError, UnicodeDecodeError) as exc:
                 return None, f"cannot read the secrets file {where}: {exc}"
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                at = f" line {mark.line + 1}" if mark else ""
-                return None, f"the secrets file {where} is not valid YAML ({at.strip() or 'syntax error'})"
+                line = syntax_error_line(exc, where.read_text(encoding="utf-8", errors="replace"))
+                at = f"line {line}" if line else "syntax error"
+                return None, f"the secrets file {where} is not valid YAML ({at})"
+            if data is None:
+                data = {}
             if not isinstance(data, dict):
                 return None, f"the secrets file {where} must be a mapping of names to values"
             self._secrets = data
@@ -262,6 +274,8 @@ def _load(path: Path, _chain: tuple[Path, ...]) -> LoadedYaml:
     base_name = data.pop("extends")
     line = locs.get(("extends",), (reader.display, None))[1]
     _drop(locs, ("extends",))
+    if base_name is None:  # "extends: null" means no base, like any other null
+        return LoadedYaml(data, locs, errors)
     if not isinstance(base_name, str) or not base_name.strip():
         errors.append(ConfigError(reader.display, line, "extends", "expected the path of a base profile"))
         return LoadedYaml(data, locs, errors, incomplete=True)
@@ -270,12 +284,13 @@ def _load(path: Path, _chain: tuple[Path, ...]) -> LoadedYaml:
         chain = " -> ".join(_display(p) for p in (*_chain, path, base_path))
         errors.append(ConfigError(reader.display, line, "extends", f"circular extends: {chain}"))
         return LoadedYaml(data, locs, errors, incomplete=True)
-    if not base_path.exists():
-        errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} not found"))
-        return LoadedYaml(data, locs, errors)
+    if not base_path.is_file():
+        what = "is a directory" if base_path.is_dir() else "not found"
+        errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} {what}"))
+        return LoadedYaml(data, locs, errors, incomplete=True)
     base = _load(base_path, (*_chain, path))
     if base.data is None:
-        return LoadedYaml(data, locs, base.errors + errors)
+        return LoadedYaml(data, locs, base.errors + errors, incomplete=True)
     merged_locs = dict(base.locations)
     merged = _merge(base.data, data, (), merged_locs, locs)
     return LoadedYaml(merged, merged_locs, base.errors + errors, base.incomplete)
