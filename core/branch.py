@@ -112,7 +112,8 @@ class Branch:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.pipeline.restore()
+        #: cards seen shortly before this start: their next arrival counts as a re-entry
+        self.restored = self.pipeline.restore()
         for store in self.stores:
             store.open()
         for notifier in self.notifiers.values():

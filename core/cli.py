@@ -193,6 +193,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         branch.start()
+        if branch.restored:
+            window = float(profile.presence.reentry_suppress) / 60
+            output.write(
+                f"Note: {branch.restored} cards arrived within the last {window:g} minutes (before this "
+                "start); they are not greeted again until then. Use --data-dir DIR for a fresh start."
+            )
         settle = float(profile.presence.depart_after) + 0.5
         while not stop.wait(0.25):
             output.status(_status_line(branch))
@@ -207,7 +213,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     c = branch.status.counters
     output.write(
         f"Stopped. {c['reads']} reads, {c['arrivals']} arrivals: {c['greeted']} greeted, "
-        f"{c['rejected']} rejected, {c['suppressed']} re-entries suppressed, {c['unknown']} unknown tags. "
+        f"{c['rejected']} rejected, {c['suppressed']} re-entries suppressed, {c['unknown']} unknown tags"
+        + (f" ({c['unresolved']} unresolved: no identity store answered)" if c["unresolved"] else "")
+        + ". "
         f"Visits in {branch.visit_log.path}"
     )
     return EXIT_OK

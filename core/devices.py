@@ -117,16 +117,18 @@ class StoreRunner:
         self._next_open = 0.0
         self._backoff = BACKOFF_START
         self._stuck: cf.Future | None = None
+        self._open_error: Exception | None = None
 
     def _ensure_open(self) -> None:
         if self._open:
             return
         now = time.monotonic()
-        if now < self._next_open:
-            raise ConnectionError(f"unavailable, retrying in {self._next_open - now:.1f}s")
+        if now < self._next_open and self._open_error is not None:
+            raise self._open_error  # still backing off: the same reason as last time
         try:
             self.store.open()
-        except Exception:
+        except Exception as exc:
+            self._open_error = exc
             self._next_open = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_CAP)
             raise
@@ -145,8 +147,9 @@ class StoreRunner:
             self._ensure_open()
             self.status.set("ready")
         except Exception as exc:
-            self.status.set("unavailable", describe(exc))
             self.status.stats.fail(describe(exc))
+            if self.status.set("unavailable", describe(exc)):
+                log.error("store %s cannot open (will retry): %s", self.store_id, describe(exc))
 
     def lookup(self, method: str, arg: str) -> tuple[bool, Any]:
         """``(True, result)`` when the store answered, ``(False, None)`` when it failed or timed out."""
@@ -167,12 +170,13 @@ class StoreRunner:
                 self.status.set("unavailable", msg)
                 return False, None
             self.status.stats.fail(describe(exc))
-            self.status.set("unavailable", describe(exc))
-            log.warning("store %s: %s failed: %s", self.store_id, method, describe(exc))
+            if self.status.set("unavailable", describe(exc)):  # log changes, not every lookup
+                log.warning("store %s unavailable: %s", self.store_id, describe(exc))
             return False, None
         self.status.stats.ok(time.perf_counter() - t0)
         if self.status.state != "ready":
             self.status.set("ready")
+            log.warning("store %s is available again", self.store_id)
         return True, result
 
     def close(self) -> None:

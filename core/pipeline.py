@@ -78,11 +78,13 @@ class Pipeline:
 
     # -- the pipeline thread --------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """Seed re-entry suppression from the visit log, so a restart does not re-alert anyone."""
+    def restore(self) -> int:
+        """Seed re-entry suppression from the visit log, so a restart does not re-alert anyone.
+        Returns how many cards are still inside their suppression window."""
         now = self.clock.wall()
         rows = self.visit_log.last_notified(now - self.profile.presence.reentry_suppress, now)
         self.presence.restore((epc, self.clock.to_mono(at)) for epc, at in rows)
+        return len(rows)
 
     def run(self, stop: threading.Event) -> None:
         get = self._queue.get
@@ -213,6 +215,7 @@ class Pipeline:
         counters["arrivals"] += len(visits)
         for visit in visits:
             counters[visit.kind.value] += 1
+            counters["unresolved"] += visit.unresolved
             self._present[visit.arrival.epc] = visit.visit_id
             hook = _BROADCAST.get(visit.kind)
             if hook:

@@ -105,7 +105,8 @@ class BranchStatus:
         self.stages = {name: Stats() for name in STAGES}
         self.devices: dict[str, DeviceStatus] = {}
         self.counters = dict.fromkeys(
-            ("reads", "arrivals", "greeted", "rejected", "suppressed", "unknown", "departures"), 0
+            ("reads", "arrivals", "greeted", "rejected", "suppressed", "unknown", "unresolved", "departures"),
+            0,
         )
         self.plugin_errors: dict[str, Any] = {}
         self._rate = (time.monotonic(), 0, 0.0)
