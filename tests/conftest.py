@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from vipsense.pluginhost import PluginHost, load_host
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,3 +82,24 @@ def fake_distribution(tmp_path, monkeypatch):
     yield make
     for module in made:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    """The installed plugins (built-ins included), whatever VIPSENSE_DISABLE_PLUGINS says."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("VIPSENSE_DISABLE_PLUGINS", raising=False)
+        return load_host()
+
+
+@pytest.fixture
+def restore_process_state():
+    """``vipsense.cli.main`` replaces the root logger's handlers; put them (and signals) back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGTERM, sigterm)

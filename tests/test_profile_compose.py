@@ -8,9 +8,7 @@ without a base, ``key: null`` means "not set"); a base may extend another base; 
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 from pathlib import Path
 from textwrap import dedent
 
@@ -20,7 +18,7 @@ from vipsense.cli import main
 from vipsense.config.errors import ProfileError
 from vipsense.config.profile import DEFAULT_TIERS, PresenceSettings, load_profile
 from vipsense.config.yamlload import load_profile_yaml
-from vipsense.pluginhost import PluginHost, load_host
+from vipsense.pluginhost import PluginHost
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "profiles" / "demo.yaml"
@@ -60,32 +58,12 @@ notification_ttl: 10m
 """
 
 
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("VIPSENSE_DISABLE_PLUGINS", raising=False)
-        return load_host()
-
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for var in ("VIPSENSE_SECRETS", "VIPSENSE_DISABLE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("VIPSENSE_DATA_DIR", str(tmp_path / "default-data"))
-
-
-@pytest.fixture
-def restore_process_state():
-    """``vipsense.cli.main`` replaces the root logger's handlers and ``run`` the signal handlers."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    signal.signal(signal.SIGINT, sigint)
-    signal.signal(signal.SIGTERM, sigterm)
 
 
 def write(name: str | Path, text: str) -> Path:

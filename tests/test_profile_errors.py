@@ -8,9 +8,7 @@ exact error lines.  Expected line numbers are found by searching the profile tex
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-import signal
 from pathlib import Path
 from textwrap import dedent
 
@@ -106,13 +104,6 @@ def expect(text: str, *errors: tuple[Where, str], file: str = FILE) -> list[str]
     return out
 
 
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("VIPSENSE_DISABLE_PLUGINS", raising=False)
-        return load_host()
-
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in tmp_path (so messages name files relative to it) with no secrets file override."""
@@ -120,19 +111,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("VIPSENSE_SECRETS", "VIPSENSE_DISABLE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("VIPSENSE_DATA_DIR", str(tmp_path / "data"))
-
-
-@pytest.fixture
-def restore_process_state():
-    """``vipsense.cli.main`` replaces the root logger's handlers (and ``run`` the signal handlers)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    signal.signal(signal.SIGINT, sigint)
-    signal.signal(signal.SIGTERM, sigterm)
 
 
 def write(name: str, text: str) -> Path:
