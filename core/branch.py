@@ -37,6 +37,7 @@ class Branch:
         self.clock = clock or Clock()
         self.output = output or Output()
         self.status = BranchStatus(profile.branch.id, profile.branch.name)
+        self.status.host = host
         self.data_dir = profile.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")

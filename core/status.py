@@ -108,7 +108,8 @@ class BranchStatus:
             ("reads", "arrivals", "greeted", "rejected", "suppressed", "unknown", "unresolved", "departures"),
             0,
         )
-        self.plugin_errors: dict[str, Any] = {}
+        #: the plugin host, for plugin states and the errors its broadcast hooks caught
+        self.host: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
 
     def device(self, item_id: str, kind: str, type_name: str) -> DeviceStatus:
@@ -124,6 +125,18 @@ class BranchStatus:
             self._rate = (now, reads, last)
         return last
 
+    def _plugins(self) -> dict[str, Any]:
+        if self.host is None:
+            return {}
+        out = {
+            p.name: {"state": p.state.value, "error": p.error, "version": p.version, "hook_errors": {}}
+            for p in self.host.plugins
+        }
+        for (plugin, hook), (count, last) in dict(self.host.hook_errors).items():
+            entry = out.setdefault(plugin, {"state": "loaded", "error": "", "version": "", "hook_errors": {}})
+            entry["hook_errors"][hook] = {"count": count, "last_error": last}
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "branch": {"id": self.branch_id, "name": self.branch_name},
@@ -131,5 +144,5 @@ class BranchStatus:
             "counters": dict(self.counters),
             "stages": {name: s.snapshot() for name, s in self.stages.items()},
             "devices": {i: d.snapshot() for i, d in self.devices.items()},
-            "plugin_errors": dict(self.plugin_errors),
+            "plugins": self._plugins(),
         }

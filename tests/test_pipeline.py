@@ -305,6 +305,25 @@ def test_reentry_is_suppressed_even_after_a_restart(branch_factory, tmp_path):
     assert kinds == [("greeted",), ("suppressed",)]
 
 
+def test_observer_that_raises_is_counted_in_status_and_the_branch_goes_on(branch_factory):
+    branch, plugin, out = branch_factory()
+
+    class Clumsy:
+        @staticmethod
+        def vipsense_arrival(visit):
+            raise KeyError("dashboard field")
+
+    branch.host.add(Clumsy, "clumsy-observer")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
+    entry = branch.status.snapshot()["plugins"]["clumsy-observer"]
+    assert entry["hook_errors"] == {
+        "vipsense_arrival": {"count": 1, "last_error": "KeyError: 'dashboard field'"}
+    }
+    assert branch.status.snapshot()["plugins"]["sqlite-store"]["state"] == "loaded"
+    assert wait_for(lambda: "Ada Wong" in out.getvalue())
+
+
 def test_status_snapshot_has_every_stage(branch_factory):
     branch, plugin, _ = branch_factory()
     walk_in(branch, ADA)
