@@ -62,6 +62,8 @@ class PluginContext:
     output: Output  #: terminal output that cooperates with the live status line
     log: logging.Logger
     staff: Mapping[str, Staff] = attrs.Factory(dict)  #: the profile's ``staff:``, by id
+    #: Notifiers: report a result learnt later, e.g. a recipient's acknowledgement, from any thread.
+    report: Callable[[Notification, DeliveryResult], None] = lambda notification, result: None
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against the profile's directory."""

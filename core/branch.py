@@ -83,6 +83,7 @@ class Branch:
             output=self.output,
             log=logging.getLogger(f"vipsense.{cfg.kind.value}.{cfg.id}"),
             staff={s.id: s for s in self.profile.staff},
+            report=self._delivered,
         )
 
     def _build(self, kind: Kind, items: tuple[ItemConfig, ...]) -> list[tuple[ItemConfig, Any]]:

@@ -180,8 +180,9 @@ def vipsense_departure(arrival: Arrival, departed_at: float) -> None:
 def vipsense_delivery_result(notification: Notification, result: DeliveryResult) -> None:
     """A notifier finished one attempt to deliver a notification.
 
-    Called on that notifier's worker thread after each attempt, successful or not, and again when a
-    recipient acknowledges.
+    Called on that notifier's worker thread after each attempt, successful or not; and again, on
+    whatever thread the notifier uses, when it reports a later result such as a recipient's
+    acknowledgement through ``context.report(notification, result)``.
 
     :param notification: what was sent.
     :param result: the outcome, with its :class:`vipsense.model.DeliveryState`.

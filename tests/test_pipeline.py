@@ -16,7 +16,7 @@ import vipsense
 from vipsense.api import IdentityStore, Notifier, Reader
 from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
-from vipsense.model import Card, CardStatus, DeliveryState, RejectReason, TagRead
+from vipsense.model import Card, CardStatus, DeliveryResult, DeliveryState, RejectReason, TagRead
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.policy import judge
@@ -46,9 +46,10 @@ class FlakySettings:
 
 
 class RecordingNotifier(Notifier):
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, ctx=None):
         self.sent = []
         self.fail = fail
+        self.ctx = ctx
 
     def send(self, notification):
         if self.fail:
@@ -83,7 +84,7 @@ class TypesForTests:
     def vipsense_register_notifier_types(self, register):
         def make(fail):
             def factory(settings, ctx):
-                self.notifiers[ctx.item_id] = RecordingNotifier(fail)
+                self.notifiers[ctx.item_id] = RecordingNotifier(fail, ctx)
                 return self.notifiers[ctx.item_id]
 
             return factory
@@ -191,6 +192,17 @@ def test_valid_card_is_greeted_recorded_and_routed(branch_factory):
         .fetchall()
     )
     assert rows == [("greeted", ADA, "C1", "gold")]
+
+
+def test_notifier_reports_a_later_acknowledgement(branch_factory):
+    branch, plugin, _ = branch_factory()
+    walk_in(branch, ADA)
+    pda = plugin.notifiers["pda"]
+    assert wait_for(lambda: len(pda.sent) == 2)
+    first = pda.sent[0]
+    ack = DeliveryResult(first.key, "pda", DeliveryState.ACKNOWLEDGED, time.time(), "seen on PDA")
+    threading.Thread(target=pda.ctx.report, args=(first, ack)).start()  # e.g. the PDA's reply thread
+    assert wait_for(lambda: ("delivery", first.recipient.id, DeliveryState.ACKNOWLEDGED) in plugin.events)
 
 
 def test_console_masks_id_and_mobile(branch_factory):
