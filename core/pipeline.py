@@ -3,7 +3,8 @@ notifiers.  See docs/pipeline.md for the diagram.
 
 Everything here runs on one pipeline thread, fed by a queue that reader threads put reads into.  Each
 batch taken from the queue is judged together and its visits are written in one transaction before
-anyone is told, so a notification never refers to a visit that was not recorded.
+anyone is told.  If the visit log cannot write (a full disk), staff are still told, and the visits
+are kept and written with the next batch that succeeds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .visitlog import VisitLog
 log = logging.getLogger(__name__)
 
 BATCH = 1024
+UNRECORDED_LIMIT = 100_000  #: visits kept in memory while the visit log cannot write
 TICK_SECONDS = 0.1  #: real seconds between presence ticks (departures, expiry)
 
 _BROADCAST = {
@@ -64,6 +66,7 @@ class Pipeline:
         self.ttl = float(profile.notification_ttl)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
+        self._unrecorded: list[Visit] = []  # visits the visit log could not take yet
         self._stages = status.stages
         self._counters = status.counters
         self._last_tick = time.monotonic()
@@ -93,6 +96,7 @@ class Pipeline:
                 first = get(timeout=TICK_SECONDS)
             except queue.Empty:
                 if stop.is_set():
+                    self.flush()
                     break
                 self.tick()
                 continue
@@ -203,14 +207,7 @@ class Pipeline:
     def _handle(self, arrivals: list[tuple[Arrival, bool]]) -> None:
         today = dt.date.fromtimestamp(self.clock.wall())
         visits = [self._judge(a, reentry, today) for a, reentry in arrivals]
-        t0 = time.perf_counter()
-        try:
-            self.visit_log.record(visits)
-            self._stages["visit_log"].ok(time.perf_counter() - t0, n=len(visits))
-        except Exception as exc:
-            # Not recorded is still worth telling staff about; status shows the failure loudly.
-            self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
-            log.error("visit log: cannot record %d visits: %s", len(visits), exc)
+        self._record(visits)
         counters = self._counters
         counters["arrivals"] += len(visits)
         for visit in visits:
@@ -221,6 +218,29 @@ class Pipeline:
             if hook:
                 self.host.broadcast(hook, visit=visit)
             self._route(visit)
+
+    def _record(self, visits: list[Visit]) -> None:
+        pending = self._unrecorded + visits if self._unrecorded else visits
+        t0 = time.perf_counter()
+        try:
+            self.visit_log.record(pending)
+        except Exception as exc:
+            # Staff are still told; the visits wait for the next batch, and status shows the failure.
+            self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
+            if len(pending) > UNRECORDED_LIMIT:
+                log.error("visit log: dropping %d oldest unrecorded visits", len(pending) - UNRECORDED_LIMIT)
+            self._unrecorded = pending[-UNRECORDED_LIMIT:]
+            log.error("visit log: cannot record %d visits yet: %s", len(self._unrecorded), exc)
+            return
+        self._unrecorded = []
+        self._stages["visit_log"].ok(time.perf_counter() - t0, n=len(pending))
+
+    def flush(self) -> None:
+        """Write any visits still waiting for the visit log (called once the pipeline stops)."""
+        if self._unrecorded:
+            self._record([])
+            if self._unrecorded:
+                log.error("visit log: %d visits could not be recorded before stopping", len(self._unrecorded))
 
     def _route(self, visit: Visit) -> None:
         t0 = time.perf_counter()

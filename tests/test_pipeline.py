@@ -447,3 +447,28 @@ def test_stop_flushes_and_finishes_quickly(branch_factory):
     rows = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute("SELECT kind FROM visits").fetchall()
     assert rows == [("greeted",)]
     assert not any(t.name == "pipeline" and t.is_alive() for t in threading.enumerate())
+
+
+def test_visits_wait_while_the_visit_log_cannot_write(branch_factory):
+    """A full disk cannot be made on demand here, so the write itself is made to fail."""
+    branch, plugin, _ = branch_factory()
+    real_record = branch.visit_log.record
+    failing = [True]
+
+    def record(visits):
+        if failing[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_record(visits)
+
+    branch.visit_log.record = record
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2), "staff are told all the same"
+    assert branch.status.stages["visit_log"].last_error == "OperationalError: database or disk is full"
+    failing[0] = False  # the disk has room again
+    walk_in(branch, LOST)
+    assert wait_for(lambda: branch.status.counters["rejected"] == 1)
+    branch.stop()
+    rows = sqlite3.connect(branch.data_dir / "visits.sqlite3").execute(
+        "SELECT kind, epc FROM visits ORDER BY arrived_at"
+    )
+    assert rows.fetchall() == [("greeted", ADA), ("rejected", LOST)]
