@@ -156,6 +156,10 @@ class Reader:
         thread does not wake a blocked ``recv`` on Linux), or ``serial.cancel_read()``.
         """
 
+    def close(self) -> None:
+        """Release what outlives one ``run`` (a helper process, an emulator).  Called once, on the
+        main thread, when the branch stops, after ``run`` has returned or been abandoned."""
+
 
 class IdentityStore:
     """Where cards and customers are found.  All methods run on one worker thread per store."""

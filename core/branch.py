@@ -145,6 +145,7 @@ class Branch:
                 reader.thread.join(max(0.0, deadline - time.monotonic() - 1.0))
             if reader.thread.is_alive():
                 log.warning("reader %s did not stop in time; abandoning its thread", reader.reader_id)
+            reader.close()
         self._stop.set()
         if self._started:
             self._pipeline_thread.join(max(0.1, deadline - time.monotonic() - 0.6))

@@ -99,6 +99,12 @@ class ReaderRunner:
         except Exception as exc:
             log.warning("reader %s: interrupt failed: %s", self.reader_id, describe(exc))
 
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception as exc:
+            log.warning("reader %s: close failed: %s", self.reader_id, describe(exc))
+
 
 class StoreRunner:
     """Calls one identity store on its own worker thread and never waits longer than ``timeout``.
