@@ -92,7 +92,7 @@ def host() -> PluginHost:
         return load_host()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_process_state():
     """``vipsense.cli.main`` replaces the root logger's handlers; put them (and signals) back."""
     root = logging.getLogger()

@@ -88,7 +88,7 @@ def test_demo_morning_exact_outcome(tmp_path):
 
 def test_lingering_cards_are_read_hundreds_of_times():
     profile = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
-    visitors = profile["readers"][0]["visitors"]
+    visitors = profile["readers"][0]["emulate"]["visitors"]
     long_stays = [v for v in visitors if float(str(v.get("stay", "3s")).rstrip("s")) * 10 >= 300]
     assert len(long_stays) >= 3
 

@@ -165,7 +165,8 @@ def test_profile_naming_a_type_of_a_failed_plugin_says_so(fake_distribution, wri
     assert err.line == 3
     assert err.path == "readers[0].type"
     assert err.message == (
-        "unknown reader type 'simulatd'; did you mean 'simulated'? (installed reader types: simulated); "
+        "unknown reader type 'simulatd'; did you mean 'simulated'? "
+        f"(installed reader types: {', '.join(sorted(load_host().types[Kind.READER]))}); "
         "plugins that failed to load: broken (see 'vipsense plugins')"
     )
 

@@ -21,7 +21,10 @@ from vipsense.config.errors import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.config.types import Secret
 from vipsense.config.yamlload import load_profile_yaml
-from vipsense.pluginhost import PluginHost, load_host
+from vipsense.pluginhost import Kind, PluginHost, load_host
+
+#: what an unknown-type error lists: every reader type installed with the project
+READER_TYPES = ", ".join(sorted(load_host().types[Kind.READER]))
 
 FILE = "branch.yaml"  #: every case is written to this name in the current directory (tmp_path)
 
@@ -374,7 +377,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             (
                 "type: simulate",
                 "readers[0].type: unknown reader type 'simulate'; did you mean 'simulated'? "
-                "(installed reader types: simulated)",
+                f"(installed reader types: {READER_TYPES})",
             )
         ],
     ),
@@ -384,10 +387,16 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             readers="""\
             readers:
               - id: door
-                type: llrp
+                type: zebra-fx9600
             """
         ),
-        [("type: llrp", "readers[0].type: unknown reader type 'llrp' (installed reader types: simulated)")],
+        [
+            (
+                "type: zebra-fx9600",
+                "readers[0].type: unknown reader type 'zebra-fx9600' "
+                f"(installed reader types: {READER_TYPES})",
+            )
+        ],
     ),
     (
         "unknown-store-type",
@@ -896,7 +905,7 @@ def test_all_structural_errors_are_reported_in_one_pass(host):
         (
             "type: simulate",
             "readers[0].type: unknown reader type 'simulate'; did you mean 'simulated'? "
-            "(installed reader types: simulated)",
+            f"(installed reader types: {READER_TYPES})",
         ),
         (
             "colour: never",
@@ -1538,7 +1547,7 @@ def test_check_bad_profile_prints_every_error(capsys):
             (
                 "type: simulate",
                 "readers[0].type: unknown reader type 'simulate'; did you mean 'simulated'? "
-                "(installed reader types: simulated)",
+                f"(installed reader types: {READER_TYPES})",
             ),
             ("window: fast", "presence.window: expected a duration such as 500ms, 2s or 10m, got 'fast'"),
         )
@@ -1738,7 +1747,7 @@ def test_type_of_wrong_kind_is_not_called_missing(host):
         text,
         (
             "type: [simulated]",
-            "readers[0].type: expected a reader type name (simulated), got ['simulated']",
+            f"readers[0].type: expected a reader type name ({READER_TYPES}), got ['simulated']",
         ),
     )
 
