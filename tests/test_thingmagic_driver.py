@@ -118,6 +118,17 @@ def test_module_that_cannot_stream_is_polled(module, branch_on):
     assert wait_for(lambda: "Ada Wong" in out.getvalue())
 
 
+def test_polling_fetches_a_tag_buffer_larger_than_one_reply(module, branch_on):
+    link, reads = module(streaming=False)
+    branch, _ = branch_on(link.url)
+    assert wait_for(lambda: door(branch).state == "connected")
+    strangers = [f"E2000000000000000000{n:04X}" for n in range(0x100, 0x114)]  # 20 unknown tags
+    for _ in range(3):
+        reads.add(*[EmulatedRead(epc, antenna=1, rssi=-50) for epc in strangers])
+        time.sleep(0.3)
+    assert wait_for(lambda: branch.status.counters["unknown"] == 20)
+
+
 def test_streaming_on_refuses_a_module_that_cannot(module, branch_on):
     link, _ = module(streaming=False)
     branch, _ = branch_on(link.url, ", streaming: 'on'")

@@ -366,6 +366,27 @@ def test_injected_garbage_and_silence(running):
     assert host.command(tm.get_version()).status == 0
 
 
+def test_a_damaged_command_does_not_hold_the_next_one_back(running):
+    _, host = running("pty", ReadQueue())
+    host.port.write(b"\xff\xf0\x03")  # a command header claiming 240 data bytes, then nothing
+    assert tm.decode_version(host.command(tm.get_version(), timeout=2.0).data).model == "M6e Nano"
+
+
+def test_on_fd_serves_a_caller_opened_terminal():
+    master, slave = os.openpty()
+    slave_path = os.ttyname(slave)
+    link = EmulatorLink.on_fd(ModuleEmulator(ReadQueue()), master).start()
+    host = Host(slave_path)
+    try:
+        assert tm.decode_current_program(host.command(tm.get_current_program()).data) is True
+    finally:
+        host.close()
+        link.stop()
+        os.close(slave)
+    with pytest.raises(OSError):
+        os.fstat(master)  # closed with the link
+
+
 def test_tcp_client_can_reconnect_and_finds_the_module_as_it_left_it(running):
     link, host = running("tcp", ReadQueue())
     host.bring_up()

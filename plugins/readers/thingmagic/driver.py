@@ -45,9 +45,14 @@ class Session:
                 data += self.port.read(self.port.in_waiting)
         except Exception as exc:  # pyserial raises SerialException/OSError when the adapter goes
             raise LinkLost(f"serial link lost: {exc}") from exc
-        if not data:
+        if data:
+            frames = self.parser.feed(data)
+        elif self.parser.buffered:
+            # A quiet line: give up on a half frame (a corrupted LEN would otherwise hold back
+            # every good frame behind it until enough bytes arrived for its CRC to fail).
+            frames = self.parser.flush()
+        else:
             return []
-        frames = self.parser.feed(data)
         self._count_garbage()
         if frames:
             self.last_frame = time.monotonic()
@@ -196,10 +201,23 @@ class Session:
                 continue
             if reply.status != tm.OK:
                 raise tm.StatusError(reply.status, tm.READ_TAG_MULTIPLE)
-            if tm.decode_read_tag_multiple(reply):
-                for record in tm.decode_tag_buffer(self.command(tm.get_tag_buffer(tm.META_DEFAULT))):
-                    self._emit(record)
-                self.command(tm.clear_tag_buffer())
+            count = tm.decode_read_tag_multiple(reply)
+            if count:
+                self._fetch_buffer(count)
+
+    def _fetch_buffer(self, count: int) -> None:
+        """One Get Tag Buffer reply holds only as many records as fit in a frame (about nine
+        96-bit EPCs with the default metadata): ask until ``count`` records came, then clear."""
+        fetched = 0
+        while fetched < count:
+            reply = self.command(tm.get_tag_buffer(tm.META_DEFAULT), check=False)
+            records = tm.decode_tag_buffer(reply) if reply.status == tm.OK else []
+            if not records:
+                break
+            for record in records:
+                self._emit(record)
+            fetched += len(records)
+        self.command(tm.clear_tag_buffer())
 
 
 class _Until:

@@ -45,6 +45,7 @@ PROGRAM_BOOTLOADER = 0x11  # (p & 3) == 1
 PROGRAM_APPLICATION = 0x52  # the value a running Nano answers (SparkFun capture)
 STANDARD_BAUD_RATES = frozenset({9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600})
 MAX_SEARCH_SECONDS = 10.0
+QUIET_LINE_SECONDS = 0.05  #: a partial command older than this is given up (a module's inter-byte timeout)
 _FREQUENCIES_KHZ = tuple(902_750 + 500 * k for k in range(50))  # an NA hop table
 
 
@@ -697,6 +698,7 @@ class EmulatorLink:
     def _run(self) -> None:
         clock = self.emulator.clock
         next_poll = clock()
+        last_byte = time.monotonic()
         while not self._stopping.is_set():
             chunk = self._transport.read(self.poll_interval)
             with self._lock:
@@ -704,6 +706,10 @@ class EmulatorLink:
                     self._generation = self._transport.generation
                     self._parser = CommandParser()
                 commands = self._parser.feed(chunk) if chunk and not self._silent else []
+                if chunk:
+                    last_byte = time.monotonic()
+                elif self._parser.buffered and time.monotonic() - last_byte > QUIET_LINE_SECONDS:
+                    commands = self._parser.flush()  # a damaged LEN must not hold good commands back
             for command in commands:
                 self._execute(command)
             now = clock()
