@@ -60,6 +60,8 @@ class ReaderRunner:
     def _set_state(self, state: ReaderState, reason: str = "") -> None:
         if state is ReaderState.CONNECTED:
             self._backoff = BACKOFF_START
+            if self.status.state == ReaderState.DISCONNECTED.value:
+                log.warning("reader %s connected again: %s", self.reader_id, reason)
         if self.status.set(state.value, reason):
             self._on_state(self.reader_id, ReaderStatus(state, reason, self.status.since))
 
@@ -79,10 +81,10 @@ class ReaderRunner:
                     break
                 reason = describe(exc)
                 self.status.stats.fail(reason)
+                if (self.status.state, self.status.reason) != (ReaderState.DISCONNECTED.value, reason):
+                    # log changes only: a reader that stays away would otherwise log every retry
+                    log.warning("reader %s disconnected: %s (retrying)", self.reader_id, reason)
                 self._set_state(ReaderState.DISCONNECTED, reason)
-                log.warning(
-                    "reader %s disconnected: %s (retry in %.1fs)", self.reader_id, reason, self._backoff
-                )
                 if self.stop_event.wait(self._backoff):
                     break
                 self._backoff = min(self._backoff * 2, BACKOFF_CAP)
