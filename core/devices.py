@@ -19,7 +19,7 @@ from .status import DeviceStatus, Stats
 log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.1
-BACKOFF_CAP = 2.0  #: seconds; a device that comes back is in use again within this
+BACKOFF_CAP = 1.6  #: seconds (0.1 doubled four times); a device that comes back is read again within 2 s
 
 
 def describe(exc: BaseException) -> str:

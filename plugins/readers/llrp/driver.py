@@ -6,7 +6,7 @@ What it does and does not do is in ``llrp.md`` §2: its receive loop ``select()`
 and only acknowledges KEEPALIVEs, so a powered-off reader or a cut cable goes unnoticed; its own
 reconnect waits a fixed 60 s.  So the reader here sends a KEEPALIVE every ``keepalive_interval``,
 ``run`` treats 3 intervals without one (or a report) as a lost link, and the core's ReaderRunner
-reconnects with its 0.1 → 2 s backoff (``reconnect=False`` in sllurp).
+reconnects with its 0.1 → 1.6 s backoff (``reconnect=False`` in sllurp).
 
 Threads: sllurp calls back on its socket thread, where slow work would stall reception and the
 keepalive acks, so the tag callback only normalises and hands each read to ``ctx.read`` (which
