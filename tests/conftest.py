@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,13 @@ def restore_process_state():
     root.setLevel(level)
     signal.signal(signal.SIGINT, sigint)
     signal.signal(signal.SIGTERM, sigterm)
+
+
+def wait_for(condition, timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; tests assert on the result."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()

@@ -49,7 +49,7 @@ from vipsense.plugins.readers.llrp.reports import (
     split_messages,
 )
 
-from .conftest import BASE_PROFILE, REPO
+from .conftest import BASE_PROFILE, REPO, wait_for
 
 DATA = Path(__file__).parent / "data" / "llrp"
 ADA = "E20000000000000000000001"  # customer C1 in conftest.SEED
@@ -72,15 +72,6 @@ CAPTURE_READS = {
     ("300833B2DDD906C000000000", 1, -60.0): 2,
     ("1FB41F712AC9C37AB79D618173188324001A", 1, -17.0): 1,
 }
-
-
-def wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # -- the LLRP peer ---------------------------------------------------------------------------------

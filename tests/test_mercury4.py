@@ -40,21 +40,12 @@ from vipsense.plugins.readers.mercury4.protocol import (
     select_statement,
 )
 
-from .conftest import BASE_PROFILE
+from .conftest import BASE_PROFILE, wait_for
 
 ADA = "E20000000000000000000001"  # customer C1 "Ada Wong", active (tests/conftest.py SEED)
 STRANGER = "E2000000000000000000FFFF"  # no card
 READER_LINE = "  - {id: door, type: simulated, visitors: []}"
 EMULATOR_MODULE = "vipsense.plugins.readers.mercury4.emulator"
-
-
-def wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # -- the poll statement ------------------------------------------------------------------------

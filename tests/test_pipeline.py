@@ -21,18 +21,11 @@ from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.policy import judge
 
+from .conftest import wait_for
+
 ADA = "E20000000000000000000001"  # customer C1, active
 LOST = "E20000000000000000000002"  # customer C2, lost
 STRANGER = "E2000000000000000000FFFF"  # no card
-
-
-def wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @attrs.frozen

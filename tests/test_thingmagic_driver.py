@@ -20,21 +20,12 @@ from vipsense.config.profile import load_profile
 from vipsense.output import Output
 from vipsense.plugins.readers.thingmagic.emulator import EmulatedRead, EmulatorLink, ModuleEmulator, ReadQueue
 
-from .conftest import BASE_PROFILE
+from .conftest import BASE_PROFILE, wait_for
 
 ADA = "E20000000000000000000001"
 LOST = "E20000000000000000000002"
 
 READER = "{id: door, type: thingmagic, region: PRC, port: '%s', silence_timeout: 1s%s}"
-
-
-def wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture

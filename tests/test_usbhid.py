@@ -51,7 +51,7 @@ from vipsense.plugins.readers.usbhid.keyboard import (
     parse_report,
 )
 
-from .conftest import BASE_PROFILE
+from .conftest import BASE_PROFILE, wait_for
 
 ADA = "E20000000000000000000001"  # customer C1 in conftest's seed, active
 LOST = "E20000000000000000000002"  # customer C2, card reported lost
@@ -59,15 +59,6 @@ VID, PID = 0x08FF, 0x0009
 LEFT_SHIFT, RIGHT_SHIFT = 0x02, 0x20
 RELEASE = bytes(8)
 ROLLOVER = bytes([0, 0, 1, 1, 1, 1, 1, 1])
-
-
-def wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 # -- building reports ------------------------------------------------------------------------------
