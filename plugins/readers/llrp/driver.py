@@ -15,6 +15,7 @@ enqueues).  ``run`` waits on its own thread and turns what the callbacks saw int
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -295,7 +296,10 @@ class Link:
         if polite:
             self.stop_politely()
             self.client.join(STOP_GRACE)
-        self.client.hard_disconnect()
+        # sllurp 3.0.5 checks ``self._socket`` and then closes it, while its own socket thread may set
+        # it to None in between; the socket is closed either way.
+        with contextlib.suppress(AttributeError):
+            self.client.hard_disconnect()
         self.client.join(STOP_GRACE)
 
 
