@@ -23,6 +23,7 @@ from vipsense.plugins.stores.sqlite import (
     CsvImportError,
     ProgressBar,
     RejectedRow,
+    SeedError,
     SqliteSettings,
     SqliteStore,
     import_csv,
@@ -43,7 +44,7 @@ C7,Zoë O'Brien,,,,,diamond,cm2
 """
 
 
-def make_store(tmp_path: Path) -> SqliteStore:
+def make_store(tmp_path: Path, seed: tuple[str, ...] = ()) -> SqliteStore:
     ctx = PluginContext(
         branch_id="t",
         branch_name="T",
@@ -54,7 +55,7 @@ def make_store(tmp_path: Path) -> SqliteStore:
         output=Output(live=False),
         log=logging.getLogger("test"),
     )
-    store = SqliteStore(SqliteSettings(path=str(tmp_path / "id.sqlite3")), ctx)
+    store = SqliteStore(SqliteSettings(path=str(tmp_path / "id.sqlite3"), seed=seed), ctx)
     store.open()
     return store
 
@@ -323,3 +324,23 @@ def test_arbitrary_unicode_round_trips(tmp_path_factory, rows):
             )
     finally:
         store.close()
+
+
+def test_csv_seed_files_load_through_the_importer(tmp_path):
+    write(tmp_path, "customers.csv", "customer_no,name,tier\nC1,Ada Wong,gold\n")
+    write(tmp_path, "cards.csv", "epc,customer_no,allowed_branches\nE20000000000000000000001,C1,sh;bj\n")
+    store = make_store(tmp_path, seed=("customers.csv", "cards.csv"))
+    try:
+        assert store.find_customer("C1").name == "Ada Wong"
+        assert store.find_card("E20000000000000000000001").allowed_branches == ("sh", "bj")
+    finally:
+        store.close()
+
+
+def test_csv_seed_with_a_bad_row_names_it_and_keeps_the_good_ones(tmp_path):
+    path = write(tmp_path, "customers.csv", "customer_no,name\nC1,Ada Wong\nC2,\n")
+    with pytest.raises(SeedError) as exc:
+        make_store(tmp_path, seed=("customers.csv",))
+    assert str(exc.value).startswith(f"1 rows rejected, the others were loaded: {path}:3: ")
+    db = sqlite3.connect(tmp_path / "id.sqlite3")
+    assert db.execute("SELECT customer_no FROM customers").fetchall() == [("C1",)]

@@ -27,7 +27,7 @@ import vipsense
 from vipsense.api import Card, Customer, IdentityStore, PluginContext
 from vipsense.avatar import avatar_svg
 from vipsense.config.structure import INVALID, Structurer
-from vipsense.config.yamlload import LoadedYaml, load_profile_yaml
+from vipsense.config.yamlload import load_profile_yaml
 from vipsense.model import CardStatus, Photo
 
 SCHEMA = """
@@ -195,11 +195,15 @@ class SqliteStore(IdentityStore):
 
 def load_seed(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
     """Upsert one seed file; returns ``(customers, cards)``.  Raises :class:`SeedError` with every
-    problem, each as ``file:line: key.path: message``."""
+    problem, each as ``file:line: key.path: message``.  A CSV seed goes through :func:`import_csv`
+    (good rows are loaded, and the rejected ones are reported in the error)."""
     if path.suffix.lower() == ".csv":
-        customers, cards = _read_csv(path)
-    else:
-        customers, cards = _read_yaml(path)
+        result = import_csv(db, path)
+        if result.rejected:
+            shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in result.reasons)
+            raise SeedError(f"{result.rejected} rows rejected, the others were loaded: {shown}")
+        return (result.upserted, 0) if result.kind == "customers" else (0, result.upserted)
+    customers, cards = _read_yaml(path)
     with db:
         db.executemany(
             f"INSERT OR REPLACE INTO customers ({', '.join(CUSTOMER_COLUMNS)}, photo, photo_mime)"
@@ -252,26 +256,6 @@ def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     except OSError as exc:
         raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
     return customers, [_card_row(c) for c in seed.cards]
-
-
-def _read_csv(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    is_cards = bool(rows) and "epc" in rows[0]
-    cls = SeedCard if is_cards else SeedCustomer
-    # Give each CSV row a "line" so errors read like YAML ones: file:line: [row].column: message.
-    locs = {(i,): (str(path), i + 2) for i in range(len(rows))}
-    data = [
-        {k: (v.split(";") if k == "allowed_branches" else v) for k, v in r.items() if v not in ("", None)}
-        for r in rows
-    ]
-    st = Structurer(LoadedYaml(data, locs, []))
-    items = st.structure(data, tuple[cls, ...], ())
-    if st.errors:
-        raise SeedError("; ".join(str(e) for e in st.errors[:20]))
-    if is_cards:
-        return [], [_card_row(c) for c in items]
-    return [_customer_row(c, path.parent, portrait=False) for c in items], []
 
 
 # -- bulk CSV import --------------------------------------------------------------------------------
