@@ -18,6 +18,7 @@ import attrs
 import yaml
 
 from . import __version__
+from .audit import AuditLog
 from .branch import Branch
 from .clock import Clock
 from .config import ProfileError, Secret
@@ -221,6 +222,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- vipsense audit ---------------------------------------------------------------------------------
+
+
+def audit_path(profile: Profile) -> Path:
+    """Where a branch keeps its audit log."""
+    return profile.data_dir / "audit.sqlite3"
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    host = load_host()
+    profile = _load(args.profile, host, args.data_dir)
+    if profile is None:
+        return EXIT_PROFILE
+    path = audit_path(profile)
+    if not path.exists():
+        print(f"{path}: no audit log yet (nothing has been audited at this branch)", file=sys.stderr)
+        return EXIT_PROFILE
+    log = AuditLog(path)
+    try:
+        result = log.verify()
+    finally:
+        log.close()
+    if result.ok:
+        print(f"{path}: {result.checked} entries, hash chain intact")
+        return EXIT_OK
+    print(f"{path}: BROKEN after {result.checked} good entries: {result.problem}", file=sys.stderr)
+    return EXIT_PROFILE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vipsense", description="Recognise VIP customers at the branch door from their RFID card."
@@ -240,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("profile")
     check.add_argument("--dump", action="store_true", help="print the resolved profile, secrets masked")
     check.set_defaults(func=cmd_check)
+
+    audit = sub.add_parser("audit", help="the branch's tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check the hash chain and name the first broken link")
+    verify.add_argument("profile")
+    verify.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    verify.set_defaults(func=cmd_audit_verify)
 
     plugins = sub.add_parser("plugins", help="list installed plugins and the types they provide")
     plugins.add_argument("--json", action="store_true")

@@ -40,3 +40,43 @@ def test_run_with_missing_profile(tmp_path, capsys):
 def test_speed_must_be_positive(capsys):
     assert main(["run", DEMO, "--speed", "0"]) == 2
     assert "--speed must be greater than 0" in capsys.readouterr().err
+
+
+def test_audit_verify_reports_an_intact_chain_and_names_a_broken_link(tmp_path, capsys):
+    import sqlite3
+
+    from vipsense.audit import AuditAction, AuditLog, AuditResult
+
+    log = AuditLog(tmp_path / "audit.sqlite3")
+    for n in range(5):
+        log.append(
+            "li.mei",
+            "client_manager",
+            "sh-lujiazui",
+            AuditAction.LOOKUP,
+            f"C100000{n}",
+            "cli",
+            AuditResult.SUCCESS,
+            reason="phone appointment",
+        )
+    log.close()
+    assert main(["audit", "verify", DEMO, "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'audit.sqlite3'}: 5 entries, hash chain intact"
+
+    db = sqlite3.connect(tmp_path / "audit.sqlite3")
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("UPDATE audit SET object = 'C9999999' WHERE seq = 3")
+    db.commit()
+    db.close()
+    assert main(["audit", "verify", DEMO, "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"{tmp_path / 'audit.sqlite3'}: BROKEN after 2 good entries: "
+        "entry 3: hash does not match its contents (edited?)"
+    )
+
+
+def test_audit_verify_without_a_log_says_so(tmp_path, capsys):
+    assert main(["audit", "verify", DEMO, "--data-dir", str(tmp_path)]) == 1
+    assert "no audit log yet" in capsys.readouterr().err
