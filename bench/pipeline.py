@@ -38,7 +38,6 @@ import os
 import platform
 import pstats
 import random
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 import vipsense
 from vipsense.api import Notifier, PluginContext
@@ -503,27 +503,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
 # -- reporting -------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def rss_now_mb() -> float:
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return float("nan")
-
-
-def peak_rss_mb() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
 def verdict(ok: bool) -> str:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import threading
 import time
 import tty
 
 import attrs
+from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 from vipsense.api import ReaderContext
 from vipsense.clock import Clock
@@ -28,17 +28,6 @@ from vipsense.plugins.readers.thingmagic.driver import Session
 
 BAUD = 115200
 BYTE_SECONDS = 10 / BAUD  # start bit, 8 data bits, stop bit
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def tag_frame(n: int) -> bytes:
@@ -137,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = latency(args.latency_frames, args.rate)
     p50 = lat[len(lat) // 2] * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     ok_rate, ok_p99 = rate >= 200_000, p99 <= 2.0
     verdict = {True: "PASS", False: "MISS"}
     print()

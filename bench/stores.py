@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import random
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 from vipsense.api import PluginContext
 from vipsense.clock import Clock
@@ -234,21 +234,6 @@ STORE_BENCHES: list[tuple[str, Callable[[Config, list[str]], list[Row]]]] = [("s
 
 
 # -- reporting -------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def peak_rss_mb() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:

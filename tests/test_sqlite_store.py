@@ -19,6 +19,7 @@ from vipsense.clock import Clock
 from vipsense.model import Card, CardStatus, Customer
 from vipsense.output import Output
 from vipsense.plugins.stores.sqlite import (
+    CUSTOMER_COLUMNS,
     MAX_REASONS,
     CsvImportError,
     ProgressBar,
@@ -288,18 +289,7 @@ def test_arbitrary_unicode_round_trips(tmp_path_factory, rows):
         path = tmp / "c.csv"
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(
-                (
-                    "customer_no",
-                    "name",
-                    "company",
-                    "id_number",
-                    "mobile",
-                    "usual_business",
-                    "tier",
-                    "client_manager",
-                )
-            )
+            w.writerow(CUSTOMER_COLUMNS)
             w.writerows(rows)
         result = import_csv(store.db, path)
         assert (result.upserted, result.rejected) == (len(rows), 0), result.reasons
