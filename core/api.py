@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,13 +18,17 @@ import attrs
 
 from .clock import Clock
 from .config.types import Duration, Secret
-from .model import Card, Customer, DeliveryResult, Notification, Staff, TagRead
+from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
 
 if TYPE_CHECKING:
     from .output import Output
 
 __all__ = [
     "Card",
+    "CardEvent",
+    "CardExists",
+    "CardRegistry",
+    "CardStatus",
     "Customer",
     "DeliveryResult",
     "Duration",
@@ -37,7 +41,9 @@ __all__ = [
     "ReaderStatus",
     "RegisterType",
     "Secret",
+    "StoreUnsupported",
     "TagRead",
+    "UnknownCard",
 ]
 
 
@@ -161,8 +167,24 @@ class Reader:
         main thread, when the branch stops, after ``run`` has returned or been abandoned."""
 
 
+class StoreUnsupported(NotImplementedError):
+    """This store cannot do that (e.g. search by ID number, or list every card for a sync)."""
+
+
+class UnknownCard(LookupError):
+    """A card-lifecycle command named an EPC the store does not hold."""
+
+
+class CardExists(ValueError):
+    """An EPC that is already issued cannot be issued again; reissue or revoke it instead."""
+
+
 class IdentityStore:
-    """Where cards and customers are found.  All methods run on one worker thread per store."""
+    """Where cards and customers are found.  All methods run on one worker thread per store.
+
+    Only :meth:`find_card` and :meth:`find_customer` are required.  The optional methods raise
+    :class:`StoreUnsupported` unless a store implements them; the core checks before relying on one.
+    """
 
     def open(self) -> None:
         """Connect.  Raise if the store is unreachable; the core retries later."""
@@ -173,8 +195,71 @@ class IdentityStore:
     def find_customer(self, customer_no: str) -> Customer | None:
         raise NotImplementedError
 
+    def find_customers_by_id_number(self, id_number: str) -> list[Customer]:
+        """Manual look-up for a customer without their card (a phone appointment): every customer
+        with this ID number, usually one."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot search by ID number")
+
+    def iter_cards(self) -> Iterator[Card]:
+        """Every card, for ``vipsense sync`` and exports.  Streams; never builds the whole list."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot list its cards")
+
+    def iter_customers(self) -> Iterator[Customer]:
+        """Every customer, with photos, for ``vipsense sync`` and exports.  Streams."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot list its customers")
+
+    def card_seen(self, epc: str, branch_id: str, at: float) -> None:
+        """A card arrived at ``branch_id`` at wall-clock ``at``.  Stores shared between branches record
+        it, so the next :meth:`find_card` anywhere returns ``last_seen_branch`` / ``last_seen_at`` and
+        a card seen at two branches implausibly fast is caught.  Default: not recorded."""
+
+    def degraded(self) -> str:
+        """Why the store answers only in part right now (e.g. "directory unreachable: serving 9,812
+        cached entries"), or ``""``.  Status shows a non-empty answer as ``degraded``."""
+        return ""
+
     def close(self) -> None:
         """Release connections.  Called once when the branch stops."""
+
+
+class CardRegistry(IdentityStore):
+    """A store that the card-issuing station writes to: cards are issued, reported lost, revoked and
+    reissued here, and each change is kept in the card's history.
+
+    Customer data and cards stay apart: none of these methods changes a customer.
+    """
+
+    def issue_card(self, card: Card, event: CardEvent) -> None:
+        """Add a new card.  Raises :class:`CardExists` if the EPC is already known."""
+        raise NotImplementedError
+
+    def set_card_status(self, epc: str, status: CardStatus, event: CardEvent) -> Card:
+        """Change a card's status (lost, revoked, active again) and record why; returns the card as
+        it is now.  Raises :class:`UnknownCard`."""
+        raise NotImplementedError
+
+    def reissue_card(self, old_epc: str, new_card: Card, revoke: CardEvent, issue: CardEvent) -> None:
+        """In one step: revoke ``old_epc`` (``revoke``) and issue ``new_card`` (``issue``).  Either
+        both happen or neither does.  Raises :class:`UnknownCard` or :class:`CardExists`."""
+        raise NotImplementedError
+
+    def card_history(self, epc: str) -> list[CardEvent]:
+        """The card's events, oldest first.  Raises :class:`UnknownCard`."""
+        raise NotImplementedError
+
+    def list_cards(self, customer_no: str | None = None, status: CardStatus | None = None) -> list[Card]:
+        """Cards, optionally one customer's or of one status, ordered by EPC."""
+        raise NotImplementedError
+
+    def upsert_customers(self, customers: Iterable[Customer]) -> int:
+        """Insert or update customers (a photo of ``None`` keeps the stored one); returns how many."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot write customers")
+
+    def replace_all(self, cards: Iterable[Card], customers: Iterable[Customer]) -> tuple[int, int]:
+        """Make this store an exact replica: afterwards it holds these cards and customers and no
+        others, switched over atomically (lookups see the old data or the new, never a mix).
+        Card histories are kept.  Returns ``(cards, customers)``."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot be a replica")
 
 
 class Notifier:

@@ -35,6 +35,13 @@ class RejectReason(str, enum.Enum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     WRONG_BRANCH = "wrong_branch"
+    #: suspect cards (``privacy-security.md`` §5, countermeasures 2 and 5): probably cloned or misused
+    TID_MISMATCH = "tid_mismatch"  #: read with a TID other than the one the card was enrolled with
+    TOO_FAST = "too_fast"  #: seen at another branch too recently to have travelled here
+
+
+#: The reasons that make a card *suspect* rather than merely rejected.
+SUSPECT_REASONS = frozenset({RejectReason.TID_MISMATCH, RejectReason.TOO_FAST})
 
 
 class Role(str, enum.Enum):
@@ -44,6 +51,7 @@ class Role(str, enum.Enum):
     CLIENT_MANAGER = "client_manager"
     BRANCH_MANAGER = "branch_manager"
     HEAD_OFFICE = "head_office"
+    CARD_ISSUER = "card_issuer"  #: staff at the card-issuing station
 
 
 class VisitKind(str, enum.Enum):
@@ -51,6 +59,7 @@ class VisitKind(str, enum.Enum):
 
     GREETED = "greeted"  #: a valid card: staff are told
     REJECTED = "rejected"  #: lost, revoked, expired or wrong-branch card: never a greeting
+    SUSPECT = "suspect"  #: probably cloned or misused (TID mismatch, two branches too fast): alert only
     SUPPRESSED = "suppressed"  #: re-entry inside the suppression window: recorded, nobody told
     UNKNOWN = "unknown"  #: a tag that is no card of ours: counted, nobody told
 
@@ -77,6 +86,16 @@ class TagRead:
     reader_time: float | None = None  #: the reader's own timestamp, metadata only
 
 
+class CardAction(str, enum.Enum):
+    """What happened to a card, as its history records it."""
+
+    ISSUED = "issued"
+    REISSUED = "reissued"  #: this card replaces another (``detail`` names it)
+    LOST = "lost"
+    REVOKED = "revoked"  #: also the old card's event when it is replaced
+    RESTORED = "restored"  #: a card reported lost was found and made active again
+
+
 @attrs.frozen(slots=True)
 class Card:
     epc: str
@@ -87,6 +106,21 @@ class Card:
     valid_until: dt.date | None = None  #: inclusive
     allowed_branches: tuple[str, ...] = ()  #: empty: valid at every branch
     tid: str | None = None  #: when set, the card is bound to this TID
+    last_seen_branch: str | None = None  #: where the card last arrived (stores that record sightings)
+    last_seen_at: float | None = None  #: wall-clock time of that arrival
+    stale: bool = False  #: served from a cache because the store could not be asked
+
+
+@attrs.frozen(slots=True)
+class CardEvent:
+    """One entry of a card's history: who did what to it, when and why."""
+
+    epc: str
+    action: CardAction = attrs.field(converter=CardAction)
+    at: float  #: wall-clock UNIX time
+    actor: str  #: staff id, or ``system:...``
+    reason: str = ""
+    detail: str = ""  #: e.g. ``replaced by E200...`` for a card revoked by a reissue
 
 
 @attrs.frozen(slots=True)
@@ -108,6 +142,10 @@ class Customer:
     usual_business: str | None = None
     client_manager: str | None = None  #: staff id of the assigned client manager
     photo: Photo | None = attrs.field(default=None, repr=False)
+    #: the customer's separate consent to recognition at the door (PIPL Art. 26, 29), and its date
+    consent: bool = False
+    consent_date: dt.date | None = None
+    stale: bool = False  #: served from a cache because the store could not be asked
 
 
 @attrs.frozen(slots=True)

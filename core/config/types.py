@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
-_UNIT = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class Duration(float):
-    """Seconds.  A profile writes ``500ms``, ``2s``, ``10m``, ``1h`` or a bare number of seconds."""
+    """Seconds.  A profile writes ``500ms``, ``2s``, ``10m``, ``1h``, ``180d`` or a bare number of seconds."""
 
     @classmethod
     def parse(cls, value: object) -> Duration:
