@@ -188,6 +188,7 @@ staff:
 routing:
   - {{event: arrival, to: lobby_manager, via: ["null"]}}
   - {{event: rejected, reasons: [lost, revoked], to: branch_manager, via: ["null"]}}
+  - {{event: suspect, to: branch_manager, via: ["null"]}}
 presence:
   min_reads: {MIN_READS}
   window: 1s

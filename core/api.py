@@ -251,6 +251,11 @@ class CardRegistry(IdentityStore):
         """Cards, optionally one customer's or of one status, ordered by EPC."""
         raise NotImplementedError
 
+    def upsert_cards(self, cards: Iterable[Card], event: CardEvent) -> int:
+        """Bulk card import: insert or update cards; a card that is new, or whose status changes,
+        gets a history entry made from ``event`` (its ``epc`` is ignored).  Returns how many."""
+        raise StoreUnsupported(f"{type(self).__name__} cannot import cards")
+
     def upsert_customers(self, customers: Iterable[Customer]) -> int:
         """Insert or update customers (a photo of ``None`` keeps the stored one); returns how many."""
         raise StoreUnsupported(f"{type(self).__name__} cannot write customers")

@@ -33,6 +33,7 @@ routing:
   - {event: arrival, to: client_manager, via: [screen]}
   - {event: rejected, to: lobby_manager, via: [screen]}
   - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+  - {event: suspect, to: branch_manager, via: [screen]}
 """
 
 SEED = """\

@@ -129,6 +129,7 @@ routing:
   - {event: arrival, tiers: [gold], to: lobby_manager, via: [pda]}
   - {event: rejected, to: lobby_manager, via: [pda]}
   - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
+  - {event: suspect, to: branch_manager, via: [pda]}
 """
 
 

@@ -43,6 +43,7 @@ staff:
   - {id: boss, name: The Boss, role: branch_manager}
 routing:
   - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+  - {event: suspect, to: branch_manager, via: [screen]}
 """
 
 #: like profiles/bank.yaml
@@ -472,7 +473,7 @@ def test_demo_profile_takes_presence_from_bank_yaml(host):
     assert [r.id for r in p.readers] == ["door"]
     assert [(s.id, s.settings.seed) for s in p.stores] == [("local", ("demo/customers.yaml",))]
     assert [n.id for n in p.notifiers] == ["lobby-screen"]
-    assert len(p.routing) == 4
+    assert len(p.routing) == 5
     assert p.source == DEMO
 
 
@@ -507,4 +508,6 @@ def test_bank_yaml_alone_is_not_a_branch_profile(host):
         f"{shown}:{first_key}: missing required key 'stores'",
         f"{shown}:{first_key}: routing: lost and revoked cards must alert the branch manager; add a rule "
         "such as {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
+        f"{shown}:{first_key}: routing: suspect cards (cloned or misused) must alert the branch manager; "
+        "add a rule such as {event: suspect, to: branch_manager, via: [NOTIFIER-ID]}",
     ]

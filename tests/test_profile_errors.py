@@ -59,16 +59,24 @@ SECTIONS: dict[str, str] = {
         routing:
           - {event: arrival, to: lobby_manager, via: [screen]}
           - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+          - {event: suspect, to: branch_manager, via: [screen]}
         """,
 }
 
-KNOWN_TOP = "branch, readers, stores, notifiers, data_dir, tiers, presence, staff, routing, notification_ttl"
+KNOWN_TOP = (
+    "branch, readers, stores, notifiers, data_dir, tiers, presence, staff, routing, notification_ttl,"
+    " privacy, security, sync"
+)
 KNOWN_PRESENCE = "min_reads, window, min_rssi, reentry_suppress, depart_after"
 ROLES = "lobby_manager, client_manager, branch_manager, head_office, card_issuer"
 REASONS = "lost, revoked, expired, not_yet_valid, wrong_branch, tid_mismatch, too_fast"
 ALERT_RULE = (
     "lost and revoked cards must alert the branch manager; add a rule such as "
     "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}"
+)
+SUSPECT_RULE = (
+    "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
+    "{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}"
 )
 
 
@@ -142,7 +150,7 @@ def test_helper_profile_is_valid(host):
     assert [(s.id, s.type) for s in p.stores] == [("local", "sqlite")]
     assert [(n.id, n.type) for n in p.notifiers] == [("screen", "console")]
     assert [s.id for s in p.staff] == ["boss", "lobby"]
-    assert len(p.routing) == 2
+    assert [r.event for r in p.routing] == ["arrival", "rejected", "suspect"]
     assert p.source == (Path.cwd() / FILE).resolve()
 
 
@@ -559,6 +567,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, to: lobby_manager, via: [screem]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [
@@ -576,6 +585,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, tiers: [gold, platinium], to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [
@@ -593,6 +603,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
                 routing:
                   - {event: arrival, tiers: [diamond], to: lobby_manager, via: [screen]}
                   - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+                  - {event: suspect, to: branch_manager, via: [screen]}
                 """,
             tail="tiers: [silver, gold]\n",
         ),
@@ -605,6 +616,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, reasons: [lost], to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [("event: arrival", "routing[0].reasons: 'reasons' applies only to 'event: rejected'")],
@@ -616,6 +628,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost, stolen], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [("stolen", f"routing[1].reasons[1]: expected one of {REASONS}, got 'stolen'")],
@@ -627,12 +640,13 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arival, to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [
             (
                 "arival",
-                "routing[0].event: expected one of 'arrival', 'rejected', got 'arival'; "
+                "routing[0].event: expected one of 'arrival', 'rejected', 'suspect', got 'arival'; "
                 "did you mean 'arrival'?",
             )
         ],
@@ -644,6 +658,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, to: head_office, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [("head_office", "routing[0].to: no one in 'staff:' has role 'head_office'")],
@@ -655,6 +670,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: rejected, to: client_manager, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [("client_manager", "routing[0].to: rejected cards go to branch staff, not to a client manager")],
@@ -666,6 +682,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, to: lobby_manager, via: screen}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [("via: screen}", "routing[0].via: expected a list, got 'screen'")],
@@ -699,6 +716,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
                 routing:
                   - {event: arrival, to: lobby_manager, via: [local]}
                   - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [local]}
+                  - {event: suspect, to: branch_manager, via: [local]}
                 """,
         ),
         [
@@ -781,7 +799,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
               - {event: arrival, to: lobby_manager, via: [screen]}
             """
         ),
-        [("routing:", f"routing: {ALERT_RULE}")],
+        [("routing:", f"routing: {ALERT_RULE}"), ("routing:", f"routing: {SUSPECT_RULE}")],
     ),
     (
         "branch-manager-rule-misses-revoked",
@@ -790,6 +808,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             routing:
               - {event: arrival, to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """
         ),
         [
@@ -803,7 +822,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
     (
         "no-routing-at-all",
         profile(routing=None),
-        [(1, f"routing: {ALERT_RULE}")],
+        [(1, f"routing: {ALERT_RULE}"), (1, f"routing: {SUSPECT_RULE}")],
     ),
     (
         "duplicate-tier",
@@ -953,6 +972,7 @@ def test_all_cross_reference_errors_are_reported_in_one_pass(host):
         ("[platinium]", "routing[0].reasons: 'reasons' applies only to 'event: rejected'"),
         ("head_office", "routing[1].to: no one in 'staff:' has role 'head_office'"),
         ("routing:", f"routing: {ALERT_RULE}"),
+        ("routing:", f"routing: {SUSPECT_RULE}"),
     )
     assert sorted(errors_of(write(FILE, text), host)) == sorted(expected)
 
@@ -963,6 +983,7 @@ def test_structural_and_cross_reference_errors_in_one_pass(host):
             routing:
               - {event: arrival, to: lobby_manager, via: [screem]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """,
         tail="""\
             presence:
@@ -996,6 +1017,7 @@ def test_structural_errors_do_not_hide_staff_tier_and_id_checks(host):
             routing:
               - {event: arrival, tiers: [platinium], to: lobby_manager, via: [screen]}
               - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
             """,
         tail="""\
             presence:
@@ -1572,7 +1594,7 @@ def test_check_good_profile(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert err == ""
     assert out == (
-        f"{path}: OK: branch t1 (Test Branch): 1 reader, 1 store, 1 notifier, 2 routing rules; "
+        f"{path}: OK: branch t1 (Test Branch): 1 reader, 1 store, 1 notifier, 3 routing rules; "
         f"data in {tmp_path / 'data' / 't1'}\n"
     )
 
@@ -1708,7 +1730,7 @@ def test_yaml_merge_key_is_a_clean_error(host):
 
 def test_unclosed_quote_is_reported_on_its_line(host):
     text = profile(branch='branch:\n  id: t1\n  name: "Test Branch\n')
-    assert len(text.splitlines()) == 19  # PyYAML finds the end of the stream on line 20
+    assert len(text.splitlines()) == 20  # PyYAML finds the end of the stream on line 21
     assert errors_of(write(FILE, text), host) == expect(
         text,
         (
@@ -1776,6 +1798,7 @@ def test_null_list_item_is_reported_with_its_type_in_words(host):
         routing:
           - null
           - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+          - {event: suspect, to: branch_manager, via: [screen]}
         """
     )
     assert errors_of(write(FILE, text), host) == expect(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ..model import RejectReason, Role, Staff
+from ..model import SUSPECT_REASONS, RejectReason, Role, Staff
 from ..pluginhost import Kind, PluginHost
 from ..policy import ALERT_REASONS
 from .errors import ProfileError
@@ -23,6 +23,10 @@ from .yamlload import KeyPath, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
 TEN_MINUTES = Duration(600)
+TWENTY_MINUTES = Duration(1200)
+FIVE_MINUTES = Duration(300)
+HALF_A_YEAR = Duration(180 * 86400)  #: MLPS asks for at least 6 months of logs
+SUSPECT_ROLES = frozenset({Role.BRANCH_MANAGER, Role.HEAD_OFFICE})
 
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -48,6 +52,37 @@ class PresenceSettings:
 
 
 @attrs.frozen
+class PrivacySettings:
+    """Consent and retention (``privacy-security.md`` §2 PIPL Art. 26/29, §3 retention)."""
+
+    #: visits (a whereabouts record) older than this are purged, by ``vipsense visits purge`` or daily
+    #: while the branch runs; 0 keeps them for ever
+    visit_retention: Duration = HALF_A_YEAR
+    #: cards are issued only to customers who gave separate consent to recognition at the door
+    consent_required: bool = True
+
+
+@attrs.frozen
+class SecuritySettings:
+    """Suspect-card detection (``privacy-security.md`` §5, countermeasure 5)."""
+
+    #: a card that arrived at another branch less than this long ago is suspect; 0 turns it off.
+    #: Needs a store shared by the branches that records sightings (``card_seen``).
+    min_travel: Duration = TWENTY_MINUTES
+
+
+@attrs.frozen
+class SyncSettings:
+    """Keep a local replica of the central store, so the branch works without the centre."""
+
+    source: str  #: id of the central store (a store that can list its cards and customers)
+    target: str  #: id of the local replica (a store that can be replaced atomically)
+    interval: Duration = attrs.field(default=FIVE_MINUTES, validator=_positive)  #: while running
+    #: copy only cards valid at this branch (no allowed branches, or this one) and their customers
+    this_branch_only: bool = True
+
+
+@attrs.frozen
 class ItemConfig:
     """One entry of ``readers:``, ``stores:`` or ``notifiers:``."""
 
@@ -64,7 +99,7 @@ class RouteRule:
 
     to: Role
     via: tuple[str, ...]
-    event: Literal["arrival", "rejected"] = "arrival"
+    event: Literal["arrival", "rejected", "suspect"] = "arrival"
     tiers: tuple[str, ...] = ()  #: empty: every tier
     reasons: tuple[RejectReason, ...] = ()  #: rejected events only; empty: every reason
 
@@ -83,6 +118,9 @@ class _ProfileYaml:
     staff: tuple[Staff, ...] = ()
     routing: tuple[RouteRule, ...] = ()
     notification_ttl: Duration = TEN_MINUTES  #: after this a notification is stale, not sent
+    privacy: PrivacySettings = PrivacySettings()
+    security: SecuritySettings = SecuritySettings()
+    sync: SyncSettings | None = None
 
 
 @attrs.frozen
@@ -98,6 +136,9 @@ class Profile:
     staff: tuple[Staff, ...]
     routing: tuple[RouteRule, ...]
     notification_ttl: Duration
+    privacy: PrivacySettings = PrivacySettings()
+    security: SecuritySettings = SecuritySettings()
+    sync: SyncSettings | None = None
 
     @property
     def profile_dir(self) -> Path:
@@ -210,6 +251,8 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     if top["notifiers"] is not INVALID:
         notifier_ids |= _raw_ids(top["notifiers"])
     _check_references(st, top, notifier_ids, loaded.incomplete)
+    if top["stores"] is not INVALID and len(groups["stores"]) == len(top["stores"]):
+        _check_sync(st, top["sync"], groups["stores"])
     if st.errors:
         raise ProfileError(_dedupe(st.errors))
 
@@ -229,7 +272,20 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
         readers=groups["readers"],
         stores=groups["stores"],
         notifiers=groups["notifiers"],
-        **{k: top[k] for k in ("branch", "tiers", "presence", "staff", "routing", "notification_ttl")},
+        **{
+            k: top[k]
+            for k in (
+                "branch",
+                "tiers",
+                "presence",
+                "staff",
+                "routing",
+                "notification_ttl",
+                "privacy",
+                "security",
+                "sync",
+            )
+        },
     )
 
 
@@ -277,6 +333,12 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
         if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
+        if rule.event == "suspect" and rule.to not in SUSPECT_ROLES:
+            st.error(
+                ("routing", i, "to"),
+                "suspect cards go only to the branch manager or head office, never to anyone who "
+                "would greet the holder",
+            )
         staff_known = top["staff"] is not INVALID and len(staff) == len(top["staff"])
         if staff_known and rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in staff):
             st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
@@ -285,7 +347,7 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
     alerted: set[RejectReason] = set()
     for rule in routing:
         if rule.event == "rejected" and rule.to is Role.BRANCH_MANAGER:
-            alerted |= set(rule.reasons or RejectReason)
+            alerted |= set(rule.reasons or set(RejectReason) - SUSPECT_REASONS)
     missing = [r.value for r in sorted(ALERT_REASONS, key=lambda r: r.value) if r not in alerted]
     if missing:
         st.error(
@@ -293,6 +355,25 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             f"{' and '.join(missing)} cards must alert the branch manager; add a rule such as "
             "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
         )
+    if not any(r.event == "suspect" and r.to is Role.BRANCH_MANAGER for r in routing):
+        st.error(
+            ("routing",),
+            "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
+            "{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}",
+        )
+
+
+def _check_sync(st: Structurer, sync: SyncSettings | None, stores: tuple[ItemConfig, ...]) -> None:
+    if sync is None or sync is INVALID:
+        return
+    ids = [s.id for s in stores]
+    for key in ("source", "target"):
+        name = getattr(sync, key)
+        if name not in ids:
+            known = ", ".join(ids) or "none"
+            st.error(("sync", key), f"no store has id {name!r}{suggest(name, ids)} (store ids: {known})")
+    if sync.source == sync.target:
+        st.error(("sync", "target"), "the replica must be another store than the source")
 
 
 def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]], loaded: Any) -> None:
