@@ -215,7 +215,10 @@ class IdentityStore:
 
     def degraded(self) -> str:
         """Why the store answers only in part right now (e.g. "directory unreachable: serving 9,812
-        cached entries"), or ``""``.  Status shows a non-empty answer as ``degraded``."""
+        cached entries"), or ``""``.  Status shows a non-empty answer as ``degraded``.
+
+        The one method called from another thread (the pipeline's, after each answer): return a
+        string the worker thread keeps up to date, without I/O or locks."""
         return ""
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ class AuditAction(str, enum.Enum):
     CARD_REISSUE = "card_reissue"
     IMPORT = "import"
     PURGE = "purge"
+    SYNC = "sync"  #: a branch replica refreshed from the central store (personal data copied)
     LOGIN = "login"
     CONFIG_CHANGE = "config_change"
     PERMISSION_CHANGE = "permission_change"
@@ -133,6 +134,45 @@ def entry_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_bytes(fields)).hexdigest()
 
 
+@attrs.frozen(slots=True)
+class AuditRecord:
+    """An event to record, before it is chained (see :meth:`AuditLog.append`)."""
+
+    actor: str
+    role: str
+    branch: str
+    action: AuditAction | str
+    object: str
+    source: str
+    result: AuditResult | str
+    reason: str = ""
+    at: float | None = None  #: default: now
+
+
+def _checked(record: AuditRecord) -> dict:
+    """The record's hashed fields, validated and with personal numbers masked (``seq`` added later)."""
+    action = AuditAction(record.action)
+    result = AuditResult(record.result)
+    text = {name: getattr(record, name) for name in TEXT_FIELDS}
+    for name, value in text.items():
+        if not isinstance(value, str):
+            raise TypeError(f"audit field {name!r} must be a str, got {type(value).__name__}")
+    if action in REASON_REQUIRED and not record.reason.strip():
+        raise ValueError(f"audit action {action.value!r} needs a reason")
+    if not record.actor.strip():
+        raise ValueError("audit entry needs an actor (a unique user or service id)")
+    at = time.time() if record.at is None else float(record.at)
+    if not math.isfinite(at):
+        raise ValueError(f"audit time must be a finite UNIX time, got {at!r}")
+    for name, value in text.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"audit field {name!r} is not valid Unicode text") from None
+        text[name] = mask_personal_numbers(value)
+    return dict(at=at, action=action, result=result, **text)
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq       INTEGER PRIMARY KEY,
@@ -186,25 +226,17 @@ class AuditLog:
         at: float | None = None,
     ) -> AuditEntry:
         """Record one event and return it as stored (personal numbers masked, chained)."""
-        action = AuditAction(action)
-        result = AuditResult(result)
-        text = dict(actor=actor, role=role, branch=branch, object=object, source=source, reason=reason)
-        for name, value in text.items():
-            if not isinstance(value, str):
-                raise TypeError(f"audit field {name!r} must be a str, got {type(value).__name__}")
-        if action in REASON_REQUIRED and not reason.strip():
-            raise ValueError(f"audit action {action.value!r} needs a reason")
-        if not actor.strip():
-            raise ValueError("audit entry needs an actor (a unique user or service id)")
-        at = time.time() if at is None else float(at)
-        if not math.isfinite(at):
-            raise ValueError(f"audit time must be a finite UNIX time, got {at!r}")
-        for name, value in text.items():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"audit field {name!r} is not valid Unicode text") from None
-            text[name] = mask_personal_numbers(value)
+        record = AuditRecord(actor, role, branch, action, object, source, result, reason, at)
+        return self.append_many([record])[0]
+
+    def append_many(self, records: list[AuditRecord]) -> list[AuditEntry]:
+        """Record several events in one transaction (one fsync): the door's look-ups come in batches.
+
+        All are checked before any is written, so a bad record leaves the log as it was."""
+        checked = [_checked(r) for r in records]
+        if not checked:
+            return []
+        entries: list[AuditEntry] = []
         with self._lock:
             # IMMEDIATE takes the write lock before reading the chain's head, so two processes
             # appending at once queue up (busy timeout) instead of both chaining onto the same entry.
@@ -212,17 +244,20 @@ class AuditLog:
             try:
                 last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                 seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-                fields = dict(seq=seq, at=at, action=action, result=result, **text)
-                entry = AuditEntry(**fields, prev_hash=prev_hash, hash=entry_hash(prev_hash, fields))
-                self.db.execute(
+                for fields in checked:
+                    fields["seq"] = seq
+                    entry = AuditEntry(**fields, prev_hash=prev_hash, hash=entry_hash(prev_hash, fields))
+                    entries.append(entry)
+                    seq, prev_hash = seq + 1, entry.hash
+                self.db.executemany(
                     f"INSERT INTO audit ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _row(entry),
+                    [_row(e) for e in entries],
                 )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-        return entry
+        return entries
 
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
         """Walk the whole chain; report the first entry that is edited, missing, or out of place.

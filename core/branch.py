@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 from .api import PluginContext, ReaderState, ReaderStatus
+from .audit import AuditLog
+from .auditwriter import AuditWriter
 from .clock import Clock
 from .config.profile import ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
@@ -41,6 +43,8 @@ class Branch:
         self.data_dir = profile.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")
+        self.audit = AuditLog(self.data_dir / "audit.sqlite3")
+        self.audit_writer = AuditWriter(self.audit)
         self._stop = threading.Event()
         self._started = False
 
@@ -60,7 +64,14 @@ class Branch:
             for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
         }
         self.pipeline = Pipeline(
-            profile, host, self.clock, self.status, self.stores, self.notifiers, self.visit_log
+            profile,
+            host,
+            self.clock,
+            self.status,
+            self.stores,
+            self.notifiers,
+            self.visit_log,
+            audit=self.audit_writer.put,
         )
         self.readers = [
             ReaderRunner(
@@ -71,6 +82,7 @@ class Branch:
         self._pipeline_thread = threading.Thread(
             target=self.pipeline.run, args=(self._stop,), name="pipeline", daemon=True
         )
+        self._chores = threading.Thread(target=self._chores_loop, name="chores", daemon=True)
 
     def _context(self, cfg: ItemConfig) -> PluginContext:
         return PluginContext(
@@ -123,8 +135,44 @@ class Branch:
         self._pipeline_thread.start()
         for reader in self.readers:
             reader.start()
+        self._chores.start()
         self._started = True
         self.host.broadcast("vipsense_branch_started", branch=self)
+
+    # -- periodic chores: replica refresh ------------------------------------------------------
+
+    def _chores_loop(self) -> None:
+        """Refresh the replica every ``sync.interval`` (the first right away), off the pipeline."""
+        plan = self.profile.sync
+        if plan is None:
+            return
+        while not self._stop.is_set():
+            self.sync_now()
+            if self._stop.wait(float(plan.interval)):
+                return
+
+    def sync_now(self) -> None:
+        """One replica refresh; the outcome goes to ``status.sync``, a failure is logged once."""
+        from .sync import SyncError, sync_once
+
+        state = self.status.sync
+        try:
+            result = sync_once(self.profile, self.host, audit=self.audit)
+        except SyncError as exc:
+            if state.get("error") != str(exc):
+                log.error("sync: %s (the replica keeps its last copy)", exc)
+            state.update(state="failed", error=str(exc), failed_at=time.time())
+            return
+        if state.get("state") == "failed":
+            log.warning("sync: the replica is fresh again")
+        state.update(
+            state="ok",
+            error="",
+            last_ok_at=result.finished_at,
+            cards=result.cards,
+            customers=result.customers,
+            seconds=round(result.seconds, 3),
+        )
 
     @property
     def readers_finished(self) -> bool:
@@ -148,11 +196,14 @@ class Branch:
             reader.close()
         self._stop.set()
         if self._started:
-            self._pipeline_thread.join(max(0.1, deadline - time.monotonic() - 0.6))
+            self._pipeline_thread.join(max(0.1, deadline - time.monotonic() - 0.7))
+        self.audit_writer.close(max(0.05, deadline - time.monotonic() - 0.6))
         for notifier in self.notifiers.values():
             notifier.close(max(0.05, (deadline - time.monotonic() - 0.2) / max(1, len(self.notifiers))))
         for store in self.stores:
             store.timeout = min(store.timeout, max(0.05, deadline - time.monotonic() - 0.1))
             store.close()
         self.visit_log.close()
+        if not self._chores.is_alive():  # a refresh still running finishes or dies with the process
+            self.audit.close()
         self.host.broadcast("vipsense_branch_stopped", branch=self)

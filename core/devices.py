@@ -153,7 +153,7 @@ class StoreRunner:
     def _warm(self) -> None:
         try:
             self._ensure_open()
-            self.status.set("ready")
+            self._health()
         except Exception as exc:
             self.status.stats.fail(describe(exc))
             if self.status.set("unavailable", describe(exc)):
@@ -182,10 +182,37 @@ class StoreRunner:
                 log.warning("store %s unavailable: %s", self.store_id, describe(exc))
             return False, None
         self.status.stats.ok(time.perf_counter() - t0)
-        if self.status.state != "ready":
-            self.status.set("ready")
-            log.warning("store %s is available again", self.store_id)
+        self._health()
         return True, result
+
+    def _health(self) -> None:
+        """After an answer: ``ready``, or ``degraded`` with the store's own reason (e.g. serving a
+        stale cache).  Changes are logged, not every lookup."""
+        try:
+            reason = self.store.degraded()
+        except Exception as exc:
+            reason = f"degraded() raised {describe(exc)}"
+        previous = self.status.state
+        if not self.status.set("degraded" if reason else "ready", reason):
+            return
+        if reason:
+            log.warning("store %s degraded: %s", self.store_id, reason)
+        elif previous != "starting":
+            log.warning("store %s is available again", self.store_id)
+
+    def card_seen(self, epc: str, branch_id: str, at: float) -> None:
+        """Record a sighting on the store's own thread without waiting; skipped while the store is
+        unavailable, so a dead store costs nothing."""
+        if self.status.state not in ("ready", "degraded") or (self._stuck and not self._stuck.done()):
+            return
+        self._pool.submit(self._seen, epc, branch_id, at)
+
+    def _seen(self, epc: str, branch_id: str, at: float) -> None:
+        try:
+            self._ensure_open()
+            self.store.card_seen(epc, branch_id, at)
+        except Exception as exc:
+            self.status.stats.fail(f"card_seen: {describe(exc)}")
 
     def close(self) -> None:
         def _close() -> None:

@@ -156,6 +156,19 @@ def vipsense_card_rejected(visit: Visit) -> None:
 
 
 @hookspec
+def vipsense_card_suspect(visit: Visit) -> None:
+    """A card that is probably cloned or misused was seen at the door: it was read with another TID
+    than it was enrolled with, or it arrived at another branch too recently to have travelled here.
+    Only the branch manager's role is told; the holder is never greeted.
+
+    Called on the pipeline thread after the visit is recorded, instead of :func:`vipsense_arrival`.
+
+    :param visit: the :class:`vipsense.model.Visit`, kind ``suspect``, with ``visit.reason``
+        ``tid_mismatch`` or ``too_fast``.
+    """
+
+
+@hookspec
 def vipsense_unknown_tag(visit: Visit) -> None:
     """A tag that is no card of any identity store arrived at the door.  Nobody is notified.
 

@@ -15,13 +15,14 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .api import ReaderStatus
 from .clock import Clock
 from .config.profile import Profile
 from .devices import NotifierRunner, StoreRunner
-from .model import Arrival, Notification, TagRead, Visit, VisitKind
+from .model import SUSPECT_REASONS, Arrival, Notification, TagRead, Visit, VisitKind
 from .pluginhost import PluginHost
 from .policy import judge
 from .presence import Presence
@@ -39,7 +40,11 @@ _BROADCAST = {
     VisitKind.GREETED: "vipsense_arrival",
     VisitKind.REJECTED: "vipsense_card_rejected",
     VisitKind.UNKNOWN: "vipsense_unknown_tag",
+    VisitKind.SUSPECT: "vipsense_card_suspect",
 }
+
+#: Visits whose customer data was looked up for staff to see: these leave an audit entry.
+_SHOWN = frozenset({VisitKind.GREETED, VisitKind.REJECTED, VisitKind.SUSPECT})
 
 
 class Pipeline:
@@ -52,6 +57,7 @@ class Pipeline:
         stores: list[StoreRunner],
         notifiers: dict[str, NotifierRunner],
         visit_log: VisitLog,
+        audit: Callable[[list[Visit]], None] | None = None,
     ) -> None:
         self.profile = profile
         self.branch_id = profile.branch.id
@@ -64,6 +70,10 @@ class Pipeline:
         self.presence = Presence(profile.presence)
         self.router = Router(profile.routing, profile.staff)
         self.ttl = float(profile.notification_ttl)
+        self.min_travel = float(profile.security.min_travel)
+        #: takes the recorded visits whose customer was looked up, for the audit trail
+        self.audit = audit
+        self._store_by_id = {runner.store_id: runner for runner in stores}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
         self._unrecorded: list[Visit] = []  # visits the visit log could not take yet
@@ -156,41 +166,55 @@ class Pipeline:
     # -- judging --------------------------------------------------------------------------------
 
     def _lookup(self, stage: str, method: str, key: str) -> tuple[Any, str | None, bool]:
-        """Ask each store in profile order; the first hit wins.  Failing stores are skipped.
+        """Ask each store in profile order; the first fresh hit wins.  Failing stores are skipped.
 
-        Returns ``(result, store_id, answered)``; ``answered`` is False when no store could answer
-        at all, so "not found" and "could not ask" are never confused."""
+        A *stale* hit (a cached copy the store could not refresh) is kept only as a fallback while
+        later stores are asked: a branch replica that has a revocation must beat a central store's
+        cache from before it.  Returns ``(result, store_id, answered)``; ``answered`` is False when no
+        store could answer at all, so "not found" and "could not ask" are never confused."""
         t0 = time.perf_counter()
         answered_any = False
+        fallback: tuple[Any, str] | None = None
         for runner in self.stores:
             answered, result = runner.lookup(method, key)
             answered_any = answered_any or answered
             if answered and result is not None:
-                self._stages[stage].ok(time.perf_counter() - t0)
-                return result, runner.store_id, True
+                if not getattr(result, "stale", False):
+                    self._stages[stage].ok(time.perf_counter() - t0)
+                    return result, runner.store_id, True
+                fallback = fallback or (result, runner.store_id)
+        if fallback is not None:
+            self._stages[stage].ok(time.perf_counter() - t0)
+            return fallback[0], fallback[1], True
         if answered_any:
             self._stages[stage].ok(time.perf_counter() - t0)
         else:
             self._stages[stage].fail("no identity store could answer")
         return None, None, answered_any
 
-    def _judge(self, arrival: Arrival, reentry: bool, today: dt.date) -> Visit:
+    def _judge(self, arrival: Arrival, reentry: bool, today: dt.date, now: float) -> tuple[Visit, str | None]:
+        """The visit, and the id of the store that knew the card."""
         card, store_id, answered = self._lookup("cards", "find_card", arrival.epc)
+        card_store = store_id
         customer = reason = None
         if card is None:
             # With no store answering, the card cannot be judged: it might be a lost one, so it is
             # recorded as unresolved and nobody is greeted.
             kind = VisitKind.SUPPRESSED if reentry else VisitKind.UNKNOWN
         else:
-            reason = judge(card, self.branch_id, today)
+            reason = judge(
+                card, self.branch_id, today, read_tid=arrival.tid, now=now, min_travel=self.min_travel
+            )
             customer, cstore, _ = self._lookup("customers", "find_customer", card.customer_no)
             store_id = cstore or store_id
-            if reason is not None:
-                kind = VisitKind.REJECTED  # security alerts are never suppressed
+            if reason in SUSPECT_REASONS:
+                kind = VisitKind.SUSPECT  # security alerts are never suppressed
+            elif reason is not None:
+                kind = VisitKind.REJECTED
             else:
                 kind = VisitKind.SUPPRESSED if reentry else VisitKind.GREETED
         tier = (customer.tier if customer else None) or (card.tier if card else None)
-        return Visit(
+        visit = Visit(
             visit_id=uuid.uuid4().hex,
             branch_id=self.branch_id,
             kind=kind,
@@ -201,23 +225,43 @@ class Pipeline:
             reason=reason,
             tier=tier,
             store_id=store_id,
+            stale=bool((card and card.stale) or (customer and customer.stale)),
             unresolved=not answered,
         )
+        return visit, card_store
 
     def _handle(self, arrivals: list[tuple[Arrival, bool]]) -> None:
-        today = dt.date.fromtimestamp(self.clock.wall())
-        visits = [self._judge(a, reentry, today) for a, reentry in arrivals]
+        now = self.clock.wall()
+        today = dt.date.fromtimestamp(now)
+        judged = [self._judge(a, reentry, today, now) for a, reentry in arrivals]
+        visits = [v for v, _ in judged]
         self._record(visits)
         counters = self._counters
         counters["arrivals"] += len(visits)
         for visit in visits:
             counters[visit.kind.value] += 1
             counters["unresolved"] += visit.unresolved
+            counters["stale"] += visit.stale
             self._present[visit.arrival.epc] = visit.visit_id
             hook = _BROADCAST.get(visit.kind)
             if hook:
                 self.host.broadcast(hook, visit=visit)
             self._route(visit)
+        self._sightings(judged)
+        if self.audit is not None:
+            shown = [v for v in visits if v.kind in _SHOWN and v.customer is not None]
+            if shown:
+                self.audit(shown)
+
+    def _sightings(self, judged: list[tuple[Visit, str | None]]) -> None:
+        """Tell the store that knew each card where it was seen, so other branches sharing that
+        store can tell a card that travelled implausibly fast.  Fire and forget."""
+        for visit, card_store in judged:
+            if visit.card is None or visit.card.stale:
+                continue
+            runner = self._store_by_id.get(card_store or "")
+            if runner is not None:
+                runner.card_seen(visit.arrival.epc, self.branch_id, visit.arrived_at)
 
     def _record(self, visits: list[Visit]) -> None:
         pending = self._unrecorded + visits if self._unrecorded else visits

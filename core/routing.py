@@ -10,7 +10,7 @@ from __future__ import annotations
 from .config.profile import RouteRule
 from .model import Role, Staff, Visit, VisitKind
 
-_EVENT_OF = {VisitKind.GREETED: "arrival", VisitKind.REJECTED: "rejected"}
+_EVENT_OF = {VisitKind.GREETED: "arrival", VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
 
 
 class Router:

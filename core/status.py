@@ -105,9 +105,22 @@ class BranchStatus:
         self.stages = {name: Stats() for name in STAGES}
         self.devices: dict[str, DeviceStatus] = {}
         self.counters = dict.fromkeys(
-            ("reads", "arrivals", "greeted", "rejected", "suppressed", "unknown", "unresolved", "departures"),
+            (
+                "reads",
+                "arrivals",
+                "greeted",
+                "rejected",
+                "suspect",
+                "suppressed",
+                "unknown",
+                "unresolved",
+                "stale",
+                "departures",
+            ),
             0,
         )
+        #: the replica refresh (``sync:``): state ok/failed, last_ok_at, cards, customers, error
+        self.sync: dict[str, Any] = {}
         #: the plugin host, for plugin states and the errors its broadcast hooks caught
         self.host: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
@@ -145,4 +158,5 @@ class BranchStatus:
             "stages": {name: s.snapshot() for name, s in self.stages.items()},
             "devices": {i: d.snapshot() for i, d in self.devices.items()},
             "plugins": self._plugins(),
+            "sync": dict(self.sync),
         }

@@ -25,6 +25,8 @@ _REASON_TEXT = {
     "expired": "card EXPIRED",
     "not_yet_valid": "card not yet valid",
     "wrong_branch": "card not valid at this branch",
+    "tid_mismatch": "card read with a different chip ID (TID): possible clone",
+    "too_fast": "card seen at another branch moments ago: possible clone",
 }
 _ROLE_TEXT = {
     "lobby_manager": "lobby manager",
@@ -67,9 +69,11 @@ class ConsoleNotifier(Notifier):
         c = visit.customer
         lag = (self.ctx.clock.mono() - visit.arrival.arrived_mono) / self.ctx.clock.speed * 1000
         where = f"{visit.arrival.reader_id}/ant {visit.arrival.antenna}"
-        if visit.kind is VisitKind.REJECTED:
+        alert = visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT)
+        if alert:
             reason = _REASON_TEXT.get(visit.reason.value if visit.reason else "", "card rejected")
-            title = self._c("rejected", f"⚠ CARD ALERT: {reason.upper()}")
+            label = "SUSPECT CARD" if visit.kind is VisitKind.SUSPECT else "CARD ALERT"
+            title = self._c("rejected", f"⚠ {label}: {reason.upper()}")
         else:
             tier = (visit.tier or "").upper()
             title = self._c("greeted", f"★ VIP ARRIVAL  {tier}")
@@ -90,7 +94,9 @@ class ConsoleNotifier(Notifier):
             lines.append(f"│ Customer no.    {c.customer_no}")
         elif visit.card is not None:
             lines.append(f"│ Customer no. {visit.card.customer_no} (no identity store answered)")
-        if visit.kind is VisitKind.REJECTED:
+        if visit.stale:
+            lines.append("│ (from a cached copy: the identity store could not be reached)")
+        if alert:
             lines.append(f"│ Card {visit.arrival.epc}: do not greet; check the card discreetly")
         lines.append(f"│ → {to}")
         lines.append(self._c("dim", "└" + "─" * (self.settings.width - 1)))

@@ -1,0 +1,144 @@
+"""Keep a branch's local replica of cards and customers fresh from the central store.
+
+A profile layers its stores, e.g. the central LDAP directory first and a local SQLite replica second,
+and names them in ``sync: {source: central, target: local, interval: 5m}``.  One refresh reads every
+card (and the customers those cards belong to) from the source and replaces the replica's contents
+in one transaction, so lookups see the old copy or the new one, never a mix.
+
+The guarantee, for a branch that is running: a card revoked (or reported lost) centrally at time *t*
+is refused by the replica from the first refresh that starts after *t*, that is by
+*t + interval + the refresh's own duration*, provided the centre was reachable for that refresh.
+While the centre itself answers, the door asks it first and sees the revocation at once (subject to
+that store's own cache; the LDAP store keeps card entries for a short TTL).  If the centre becomes
+unreachable before a refresh after *t* succeeds, the replica still holds the card as it was: status
+shows the time of the last good refresh, so staff know how old the branch's copy is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from .api import CardRegistry, IdentityStore, PluginContext, StoreUnsupported
+from .audit import AuditAction, AuditLog, AuditResult
+from .clock import Clock
+from .config.profile import ItemConfig, Profile
+from .devices import describe
+from .model import Card
+from .output import Output
+from .pluginhost import Kind, PluginHost
+
+log = logging.getLogger(__name__)
+
+SYNC_ACTOR = "system:sync"
+
+
+class SyncError(Exception):
+    """A refresh that could not run; the message says why and what to do."""
+
+
+@attrs.frozen
+class SyncResult:
+    source: str
+    target: str
+    cards: int
+    customers: int
+    seconds: float
+    finished_at: float  #: wall-clock time the replica switched over
+
+
+def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> IdentityStore:
+    cfg: ItemConfig = next(s for s in profile.stores if s.id == store_id)
+    ptype = host.types[Kind.STORE][cfg.type]
+    ctx = PluginContext(
+        branch_id=profile.branch.id,
+        branch_name=profile.branch.name,
+        item_id=cfg.id,
+        data_dir=profile.data_dir,
+        profile_dir=profile.profile_dir,
+        clock=clock,
+        output=Output(live=False),
+        log=logging.getLogger(f"vipsense.store.{cfg.id}"),
+        staff={s.id: s for s in profile.staff},
+    )
+    try:
+        return ptype.factory(cfg.settings, ctx)
+    except Exception as exc:
+        raise SyncError(f"store {store_id}: cannot start: {describe(exc)}") from exc
+
+
+def _for_branch(cards: Iterator[Card], branch_id: str, keep: set[str]) -> Iterator[Card]:
+    for card in cards:
+        if not card.allowed_branches or branch_id in card.allowed_branches:
+            keep.add(card.customer_no)
+            yield card
+
+
+def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None) -> SyncResult:
+    """Refresh the replica named in ``profile.sync`` from its source, once.  Raises :class:`SyncError`.
+
+    The refresh is audited (personal data is copied to the branch): with ``audit`` given, or in the
+    branch's own audit log otherwise."""
+    plan = profile.sync
+    if plan is None:
+        raise SyncError("the profile has no 'sync:' section; add e.g. sync: {source: central, target: local}")
+    clock = Clock()
+    t0 = time.perf_counter()
+    source = _store(profile, host, plan.source, clock)
+    target = _store(profile, host, plan.target, clock)
+    if not isinstance(target, CardRegistry):
+        raise SyncError(f"store {plan.target} ({type(target).__name__}) cannot be a replica")
+    own_audit = audit is None
+    audit = audit or AuditLog(profile.data_dir / "audit.sqlite3")
+    outcome = AuditResult.ERROR
+    detail = ""
+    try:
+        for name, store in ((plan.source, source), (plan.target, target)):
+            try:
+                store.open()
+            except Exception as exc:
+                raise SyncError(f"store {name} is unreachable: {describe(exc)}") from exc
+        try:
+            if plan.this_branch_only:
+                customer_nos: set[str] = set()
+                cards = list(_for_branch(source.iter_cards(), profile.branch.id, customer_nos))
+                customers: Any = (c for c in source.iter_customers() if c.customer_no in customer_nos)
+            else:
+                cards, customers = list(source.iter_cards()), source.iter_customers()
+            n_cards, n_customers = target.replace_all(cards, customers)
+        except StoreUnsupported as exc:
+            raise SyncError(f"cannot sync {plan.source} -> {plan.target}: {exc}") from exc
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise SyncError(f"sync {plan.source} -> {plan.target} failed: {describe(exc)}") from exc
+        outcome = AuditResult.SUCCESS
+        detail = f"{n_cards} cards, {n_customers} customers"
+        return SyncResult(
+            plan.source, plan.target, n_cards, n_customers, time.perf_counter() - t0, time.time()
+        )
+    except SyncError as exc:
+        detail = str(exc)
+        raise
+    finally:
+        for store in (source, target):
+            try:
+                store.close()
+            except Exception as exc:
+                log.warning("sync: closing a store failed: %s", describe(exc))
+        audit.append(
+            actor=SYNC_ACTOR,
+            role="system",
+            branch=profile.branch.id,
+            action=AuditAction.SYNC,
+            object=f"replica:{plan.target}",
+            source=f"store:{plan.source}",
+            result=outcome,
+            reason=detail,
+        )
+        if own_audit:
+            audit.close()
