@@ -21,6 +21,7 @@ from .config.types import Duration, Secret
 from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
 
 if TYPE_CHECKING:
+    from .config.profile import ItemConfig, Profile
     from .output import Output
 
 __all__ = [
@@ -70,6 +71,30 @@ class PluginContext:
     staff: Mapping[str, Staff] = attrs.Factory(dict)  #: the profile's ``staff:``, by id
     #: Notifiers: report a result learnt later, e.g. a recipient's acknowledgement, from any thread.
     report: Callable[[Notification, DeliveryResult], None] = lambda notification, result: None
+
+    @classmethod
+    def for_item(
+        cls,
+        profile: Profile,
+        item: ItemConfig,
+        clock: Clock,
+        output: Output,
+        report: Callable[[Notification, DeliveryResult], None] | None = None,
+    ) -> PluginContext:
+        """The context a profile item's factory gets (the core's one way of making it)."""
+        extra = {} if report is None else {"report": report}
+        return cls(
+            branch_id=profile.branch.id,
+            branch_name=profile.branch.name,
+            item_id=item.id,
+            data_dir=profile.data_dir,
+            profile_dir=profile.profile_dir,
+            clock=clock,
+            output=output,
+            log=logging.getLogger(f"vipsense.{item.kind.value}.{item.id}"),
+            staff={s.id: s for s in profile.staff},
+            **extra,
+        )
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against the profile's directory."""

@@ -84,20 +84,6 @@ class Branch:
         )
         self._chores = threading.Thread(target=self._chores_loop, name="chores", daemon=True)
 
-    def _context(self, cfg: ItemConfig) -> PluginContext:
-        return PluginContext(
-            branch_id=self.profile.branch.id,
-            branch_name=self.profile.branch.name,
-            item_id=cfg.id,
-            data_dir=self.data_dir,
-            profile_dir=self.profile.profile_dir,
-            clock=self.clock,
-            output=self.output,
-            log=logging.getLogger(f"vipsense.{cfg.kind.value}.{cfg.id}"),
-            staff={s.id: s for s in self.profile.staff},
-            report=self._delivered,
-        )
-
     def _build(self, kind: Kind, items: tuple[ItemConfig, ...]) -> list[tuple[ItemConfig, Any]]:
         """Call each item's factory.  One that fails leaves its device failed; the rest go on."""
         built = []
@@ -105,7 +91,17 @@ class Branch:
             dev = self.status.device(cfg.id, kind.value, cfg.type)
             ptype = self.host.types[kind][cfg.type]
             try:
-                built.append((cfg, ptype.factory(cfg.settings, self._context(cfg))))
+                built.append(
+                    (
+                        cfg,
+                        ptype.factory(
+                            cfg.settings,
+                            PluginContext.for_item(
+                                self.profile, cfg, self.clock, self.output, self._delivered
+                            ),
+                        ),
+                    )
+                )
             except Exception as exc:
                 reason = describe(exc)
                 dev.set(ReaderState.FAILED.value, reason)

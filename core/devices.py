@@ -126,6 +126,8 @@ class StoreRunner:
         self._backoff = BACKOFF_START
         self._stuck: cf.Future | None = None
         self._open_error: Exception | None = None
+        #: whether the store implements ``card_seen`` (else sightings are not even queued)
+        self.records_sightings = type(store).card_seen is not IdentityStore.card_seen
 
     def _ensure_open(self) -> None:
         if self._open:
@@ -200,17 +202,21 @@ class StoreRunner:
         elif previous != "starting":
             log.warning("store %s is available again", self.store_id)
 
-    def card_seen(self, epc: str, branch_id: str, at: float) -> None:
-        """Record a sighting on the store's own thread without waiting; skipped while the store is
-        unavailable, so a dead store costs nothing."""
-        if self.status.state not in ("ready", "degraded") or (self._stuck and not self._stuck.done()):
+    def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
+        """Record ``(epc, branch_id, at)`` sightings on the store's own thread without waiting.
+        Skipped for stores that do not record them, and while the store is unavailable, so a dead
+        store costs nothing."""
+        if not self.records_sightings or self.status.state not in ("ready", "degraded"):
             return
-        self._pool.submit(self._seen, epc, branch_id, at)
+        if self._stuck is not None and not self._stuck.done():
+            return
+        self._pool.submit(self._seen, sightings)
 
-    def _seen(self, epc: str, branch_id: str, at: float) -> None:
+    def _seen(self, sightings: list[tuple[str, str, float]]) -> None:
         try:
             self._ensure_open()
-            self.store.card_seen(epc, branch_id, at)
+            for epc, branch_id, at in sightings:
+                self.store.card_seen(epc, branch_id, at)
         except Exception as exc:
             self.status.stats.fail(f"card_seen: {describe(exc)}")
 

@@ -256,12 +256,14 @@ class Pipeline:
     def _sightings(self, judged: list[tuple[Visit, str | None]]) -> None:
         """Tell the store that knew each card where it was seen, so other branches sharing that
         store can tell a card that travelled implausibly fast.  Fire and forget."""
+        by_store: dict[str, list[tuple[str, str, float]]] = {}
         for visit, card_store in judged:
-            if visit.card is None or visit.card.stale:
-                continue
-            runner = self._store_by_id.get(card_store or "")
-            if runner is not None:
-                runner.card_seen(visit.arrival.epc, self.branch_id, visit.arrived_at)
+            if visit.card is not None and not visit.card.stale and card_store is not None:
+                by_store.setdefault(card_store, []).append(
+                    (visit.arrival.epc, self.branch_id, visit.arrived_at)
+                )
+        for store_id, sightings in by_store.items():
+            self._store_by_id[store_id].cards_seen(sightings)
 
     def _record(self, visits: list[Visit]) -> None:
         pending = self._unrecorded + visits if self._unrecorded else visits

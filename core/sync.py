@@ -54,17 +54,7 @@ class SyncResult:
 def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> IdentityStore:
     cfg: ItemConfig = next(s for s in profile.stores if s.id == store_id)
     ptype = host.types[Kind.STORE][cfg.type]
-    ctx = PluginContext(
-        branch_id=profile.branch.id,
-        branch_name=profile.branch.name,
-        item_id=cfg.id,
-        data_dir=profile.data_dir,
-        profile_dir=profile.profile_dir,
-        clock=clock,
-        output=Output(live=False),
-        log=logging.getLogger(f"vipsense.store.{cfg.id}"),
-        staff={s.id: s for s in profile.staff},
-    )
+    ctx = PluginContext.for_item(profile, cfg, clock, Output(live=False))
     try:
         return ptype.factory(cfg.settings, ctx)
     except Exception as exc:
