@@ -1,0 +1,251 @@
+"""Seed files (YAML or CSV, the SQLite store's format) to LDIF for the LDAP store.
+
+    python -m vipsense.plugins.stores.ldap.ldif profiles/demo/customers.yaml \\
+        --base-customers ou=customers,dc=bank,dc=example --base-cards ou=cards,dc=bank,dc=example \\
+        > demo.ldif
+    python -m vipsense.plugins.stores.ldap.ldif profiles/demo/customers.yaml \\
+        --profile profiles/demo-ldap.yaml --with-bases > demo.ldif    # bases and mapping from a profile
+
+then ``ldapadd -f demo.ldif`` (online) or ``slapadd -l demo.ldif`` (offline).  Customers become
+inetOrgPerson + vipsenseCustomer entries named by their customer number, cards vipsenseCard entries
+named by their EPC, with the attribute names of the profile's mapping.  A photo file becomes
+``jpegPhoto`` only when it is a JPEG; a seed without one gets no photo (the SQLite store draws a
+portrait instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from vipsense.config.structure import INVALID, Structurer
+from vipsense.config.yamlload import load_profile_yaml
+from vipsense.model import Card, CardStatus, Customer, Photo
+from vipsense.plugins.stores.sqlite import SeedCard, SeedCustomer
+
+from .settings import CardSettings, CustomerSettings, LdapSettings
+
+Record = tuple[str, dict[str, list[bytes]]]
+
+
+class ConvertError(Exception):
+    pass
+
+
+@attrs.frozen
+class _SeedFile:
+    customers: tuple[SeedCustomer, ...] = ()
+    cards: tuple[SeedCard, ...] = ()
+
+
+# -- reading seeds ---------------------------------------------------------------------------------
+
+
+def _photo(seed: Any, folder: Path) -> Photo | None:
+    if not getattr(seed, "photo", None):
+        return None
+    data = (folder / seed.photo).read_bytes()
+    if not data.startswith(b"\xff\xd8"):
+        print(f"{folder / seed.photo}: not a JPEG, left out (jpegPhoto holds JPEG only)", file=sys.stderr)
+        return None
+    return Photo(data)
+
+
+def _customer(s: Any, folder: Path) -> Customer:
+    return Customer(
+        customer_no=s.customer_no,
+        name=s.name,
+        tier=s.tier,
+        company=s.company,
+        id_number=s.id_number,
+        mobile=s.mobile,
+        usual_business=s.usual_business,
+        client_manager=s.client_manager,
+        photo=_photo(s, folder),
+        consent=bool(getattr(s, "consent", False)),
+        consent_date=getattr(s, "consent_date", None),
+    )
+
+
+def _card(s: Any) -> Card:
+    return Card(
+        epc=s.epc.upper(),
+        customer_no=s.customer_no,
+        status=CardStatus(s.status),
+        tier=s.tier,
+        valid_from=s.valid_from,
+        valid_until=s.valid_until,
+        allowed_branches=tuple(s.allowed_branches),
+        tid=s.tid.upper() if s.tid else None,
+    )
+
+
+def read_yaml(path: Path) -> tuple[list[Customer], list[Card]]:
+    loaded = load_profile_yaml(path)
+    st = Structurer(loaded)
+    st.errors.extend(loaded.errors)
+    seed = st.structure_attrs(loaded.data, _SeedFile, ()) if loaded.data is not None else INVALID
+    if st.errors or seed is INVALID:
+        raise ConvertError("; ".join(str(e) for e in st.errors) or f"{path}: empty seed file")
+    return [_customer(c, path.parent) for c in seed.customers], [_card(c) for c in seed.cards]
+
+
+def _csv_value(column: str, value: str) -> Any:
+    if value == "":
+        return () if column == "allowed_branches" else None
+    if column in ("valid_from", "valid_until", "consent_date"):
+        return dt.date.fromisoformat(value)
+    if column == "allowed_branches":
+        return tuple(b for b in value.split(";") if b)
+    if column == "status":
+        return CardStatus(value)
+    if column == "consent":
+        return value.strip().lower() in ("1", "true", "yes")
+    return value
+
+
+def read_csv(path: Path) -> tuple[list[Customer], list[Card]]:
+    """A customers CSV, or a cards CSV when the header has ``epc`` (as the SQLite store reads them)."""
+    customers: list[Customer] = []
+    cards: list[Card] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in reader.fieldnames or ()]
+        is_cards = "epc" in header
+        known = {f.name for f in attrs.fields(Card if is_cards else Customer)} - {"stale", "photo"}
+        unknown = [h for h in header if h not in known]
+        if unknown:
+            raise ConvertError(f"{path}:1: unknown columns {', '.join(unknown)}")
+        for row in reader:
+            try:
+                values = {k.strip(): _csv_value(k.strip(), v or "") for k, v in row.items() if k}
+                if is_cards:
+                    values["epc"] = values["epc"].upper()
+                    cards.append(Card(**{k: v for k, v in values.items() if v is not None}))
+                else:
+                    customers.append(Customer(**{k: v for k, v in values.items() if v is not None}))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise ConvertError(f"{path}:{reader.line_num}: {exc}") from None
+    return customers, cards
+
+
+def read_seed(path: Path) -> tuple[list[Customer], list[Card]]:
+    return read_csv(path) if path.suffix.lower() == ".csv" else read_yaml(path)
+
+
+# -- writing LDIF ----------------------------------------------------------------------------------
+
+
+def customer_record(customer: Customer, settings: CustomerSettings) -> Record:
+    from .entries import CustomerMap, dn_for
+
+    rdn_attr = settings.attributes.customer_no
+    return dn_for(rdn_attr, customer.customer_no, settings.base), CustomerMap(settings.attributes).to_entry(
+        customer
+    )
+
+
+def card_record(card: Card, settings: CardSettings) -> Record:
+    from .entries import CardMap, dn_for
+
+    entry = CardMap(settings.attributes, settings.object_classes).to_entry(card)
+    return dn_for(settings.attributes.epc, card.epc.upper(), settings.base), entry
+
+
+def base_records(*bases: str) -> Iterator[Record]:
+    """``organizationalUnit`` entries for bases named ``ou=...`` (their parent must exist)."""
+    for base in bases:
+        rdn = base.split(",", 1)[0]
+        attr, _, value = rdn.partition("=")
+        if attr.strip().lower() != "ou":
+            raise ConvertError(f"--with-bases makes ou=... entries only, not {rdn}")
+        yield base, {"objectClass": [b"organizationalUnit"], "ou": [value.strip().encode()]}
+
+
+def write_ldif(records: Iterable[Record], out: IO[str]) -> int:
+    """Write records with python-ldap's LDIF writer (base64 for non-ASCII, line folding); returns how many."""
+    import ldif  # python-ldap's module, not this one
+
+    writer = ldif.LDIFWriter(out)
+    n = 0
+    for dn, entry in records:
+        writer.unparse(dn, entry)
+        n += 1
+    return n
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def _settings_from_profile(path: Path, store_id: str | None) -> LdapSettings:
+    from vipsense.config.profile import ProfileError, load_profile
+    from vipsense.pluginhost import load_host
+
+    try:
+        profile = load_profile(path, load_host())
+    except ProfileError as exc:
+        raise ConvertError("\n".join(str(e) for e in exc.errors)) from None
+    stores = [s for s in profile.stores if s.type == "ldap" and store_id in (None, s.id)]
+    if not stores:
+        raise ConvertError(f"{path}: no store of type ldap{f' with id {store_id}' if store_id else ''}")
+    return stores[0].settings
+
+
+def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m vipsense.plugins.stores.ldap.ldif", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("seeds", nargs="+", type=Path, help="YAML or CSV seed files")
+    ap.add_argument("--profile", type=Path, help="take the bases and attribute mapping from this profile")
+    ap.add_argument("--store", help="the id of the ldap store in --profile (default: the first one)")
+    ap.add_argument("--base-customers", help="DN under which customers go")
+    ap.add_argument("--base-cards", help="DN under which cards go")
+    ap.add_argument("--with-bases", action="store_true", help="also write the two ou=... base entries")
+    args = ap.parse_args(argv)
+    out = out or sys.stdout
+    try:
+        import ldif  # noqa: F401  (python-ldap: the optional extra)
+    except ImportError:
+        print("this converter needs python-ldap: pip install 'vipsense[ldap]'", file=sys.stderr)
+        return 2
+    try:
+        if args.profile:
+            settings = _settings_from_profile(args.profile, args.store)
+            customers_s, cards_s = settings.customers, settings.cards
+            if args.base_customers:
+                customers_s = attrs.evolve(customers_s, base=args.base_customers)
+            if args.base_cards:
+                cards_s = attrs.evolve(cards_s, base=args.base_cards)
+        elif args.base_customers and args.base_cards:
+            customers_s, cards_s = (
+                CustomerSettings(base=args.base_customers),
+                CardSettings(base=args.base_cards),
+            )
+        else:
+            ap.error("give --base-customers and --base-cards, or --profile")
+        customers: list[Customer] = []
+        cards: list[Card] = []
+        for seed in args.seeds:
+            c, k = read_seed(seed)
+            customers += c
+            cards += k
+        records: list[Record] = list(base_records(customers_s.base, cards_s.base)) if args.with_bases else []
+        records += [customer_record(c, customers_s) for c in customers]
+        records += [card_record(c, cards_s) for c in cards]
+        write_ldif(records, out)
+    except (ConvertError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(customers)} customers and {len(cards)} cards written as LDIF", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
