@@ -12,7 +12,14 @@ every 100th customer a second one, some with allowed branches and validity dates
 Each store benchmark is one entry of ``STORE_BENCHES`` returning rows of (name, value, target, ok);
 the ``sqlite`` one times ``import_csv`` for both files (the customers import has a target), then opens a
 ``SqliteStore`` on the result and times ``find_card`` + ``find_customer`` pairs on random keys, on the
-store's own connection, one pair at a time.  An ``ldap`` entry can be added to the list later.
+store's own connection, one pair at a time.
+
+The ``ldap`` one starts a real slapd on 127.0.0.1 (tests/slapd.py; nothing else is contacted) with
+``--ldap-entries`` fictional customers and their cards as LDIF written by the store's converter.  It
+times the offline import (``slapadd``) and the online one (``ldapadd`` into a second, empty slapd,
+every entry a synchronous write), then ``find_card`` + ``find_customer`` pairs through ``LdapStore``:
+with the cache off, on first touch with the cache on, and cached.  It needs slapd, ldap-utils and
+python-ldap, and is skipped with a note without them.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ from vipsense.plugins.stores.sqlite import ImportResult, ProgressBar, SqliteSett
 
 TARGET_IMPORT_SECONDS_PER_MILLION = 60.0  #: customers CSV import, at most (scaled to --customers)
 TARGET_LOOKUP_P99_MS = 0.5  #: find_card + find_customer, at most
+TARGET_LDAP_UNCACHED_P99_MS = 5.0  #: find_card + find_customer against slapd on loopback, at most
+TARGET_LDAP_CACHED_P99_MS = 0.05  #: the same pair answered from the store's cache, at most
+LDAP_ENTRIES = 10_000  #: customers (and as many cards) in the directory
+LDAP_LOOKUPS = 20_000
 
 # -- workload --------------------------------------------------------------------------------------
 
@@ -121,6 +132,9 @@ class Config:
     lookups: int
     tuned_reads: bool
     tmp: Path
+    ldap_entries: int = LDAP_ENTRIES
+    ldap_lookups: int = LDAP_LOOKUPS
+    ldap_online: bool = True
 
 
 Row = tuple[str, str, str, bool | None]  #: (name, value, target, ok or None for information only)
@@ -229,8 +243,158 @@ def bench_sqlite(cfg: Config, details: list[str]) -> list[Row]:
     ]
 
 
-#: Store benchmarks in the order they run: (name, function).  An LDAP directory goes here later.
-STORE_BENCHES: list[tuple[str, Callable[[Config, list[str]], list[Row]]]] = [("sqlite", bench_sqlite)]
+# -- LDAP ------------------------------------------------------------------------------------------
+
+
+def _pairs(store, keys: list[str]) -> tuple[list[float], int]:
+    """Time ``find_card`` then ``find_customer`` for each key; returns (sorted seconds, misses)."""
+    samples: list[float] = []
+    misses = 0
+    clock = time.perf_counter
+    find_card, find_customer = store.find_card, store.find_customer
+    for key in keys:
+        t = clock()
+        card = find_card(key)
+        customer = find_customer(card.customer_no) if card else None
+        samples.append(clock() - t)
+        misses += customer is None
+    samples.sort()
+    return samples, misses
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    """Peak resident memory of another process (slapd), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_ldap(cfg: Config, details: list[str]) -> list[Row]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/slapd.py
+    try:
+        import ldap  # noqa: F401  (python-ldap, the optional extra)
+
+        from tests.slapd import (
+            BASE_LDIF,
+            CARDS,
+            CUSTOMERS,
+            SERVICE_DN,
+            SERVICE_PW,
+            Slapd,
+            card_epc,
+            missing_tools,
+            population_ldif,
+        )
+    except ImportError as exc:
+        details.append(f"ldap     : skipped ({exc}; pip install 'vipsense[ldap]')")
+        return []
+    if missing_tools():
+        details.append(f"ldap     : skipped ({', '.join(missing_tools())} not installed)")
+        return []
+    from vipsense.api import Secret
+    from vipsense.plugins.stores.ldap import make_store
+    from vipsense.plugins.stores.ldap.settings import (
+        CacheSettings,
+        CardSettings,
+        CustomerSettings,
+        LdapSettings,
+    )
+
+    n = cfg.ldap_entries
+    ldif = cfg.tmp / "directory.ldif"
+    t0 = time.perf_counter()
+    entries = population_ldif(ldif, n)
+    details.append(
+        f"ldap     : generated {n:,} customers and {n:,} cards as LDIF ({ldif.stat().st_size / 2**20:.0f} MB)"
+        f" in {time.perf_counter() - t0:.1f} s"
+    )
+    rows: list[Row] = []
+    server = Slapd(cfg.tmp / "slapd")
+    offline_s = server.slapadd(ldif)
+    rows.append((f"slapadd {entries:,} entries (offline)", f"{offline_s:.1f} s", "", None))
+    details.append(f"           slapadd: {entries / offline_s:,.0f} entries/s")
+    if cfg.ldap_online:
+        online = Slapd(cfg.tmp / "slapd-online")
+        online.slapadd(BASE_LDIF)
+        online.start()
+        try:
+            body = ldif.read_text(encoding="utf-8").split("\n\n", BASE_LDIF.count("dn: "))[-1]
+            online_s = online.ldapadd(body)
+        finally:
+            online.stop()
+        added = entries - BASE_LDIF.count("dn: ")
+        rows.append((f"ldapadd {added:,} entries (online)", f"{online_s:.1f} s", "", None))
+        details.append(f"           ldapadd: {added / online_s:,.0f} entries/s, one synchronous write each")
+
+    server.start()
+    try:
+        rng = random.Random(20240602)
+        keys = [card_epc(rng.randrange(n)) for _ in range(cfg.ldap_lookups)]
+
+        def store_with(cache: CacheSettings):
+            settings = LdapSettings(
+                uri=server.uri,
+                bind_dn=SERVICE_DN,
+                password=Secret(SERVICE_PW),
+                customers=CustomerSettings(base=CUSTOMERS),
+                cards=CardSettings(base=CARDS),
+                cache=cache,
+            )
+            store = make_store(settings, make_ctx(cfg.tmp))
+            store.open()
+            return store
+
+        off = store_with(CacheSettings(max_entries=0))
+        cold, cold_miss = _pairs(off, keys)
+        off.close()
+        on = store_with(CacheSettings(max_entries=2 * n))
+        first, _ = _pairs(on, list(dict.fromkeys(keys)))  # each key once: every lookup a miss
+        cached, cached_miss = _pairs(on, keys)  # every key now cached
+        on.close()
+        slapd_mb = _vm_hwm_mb(server.proc.pid)
+    finally:
+        server.stop()
+    peak = peak_rss_mb()
+
+    def ms(samples: list[float], q: float) -> float:
+        return percentile(samples, q) * 1000
+
+    details.append(
+        f"           lookups: {len(keys):,} random card EPCs, then the customer;"
+        f" {cold_miss + cached_miss} missed; max cold {cold[-1] * 1000:.2f} ms,"
+        f" max cached {cached[-1] * 1000:.3f} ms"
+    )
+    details.append(
+        f"           first touch with the cache on ({len(first):,} distinct keys) p50 / p99:"
+        f" {ms(first, 0.5):.3f} / {ms(first, 0.99):.3f} ms; slapd peak RSS {slapd_mb:.0f} MB"
+    )
+    p99_cold, p99_cached = ms(cold, 0.99), ms(cached, 0.99)
+    return [
+        *rows,
+        ("ldap lookup, cache off, p50", f"{ms(cold, 0.5):.3f} ms", "", None),
+        (
+            "ldap lookup, cache off, p99",
+            f"{p99_cold:.3f} ms",
+            f"<= {TARGET_LDAP_UNCACHED_P99_MS:g} ms",
+            p99_cold <= TARGET_LDAP_UNCACHED_P99_MS,
+        ),
+        ("ldap lookup, cached, p50", f"{ms(cached, 0.5):.4f} ms", "", None),
+        (
+            "ldap lookup, cached, p99",
+            f"{p99_cached:.4f} ms",
+            f"<= {TARGET_LDAP_CACHED_P99_MS:g} ms",
+            p99_cached <= TARGET_LDAP_CACHED_P99_MS,
+        ),
+        ("peak RSS after the ldap bench", f"{peak:.1f} MB", "", None),
+    ]
+
+
+#: Store benchmarks in the order they run: (name, function).
+STORE_BENCHES: list[tuple[str, Callable[[Config, list[str]], list[Row]]]] = [
+    ("sqlite", bench_sqlite),
+    ("ldap", bench_ldap),
+]
 
 
 # -- reporting -------------------------------------------------------------------------------------
@@ -243,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lookups", type=int, default=LOOKUPS, help="random card+customer lookups")
     ap.add_argument("--tuned-reads", action="store_true", help="lookups with a big cache and mmap")
     ap.add_argument("--only", choices=[name for name, _ in STORE_BENCHES], help="run one store bench")
+    ap.add_argument("--ldap-entries", type=int, default=LDAP_ENTRIES, help="customers (and cards) in slapd")
+    ap.add_argument("--ldap-lookups", type=int, default=LDAP_LOOKUPS, help="card+customer lookups per phase")
+    ap.add_argument("--no-ldap-online", action="store_true", help="skip the (slow) online ldapadd import")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -250,7 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     details: list[str] = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vipsense-bench-stores-") as tmpname:
-        cfg = Config(args.customers, args.lookups, args.tuned_reads, Path(tmpname))
+        cfg = Config(
+            args.customers,
+            args.lookups,
+            args.tuned_reads,
+            Path(tmpname),
+            args.ldap_entries,
+            args.ldap_lookups,
+            not args.no_ldap_online,
+        )
         for name, bench in STORE_BENCHES:
             if args.only in (None, name):
                 rows += bench(cfg, details)
