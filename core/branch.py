@@ -24,6 +24,8 @@ from .visitlog import VisitLog
 log = logging.getLogger(__name__)
 
 STOP_BUDGET = 2.0  #: seconds from stop() to everything closed
+PURGE_EVERY = 86400.0  #: seconds between retention purges while running
+RETENTION_ACTOR = "system:retention"
 
 
 class Branch:
@@ -135,17 +137,49 @@ class Branch:
         self._started = True
         self.host.broadcast("vipsense_branch_started", branch=self)
 
-    # -- periodic chores: replica refresh ------------------------------------------------------
+    # -- periodic chores: replica refresh, retention ----------------------------------------------
 
     def _chores_loop(self) -> None:
-        """Refresh the replica every ``sync.interval`` (the first right away), off the pipeline."""
+        """Off the pipeline: refresh the replica every ``sync.interval`` and purge visits past their
+        retention once a day, each first right after start."""
         plan = self.profile.sync
-        if plan is None:
-            return
+        next_sync = next_purge = time.monotonic()
         while not self._stop.is_set():
-            self.sync_now()
-            if self._stop.wait(float(plan.interval)):
+            now = time.monotonic()
+            if plan is not None and now >= next_sync:
+                self.sync_now()
+                next_sync = time.monotonic() + float(plan.interval)
+            if now >= next_purge:
+                self.purge_now()
+                next_purge = time.monotonic() + PURGE_EVERY
+            wait = min(next_purge, next_sync if plan is not None else next_purge) - time.monotonic()
+            if self._stop.wait(max(0.05, wait)):
                 return
+
+    def purge_now(self) -> int:
+        """Delete visits older than ``privacy.visit_retention`` (audited); returns how many."""
+        from .retention import purge_visits
+
+        keep = float(self.profile.privacy.visit_retention)
+        if keep <= 0:
+            return 0
+        try:
+            n = purge_visits(
+                self.visit_log.path,
+                keep,
+                self.audit,
+                RETENTION_ACTOR,
+                self.clock.wall(),
+                branch=self.profile.branch.id,
+                source="vipsense run",
+                reason="retention schedule",
+            )
+        except Exception as exc:
+            log.error("retention: purging old visits failed (retried tomorrow): %s", exc)
+            return 0
+        if n:
+            log.warning("retention: purged %d visits older than %g days", n, keep / 86400)
+        return n
 
     def sync_now(self) -> None:
         """One replica refresh; the outcome goes to ``status.sync``, a failure is logged once."""

@@ -296,7 +296,8 @@ class NotifierRunner:
     def close(self, timeout: float) -> None:
         """Deliver what is queued (up to ``timeout`` seconds), then close the notifier."""
         self._queue.put(None)
-        self.thread.join(timeout)
+        if self.thread.ident is not None:  # a branch stopped before it started never ran it
+            self.thread.join(timeout)
         try:
             self.notifier.close()
         except Exception as exc:
