@@ -145,20 +145,32 @@ class Link:
         return DirectoryDown(reason)
 
     def _tls_hint(self, exc: BaseException) -> str:
-        """libldap (GnuTLS) reports a failed handshake only as "(unknown error code)", or as "Broken
-        pipe" when the server hangs up on it; a refused connection says "Transport endpoint is not
-        connected".  Name the likely causes instead."""
-        uses_tls = self.settings.tls.start_tls or self.uri.lower().startswith("ldaps://")
-        info = exc.args[0].get("info", "") if exc.args and isinstance(exc.args[0], dict) else ""
-        if not (uses_tls and info in ("(unknown error code)", "Broken pipe")):
+        """libldap (GnuTLS) reports a failed certificate check only as "(unknown error code)", and a
+        server that hangs up during the handshake as "Broken pipe" or with no detail at all (which
+        one is a race); a refused connection always says "Transport endpoint is not connected".
+        Name the likely causes instead of "Can't contact LDAP server"."""
+        if not (self.settings.tls.start_tls or self.uri.lower().startswith("ldaps://")):
             return ""
-        trusted = (
-            f"tls.ca_file {self.tls_files['ca_file']}" if "ca_file" in self.tls_files else "the system CAs"
-        )
-        return (
-            f"TLS handshake failed: the server certificate is not signed by a CA in {trusted}, does not"
-            " name the host in the URI, or has expired (or the server refused the client certificate)"
-        )
+        d = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        info = str(d.get("info", "") or "")
+        if info == "(unknown error code)":
+            trusted = (
+                f"tls.ca_file {self.tls_files['ca_file']}"
+                if "ca_file" in self.tls_files
+                else "the system CAs"
+            )
+            return (
+                f"TLS handshake failed: the server certificate is not signed by a CA in {trusted},"
+                " does not name the host in the URI, or has expired"
+            )
+        if isinstance(exc, ldap.SERVER_DOWN) and info in ("", "Broken pipe") and d.get("errno") in (None, 32):
+            client = "cert_file" in self.tls_files
+            return "TLS handshake failed: the server closed the connection" + (
+                " (is the client certificate in tls.cert_file one it trusts?)"
+                if client
+                else " (does it require a client certificate? set tls.cert_file and tls.key_file)"
+            )
+        return ""
 
     def _recovered(self) -> None:
         if not self.down:
