@@ -298,9 +298,21 @@ class Slapd:
         self._end(signal.SIGKILL)
 
     def freeze(self) -> None:
-        """A hung server: the kernel still accepts connections, nothing answers."""
+        """A hung server: the kernel still accepts connections, nothing answers.  Returns once every
+        thread is stopped (SIGSTOP is delivered asynchronously)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+            except FileNotFoundError:  # a thread ended while we looked
+                continue
+            if all(state in "Tt" for state in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError("slapd did not stop")
 
     def thaw(self) -> None:
         assert self.proc is not None

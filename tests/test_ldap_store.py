@@ -482,9 +482,9 @@ def test_frozen_directory_times_out_within_the_budget(small_directory, tmp_path)
         store.cards.clear()  # nothing cached: the lookup must reach the network and give up
         result, took = timed(store.find_card, card_epc(1))
         assert isinstance(result, DirectoryDown) and "timed out" in str(result)
-        assert 0.2 < took < 0.3, took  # the operation timeout, 250 ms
+        assert 0.2 < took < 0.4, took  # the operation timeout (250 ms), not the 500 ms budget
         result, took = timed(store.find_card, card_epc(2))
-        assert isinstance(result, DirectoryDown) and took < 0.01  # backing off: no network at all
+        assert isinstance(result, DirectoryDown) and took < 0.02  # backing off: no network at all
         time.sleep(0.15)
         result, took = timed(store.find_card, card_epc(2))  # a new connection to a hung server
         assert isinstance(result, DirectoryDown) and took < 0.55, took
@@ -551,8 +551,12 @@ def test_a_directory_that_demands_a_client_certificate(tmp_path, tls, open_store
     try:
         ca = str(tls.ca)
         anonymous = make_store(settings_for(server.ldaps_uri, tls=TlsSettings(ca_file=ca)), context(tmp_path))
-        with pytest.raises(DirectoryError, match="TLS handshake failed"):
+        with pytest.raises(DirectoryError) as err:  # the hang-up is seen as one of two errors: a race
             anonymous.open()
+        assert str(err.value) == (
+            f"{server.ldaps_uri}: TLS handshake failed: the server closed the connection"
+            " (does it require a client certificate? set tls.cert_file and tls.key_file)"
+        )
         with_cert = TlsSettings(ca_file=ca, cert_file=str(tls.client_cert), key_file=str(tls.client_key))
         assert open_store(server.ldaps_uri, tls=with_cert).find_card(card_epc(1)) is None  # bound, empty
     finally:
