@@ -238,6 +238,13 @@ class IdentityStore:
         it, so the next :meth:`find_card` anywhere returns ``last_seen_branch`` / ``last_seen_at`` and
         a card seen at two branches implausibly fast is caught.  Default: not recorded."""
 
+    @property
+    def records_sightings(self) -> bool:
+        """Whether :meth:`card_seen` records anything, so the core queues sightings only where they
+        count.  Default: whether the store's class implements ``card_seen``; a store that does so only
+        when a setting asks can override this."""
+        return type(self).card_seen is not IdentityStore.card_seen
+
     def degraded(self) -> str:
         """Why the store answers only in part right now (e.g. "directory unreachable: serving 9,812
         cached entries"), or ``""``.  Status shows a non-empty answer as ``degraded``.

@@ -126,8 +126,7 @@ class StoreRunner:
         self._backoff = BACKOFF_START
         self._stuck: cf.Future | None = None
         self._open_error: Exception | None = None
-        #: whether the store implements ``card_seen`` (else sightings are not even queued)
-        self.records_sightings = type(store).card_seen is not IdentityStore.card_seen
+        self.records_sightings = bool(store.records_sightings)  #: else sightings are not even queued
 
     def _ensure_open(self) -> None:
         if self._open:

@@ -308,6 +308,11 @@ class LdapStore(CardRegistry):
 
     # -- sightings ------------------------------------------------------------------------------
 
+    @property
+    def records_sightings(self) -> bool:
+        a = self.settings.cards.attributes
+        return bool(self.settings.record_sightings and a.last_seen_branch and a.last_seen_at)
+
     def card_seen(self, epc: str, branch_id: str, at: float) -> None:
         """With ``record_sightings: true``, write the last-seen branch and time on the card entry."""
         a = self.settings.cards.attributes
