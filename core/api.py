@@ -31,6 +31,7 @@ __all__ = [
     "CardRegistry",
     "CardStatus",
     "Customer",
+    "DeliveryFailed",
     "DeliveryResult",
     "Duration",
     "IdentityStore",
@@ -302,12 +303,29 @@ class CardRegistry(IdentityStore):
         raise StoreUnsupported(f"{type(self).__name__} cannot be a replica")
 
 
+class DeliveryFailed(Exception):
+    """A notifier could not deliver one notification.  The message says why in words staff
+    understand (e.g. "SIM not inserted (+CMS ERROR 310)").  ``retry=False`` when trying again cannot
+    help, such as an invalid number; any other exception from ``send`` counts as worth a retry."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
 class Notifier:
     """A channel that tells staff.  :meth:`send` runs on the notifier's own worker thread."""
 
     def send(self, notification: Notification) -> DeliveryResult | None:
-        """Deliver one notification.  Return ``None`` for plain success, or a result; raise on failure."""
+        """Deliver one notification.  Return ``None`` for plain success, or a result; raise on failure
+        (:class:`DeliveryFailed` to say whether a retry can help)."""
         raise NotImplementedError
+
+    def health(self) -> Mapping[str, Any]:
+        """Facts for the status page: a modem's SIM, network registration and signal; a push
+        channel's peers.  Called from other threads: return a mapping the notifier keeps up to date,
+        without I/O."""
+        return {}
 
     def close(self) -> None:
         """Flush and release.  Called once when the branch stops."""

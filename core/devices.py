@@ -250,6 +250,7 @@ class NotifierRunner:
         self.clock = clock
         self.status = status
         self._on_result = on_result
+        status.details = notifier.health
         self._queue: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._main, name=f"notifier:{notifier_id}", daemon=True)
 

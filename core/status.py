@@ -78,6 +78,8 @@ class DeviceStatus:
     since: float = attrs.Factory(time.time)
     stats: Stats = attrs.Factory(Stats)
     counters: dict[str, int] = attrs.Factory(dict)  #: driver-specific, e.g. dropped frames
+    #: the device's own facts for the status page (:meth:`vipsense.api.Notifier.health`)
+    details: Any = None
 
     def set(self, state: str, reason: str = "") -> bool:
         changed = (state, reason) != (self.state, self.reason)
@@ -93,8 +95,17 @@ class DeviceStatus:
             "reason": self.reason,
             "since": self.since,
             "counters": dict(self.counters),
+            "details": self._details(),
             **self.stats.snapshot(),
         }
+
+    def _details(self) -> dict[str, Any]:
+        if self.details is None:
+            return {}
+        try:
+            return dict(self.details())
+        except Exception as exc:  # a plugin's bug must not break the status page
+            return {"error": f"health() raised {type(exc).__name__}: {exc}"}
 
 
 class BranchStatus:
