@@ -10,13 +10,14 @@ import logging
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vipsense.api import PluginContext
+from vipsense.api import CardExists, CardRegistry, PluginContext, UnknownCard
 from vipsense.clock import Clock
-from vipsense.model import Card, CardStatus, Customer
+from vipsense.model import Card, CardEvent, CardStatus, Customer, Photo
 from vipsense.output import Output
 from vipsense.plugins.stores.sqlite import (
     CUSTOMER_COLUMNS,
@@ -28,6 +29,7 @@ from vipsense.plugins.stores.sqlite import (
     SqliteSettings,
     SqliteStore,
     import_csv,
+    migrate,
 )
 
 CUSTOMERS_CSV = """\
@@ -334,3 +336,384 @@ def test_csv_seed_with_a_bad_row_names_it_and_keeps_the_good_ones(tmp_path):
     assert str(exc.value).startswith(f"1 rows rejected, the others were loaded: {path}:3: ")
     db = sqlite3.connect(tmp_path / "id.sqlite3")
     assert db.execute("SELECT customer_no FROM customers").fetchall() == [("C1",)]
+
+
+# -- the card registry ----------------------------------------------------------------------------
+
+ADA_CARD, BO_CARD, NEW_CARD = (
+    "E20000000000000000000001",
+    "E20000000000000000000002",
+    "E20000000000000000000009",
+)
+REGISTRY_SEED = """\
+customers:
+  - {customer_no: C1, name: Ada Wong, id_number: "110101199003071234", consent: true,
+     consent_date: 2024-03-01}
+  - {customer_no: C2, name: Bo Li, id_number: "110101199003071234"}
+  - {customer_no: C3, name: Cy Zhao, id_number: "310115198002081033"}
+cards:
+  - {epc: E20000000000000000000001, customer_no: C1, tier: gold}
+  - {epc: E20000000000000000000002, customer_no: C2, status: lost}
+"""
+
+
+def event(action: str, epc: str = "", at: float = 1_700_000_000.0, **kw) -> CardEvent:
+    return CardEvent(epc, action, at, kw.pop("actor", "issuer"), **kw)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    write(tmp_path, "seed.yaml", REGISTRY_SEED)
+    s = make_store(tmp_path, seed=("seed.yaml",))
+    yield s
+    s.close()
+
+
+def history(store: SqliteStore, epc: str) -> list[tuple[str, str, str, str]]:
+    return [(e.action.value, e.actor, e.reason, e.detail) for e in store.card_history(epc)]
+
+
+def test_the_store_is_a_card_registry_on_wal_with_synchronous_normal(registry):
+    assert isinstance(registry, CardRegistry)
+    assert registry.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert registry.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert registry.db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_issue_then_history_and_a_second_issue_is_refused(registry):
+    card = Card(NEW_CARD.lower(), "C1", tier="gold", valid_until=dt.date(2030, 1, 31), tid="e2801160")
+    registry.issue_card(card, event("issued", NEW_CARD, reason="new VIP"))
+    got = registry.find_card(NEW_CARD)
+    assert (got.epc, got.customer_no, got.tid, got.valid_until, got.status) == (
+        NEW_CARD,
+        "C1",
+        "E2801160",
+        dt.date(2030, 1, 31),
+        CardStatus.ACTIVE,
+    )
+    assert history(registry, NEW_CARD) == [("issued", "issuer", "new VIP", "")]
+    with pytest.raises(CardExists, match=f"card {NEW_CARD} is already issued"):
+        registry.issue_card(Card(NEW_CARD, "C2"), event("issued", NEW_CARD))
+    assert registry.find_card(NEW_CARD).customer_no == "C1"
+    assert len(registry.card_history(NEW_CARD)) == 1
+
+
+def test_status_changes_are_kept_in_order_and_unknown_cards_are_named(registry):
+    lost = registry.set_card_status(ADA_CARD, CardStatus.LOST, event("lost", ADA_CARD, 1.0, reason="taxi"))
+    assert lost.status is CardStatus.LOST and lost.tier == "gold"
+    registry.set_card_status(ADA_CARD, CardStatus.ACTIVE, event("restored", ADA_CARD, 2.0, actor="boss"))
+    assert history(registry, ADA_CARD) == [("lost", "issuer", "taxi", ""), ("restored", "boss", "", "")]
+    assert [e.at for e in registry.card_history(ADA_CARD)] == [1.0, 2.0]
+    with pytest.raises(UnknownCard, match="no card has EPC E2000000000000000000FFFF"):
+        registry.set_card_status("E2000000000000000000FFFF", CardStatus.LOST, event("lost"))
+    with pytest.raises(UnknownCard):
+        registry.card_history("E2000000000000000000FFFF")
+    assert registry.card_history(BO_CARD) == []  # seeded: no history, but a known card
+
+
+def test_reissue_revokes_and_issues_in_one_step(registry):
+    registry.reissue_card(
+        ADA_CARD,
+        Card(NEW_CARD, "C1", tier="gold"),
+        event("revoked", ADA_CARD, reason="damaged", detail=f"replaced by {NEW_CARD}"),
+        event("reissued", NEW_CARD, reason="damaged", detail=f"replaces {ADA_CARD}"),
+    )
+    assert registry.find_card(ADA_CARD).status is CardStatus.REVOKED
+    assert registry.find_card(NEW_CARD).status is CardStatus.ACTIVE
+    assert history(registry, ADA_CARD) == [("revoked", "issuer", "damaged", f"replaced by {NEW_CARD}")]
+    assert history(registry, NEW_CARD) == [("reissued", "issuer", "damaged", f"replaces {ADA_CARD}")]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [(ADA_CARD, BO_CARD, CardExists), ("E2000000000000000000FFFF", NEW_CARD, UnknownCard)],
+    ids=["new-epc-taken", "old-epc-unknown"],
+)
+def test_a_failed_reissue_changes_nothing(registry, old, new, error):
+    before = [registry.find_card(e) for e in (ADA_CARD, BO_CARD)]
+    with pytest.raises(error):
+        registry.reissue_card(old, Card(new, "C1"), event("revoked", old), event("reissued", new))
+    assert [registry.find_card(e) for e in (ADA_CARD, BO_CARD)] == before
+    assert registry.find_card(NEW_CARD) is None
+    assert count(registry.db, "card_history") == 0
+
+
+def test_list_cards_filters_and_orders_by_epc(registry):
+    registry.issue_card(Card("E20000000000000000000000", "C1"), event("issued"))
+    assert [c.epc for c in registry.list_cards()] == ["E20000000000000000000000", ADA_CARD, BO_CARD]
+    assert [c.epc for c in registry.list_cards(customer_no="C1")] == ["E20000000000000000000000", ADA_CARD]
+    assert [c.epc for c in registry.list_cards(status=CardStatus.LOST)] == [BO_CARD]
+    assert registry.list_cards(customer_no="C2", status=CardStatus.ACTIVE) == []
+
+
+def test_find_customers_by_id_number_returns_every_holder(registry):
+    found = registry.find_customers_by_id_number("110101199003071234")
+    assert [(c.customer_no, c.consent, c.consent_date) for c in found] == [
+        ("C1", True, dt.date(2024, 3, 1)),
+        ("C2", False, None),
+    ]
+    assert registry.find_customers_by_id_number("000000000000000000") == []
+
+
+def test_card_seen_is_recorded_and_returned(registry, tmp_path):
+    registry.card_seen(ADA_CARD.lower(), "bj-west", 1_717_000_000.5)
+    card = registry.find_card(ADA_CARD)
+    assert (card.last_seen_branch, card.last_seen_at) == ("bj-west", 1_717_000_000.5)
+    other = make_store(tmp_path)  # another process's connection sees it: committed
+    try:
+        assert other.find_card(ADA_CARD).last_seen_branch == "bj-west"
+    finally:
+        other.close()
+
+
+def test_iter_cards_and_customers_stream_everything_with_every_field(registry):
+    registry.card_seen(ADA_CARD, "sh", 5.0)
+    cards = registry.iter_cards()
+    assert iter(cards) is cards  # a generator, not a list
+    by_epc = {c.epc: c for c in cards}
+    assert set(by_epc) == {ADA_CARD, BO_CARD}
+    assert (by_epc[ADA_CARD].tier, by_epc[ADA_CARD].last_seen_at) == ("gold", 5.0)
+    customers = {c.customer_no: c for c in registry.iter_customers()}
+    assert set(customers) == {"C1", "C2", "C3"}
+    assert customers["C1"].photo is not None and customers["C1"].photo.mime == "image/svg+xml"
+    assert (customers["C1"].consent, customers["C2"].consent) == (True, False)
+
+
+def test_upsert_cards_writes_history_for_new_cards_and_status_changes_only(registry):
+    n = registry.upsert_cards(
+        [
+            Card(ADA_CARD, "C1", tier="platinum"),  # same status: no entry
+            Card(BO_CARD, "C2", status=CardStatus.REVOKED),  # lost -> revoked
+            Card(NEW_CARD, "C3"),  # new
+            Card("E2000000000000000000000A", "C3", status=CardStatus.LOST),  # new, lost
+        ],
+        event("issued", reason="bank export", detail="imported from cards.csv"),
+    )
+    assert n == 4
+    assert registry.find_card(ADA_CARD).tier == "platinum"
+    assert registry.card_history(ADA_CARD) == []
+    assert history(registry, BO_CARD) == [("revoked", "issuer", "bank export", "imported from cards.csv")]
+    assert history(registry, NEW_CARD) == [("issued", "issuer", "bank export", "imported from cards.csv")]
+    assert history(registry, "E2000000000000000000000A") == [
+        ("issued", "issuer", "bank export", "imported as lost")
+    ]
+
+
+def test_upsert_cards_keeps_sightings(registry):
+    registry.card_seen(ADA_CARD, "sh", 7.0)
+    registry.upsert_cards([Card(ADA_CARD, "C1", tier="gold")], event("issued"))
+    assert registry.find_card(ADA_CARD).last_seen_at == 7.0
+
+
+def test_upsert_customers_keeps_the_photo_when_none_is_given(registry):
+    photo = registry.find_customer("C1").photo
+    n = registry.upsert_customers(
+        [
+            Customer("C1", "Ada Wong-Li", consent=True, consent_date=dt.date(2024, 3, 1)),
+            Customer("C9", "Nine"),
+        ]
+    )
+    assert n == 2
+    ada = registry.find_customer("C1")
+    assert (ada.name, ada.photo, ada.id_number) == ("Ada Wong-Li", photo, None)
+    assert registry.find_customer("C9").photo is None
+    registry.upsert_customers([Customer("C9", "Nine", photo=Photo(b"\xff\xd8", "image/jpeg"))])
+    assert registry.find_customer("C9").photo == Photo(b"\xff\xd8", "image/jpeg")
+
+
+# -- the replica switch ---------------------------------------------------------------------------
+
+
+def test_replace_all_holds_exactly_the_new_data_and_keeps_histories(registry):
+    registry.set_card_status(ADA_CARD, CardStatus.LOST, event("lost", ADA_CARD))
+    registry.card_seen(BO_CARD, "sh", 100.0)
+    n = registry.replace_all(
+        [Card(BO_CARD, "C2", last_seen_branch="bj", last_seen_at=50.0), Card(NEW_CARD, "C9")],
+        [Customer("C2", "Bo Li"), Customer("C9", "Nine", consent=True)],
+    )
+    assert n == (2, 2)
+    assert {c.epc for c in registry.iter_cards()} == {BO_CARD, NEW_CARD}
+    assert {c.customer_no for c in registry.iter_customers()} == {"C2", "C9"}
+    assert registry.find_card(ADA_CARD) is None
+    assert registry.find_customer("C1") is None
+    assert history(registry, ADA_CARD) == [("lost", "issuer", "", "")]  # kept
+    bo = registry.find_card(BO_CARD)
+    assert (bo.last_seen_branch, bo.last_seen_at) == ("sh", 100.0)  # this replica's own sighting is newer
+    assert registry.find_customer("C9").consent is True
+
+
+def test_replace_all_is_atomic_for_a_concurrent_reader(registry, tmp_path):
+    reader = make_store(tmp_path)  # a branch process looking cards up meanwhile
+    seen_midway = []
+
+    def cards():
+        for i in range(25_000):
+            if i == 20_000:  # well into the switch: the reader still sees the old data, whole
+                seen_midway.append((reader.find_card(ADA_CARD), reader.find_card(f"E3{i:022X}")))
+            yield Card(f"E3{i:022X}", "C9")
+
+    try:
+        registry.replace_all(cards(), [Customer("C9", "Nine")])
+        old_card, new_card = seen_midway[0]
+        assert old_card is not None and old_card.customer_no == "C1"
+        assert new_card is None
+        assert reader.find_card(ADA_CARD) is None
+        assert reader.find_card(f"E3{24_999:022X}").customer_no == "C9"
+        assert count(reader.db, "cards") == 25_000
+    finally:
+        reader.close()
+
+
+def test_a_replace_all_that_fails_halfway_leaves_the_old_data(registry):
+    before = sorted(c.epc for c in registry.iter_cards())
+    with pytest.raises(sqlite3.IntegrityError):
+        registry.replace_all([Card(NEW_CARD, "C9"), Card(NEW_CARD, "C9")], [Customer("C9", "Nine")])
+    assert sorted(c.epc for c in registry.iter_cards()) == before
+    assert registry.find_customer("C1").name == "Ada Wong"
+    assert registry.find_customer("C9") is None
+
+
+# -- seeds and older files ------------------------------------------------------------------------
+
+
+def test_a_seed_never_undoes_a_registry_change_across_restarts(tmp_path):
+    write(tmp_path, "seed.yaml", REGISTRY_SEED)
+    store = make_store(tmp_path, seed=("seed.yaml",))
+    store.set_card_status(ADA_CARD, CardStatus.REVOKED, event("revoked", ADA_CARD, reason="fraud"))
+    store.set_card_status(BO_CARD, CardStatus.ACTIVE, event("restored", BO_CARD, reason="found"))
+    store.upsert_customers([attrs.evolve(store.find_customer("C2"), consent=True)])
+    store.close()
+    for _ in range(2):  # the same seed, twice: a restart, then another
+        store = make_store(tmp_path, seed=("seed.yaml",))
+        try:
+            assert store.find_card(ADA_CARD).status is CardStatus.REVOKED
+            assert store.find_card(BO_CARD).status is CardStatus.ACTIVE  # the seed says lost
+            assert store.find_customer("C2").consent is True  # the seed says nothing of consent
+            assert store.find_card(ADA_CARD).tier == "gold"
+        finally:
+            store.close()
+
+
+def test_a_seed_still_changes_cards_without_history(tmp_path):
+    write(tmp_path, "seed.yaml", REGISTRY_SEED)
+    make_store(tmp_path, seed=("seed.yaml",)).close()
+    write(tmp_path, "seed.yaml", REGISTRY_SEED.replace("tier: gold", "tier: diamond, status: revoked"))
+    store = make_store(tmp_path, seed=("seed.yaml",))
+    try:
+        card = store.find_card(ADA_CARD)
+        assert (card.tier, card.status) == ("diamond", CardStatus.REVOKED)
+    finally:
+        store.close()
+
+
+def test_a_csv_seed_keeps_a_registry_status_too(tmp_path):
+    write(tmp_path, "cards.csv", f"epc,customer_no,status\n{ADA_CARD},C1,active\n")
+    store = make_store(tmp_path, seed=("cards.csv",))
+    store.set_card_status(ADA_CARD, CardStatus.LOST, event("lost", ADA_CARD))
+    store.close()
+    store = make_store(tmp_path, seed=("cards.csv",))
+    try:
+        assert store.find_card(ADA_CARD).status is CardStatus.LOST
+    finally:
+        store.close()
+
+
+#: The schema of the first version (commit 68ec6e2), written by hand as an old branch left it.
+OLD_SCHEMA = """
+CREATE TABLE customers (customer_no TEXT PRIMARY KEY, name TEXT NOT NULL, company TEXT, id_number TEXT,
+    mobile TEXT, usual_business TEXT, tier TEXT, client_manager TEXT, photo BLOB, photo_mime TEXT);
+CREATE TABLE cards (epc TEXT PRIMARY KEY, customer_no TEXT NOT NULL, tid TEXT,
+    status TEXT NOT NULL DEFAULT 'active', tier TEXT, valid_from TEXT, valid_until TEXT,
+    allowed_branches TEXT NOT NULL DEFAULT '');
+CREATE INDEX cards_customer ON cards (customer_no);
+CREATE INDEX customers_id_number ON customers (id_number);
+INSERT INTO customers VALUES ('C1', 'Ada Wong', 'Acme', '110101199003071234', '13812345678', 'fx', 'gold',
+    'cm1', x'FFD8', 'image/jpeg');
+INSERT INTO cards VALUES ('E20000000000000000000001', 'C1', 'E2801160', 'lost', 'gold', '2024-01-01',
+    '2030-12-31', 'sh,bj');
+"""
+
+
+def test_an_old_file_is_migrated_in_place_and_nothing_is_lost(tmp_path):
+    old = sqlite3.connect(tmp_path / "id.sqlite3")
+    old.executescript(OLD_SCHEMA)
+    old.close()
+    store = make_store(tmp_path)
+    try:
+        columns = {
+            t: [r[1] for r in store.db.execute(f"PRAGMA table_info({t})")] for t in ("customers", "cards")
+        }
+        assert columns["customers"][-2:] == ["consent", "consent_date"]
+        assert columns["cards"][-2:] == ["last_seen_branch", "last_seen_at"]
+        assert store.find_customer("C1") == Customer(
+            customer_no="C1",
+            name="Ada Wong",
+            company="Acme",
+            id_number="110101199003071234",
+            mobile="13812345678",
+            usual_business="fx",
+            tier="gold",
+            client_manager="cm1",
+            photo=Photo(b"\xff\xd8", "image/jpeg"),
+            consent=False,
+            consent_date=None,
+        )
+        assert store.find_card(ADA_CARD) == Card(
+            epc=ADA_CARD,
+            customer_no="C1",
+            status=CardStatus.LOST,
+            tier="gold",
+            valid_from=dt.date(2024, 1, 1),
+            valid_until=dt.date(2030, 12, 31),
+            allowed_branches=("sh", "bj"),
+            tid="E2801160",
+        )
+        store.set_card_status(ADA_CARD, CardStatus.REVOKED, event("revoked", ADA_CARD))  # the new table works
+        store.card_seen(ADA_CARD, "sh", 9.0)
+        assert store.find_card(ADA_CARD).last_seen_at == 9.0
+    finally:
+        store.close()
+    again = make_store(tmp_path)  # opening a migrated file again changes nothing
+    try:
+        assert [r[1] for r in again.db.execute("PRAGMA table_info(cards)")][-2:] == [
+            "last_seen_branch",
+            "last_seen_at",
+        ]
+        assert history(again, ADA_CARD) == [("revoked", "issuer", "", "")]
+    finally:
+        again.close()
+
+
+def test_migrate_reports_what_it_added_once(tmp_path):
+    db = sqlite3.connect(tmp_path / "old.sqlite3")
+    db.executescript(OLD_SCHEMA)
+    assert migrate(db) == [
+        "customers.consent",
+        "customers.consent_date",
+        "cards.last_seen_branch",
+        "cards.last_seen_at",
+    ]
+    assert migrate(db) == []
+    db.close()
+
+
+def test_consent_columns_in_a_customers_csv_are_checked_and_an_empty_cell_keeps_the_stored_one(
+    store, tmp_path
+):
+    import_csv(
+        store.db, write(tmp_path, "a.csv", "customer_no,name,consent,consent_date\nC1,Ada,yes,2024-03-01\n")
+    )
+    result = import_csv(
+        store.db,
+        write(
+            tmp_path,
+            "b.csv",
+            "customer_no,name,consent,consent_date\nC1,Ada W,,\nC2,Bo,maybe,\nC3,Cy,no,2024-13-01\n",
+        ),
+    )
+    assert [(r.line, r.reason) for r in result.reasons] == [
+        (3, "consent: must be yes or no (1/0, true/false)"),
+        (4, "consent_date: not a date (YYYY-MM-DD), got '2024-13-01'"),
+    ]
+    ada = store.find_customer("C1")
+    assert (ada.name, ada.consent, ada.consent_date) == ("Ada W", True, dt.date(2024, 3, 1))

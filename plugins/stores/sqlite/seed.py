@@ -1,0 +1,117 @@
+"""Seed files: YAML or CSV customers and cards upserted each time the store opens, so editing a seed
+file and restarting the branch is enough.  A CSV seed is read as cards when its header has an ``epc``
+column, else as customers.
+
+A seed never undoes the card registry's work: a card that has a history (issued, reported lost,
+revoked or reissued through the registry) keeps its status whatever the seed says, and consent recorded
+at a card issue stays unless the seed itself says otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from vipsense.avatar import avatar_svg
+from vipsense.config.structure import INVALID, Structurer
+from vipsense.config.yamlload import load_profile_yaml
+from vipsense.model import CardStatus, Photo
+from vipsense.records import CARD_COLUMNS, CUSTOMER_COLUMNS
+
+from .importer import SeedError, import_csv
+from .schema import CUSTOMER_ROW, upsert_sql
+
+
+@attrs.frozen
+class SeedCustomer:
+    customer_no: str
+    name: str
+    company: str | None = None
+    id_number: str | None = None
+    mobile: str | None = None
+    usual_business: str | None = None
+    tier: str | None = None
+    client_manager: str | None = None
+    photo: str | None = None  #: an image file; default: a generated portrait
+    consent: bool | None = None  #: separate consent to recognition at the door; unset keeps the stored one
+    consent_date: dt.date | None = None
+
+
+@attrs.frozen
+class SeedCard:
+    epc: str
+    customer_no: str
+    tid: str | None = None
+    status: CardStatus = CardStatus.ACTIVE
+    tier: str | None = None
+    valid_from: dt.date | None = None
+    valid_until: dt.date | None = None
+    allowed_branches: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _SeedFile:
+    customers: tuple[SeedCustomer, ...] = ()
+    cards: tuple[SeedCard, ...] = ()
+
+
+def load_seed(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Upsert one seed file; returns ``(customers, cards)``.  Raises :class:`SeedError` with every
+    problem, each as ``file:line: key.path: message``.  A CSV seed goes through :func:`import_csv`
+    (good rows are loaded, and the rejected ones are reported in the error)."""
+    if path.suffix.lower() == ".csv":
+        result = import_csv(db, path)
+        if result.rejected:
+            shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in result.reasons)
+            raise SeedError(f"{result.rejected} rows rejected, the others were loaded: {shown}")
+        return (result.upserted, 0) if result.kind == "customers" else (0, result.upserted)
+    customers, cards = _read_yaml(path)
+    with db:
+        db.executemany(upsert_sql("customers", CUSTOMER_ROW, seed=True), customers)
+        db.executemany(upsert_sql("cards", CARD_COLUMNS, seed=True), cards)
+    return len(customers), len(cards)
+
+
+def _customer_row(c: SeedCustomer, base: Path) -> tuple[Any, ...]:
+    """A row to upsert; without a photo file a YAML seed gets a generated portrait."""
+    if c.photo:
+        file = base / c.photo
+        mime = {".png": "image/png", ".svg": "image/svg+xml"}.get(file.suffix.lower(), "image/jpeg")
+        photo = Photo(file.read_bytes(), mime)
+    else:
+        photo = avatar_svg(c.name)
+    values = tuple(getattr(c, col) for col in CUSTOMER_COLUMNS)
+    consent = None if c.consent is None else int(c.consent)
+    date = c.consent_date.isoformat() if c.consent_date else None
+    return (*values, photo.data, photo.mime, consent, date)
+
+
+def _card_row(c: SeedCard) -> tuple[Any, ...]:
+    return (
+        c.epc.upper(),
+        c.customer_no,
+        c.tid,
+        c.status.value,
+        c.tier,
+        c.valid_from.isoformat() if c.valid_from else None,
+        c.valid_until.isoformat() if c.valid_until else None,
+        ",".join(c.allowed_branches),
+    )
+
+
+def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    loaded = load_profile_yaml(path)
+    st = Structurer(loaded)
+    st.errors.extend(loaded.errors)
+    seed = st.structure_attrs(loaded.data, _SeedFile, ()) if loaded.data is not None else INVALID
+    if st.errors or seed is INVALID:
+        raise SeedError("; ".join(str(e) for e in st.errors))
+    try:
+        customers = [_customer_row(c, path.parent) for c in seed.customers]
+    except OSError as exc:
+        raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
+    return customers, [_card_row(c) for c in seed.cards]
