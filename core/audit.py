@@ -48,12 +48,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .privacy import mask_id_number, mask_mobile
 
+if TYPE_CHECKING:
+    from .config.profile import Profile
+
 GENESIS_HASH = "0" * 64
+
+
+def audit_path(profile: Profile) -> Path:
+    """Where a branch keeps its audit log: one file per branch, beside its visit log."""
+    return profile.data_dir / "audit.sqlite3"
 
 
 class AuditAction(str, enum.Enum):
@@ -65,6 +74,8 @@ class AuditAction(str, enum.Enum):
     CARD_REVOKE = "card_revoke"
     CARD_LOST = "card_lost"
     CARD_REISSUE = "card_reissue"
+    CARD_RESTORE = "card_restore"  #: a card reported lost was found and made active again
+    CONSENT = "consent"  #: a customer's separate consent to recognition at the door was recorded
     IMPORT = "import"
     PURGE = "purge"
     SYNC = "sync"  #: a branch replica refreshed from the central store (personal data copied)

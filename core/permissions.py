@@ -1,0 +1,99 @@
+"""Who may do what: the one table from staff roles to the card and customer operations.
+
+Least privilege (``privacy-security.md`` §4 item 4): the card-issuing station changes cards, the branch
+manager may do everything at the branch, head office sees and exports but does not change cards, and
+the staff at the door may look customers up (masked) and report a card lost, nothing more.  Unmasking
+an ID or mobile number is for the branch manager and head office only, always with a reason.
+
+Who is acting is the ``--as STAFF_ID`` the command line was given (or ``VIPSENSE_STAFF``), a member of
+the profile's ``staff:``.  The command line trusts the operating-system account that runs it to say who
+it is; the account is recorded as the audit source (``cli:user@host``).  Password logins, lockout and
+sessions come with the web interface.
+
+| permission        | card_issuer | branch_manager | head_office | client_manager | lobby_manager |
+|-------------------|:-----------:|:--------------:|:-----------:|:--------------:|:-------------:|
+| cards.issue       |      x      |       x        |             |                |               |
+| cards.lost        |      x      |       x        |             |       x        |       x       |
+| cards.restore     |      x      |       x        |             |                |               |
+| cards.revoke      |      x      |       x        |             |                |               |
+| cards.reissue     |      x      |       x        |             |                |               |
+| cards.import      |      x      |       x        |             |                |               |
+| cards.view        |      x      |       x        |      x      |                |               |
+| cards.export      |             |       x        |      x      |                |               |
+| customers.view    |      x      |       x        |      x      |       x        |       x       |
+| customers.unmask  |             |       x        |      x      |                |               |
+| customers.import  |      x      |       x        |      x      |                |               |
+| visits.purge      |             |       x        |      x      |                |               |
+
+Why these lines: a lost report must be quick and only ever makes a card *less* usable, so the staff a
+customer calls may file it; making a lost card active again needs the issuing station.  Exports take
+the card-to-customer map out of the system, so only the two roles that answer for the data may run
+them.  Head office never changes a card itself: that stays with a branch, where the card holder is.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .model import Role
+
+
+class Permission(str, enum.Enum):
+    CARD_ISSUE = "cards.issue"
+    CARD_LOST = "cards.lost"
+    CARD_RESTORE = "cards.restore"
+    CARD_REVOKE = "cards.revoke"
+    CARD_REISSUE = "cards.reissue"
+    CARD_IMPORT = "cards.import"
+    CARD_VIEW = "cards.view"  #: cards list, cards show
+    CARD_EXPORT = "cards.export"
+    CUSTOMER_VIEW = "customers.view"  #: customers show, customers search (masked)
+    CUSTOMER_UNMASK = "customers.unmask"
+    CUSTOMER_IMPORT = "customers.import"
+    VISITS_PURGE = "visits.purge"
+
+
+_ISSUER, _MANAGER, _HEAD = Role.CARD_ISSUER, Role.BRANCH_MANAGER, Role.HEAD_OFFICE
+_CLIENT, _LOBBY = Role.CLIENT_MANAGER, Role.LOBBY_MANAGER
+
+#: The table in the module docstring, as data.  A test checks the two agree.
+GRANTS: dict[Permission, frozenset[Role]] = {
+    Permission.CARD_ISSUE: frozenset({_ISSUER, _MANAGER}),
+    Permission.CARD_LOST: frozenset({_ISSUER, _MANAGER, _CLIENT, _LOBBY}),
+    Permission.CARD_RESTORE: frozenset({_ISSUER, _MANAGER}),
+    Permission.CARD_REVOKE: frozenset({_ISSUER, _MANAGER}),
+    Permission.CARD_REISSUE: frozenset({_ISSUER, _MANAGER}),
+    Permission.CARD_IMPORT: frozenset({_ISSUER, _MANAGER}),
+    Permission.CARD_VIEW: frozenset({_ISSUER, _MANAGER, _HEAD}),
+    Permission.CARD_EXPORT: frozenset({_MANAGER, _HEAD}),
+    Permission.CUSTOMER_VIEW: frozenset(Role),
+    Permission.CUSTOMER_UNMASK: frozenset({_MANAGER, _HEAD}),
+    Permission.CUSTOMER_IMPORT: frozenset({_ISSUER, _MANAGER, _HEAD}),
+    Permission.VISITS_PURGE: frozenset({_MANAGER, _HEAD}),
+}
+
+
+#: What each permission lets one do, for messages ("lobby (lobby_manager) may not issue cards").
+DOES = {
+    Permission.CARD_ISSUE: "issue cards",
+    Permission.CARD_LOST: "report cards lost",
+    Permission.CARD_RESTORE: "restore lost cards",
+    Permission.CARD_REVOKE: "revoke cards",
+    Permission.CARD_REISSUE: "reissue cards",
+    Permission.CARD_IMPORT: "import cards",
+    Permission.CARD_VIEW: "view cards",
+    Permission.CARD_EXPORT: "export cards",
+    Permission.CUSTOMER_VIEW: "look customers up",
+    Permission.CUSTOMER_UNMASK: "unmask ID and mobile numbers",
+    Permission.CUSTOMER_IMPORT: "import customers",
+    Permission.VISITS_PURGE: "purge visits",
+}
+
+
+def allowed(role: Role, permission: Permission) -> bool:
+    return role in GRANTS[permission]
+
+
+def roles_for(permission: Permission) -> list[str]:
+    """The roles holding ``permission``, in a stable order, for messages ("needs card_issuer or ...")."""
+    return [r.value for r in Role if r in GRANTS[permission]]
