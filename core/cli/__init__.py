@@ -1,0 +1,62 @@
+"""The ``vipsense`` command: run a branch, check a profile, list plugins, verify the audit log, and
+the card and customer lifecycle.  One module per command group; :mod:`.common` holds what they share
+(profile loading, the acting member of staff, the audit log, the store).
+
+``load_host`` is looked up here by every command, so replacing ``vipsense.cli.load_host`` changes the
+plugins all of them see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..audit import audit_path
+from ..pluginhost import load_host
+from . import audit, cards, check, customers, plugins, run, sync, visits
+from .check import _plain, cmd_check
+from .common import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, CliError, ProfileFailed, setup_logging
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PROFILE",
+    "EXIT_USAGE",
+    "_plain",
+    "audit_path",
+    "build_parser",
+    "cmd_check",
+    "load_host",
+    "main",
+]
+
+COMMANDS = (run, check, audit, cards, customers, visits, sync, plugins)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vipsense", description="Recognise VIP customers at the branch door from their RFID card."
+    )
+    parser.add_argument("--version", action="version", version=f"vipsense {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        setup_logging(args.verbose)
+    if getattr(args, "speed", 1.0) <= 0:
+        print("vipsense: --speed must be greater than 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ProfileFailed as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROFILE
+    except CliError as exc:
+        print(f"vipsense: {exc}", file=sys.stderr)
+        return EXIT_PROFILE

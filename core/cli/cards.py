@@ -1,0 +1,495 @@
+"""``vipsense cards``: issue, list, show, report lost, find, revoke, reissue, import and export cards.
+
+Every change goes to a :class:`vipsense.api.CardRegistry` (``--store``, default the profile's first),
+is kept in the card's history, and is one entry in the branch's audit log.  Customer data is never
+changed here, except the consent recorded with ``--consent-given``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..api import Card, CardEvent, CardRegistry, CardStatus, Customer, Duration
+from ..audit import AuditAction, AuditResult
+from ..issuing import ReadError, read_card
+from ..lifecycle import TransitionError, check, check_change
+from ..model import CardAction
+from ..permissions import Permission
+from ..progress import ProgressBar
+from ..records import (
+    CARD_COLUMNS,
+    CsvTable,
+    FieldError,
+    ImportResult,
+    check_validity,
+    estimate_csv_rows,
+    parse_date,
+    parse_hex,
+    parse_status,
+)
+from .common import (
+    EXIT_OK,
+    Act,
+    CliError,
+    Denied,
+    Session,
+    add_common,
+    batches,
+    checked,
+    now,
+    report_import,
+    table,
+    when,
+)
+
+# -- shared by issue and reissue -------------------------------------------------------------------
+
+
+@attrs.frozen
+class CardTerms:
+    """What a new card carries besides its EPC, as the command line gave it (None: not given)."""
+
+    tid: str | None
+    tier: str | None
+    valid_from: dt.date | None
+    valid_until: dt.date | None
+    branches: tuple[str, ...] | None
+
+
+def _terms(args: argparse.Namespace, tiers: tuple[str, ...]) -> CardTerms:
+    if args.tier is not None and args.tier not in tiers:
+        raise CliError(f"--tier: unknown tier {args.tier!r} (tiers: {', '.join(tiers)})")
+    return CardTerms(
+        tid=checked(parse_hex, "--tid", args.tid) if args.tid else None,
+        tier=args.tier,
+        valid_from=checked(parse_date, "--valid-from", args.valid_from) if args.valid_from else None,
+        valid_until=checked(parse_date, "--valid-until", args.valid_until) if args.valid_until else None,
+        branches=tuple(args.branch) if args.branch else None,
+    )
+
+
+def _new_epc(args: argparse.Namespace) -> str | None:
+    return checked(parse_hex, "--epc", args.epc) if args.epc else None
+
+
+def _epc_and_tid(
+    s: Session, args: argparse.Namespace, act: Act, epc: str | None, tid: str | None
+) -> tuple[str, str | None]:
+    """The new card's EPC and TID: as given, else those of the card on the issuing reader (a TID
+    given on the command line wins over the one read)."""
+    if epc is not None:
+        return epc, tid
+    try:
+        read = read_card(s.profile, s.host, args.from_reader, float(args.wait))
+    except ReadError as exc:
+        raise CliError(str(exc)) from None
+    act.object = read.epc
+    return read.epc, tid or read.tid
+
+
+def _consent(s: Session, registry: CardRegistry, customer: Customer, given: bool) -> Customer | None:
+    """The customer with consent to record now (``--consent-given``), or None when nothing needs
+    recording; :class:`Denied` when consent is required and missing."""
+    if customer.consent:
+        return None
+    if given:
+        return attrs.evolve(customer, consent=True, consent_date=dt.date.today())
+    if s.profile.privacy.consent_required:
+        raise Denied(
+            f"customer {customer.customer_no} has not given separate consent to recognition at the door"
+            " (privacy.consent_required); record it with --consent-given once they have signed"
+        )
+    return None
+
+
+def _record_consent(s: Session, registry: CardRegistry, customer: Customer | None) -> None:
+    if customer is not None:
+        registry.upsert_customers([customer])
+        s.record(AuditAction.CONSENT, customer.customer_no, AuditResult.SUCCESS, "given at card issue")
+
+
+def _customer(registry: CardRegistry, customer_no: str) -> Customer:
+    customer = registry.find_customer(customer_no)
+    if customer is None:
+        raise CliError(f"unknown customer {customer_no}")
+    return customer
+
+
+def _card(registry: CardRegistry, epc: str) -> Card:
+    card = registry.find_card(epc)
+    if card is None:
+        raise CliError(f"no card has EPC {epc}")
+    return card
+
+
+def _unused(registry: CardRegistry, epc: str) -> None:
+    if registry.find_card(epc) is not None:
+        raise CliError(f"card {epc} is already issued; reissue or revoke it instead")
+
+
+# -- issue, reissue --------------------------------------------------------------------------------
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    epc = _new_epc(args)
+    with Session(args) as s:
+        terms = _terms(args, s.profile.tiers)
+        check_dates(terms.valid_from, terms.valid_until)
+        with s.act(
+            Permission.CARD_ISSUE, AuditAction.CARD_ISSUE, epc or f"reader:{args.from_reader}", args.reason
+        ) as act:
+            registry = s.store(args.store)
+            customer = _customer(registry, args.customer)
+            consent = _consent(s, registry, customer, args.consent_given)
+            epc, tid = _epc_and_tid(s, args, act, epc, terms.tid)
+            _unused(registry, epc)
+            card = Card(
+                epc=epc,
+                customer_no=customer.customer_no,
+                tier=terms.tier,
+                valid_from=terms.valid_from,
+                valid_until=terms.valid_until,
+                allowed_branches=terms.branches or (),
+                tid=tid,
+            )
+            _record_consent(s, registry, consent)
+            registry.issue_card(card, CardEvent(epc, CardAction.ISSUED, now(), s.actor, args.reason))
+    print(f"issued card {epc} to customer {customer.customer_no}{_describe_terms(card)}")
+    return EXIT_OK
+
+
+def cmd_reissue(args: argparse.Namespace) -> int:
+    old_epc, new_epc = checked(parse_hex, "OLD_EPC", args.old_epc), _new_epc(args)
+    with Session(args) as s:
+        terms = _terms(args, s.profile.tiers)
+        with s.act(Permission.CARD_REISSUE, AuditAction.CARD_REISSUE, old_epc, args.reason) as act:
+            registry = s.store(args.store)
+            old = _card(registry, old_epc)
+            _check(old, CardAction.REVOKED, "reissue")
+            customer = _customer(registry, old.customer_no)
+            consent = _consent(s, registry, customer, args.consent_given)
+            new_epc, tid = _epc_and_tid(s, args, act, new_epc, terms.tid)
+            act.object = f"{old_epc} -> {new_epc}"
+            _unused(registry, new_epc)
+            card = Card(
+                epc=new_epc,
+                customer_no=old.customer_no,
+                tier=terms.tier if terms.tier is not None else old.tier,
+                valid_from=terms.valid_from or old.valid_from,
+                valid_until=terms.valid_until or old.valid_until,
+                allowed_branches=terms.branches if terms.branches is not None else old.allowed_branches,
+                tid=tid,  # a new card has a TID of its own: never the old card's
+            )
+            check_dates(card.valid_from, card.valid_until)
+            _record_consent(s, registry, consent)
+            at = now()
+            registry.reissue_card(
+                old_epc,
+                card,
+                CardEvent(
+                    old_epc, CardAction.REVOKED, at, s.actor, args.reason, detail=f"replaced by {new_epc}"
+                ),
+                CardEvent(
+                    new_epc, CardAction.REISSUED, at, s.actor, args.reason, detail=f"replaces {old_epc}"
+                ),
+            )
+    print(f"card {old_epc} revoked; card {new_epc} issued to customer {card.customer_no} in its place")
+    return EXIT_OK
+
+
+def check_dates(valid_from: dt.date | None, valid_until: dt.date | None) -> None:
+    checked(check_validity, valid_from, valid_until, ("--valid-from", "--valid-until"))
+
+
+def _check(card: Card, action: CardAction, verb: str = "") -> None:
+    try:
+        check(card, action)
+    except TransitionError as exc:
+        raise CliError(f"cannot {verb}: {exc}" if verb else str(exc)) from None
+
+
+def _describe_terms(card: Card) -> str:
+    parts = []
+    if card.tier:
+        parts.append(f"tier {card.tier}")
+    if card.valid_from or card.valid_until:
+        parts.append(f"valid {card.valid_from or '…'} to {card.valid_until or '…'}")
+    if card.allowed_branches:
+        parts.append(f"only at {', '.join(card.allowed_branches)}")
+    if card.tid:
+        parts.append(f"bound to TID {card.tid}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+# -- lost, found, revoke ---------------------------------------------------------------------------
+
+_CHANGES = {
+    "lost": (Permission.CARD_LOST, AuditAction.CARD_LOST, CardAction.LOST),
+    "found": (Permission.CARD_RESTORE, AuditAction.CARD_RESTORE, CardAction.RESTORED),
+    "revoke": (Permission.CARD_REVOKE, AuditAction.CARD_REVOKE, CardAction.REVOKED),
+}
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    permission, action, card_action = _CHANGES[args.cards_command]
+    epc = checked(parse_hex, "EPC", args.epc)
+    with Session(args) as s, s.act(permission, action, epc, args.reason):
+        registry = s.store(args.store)
+        card = _card(registry, epc)
+        status = check(card, card_action)
+        card = registry.set_card_status(epc, status, CardEvent(epc, card_action, now(), s.actor, args.reason))
+    print(f"card {epc} of customer {card.customer_no} is now {card.status.value}")
+    return EXIT_OK
+
+
+# -- list, show ------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status = checked(parse_status, args.status) if args.status else None
+    what = " ".join(f"{k}={v}" for k, v in (("customer", args.customer), ("status", args.status)) if v)
+    with Session(args) as s, s.act(Permission.CARD_VIEW, AuditAction.VIEW, f"cards {what or 'all'}"):
+        cards = s.store(args.store).list_cards(customer_no=args.customer, status=status)
+    rows = [
+        (
+            c.epc,
+            c.customer_no,
+            c.status.value,
+            c.tier or "-",
+            f"{c.valid_from or '…'}..{c.valid_until or '…'}" if c.valid_from or c.valid_until else "-",
+            ",".join(c.allowed_branches) or "-",
+            f"{c.last_seen_branch} {when(c.last_seen_at)}" if c.last_seen_at else "-",
+        )
+        for c in cards
+    ]
+    for line in table(("EPC", "CUSTOMER", "STATUS", "TIER", "VALID", "BRANCHES", "LAST SEEN"), rows):
+        print(line)
+    print(f"{len(cards)} card{'s' if len(cards) != 1 else ''}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    epc = checked(parse_hex, "EPC", args.epc)
+    with Session(args) as s, s.act(Permission.CARD_VIEW, AuditAction.VIEW, epc):
+        registry = s.store(args.store)
+        card = _card(registry, epc)
+        history = registry.card_history(epc)
+    print(f"card {card.epc}")
+    for name, value in (
+        ("customer", card.customer_no),
+        ("status", card.status.value),
+        ("tier", card.tier or "-"),
+        ("valid from", card.valid_from or "-"),
+        ("valid until", card.valid_until or "-"),
+        ("branches", ", ".join(card.allowed_branches) or "all"),
+        ("TID", card.tid or "- (not bound)"),
+        ("last seen", f"{card.last_seen_branch} at {when(card.last_seen_at)}" if card.last_seen_at else "-"),
+    ):
+        print(f"  {name + ':':<13}{value}")
+    print("history:")
+    for e in history:
+        extra = "; ".join(x for x in (e.reason, e.detail) if x)
+        print(f"  {when(e.at)}  {e.action.value:<9} by {e.actor}" + (f": {extra}" if extra else ""))
+    if not history:
+        print("  (none: the card came from a seed file or predates card histories)")
+    return EXIT_OK
+
+
+# -- import, export --------------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    with Session(args) as s, s.act(Permission.CARD_IMPORT, AuditAction.IMPORT, path.name, args.reason) as act:
+        registry = s.store(args.store)
+        result = _import_cards(s, registry, path, args.reason)
+        act.object = f"{path.name}: {result.upserted} cards imported, {result.rejected} rejected"
+    return report_import(result, "cards")
+
+
+def _import_cards(s: Session, registry: CardRegistry, path: Path, reason: str) -> ImportResult:
+    """Cards from a CSV file through ``upsert_cards``: each row checked like ``cards issue`` would
+    (a known customer, consent, an allowed status change), the columns the file lacks kept."""
+    total = estimate_csv_rows(path)
+    bar = ProgressBar(sys.stderr, unit="cards")
+    event = CardEvent("", CardAction.ISSUED, now(), s.actor, reason, detail=f"imported from {path.name}")
+    try:
+        with CsvTable(path, kind="cards") as file:
+
+            def good() -> Iterator[Card]:
+                for line, values in file.rows():
+                    try:
+                        card = _import_row(s, registry, dict(zip(file.columns, values, strict=True)))
+                    except FieldError as exc:
+                        file.result.reject(line, str(exc))
+                        continue
+                    yield card
+
+            for batch in batches(good()):
+                file.result.upserted += registry.upsert_cards(batch, event)
+                bar(file.result.rows, max(total, file.result.rows))
+        bar(file.result.rows, file.result.rows)
+    finally:
+        bar.close()
+    return file.result
+
+
+def _import_row(s: Session, registry: CardRegistry, values: dict[str, Any]) -> Card:
+    customer = registry.find_customer(values["customer_no"])
+    if customer is None:
+        raise FieldError(f"customer_no: unknown customer {values['customer_no']}")
+    if s.profile.privacy.consent_required and not customer.consent:
+        raise FieldError(f"customer_no: customer {customer.customer_no} has not consented to recognition")
+    if "status" in values:
+        values["status"] = CardStatus(values["status"])
+    stored = registry.find_card(values["epc"])
+    if stored is None:
+        return Card(**values)
+    if stored.customer_no != customer.customer_no:
+        raise FieldError(
+            f"customer_no: card {stored.epc} belongs to customer {stored.customer_no}; a card is never"
+            " moved to another customer (revoke it and issue a new one)"
+        )
+    if "status" in values:
+        try:
+            check_change(stored, values["status"])
+        except TransitionError as exc:
+            raise FieldError(f"status: {exc}") from None
+    card = attrs.evolve(stored, **values)
+    check_validity(card.valid_from, card.valid_until)
+    return card
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    status = checked(parse_status, args.status) if args.status else None
+    with Session(args) as s, s.act(Permission.CARD_EXPORT, AuditAction.EXPORT, path.name, args.reason) as act:
+        if path.exists():
+            raise CliError(f"{path} already exists; export to a new file")
+        registry = s.store(args.store)
+        filtered = args.customer is not None or status is not None
+        cards = registry.list_cards(args.customer, status) if filtered else registry.iter_cards()
+        n = _write_cards(path, cards)
+        act.object = f"{path.name}: {n} cards"
+    print(f"exported {n:,} cards to {path}")
+    return EXIT_OK
+
+
+def _write_cards(path: Path, cards: Any) -> int:
+    """Write the file readable by its owner only (it maps cards to customers), complete or not at all."""
+    partial = path.with_name(path.name + ".partial")
+    n = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(CARD_COLUMNS)
+            for c in cards:
+                w.writerow(_csv_row(c))
+                n += 1
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def _iso(day: dt.date | None) -> str:
+    return day.isoformat() if day else ""
+
+
+def _csv_row(c: Card) -> tuple[Any, ...]:
+    return (
+        c.epc,
+        c.customer_no,
+        c.tid or "",
+        c.status.value,
+        c.tier or "",
+        _iso(c.valid_from),
+        _iso(c.valid_until),
+        ";".join(c.allowed_branches),
+    )
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+
+def _new_card_args(p: argparse.ArgumentParser, need_epc: bool) -> None:
+    source = p.add_mutually_exclusive_group(required=need_epc)
+    source.add_argument("--epc", help="the new card's EPC (hex)")
+    source.add_argument("--from-reader", metavar="READER_ID", help="read the EPC (and TID) from this reader")
+    p.add_argument("--wait", type=Duration.parse, default=Duration(30), help="how long to wait for a card")
+    p.add_argument("--tid", help="bind the card to this TID (hex)")
+    p.add_argument("--tier", help="the card's tier (one of the profile's tiers)")
+    p.add_argument("--valid-from", metavar="YYYY-MM-DD")
+    p.add_argument("--valid-until", metavar="YYYY-MM-DD", help="the last day the card is valid")
+    p.add_argument(
+        "--branch", action="extend", nargs="+", metavar="BRANCH", help="valid only at these branches"
+    )
+    p.add_argument(
+        "--consent-given", action="store_true", help="the customer gave separate consent today: record it"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cards = sub.add_parser("cards", help="the card lifecycle: issue, lost, revoke, reissue, import, export")
+    cards_sub = cards.add_subparsers(dest="cards_command", required=True, metavar="ACTION")
+
+    issue = cards_sub.add_parser("issue", help="issue a new card to a customer")
+    add_common(issue)
+    issue.add_argument("--customer", required=True, metavar="CUSTOMER_NO")
+    _new_card_args(issue, need_epc=True)
+    issue.add_argument("--reason", default="")
+    issue.set_defaults(func=cmd_issue)
+
+    for name, help_text in (
+        ("lost", "report a card lost: it is refused at the door until found"),
+        ("found", "a lost card was found: make it active again"),
+        ("revoke", "revoke a card for good"),
+    ):
+        p = cards_sub.add_parser(name, help=help_text)
+        add_common(p)
+        p.add_argument("epc", metavar="EPC")
+        p.add_argument("--reason", required=True)
+        p.set_defaults(func=cmd_change)
+
+    reissue = cards_sub.add_parser("reissue", help="replace a card: the old one is revoked in the same step")
+    add_common(reissue)
+    reissue.add_argument("old_epc", metavar="OLD_EPC")
+    _new_card_args(reissue, need_epc=True)
+    reissue.add_argument("--reason", required=True)
+    reissue.set_defaults(func=cmd_reissue)
+
+    listing = cards_sub.add_parser("list", help="list cards")
+    add_common(listing)
+    listing.add_argument("--customer", metavar="CUSTOMER_NO")
+    listing.add_argument("--status", choices=[s.value for s in CardStatus])
+    listing.set_defaults(func=cmd_list)
+
+    show = cards_sub.add_parser("show", help="one card and its history")
+    add_common(show)
+    show.add_argument("epc", metavar="EPC")
+    show.set_defaults(func=cmd_show)
+
+    imp = cards_sub.add_parser("import", help="add or update cards from a CSV file")
+    add_common(imp)
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.add_argument("--reason", default="")
+    imp.set_defaults(func=cmd_import)
+
+    exp = cards_sub.add_parser("export", help="write cards to a new CSV file (importable again)")
+    add_common(exp)
+    exp.add_argument("file", metavar="FILE.csv")
+    exp.add_argument("--customer", metavar="CUSTOMER_NO")
+    exp.add_argument("--status", choices=[s.value for s in CardStatus])
+    exp.add_argument("--reason", default="")
+    exp.set_defaults(func=cmd_export)

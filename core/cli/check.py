@@ -1,0 +1,64 @@
+"""``vipsense check``: validate a profile without opening any device; ``--dump`` prints it resolved."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import enum
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from ..config import Secret
+from ..privacy import mask_field
+from .common import EXIT_OK, load, plugin_host
+
+
+def _plain(value: Any) -> Any:
+    """Profile values as YAML-friendly data, secrets masked."""
+    if isinstance(value, Secret):
+        return "******"
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return float(value)
+    if attrs.has(type(value)):
+        return {f.name: _plain(mask_field(f.name, getattr(value, f.name))) for f in attrs.fields(type(value))}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    profile = load(args.profile, plugin_host(), outcome="nothing was started")
+    if args.dump:
+        print(yaml.safe_dump(_plain(profile), allow_unicode=True, sort_keys=False), end="")
+        return EXIT_OK
+    kinds = ", ".join(
+        f"{len(items)} {name}{'' if len(items) == 1 else 's'}"
+        for name, items in (
+            ("reader", profile.readers),
+            ("store", profile.stores),
+            ("notifier", profile.notifiers),
+        )
+    )
+    print(
+        f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
+        f"{len(profile.routing)} routing rules; data in {profile.data_dir}"
+    )
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check", help="validate a profile without opening any device")
+    check.add_argument("profile")
+    check.add_argument("--dump", action="store_true", help="print the resolved profile, secrets masked")
+    check.set_defaults(func=cmd_check)

@@ -1,0 +1,54 @@
+"""``vipsense plugins``: every plugin with its distribution, version, state and the types it provides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..pluginhost import PluginState
+from .common import EXIT_OK, plugin_host, table
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = plugin_host()
+    rows = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "state": p.state.value,
+            "error": p.error,
+            "module": p.module,
+            "types": [f"{t.kind.value}:{t.name}" for t in p.types],
+        }
+        for p in host.plugins
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table_rows = [
+        (
+            r["name"],
+            f"{r['distribution']} {r['version']}".strip() or "-",
+            r["state"],
+            ", ".join(r["types"]) or "-",
+        )
+        for r in rows
+    ]
+    lines = table(("PLUGIN", "DISTRIBUTION", "STATE", "TYPES"), table_rows)
+    indent = " " * (max(len(r["name"]) for r in rows) + 2) if rows else ""
+    for i, line in enumerate(lines):
+        print(line)
+        if i and rows[i - 1]["error"]:
+            print(indent + f"↳ {rows[i - 1]['error']}")
+    failed = [p for p in host.plugins if p.state is PluginState.FAILED]
+    if failed:
+        print(f"\n{len(failed)} plugin(s) failed to load; everything else works.", file=sys.stderr)
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    plugins = sub.add_parser("plugins", help="list installed plugins and the types they provide")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)

@@ -1,0 +1,90 @@
+"""``vipsense run``: run a branch from its profile, with a live status line on a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sqlite3
+import sys
+import threading
+from typing import Any
+
+from .. import __version__
+from ..branch import Branch
+from ..clock import Clock
+from ..output import Output
+from .common import EXIT_FAILED, EXIT_OK, load, plugin_host, setup_logging
+
+
+def _status_line(branch: Branch) -> str:
+    c = branch.status.counters
+    down = [
+        i for i, d in branch.status.devices.items() if d.state in ("disconnected", "failed", "unavailable")
+    ]
+    line = (
+        f"{branch.status.reads_per_second():6.0f} reads/s · arrivals {c['arrivals']} · greeted {c['greeted']}"
+        f" · rejected {c['rejected']} · re-entries {c['suppressed']} · unknown {c['unknown']}"
+    )
+    if down:
+        line += f" · DOWN: {', '.join(down)}"
+    return line
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    output = Output(live=None if args.status else False)
+    setup_logging(args.verbose, output)
+    host = plugin_host()
+    profile = load(args.profile, host, args.data_dir, outcome="nothing was started")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    try:
+        branch = Branch(profile, host, Clock(args.speed), output)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"vipsense: cannot use the data directory {profile.data_dir}: {exc}", file=sys.stderr)
+        print("Set data_dir in the profile, or pass --data-dir DIR.", file=sys.stderr)
+        return EXIT_FAILED
+    speed = f" at {args.speed:g}x speed" if args.speed != 1 else ""
+    output.write(
+        f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; Ctrl-C stops"
+    )
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        branch.start()
+        if branch.restored:
+            window = float(profile.presence.reentry_suppress) / 60
+            output.write(
+                f"Note: {branch.restored} cards arrived within the last {window:g} minutes (before this "
+                "start); they are not greeted again until then. Use --data-dir DIR for a fresh start."
+            )
+        settle = float(profile.presence.depart_after) + 0.5
+        while not stop.wait(0.25):
+            output.status(_status_line(branch))
+            if branch.readers_finished:
+                branch.clock.sleep(settle, stop)  # let the last departures land
+                break
+        branch.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    output.clear_status()
+    c = branch.status.counters
+    output.write(
+        f"Stopped. {c['reads']} reads, {c['arrivals']} arrivals: {c['greeted']} greeted, "
+        f"{c['rejected']} rejected, {c['suppressed']} re-entries suppressed, {c['unknown']} unknown tags"
+        + (f" ({c['unresolved']} unresolved: no identity store answered)" if c["unresolved"] else "")
+        + ". "
+        f"Visits in {branch.visit_log.path}"
+    )
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run a branch from its profile")
+    run.add_argument("profile", help="the branch profile (YAML)")
+    run.add_argument("--speed", type=float, default=1.0, help="compress branch time (simulations only)")
+    run.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    run.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,39 @@
+"""``vipsense sync``: refresh the branch replica from the central store once, and say what was copied.
+
+The work is :func:`vipsense.sync.sync_once`, the same refresh a running branch repeats every
+``sync.interval``.  It is imported when the command runs, so the rest of the command line works in an
+installation without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import EXIT_OK, CliError, load, plugin_host
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    try:
+        from ..sync import SyncError, sync_once
+    except ModuleNotFoundError as exc:
+        if exc.name != "vipsense.sync":
+            raise
+        raise CliError("vipsense sync is not available in this installation (no vipsense.sync)") from None
+    host = plugin_host()
+    profile = load(args.profile, host, args.data_dir)
+    try:
+        result = sync_once(profile, host)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"synced {result.source} -> {result.target}: {result.cards:,} cards and {result.customers:,}"
+        f" customers in {result.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sync = sub.add_parser("sync", help="refresh the branch replica from the central store once")
+    sync.add_argument("profile", help="the branch profile (YAML), with a sync: section")
+    sync.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    sync.set_defaults(func=cmd_sync)
