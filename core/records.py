@@ -111,7 +111,8 @@ class RejectedRow:
 class ImportResult:
     kind: str = "customers"  #: ``customers`` or ``cards``, from the header
     rows: int = 0  #: data rows read (blank lines are not rows)
-    upserted: int = 0
+    upserted: int = 0  #: rows written
+    unchanged: int = 0  #: good rows that were stored already as they are (not written again)
     rejected: int = 0
     reasons: list[RejectedRow] = attrs.Factory(list)  #: the first :data:`MAX_REASONS` rejections
 

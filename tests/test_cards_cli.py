@@ -311,7 +311,7 @@ def test_import_keeps_good_rows_and_rejects_each_bad_one_with_its_line_and_reaso
     path.write_text(path.read_text() + f"{ADA_CARD},C1,active,\n", encoding="utf-8")  # revoked stays revoked
     code, out, err = branch.cli("cards", "import", str(path), "--reason", "bank export", who="issuer")
     assert code == 1
-    assert out == "2 cards imported from 8 rows, 6 rejected\n"
+    assert out == "2 cards imported, 6 rejected of 8 rows\n"
     assert err.splitlines()[-6:] == [
         "  line 4: customer_no: unknown customer C9",
         "  line 5: customer_no: customer C2 has not consented to recognition",
@@ -367,7 +367,7 @@ def test_export_writes_an_owner_only_file_that_imports_back_unchanged(branch):
     before = branch.rows("SELECT * FROM cards ORDER BY epc")
     assert branch.cli("cards", "import", str(out_file), who="issuer")[:2] == (
         0,
-        "3 cards imported from 3 rows, 0 rejected\n",
+        "3 cards imported (3 unchanged), 0 rejected of 3 rows\n",
     )
     assert branch.rows("SELECT * FROM cards ORDER BY epc") == before
     code, _, err = branch.cli("cards", "export", str(out_file), who="boss")

@@ -166,7 +166,7 @@ def test_import_keeps_every_good_row_and_reports_each_rejected_one(branch):
     path.write_text(CUSTOMERS_CSV, encoding="utf-8")
     code, out, err = branch.cli("customers", "import", str(path), "--reason", "monthly refresh", who="issuer")
     assert code == 1  # some rows were rejected
-    assert out == "2 customers imported from 6 rows, 4 rejected\n"
+    assert out == "2 customers imported, 4 rejected of 6 rows\n"
     assert err.splitlines() == [
         "[##############################] 6/6 customers  " + err.splitlines()[0].split("customers  ")[1],
         "  line 3: name: required",
@@ -199,13 +199,33 @@ def test_reimport_without_consent_columns_keeps_consent_photo_and_columns_the_fi
     path.write_text("customer_no,name,tier\nC7,Ann Lee-Wu,platinum\n", encoding="utf-8")
     assert branch.cli("customers", "import", str(path), who="boss")[:2] == (
         0,
-        "1 customers imported from 1 rows, 0 rejected\n",
+        "1 customer imported, 0 rejected of 1 row\n",
     )
     assert branch.rows(
         "SELECT name, tier, id_number, company, photo, consent, consent_date FROM customers"
     ) == [
         ("Ann Lee-Wu", "platinum", "110101199003071234", "Acme", b"\xff\xd8", 1, dt.date.today().isoformat())
     ]
+
+
+def test_a_second_import_of_the_same_file_writes_nothing_and_says_so(branch):
+    path = branch.dir / "customers.csv"
+    path.write_text("customer_no,name,tier\nC7,Ann Lee,gold\nC8,Bo Chen,diamond\n", encoding="utf-8")
+    assert (
+        branch.cli("customers", "import", str(path), who="boss")[1]
+        == "2 customers imported, 0 rejected of 2 rows\n"
+    )
+    db = branch.db()
+    db.execute("UPDATE customers SET consent = 1 WHERE customer_no = 'C7'")  # recorded meanwhile
+    db.commit()
+    db.close()
+    assert branch.cli("customers", "import", str(path), who="boss")[:2] == (
+        0,
+        "2 customers imported (2 unchanged), 0 rejected of 2 rows\n",
+    )
+    consent = "SELECT customer_no, consent FROM customers WHERE customer_no IN ('C7', 'C8') ORDER BY 1"
+    assert branch.rows(consent) == [("C7", 1), ("C8", 0)]  # the consent recorded meanwhile is kept
+    assert branch.entries()[-1][3] == "customers.csv: 2 customers imported (2 unchanged), 0 rejected"
 
 
 def test_import_needs_a_role_that_may(branch):

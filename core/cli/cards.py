@@ -8,34 +8,23 @@ changed here, except the consent recorded with ``--consent-given``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import os
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import attrs
 
 from ..api import Card, CardEvent, CardRegistry, CardStatus, Customer, Duration
 from ..audit import AuditAction, AuditResult
 from ..issuing import ReadError, read_card
-from ..lifecycle import TransitionError, check, check_change
+from ..lifecycle import TransitionError, check
 from ..model import CardAction
 from ..permissions import Permission
-from ..progress import ProgressBar
 from ..records import (
-    CARD_COLUMNS,
-    CsvTable,
-    FieldError,
-    ImportResult,
     check_validity,
-    estimate_csv_rows,
     parse_date,
     parse_hex,
     parse_status,
 )
+from . import cardfiles
 from .common import (
     EXIT_OK,
     Act,
@@ -43,10 +32,9 @@ from .common import (
     Denied,
     Session,
     add_common,
-    batches,
     checked,
     now,
-    report_import,
+    plural,
     table,
     when,
 )
@@ -273,7 +261,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     for line in table(("EPC", "CUSTOMER", "STATUS", "TIER", "VALID", "BRANCHES", "LAST SEEN"), rows):
         print(line)
-    print(f"{len(cards)} card{'s' if len(cards) != 1 else ''}")
+    print(plural(len(cards), "cards"))
     return EXIT_OK
 
 
@@ -302,122 +290,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not history:
         print("  (none: the card came from a seed file or predates card histories)")
     return EXIT_OK
-
-
-# -- import, export --------------------------------------------------------------------------------
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    with Session(args) as s, s.act(Permission.CARD_IMPORT, AuditAction.IMPORT, path.name, args.reason) as act:
-        registry = s.store(args.store)
-        result = _import_cards(s, registry, path, args.reason)
-        act.object = f"{path.name}: {result.upserted} cards imported, {result.rejected} rejected"
-    return report_import(result, "cards")
-
-
-def _import_cards(s: Session, registry: CardRegistry, path: Path, reason: str) -> ImportResult:
-    """Cards from a CSV file through ``upsert_cards``: each row checked like ``cards issue`` would
-    (a known customer, consent, an allowed status change), the columns the file lacks kept."""
-    total = estimate_csv_rows(path)
-    bar = ProgressBar(sys.stderr, unit="cards")
-    event = CardEvent("", CardAction.ISSUED, now(), s.actor, reason, detail=f"imported from {path.name}")
-    try:
-        with CsvTable(path, kind="cards") as file:
-
-            def good() -> Iterator[Card]:
-                for line, values in file.rows():
-                    try:
-                        card = _import_row(s, registry, dict(zip(file.columns, values, strict=True)))
-                    except FieldError as exc:
-                        file.result.reject(line, str(exc))
-                        continue
-                    yield card
-
-            for batch in batches(good()):
-                file.result.upserted += registry.upsert_cards(batch, event)
-                bar(file.result.rows, max(total, file.result.rows))
-        bar(file.result.rows, file.result.rows)
-    finally:
-        bar.close()
-    return file.result
-
-
-def _import_row(s: Session, registry: CardRegistry, values: dict[str, Any]) -> Card:
-    customer = registry.find_customer(values["customer_no"])
-    if customer is None:
-        raise FieldError(f"customer_no: unknown customer {values['customer_no']}")
-    if s.profile.privacy.consent_required and not customer.consent:
-        raise FieldError(f"customer_no: customer {customer.customer_no} has not consented to recognition")
-    if "status" in values:
-        values["status"] = CardStatus(values["status"])
-    stored = registry.find_card(values["epc"])
-    if stored is None:
-        return Card(**values)
-    if stored.customer_no != customer.customer_no:
-        raise FieldError(
-            f"customer_no: card {stored.epc} belongs to customer {stored.customer_no}; a card is never"
-            " moved to another customer (revoke it and issue a new one)"
-        )
-    if "status" in values:
-        try:
-            check_change(stored, values["status"])
-        except TransitionError as exc:
-            raise FieldError(f"status: {exc}") from None
-    card = attrs.evolve(stored, **values)
-    check_validity(card.valid_from, card.valid_until)
-    return card
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    status = checked(parse_status, args.status) if args.status else None
-    with Session(args) as s, s.act(Permission.CARD_EXPORT, AuditAction.EXPORT, path.name, args.reason) as act:
-        if path.exists():
-            raise CliError(f"{path} already exists; export to a new file")
-        registry = s.store(args.store)
-        filtered = args.customer is not None or status is not None
-        cards = registry.list_cards(args.customer, status) if filtered else registry.iter_cards()
-        n = _write_cards(path, cards)
-        act.object = f"{path.name}: {n} cards"
-    print(f"exported {n:,} cards to {path}")
-    return EXIT_OK
-
-
-def _write_cards(path: Path, cards: Any) -> int:
-    """Write the file readable by its owner only (it maps cards to customers), complete or not at all."""
-    partial = path.with_name(path.name + ".partial")
-    n = 0
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with open(fd, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(CARD_COLUMNS)
-            for c in cards:
-                w.writerow(_csv_row(c))
-                n += 1
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return n
-
-
-def _iso(day: dt.date | None) -> str:
-    return day.isoformat() if day else ""
-
-
-def _csv_row(c: Card) -> tuple[Any, ...]:
-    return (
-        c.epc,
-        c.customer_no,
-        c.tid or "",
-        c.status.value,
-        c.tier or "",
-        _iso(c.valid_from),
-        _iso(c.valid_until),
-        ";".join(c.allowed_branches),
-    )
 
 
 # -- the parser ------------------------------------------------------------------------------------
@@ -484,7 +356,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(imp)
     imp.add_argument("file", metavar="FILE.csv")
     imp.add_argument("--reason", default="")
-    imp.set_defaults(func=cmd_import)
+    imp.set_defaults(func=cardfiles.cmd_import)
 
     exp = cards_sub.add_parser("export", help="write cards to a new CSV file (importable again)")
     add_common(exp)
@@ -492,4 +364,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--customer", metavar="CUSTOMER_NO")
     exp.add_argument("--status", choices=[s.value for s in CardStatus])
     exp.add_argument("--reason", default="")
-    exp.set_defaults(func=cmd_export)
+    exp.set_defaults(func=cardfiles.cmd_export)

@@ -9,6 +9,7 @@ reason, and is audited as ``unmask``.  A refused unmask is audited as ``denied``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import operator
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ..api import Customer, IdentityStore
+from ..api import Customer, IdentityStore, StoreUnsupported
 from ..audit import AuditAction, AuditResult
 from ..permissions import Permission
 from ..privacy import mask_id_number, mask_mobile
@@ -26,12 +27,14 @@ from ..records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult,
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
+    PROGRESS_EVERY,
     Act,
     CliError,
     Denied,
     Session,
     add_common,
     batches,
+    import_summary,
     join_reason,
     report_import,
 )
@@ -52,7 +55,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     ):
         registry = s.store(args.store)
         result = _import_customers(s, registry, path)
-        act.object = f"{path.name}: {result.upserted} customers imported, {result.rejected} rejected"
+        act.object = f"{path.name}: {import_summary(result, 'customers')}"
     return report_import(result, "customers")
 
 
@@ -65,27 +68,47 @@ def _import_customers(s: Session, registry: Any, path: Path) -> ImportResult:
     tiers = set(s.profile.tiers)
     try:
         with CsvTable(path, kind="customers") as file:
+            # Nothing stored yet (a branch's first load) and no consent column: nothing to keep, so
+            # no row needs a look-up.  (A customer listed twice gets the same defaults either way.)
+            look_up = "consent" in file.columns or not _empty(registry)
 
-            def good() -> Iterator[Customer]:
+            def changed() -> Iterator[Customer]:
+                """The good rows that change something; the unchanged are only counted."""
                 for line, values in file.rows():
+                    if file.result.rows % PROGRESS_EVERY == 0:
+                        bar(file.result.rows, max(total, file.result.rows))
                     fields = dict(zip(file.columns, values, strict=True))
                     if fields.get("tier") is not None and fields["tier"] not in tiers:
                         file.result.reject(line, f"tier: unknown tier {fields['tier']!r}")
                         continue
-                    yield _merge(registry, fields)
+                    customer = _merge(registry, fields) if look_up else Customer(**fields)
+                    if customer is None:
+                        file.result.unchanged += 1
+                    else:
+                        yield customer
 
-            for batch in batches(good()):
+            for batch in batches(changed()):
                 file.result.upserted += registry.upsert_customers(batch)
-                bar(file.result.rows, max(total, file.result.rows))
         bar(file.result.rows, file.result.rows)
     finally:
         bar.close()
     return file.result
 
 
-def _merge(registry: IdentityStore, fields: dict[str, Any]) -> Customer:
+def _empty(registry: Any) -> bool:
+    """Whether the store holds no customer at all; False when it cannot tell."""
+    try:
+        customers = registry.iter_customers()
+    except StoreUnsupported:
+        return False
+    with contextlib.closing(customers) if hasattr(customers, "close") else contextlib.nullcontext():
+        return next(iter(customers), None) is None
+
+
+def _merge(registry: IdentityStore, fields: dict[str, Any]) -> Customer | None:
     """The customer a row makes: the row's fields over what is stored (looked up only when the row
-    does not give every field)."""
+    does not give every field), or None when that is what is stored already.  A daily refresh of the
+    bank's list changes few customers, so it writes few."""
     if fields.get("consent") is None:
         fields.pop("consent", None)  # an empty cell: keep what is stored
         if fields.get("consent_date") is None:
@@ -95,7 +118,8 @@ def _merge(registry: IdentityStore, fields: dict[str, Any]) -> Customer:
         return Customer(**fields)
     merged = dict(zip(_CUSTOMER_FIELDS, _customer_values(stored), strict=True))
     merged.update(fields)
-    return Customer(**merged)  # attrs.evolve does the same, at twice the cost (a million rows)
+    customer = Customer(**merged)  # attrs.evolve does the same, at twice the cost (a million rows)
+    return None if customer == stored else customer
 
 
 # -- show and search -------------------------------------------------------------------------------
