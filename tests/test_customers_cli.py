@@ -141,11 +141,16 @@ def test_a_search_by_customer_number_and_unmasked(branch):
 def test_a_store_that_cannot_search_by_id_number_says_so(tmp_path, capsys, monkeypatch):
     branch = make_branch(tmp_path, capsys, stores="  - {id: dir, type: directory-only}")
     monkeypatch.setattr("vipsense.cli.load_host", host_with_directory)
-    code, _, err = branch.cli(
-        "customers", "search", "--id-number", BO_ID, "--reason", "x", "--store", "dir", who="cm1"
+    code, _, err = branch.cli("customers", "search", "--id-number", BO_ID, "--reason", "x", who="cm1")
+    assert (code, err) == (1, "vipsense: DirectoryOnly cannot search by ID number\n")  # the only store
+    code, _, err = branch.cli("customers", "search", "--customer-no", "C1", "--store", "dir", who="cm1")
+    assert (code, err) == (1, "vipsense: no customer has customer number C1\n")
+    code, _, err = branch.cli("cards", "list", who="hq")
+    assert (code, err) == (
+        1,
+        "vipsense: no store of branch.yaml is a card registry (stores: dir); name one with --store\n",
     )
-    assert (code, err) == (1, "vipsense: DirectoryOnly cannot search by ID number\n")
-    assert branch.entries()[-1][4:] == ("error", "x (error: DirectoryOnly cannot search by ID number)")
+    assert branch.entries()[0][4:] == ("error", "x (error: DirectoryOnly cannot search by ID number)")
 
 
 # -- import ----------------------------------------------------------------------------------------

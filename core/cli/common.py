@@ -232,9 +232,21 @@ class Session:
         except Exception as exc:
             raise CliError(f"store {cfg.id} ({cfg.type}) cannot start: {describe(exc)}") from None
 
+    def _first_registry(self, fallback: bool) -> tuple[ItemConfig | None, Any]:
+        """The first store that is a card registry (built, not opened); with ``fallback`` the first
+        store when none is."""
+        first = None
+        for cfg in self.profile.stores:
+            store = self._build(cfg)
+            if isinstance(store, CardRegistry):
+                return cfg, store
+            first = first or (cfg, store)
+        return first if fallback and first else (None, None)
+
     def store(self, store_id: str | None = None, registry: bool = True) -> Any:
         """The store ``--store`` names, else the profile's first card registry; opened, and closed with
-        the session.  ``registry=False`` accepts any identity store when one is named."""
+        the session.  ``registry=False`` (look-ups) accepts any identity store, and defaults to the
+        first store when none is a registry."""
         ids = [s.id for s in self.profile.stores]
         if store_id is not None:
             cfg = next((s for s in self.profile.stores if s.id == store_id), None)
@@ -248,8 +260,7 @@ class Session:
                     f"store {cfg.id} ({cfg.type}) is not a card registry: it cannot issue or change cards"
                 )
         else:
-            found = ((cfg, self._build(cfg)) for cfg in self.profile.stores)
-            cfg, store = next(((c, s) for c, s in found if isinstance(s, CardRegistry)), (None, None))
+            cfg, store = self._first_registry(fallback=not registry)
             if store is None:
                 raise CliError(
                     f"no store of {self.profile.source.name} is a card registry (stores: {', '.join(ids)});"
