@@ -191,6 +191,7 @@ def test_a_card_seen_at_another_branch_moments_ago_is_suspect(make_branch):
     shanghai, sh = make_branch(stores=shared, branch="sh-test")
     walk_in(shanghai, BO)
     assert wait_for(lambda: shanghai.status.counters["suspect"] == 1)
+    assert wait_for(lambda: sh.pda.sent)
     assert [(n.recipient.id, n.visit.reason) for n in sh.pda.sent] == [("boss", RejectReason.TOO_FAST)]
     assert shanghai.status.counters["greeted"] == 0
 
@@ -226,6 +227,7 @@ def test_a_stale_copy_yields_to_a_fresh_answer_from_a_later_store(make_branch, t
     replica.commit()
     walk_in(branch, ADA, tid=ADA_TID)
     assert wait_for(lambda: branch.status.counters["rejected"] == 1)
+    assert wait_for(lambda: plugin.pda.sent)
     visit = plugin.pda.sent[0].visit
     assert (visit.reason, visit.store_id, visit.stale) == (RejectReason.REVOKED, "local", False)
 
@@ -235,6 +237,7 @@ def test_a_stale_copy_is_used_when_no_store_has_a_fresh_one(make_branch):
     walk_in(branch, ADA)
     assert wait_for(lambda: branch.status.counters["greeted"] == 1)
     assert branch.status.counters["stale"] == 1
+    assert wait_for(lambda: plugin.pda.sent)
     visit = plugin.pda.sent[0].visit
     assert (visit.store_id, visit.stale) == ("central", True)
     device = branch.status.devices["central"]
@@ -249,6 +252,7 @@ def test_every_customer_looked_up_at_the_door_is_in_the_verified_audit_log(make_
     walk_in(branch, ADA)
     walk_in(branch, "E2000000000000000000FFFF")  # not a card: no customer data was looked up
     assert wait_for(lambda: branch.status.counters["arrivals"] == 2)
+    assert wait_for(lambda: plugin.pda.sent)
     visit_id = plugin.pda.sent[0].visit.visit_id if plugin.pda.sent else None
     branch.stop()
     audit = AuditLog(branch.data_dir / "audit.sqlite3")
@@ -438,6 +442,8 @@ def test_with_the_central_directory_down_the_replica_greets_every_card_it_holds(
         assert wait_for(lambda: branch.status.counters["arrivals"] == 10, timeout=10)
         assert branch.status.counters["greeted"] == 9
         assert branch.status.counters["rejected"] == 1
+        # nine greetings to the lobby, and the revoked card to the lobby and the branch manager
+        assert wait_for(lambda: len(plugin.pda.sent) == 11)
         greeted = {n.visit.customer.customer_no for n in plugin.pda.sent if n.visit.kind is VisitKind.GREETED}
         assert greeted == {no for _, no in people[1:]}
         assert {n.visit.store_id for n in plugin.pda.sent} == {"local"}
