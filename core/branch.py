@@ -15,6 +15,7 @@ from .clock import Clock
 from .config.profile import ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
 from .model import DeliveryResult, DeliveryState, Notification
+from .outbox import Outbox, OutboxWriter
 from .output import Output
 from .pipeline import Pipeline
 from .pluginhost import Kind, PluginHost
@@ -47,6 +48,8 @@ class Branch:
         self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")
         self.audit = AuditLog(self.data_dir / "audit.sqlite3")
         self.audit_writer = AuditWriter(self.audit)
+        self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
+        self.outbox_writer = OutboxWriter(self.outbox, self._dispatch, self.status.stages["outbox"])
         self._stop = threading.Event()
         self._started = False
 
@@ -62,6 +65,8 @@ class Branch:
                 self.status.devices[cfg.id],
                 self._delivered,
                 self.status.stages["notify"],
+                retry_first=float(cfg.retry.first),
+                retry_max=float(cfg.retry.max),
             )
             for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
         }
@@ -74,6 +79,7 @@ class Branch:
             self.notifiers,
             self.visit_log,
             audit=self.audit_writer.put,
+            outbox=self.outbox_writer,
         )
         self.readers = [
             ReaderRunner(
@@ -117,19 +123,50 @@ class Branch:
         self.pipeline.reader_state(reader_id, status)
 
     def _delivered(self, notification: Notification, result: DeliveryResult) -> None:
+        """Every attempt's result, and results notifiers report later (acknowledgements)."""
         if result.state is DeliveryState.EXPIRED:
             self.status.devices[result.notifier_id].stats.fail("expired before delivery")
+        self.outbox.result(notification, result)
         self.host.broadcast("vipsense_delivery_result", notification=notification, result=result)
+
+    def _dispatch(self, notification: Notification) -> None:
+        """From the outbox writer, once the notification is stored."""
+        self.notifiers[notification.notifier_id].put(notification)
+
+    def _restore_outbox(self) -> int:
+        """Queue again what an earlier run left undelivered (expired ones are recorded as such by
+        their notifier, never sent).  Returns how many were queued."""
+        pending, broken = self.outbox.pending(self.clock, {s.id: s for s in self.profile.staff})
+        configured = {n.id for n in self.profile.notifiers}
+        queued = 0
+        for p in pending:
+            runner = self.notifiers.get(p.notification.notifier_id)
+            if runner is not None:
+                runner.put(p.notification, p.attempts)
+                queued += 1
+            elif p.notification.notifier_id not in configured:
+                why = f"notifier {p.notification.notifier_id!r} is no longer in the profile"
+                broken.append((p.notification.notifier_id, p.notification.key, why))
+            # else: its factory failed this time; the row stays open for a later start
+        if broken:
+            log.error("outbox: %d notifications cannot be sent any more: %s", len(broken), broken[0][2])
+            self.outbox.close_rows(broken, DeliveryState.FAILED, self.clock.wall())
+        if queued:
+            log.warning("outbox: %d notifications left by the last run are queued again", queued)
+        return queued
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         #: cards seen shortly before this start: their next arrival counts as a re-entry
         self.restored = self.pipeline.restore()
+        #: notifications an earlier run left undelivered, queued again
+        self.resent = self._restore_outbox()
         for store in self.stores:
             store.open()
         for notifier in self.notifiers.values():
             notifier.start()
+        self.outbox_writer.start()
         self._pipeline_thread.start()
         for reader in self.readers:
             reader.start()
@@ -177,6 +214,10 @@ class Branch:
         except Exception as exc:
             log.error("retention: purging old visits failed (retried tomorrow): %s", exc)
             return 0
+        try:  # delivery records say who was told of whose visit: the same retention
+            self.outbox.purge(self.clock.wall() - keep)
+        except Exception as exc:
+            log.error("retention: purging old delivery records failed (retried tomorrow): %s", exc)
         if n:
             log.warning("retention: purged %d visits older than %g days", n, keep / 86400)
         return n
@@ -227,9 +268,11 @@ class Branch:
         self._stop.set()
         if self._started:
             self._pipeline_thread.join(max(0.1, deadline - time.monotonic() - 0.7))
+        self.outbox_writer.stop(max(0.05, deadline - time.monotonic() - 0.65))
         self.audit_writer.close(max(0.05, deadline - time.monotonic() - 0.6))
         for notifier in self.notifiers.values():
-            notifier.close(max(0.05, (deadline - time.monotonic() - 0.2) / max(1, len(self.notifiers))))
+            notifier.close(max(0.05, (deadline - time.monotonic() - 0.3) / max(1, len(self.notifiers))))
+        self.outbox.close()  # the last results; whatever is still open is sent at the next start
         for store in self.stores:
             store.timeout = min(store.timeout, max(0.05, deadline - time.monotonic() - 0.1))
             store.close()

@@ -4,6 +4,7 @@ degrades itself and never the branch."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import heapq
 import logging
 import queue
 import threading
@@ -11,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .api import IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
+import attrs
+
+from .api import DeliveryFailed, IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
 from .clock import Clock
 from .model import DeliveryResult, DeliveryState, Notification, TagRead
 from .status import DeviceStatus, Stats
@@ -20,6 +23,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.1
 BACKOFF_CAP = 1.6  #: seconds (0.1 doubled four times); a device that comes back is read again within 2 s
+#: a notifier's status counters: gauges (pending, retrying) and totals since start
+NOTIFIER_COUNTERS = ("pending", "retrying", "retries", "delivered", "failed", "expired")
 
 
 def describe(exc: BaseException) -> str:
@@ -233,7 +238,13 @@ class StoreRunner:
 
 
 class NotifierRunner:
-    """Delivers notifications on the notifier's own thread, so a slow channel delays only itself."""
+    """Delivers notifications on the notifier's own thread, so a slow channel delays only itself.
+
+    A failed attempt is retried after a capped exponential backoff (``retry.first`` doubling up to
+    ``retry.max``) without blocking the queue: while one recipient's notification waits for its
+    retry, the thread goes on with everyone else's.  ``DeliveryFailed(retry=False)`` fails a
+    notification at once; a notification past its ``expires_at`` is expired, never sent late.
+    """
 
     def __init__(
         self,
@@ -243,61 +254,142 @@ class NotifierRunner:
         status: DeviceStatus,
         on_result: Callable[[Notification, DeliveryResult], None],
         stage: Stats,
+        retry_first: float = 1.0,
+        retry_max: float = 15.0,
     ) -> None:
         self.stage = stage  #: the branch-wide "notify" stage, shared by every notifier
         self.notifier_id = notifier_id
         self.notifier = notifier
         self.clock = clock
         self.status = status
+        self.retry_first = retry_first
+        self.retry_max = retry_max
         self._on_result = on_result
         status.details = notifier.health
-        self._queue: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()
+        #: pending = queued + waiting for a retry; written by this runner's thread only
+        status.counters.update(dict.fromkeys(NOTIFIER_COUNTERS, 0))
+        self._queue: queue.SimpleQueue[tuple[Notification, int] | None] = queue.SimpleQueue()
+        #: (due on time.monotonic, seq, notification, attempts made): a heap, the next due first
+        self._retries: list[tuple[float, int, Notification, int]] = []
+        self._seq = 0
+        self._closing = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"notifier:{notifier_id}", daemon=True)
 
     def start(self) -> None:
         self.status.set("ready")
         self.thread.start()
 
-    def put(self, notification: Notification) -> None:
-        self._queue.put(notification)
+    def put(self, notification: Notification, attempts: int = 0) -> None:
+        """Queue a notification; ``attempts`` already made (by an earlier run) count for the backoff."""
+        self._queue.put((notification, attempts))
 
     def _main(self) -> None:
-        while True:
-            n = self._queue.get()
-            if n is None:
-                return
-            self._deliver(n)
-
-    def _deliver(self, n: Notification) -> None:
-        now = self.clock.wall()
-        if now > n.expires_at:
-            result = DeliveryResult(
-                n.key, self.notifier_id, DeliveryState.EXPIRED, now, "customer has probably left"
-            )
-        else:
-            latency = (self.clock.mono() - n.visit.arrival.arrived_mono) / self.clock.speed
+        get = self._queue.get
+        while not self._closing.is_set():
+            timeout = None
+            if self._retries:
+                timeout = max(0.0, self._retries[0][0] - time.monotonic())
             try:
-                result = self.notifier.send(n) or DeliveryResult(
-                    n.key, self.notifier_id, DeliveryState.DELIVERED, self.clock.wall()
-                )
-            except Exception as exc:
-                reason = describe(exc)
-                self.status.stats.fail(reason)
-                self.stage.fail(f"{self.notifier_id}: {reason}")
-                log.warning("notifier %s failed: %s", self.notifier_id, reason)
-                result = DeliveryResult(
-                    n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason
-                )
+                item = get(timeout=timeout)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            if item:
+                self._deliver(*item)
+            self._due()
+            self._gauge()
+
+    def _due(self) -> None:
+        """Retry every notification whose backoff is over."""
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now and not self._closing.is_set():
+            _, _, n, attempts = heapq.heappop(self._retries)
+            self._deliver(n, attempts)
+
+    def _gauge(self) -> None:
+        c = self.status.counters
+        c["retrying"] = len(self._retries)
+        c["pending"] = self._queue.qsize() + len(self._retries)
+
+    def _deliver(self, n: Notification, attempts: int) -> None:
+        now = self.clock.wall()
+        attempt = attempts + 1
+        if now >= n.expires_at:
+            self.status.counters["expired"] += 1
+            self._on_result(
+                n,
+                DeliveryResult(
+                    n.key,
+                    self.notifier_id,
+                    DeliveryState.EXPIRED,
+                    now,
+                    "customer has probably left",
+                    attempts,
+                ),
+            )
+            return
+        latency = (self.clock.mono() - n.visit.arrival.arrived_mono) / self.clock.speed
+        try:
+            result = self.notifier.send(n)
+        except Exception as exc:
+            reason = describe(exc)
+            self.status.stats.fail(reason)
+            self.stage.fail(f"{self.notifier_id}: {reason}")
+            if isinstance(exc, DeliveryFailed) and not exc.retry:
+                log.warning("notifier %s failed for good: %s", self.notifier_id, reason)
+                self._fail(n, reason, attempt)
             else:
-                self.status.stats.ok(latency)
-                self.stage.ok(latency)
+                if attempt == 1:  # once per notification, not once per retry
+                    log.warning("notifier %s failed (retrying): %s", self.notifier_id, reason)
+                self._retry(n, reason, attempt)
+            return
+        if result is not None and result.state is DeliveryState.RETRYING:
+            self._retry(n, result.detail, attempt)
+            return
+        if result is not None and result.state is DeliveryState.FAILED:
+            self._fail(n, result.detail, attempt)
+            return
+        self.status.stats.ok(latency)
+        self.stage.ok(latency)
+        self.status.counters["delivered"] += 1
+        if result is None:
+            result = DeliveryResult(
+                n.key, self.notifier_id, DeliveryState.DELIVERED, self.clock.wall(), attempt=attempt
+            )
+        elif result.attempt != attempt:
+            result = attrs.evolve(result, attempt=attempt)
         self._on_result(n, result)
 
+    def _fail(self, n: Notification, reason: str, attempt: int) -> None:
+        self.status.counters["failed"] += 1
+        self._on_result(
+            n,
+            DeliveryResult(n.key, self.notifier_id, DeliveryState.FAILED, self.clock.wall(), reason, attempt),
+        )
+
+    def _retry(self, n: Notification, reason: str, attempt: int) -> None:
+        # Backoff in real seconds (the channel's time), but never past the TTL (the branch's time).
+        delay = min(self.retry_first * 2 ** (attempt - 1), self.retry_max)
+        until_expiry = max(0.0, (n.expires_at - self.clock.wall()) / self.clock.speed)
+        due = time.monotonic() + min(delay, until_expiry + 0.001)  # just past it: then it expires
+        self._seq += 1
+        heapq.heappush(self._retries, (due, self._seq, n, attempt))
+        self.status.counters["retries"] += 1
+        self._on_result(
+            n,
+            DeliveryResult(
+                n.key, self.notifier_id, DeliveryState.RETRYING, self.clock.wall(), reason, attempt
+            ),
+        )
+
     def close(self, timeout: float) -> None:
-        """Deliver what is queued (up to ``timeout`` seconds), then close the notifier."""
+        """Deliver what is queued (up to ``timeout`` seconds), then close the notifier.  Retries still
+        waiting, and anything not reached in time, stay open in the outbox for the next start."""
         self._queue.put(None)
         if self.thread.ident is not None:  # a branch stopped before it started never ran it
             self.thread.join(timeout)
+        self._closing.set()
         try:
             self.notifier.close()
         except Exception as exc:

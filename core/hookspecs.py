@@ -191,12 +191,18 @@ def vipsense_departure(arrival: Arrival, departed_at: float) -> None:
 
 @hookspec
 def vipsense_delivery_result(notification: Notification, result: DeliveryResult) -> None:
-    """A notifier finished one attempt to deliver a notification.
+    """A notifier finished one attempt to deliver a notification, or gave it up.
 
-    Called on that notifier's worker thread after each attempt, successful or not; and again, on
-    whatever thread the notifier uses, when it reports a later result such as a recipient's
-    acknowledgement through ``context.report(notification, result)``.
+    Called on that notifier's worker thread after each attempt, successful or not: ``retrying``
+    (it will be tried again after the notifier's ``retry`` backoff), ``delivered``, ``failed`` (given up:
+    ``DeliveryFailed(retry=False)``), or ``expired`` (its TTL passed before it could go out, so it
+    was not sent; ``result.attempt`` is then the attempts made before).  Called again, on whatever
+    thread the notifier uses, when it reports a later result such as a recipient's acknowledgement
+    through ``context.report(notification, result)``.  A notification left pending by a crash is
+    sent again after the restart, so an observer may see the same ``notification.key`` delivered
+    twice.
 
     :param notification: what was sent.
-    :param result: the outcome, with its :class:`vipsense.model.DeliveryState`.
+    :param result: the outcome, with its :class:`vipsense.model.DeliveryState` and ``attempt``
+        (1 for the first attempt, counted across restarts).
     """

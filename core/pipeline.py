@@ -23,6 +23,7 @@ from .clock import Clock
 from .config.profile import Profile
 from .devices import NotifierRunner, StoreRunner
 from .model import SUSPECT_REASONS, Arrival, Notification, TagRead, Visit, VisitKind
+from .outbox import OutboxWriter
 from .pluginhost import PluginHost
 from .policy import judge
 from .presence import Presence
@@ -58,6 +59,7 @@ class Pipeline:
         notifiers: dict[str, NotifierRunner],
         visit_log: VisitLog,
         audit: Callable[[list[Visit]], None] | None = None,
+        outbox: OutboxWriter | None = None,
     ) -> None:
         self.profile = profile
         self.branch_id = profile.branch.id
@@ -73,6 +75,8 @@ class Pipeline:
         self.min_travel = float(profile.security.min_travel)
         #: takes the recorded visits whose customer was looked up, for the audit trail
         self.audit = audit
+        #: stores each batch's notifications, then hands them to the notifiers (None: hand them at once)
+        self.outbox = outbox
         self._store_by_id = {runner.store_id: runner for runner in stores}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
@@ -238,6 +242,7 @@ class Pipeline:
         self._record(visits)
         counters = self._counters
         counters["arrivals"] += len(visits)
+        routed: list[Notification] = []
         for visit in visits:
             counters[visit.kind.value] += 1
             counters["unresolved"] += visit.unresolved
@@ -246,7 +251,9 @@ class Pipeline:
             hook = _BROADCAST.get(visit.kind)
             if hook:
                 self.host.broadcast(hook, visit=visit)
-            self._route(visit)
+            routed += self._route(visit)
+        if routed:
+            self._dispatch(routed)
         self._sightings(judged)
         if self.audit is not None:
             shown = [v for v in visits if v.kind in _SHOWN and v.customer is not None]
@@ -288,16 +295,15 @@ class Pipeline:
             if self._unrecorded:
                 log.error("visit log: %d visits could not be recorded before stopping", len(self._unrecorded))
 
-    def _route(self, visit: Visit) -> None:
+    def _route(self, visit: Visit) -> list[Notification]:
         t0 = time.perf_counter()
         now = self.clock.wall()
-        sent = 0
+        out = []
         for person, via in self.router.route(visit):
-            runner = self.notifiers.get(via)
-            if runner is None:  # its factory failed; status already shows why
+            if via not in self.notifiers:  # its factory failed; status already shows why
                 self._stages["routing"].fail(f"notifier {via} is not running")
                 continue
-            runner.put(
+            out.append(
                 Notification(
                     key=f"{visit.visit_id}:{person.id}",
                     visit=visit,
@@ -307,6 +313,16 @@ class Pipeline:
                     expires_at=visit.arrived_at + self.ttl,
                 )
             )
-            sent += 1
-        if sent:
-            self._stages["routing"].ok(time.perf_counter() - t0, n=sent)
+        if out:
+            self._stages["routing"].ok(time.perf_counter() - t0, n=len(out))
+        return out
+
+    def _dispatch(self, routed: list[Notification]) -> None:
+        """The batch's notifications go to the outbox, which stores them in one transaction before
+        it hands them to their notifiers."""
+        if self.outbox is not None:
+            self.outbox.put(routed)
+            return
+        notifiers = self.notifiers
+        for n in routed:
+            notifiers[n.notifier_id].put(n)

@@ -64,7 +64,7 @@ class Stats:
         }
 
 
-STAGES = ("presence", "cards", "customers", "visit_log", "routing", "notify")
+STAGES = ("presence", "cards", "customers", "visit_log", "routing", "outbox", "notify")
 
 
 @attrs.define

@@ -243,10 +243,10 @@ def test_unknown_tag_is_counted_and_nobody_is_told(branch_factory):
 def test_failing_notifier_degrades_only_itself(branch_factory):
     branch, plugin, out = branch_factory()
     walk_in(branch, ADA)
-    assert wait_for(lambda: ("delivery", "lobby", DeliveryState.FAILED) in plugin.events)
+    assert wait_for(lambda: ("delivery", "lobby", DeliveryState.RETRYING) in plugin.events)
     assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
     pager = branch.status.devices["pager"]
-    assert pager.stats.errors == 1
+    assert pager.stats.errors >= 1  # and it is retried (tests/test_outbox.py)
     assert pager.stats.last_error == "ConnectionError: pager gateway unreachable"
     assert "Ada Wong" in out.getvalue()
 
@@ -335,7 +335,15 @@ def test_status_snapshot_has_every_stage(branch_factory):
     walk_in(branch, ADA)
     assert wait_for(lambda: len(plugin.notifiers["pda"].sent) == 2)
     snap = branch.status.snapshot()
-    assert set(snap["stages"]) == {"presence", "cards", "customers", "visit_log", "routing", "notify"}
+    assert set(snap["stages"]) == {
+        "presence",
+        "cards",
+        "customers",
+        "visit_log",
+        "routing",
+        "outbox",
+        "notify",
+    }
     assert snap["stages"]["presence"]["count"] == 3
     assert snap["stages"]["cards"]["count"] == 1
     assert snap["stages"]["visit_log"]["count"] == 1

@@ -83,6 +83,20 @@ class SyncSettings:
 
 
 @attrs.frozen
+class RetrySettings:
+    """A notifier item's ``retry:``: capped exponential backoff between delivery attempts, owned by
+    the core.  Attempts go on until the notification expires (``notification_ttl``)."""
+
+    first: Duration = attrs.field(default=Duration(1), validator=_positive)  #: wait after the first failure
+    max: Duration = attrs.field(default=Duration(15), validator=_positive)  #: the wait doubles up to this
+
+    def __attrs_post_init__(self) -> None:
+        if self.max < self.first:
+            first, cap = float(self.first), float(self.max)
+            raise ValueError(f"max ({cap:g}s) must not be shorter than first ({first:g}s)")
+
+
+@attrs.frozen
 class ItemConfig:
     """One entry of ``readers:``, ``stores:`` or ``notifiers:``."""
 
@@ -91,6 +105,7 @@ class ItemConfig:
     type: str
     settings: Any
     timeout: Duration | None = None  #: stores only: longest wait for an answer
+    retry: RetrySettings = RetrySettings()  #: notifiers only: backoff between delivery attempts
 
 
 @attrs.frozen
@@ -143,6 +158,10 @@ class Profile:
     @property
     def profile_dir(self) -> Path:
         return self.source.parent
+
+
+#: Item keys the core handles itself, so plugin settings classes must not use them.
+_CORE_KEYS = {Kind.STORE: ("timeout",), Kind.NOTIFIER: ("retry",)}
 
 
 def default_data_dir(branch_id: str) -> Path:
@@ -206,16 +225,25 @@ class _Checker:
         if not isinstance(item_id, str) or not item_id:
             self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
             return None
-        common = ("id", "type", "timeout") if kind is Kind.STORE else ("id", "type")
+        common = ("id", "type", *_CORE_KEYS.get(kind, ()))
         settings = self.st.structure_attrs(item, ptype.settings, path, skip=common)
         timeout = None
+        retry = RetrySettings()
         if kind is Kind.STORE:
             timeout = self.st.structure(item.get("timeout", "500ms"), Duration, (*path, "timeout"))
             if timeout is not INVALID and not timeout > 0:
                 timeout = self.st.error((*path, "timeout"), "must be greater than 0")
-        if settings is INVALID or timeout is INVALID:
+        if kind is Kind.NOTIFIER and "retry" in item:
+            raw = item["retry"]
+            if raw is not INVALID and not isinstance(raw, dict):
+                retry = self.st.error(
+                    (*path, "retry"), f"expected a mapping such as {{first: 1s, max: 15s}}, got {raw!r}"
+                )
+            else:
+                retry = self.st.structure_attrs(raw, RetrySettings, (*path, "retry"))
+        if settings is INVALID or timeout is INVALID or retry is INVALID:
             return None
-        return ItemConfig(kind, item_id, type_name, settings, timeout)
+        return ItemConfig(kind, item_id, type_name, settings, timeout, retry)
 
 
 def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None = None) -> Profile:

@@ -1,0 +1,485 @@
+"""The notification outbox: every routed notification on disk before delivery is tried, so a crash
+or ``kill -9`` loses none (at-least-once; receivers de-duplicate by ``Notification.key``).
+
+One SQLite file per branch (``outbox.sqlite3``, WAL, ``synchronous=NORMAL`` like the visit log).
+:class:`OutboxWriter` is the one writer: a thread of its own that stores each pipeline batch's
+notifications in one transaction (several batches in one when they queue up) and only then hands
+them to the notifiers.  It is off the pipeline thread because SQLite releases the GIL while it
+writes, so the next batch's look-ups go on meanwhile.  Notifier threads never write: their results
+are queued and applied with the next batch, or within 0.1 s when no batch comes.  A result still
+queued at a crash is lost, and that notification is delivered again at the next start, which
+at-least-once allows.
+
+Personal data at rest.  A pending row holds what a notifier needs to render its message after a
+restart: the visit with the card and the customer's name, tier, company and usual business.  The ID
+number and mobile are stored already masked (last four digits; ``138****5678``), as every screen
+shows them; the photo is not stored; the recipient is stored by staff id only and looked up in the
+profile again at restart, so staff mobiles are never written here.  Once a notification is
+delivered, failed or expired, the payload is dropped and only the delivery record stays: key,
+notifier, recipient id, visit id, state, times, attempts and last error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .clock import Clock
+from .model import (
+    Arrival,
+    Card,
+    CardStatus,
+    Customer,
+    DeliveryResult,
+    DeliveryState,
+    Notification,
+    RejectReason,
+    Staff,
+    Visit,
+    VisitKind,
+)
+from .privacy import mask_id_number, mask_mobile
+from .status import Stats
+
+log = logging.getLogger(__name__)
+
+IDLE_FLUSH = 0.1  #: seconds: queued results are written at least this often
+MERGE_LIMIT = 8192  #: notifications written in one transaction at most, when batches queue up
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    notifier_id     TEXT NOT NULL,
+    key             TEXT NOT NULL,      -- the idempotency key: visit id + ':' + recipient id
+    visit_id        TEXT NOT NULL,
+    recipient_id    TEXT NOT NULL,
+    state           TEXT NOT NULL,      -- pending, retrying, delivered, acknowledged, failed, expired
+    arrived_at      REAL NOT NULL,
+    created_at      REAL NOT NULL,
+    expires_at      REAL NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT NOT NULL DEFAULT '',
+    delivered_at    REAL,
+    acknowledged_at REAL,
+    finished_at     REAL,               -- when it was delivered, failed or expired
+    payload         TEXT,               -- the visit as JSON, only while the notification is open
+    PRIMARY KEY (notifier_id, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_arrived ON outbox (arrived_at);
+"""
+
+#: States after which a notification is closed and its payload dropped.
+FINAL = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.EXPIRED})
+
+
+@attrs.frozen
+class Pending:
+    """An open notification found in the outbox at start, ready to be queued again."""
+
+    notification: Notification
+    attempts: int
+
+
+@attrs.frozen
+class DeliveryRecord:
+    """One notification's delivery, for response times per staff member."""
+
+    key: str
+    notifier_id: str
+    recipient_id: str
+    visit_id: str
+    state: str
+    arrived_at: float
+    delivered_at: float | None
+    acknowledged_at: float | None
+    attempts: int
+    last_error: str
+
+
+class Outbox:
+    """The outbox file.  Written by one thread at a time (:meth:`add`, :meth:`flush`: the
+    :class:`OutboxWriter`); :meth:`result` from any thread."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.db.executescript(SCHEMA)
+        self._lock = threading.Lock()  # the pipeline thread, and the main thread at start and stop
+        self._results: queue.SimpleQueue[tuple[Notification, DeliveryResult]] = queue.SimpleQueue()
+        self._closed = False
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="outbox-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval: float = 1.0) -> None:
+        """Off the pipeline thread: SQLite's automatic checkpoint would stall it for milliseconds."""
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            while not self._closing.wait(interval):
+                with contextlib.suppress(sqlite3.Error):  # busy now: the next round catches up
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(self, notifications: list[Notification]) -> None:
+        """Store a batch of new notifications (and any queued results) in one transaction."""
+        payloads: dict[str, str] = {}
+        rows = []
+        for n in notifications:
+            v = n.visit
+            payload = payloads.get(v.visit_id)
+            if payload is None:
+                payload = payloads[v.visit_id] = json.dumps(encode_visit(v), ensure_ascii=False)
+            rows.append(
+                (
+                    n.notifier_id,
+                    n.key,
+                    v.visit_id,
+                    n.recipient.id,
+                    v.arrived_at,
+                    n.created_at,
+                    n.expires_at,
+                    payload,
+                )
+            )
+        self._write(rows)
+
+    def result(self, notification: Notification, result: DeliveryResult) -> None:
+        """Queue one delivery result; any thread, never blocks.  Written with the next batch."""
+        self._results.put((notification, result))
+
+    def flush(self) -> None:
+        """Write queued results now (the writer's idle round, and at close)."""
+        if not self._results.empty():
+            self._write([])
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        updates = []
+        get = self._results.get_nowait
+        with contextlib.suppress(queue.Empty):
+            while True:
+                updates.append(get())
+        if not rows and not updates:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    if rows:
+                        self.db.executemany(
+                            "INSERT OR IGNORE INTO outbox (notifier_id, key, visit_id, recipient_id,"
+                            " state, arrived_at, created_at, expires_at, payload)"
+                            " VALUES (?,?,?,?,'pending',?,?,?,?)",
+                            rows,
+                        )
+                    if updates:
+                        self._apply(updates)
+            except sqlite3.Error:
+                for item in updates:  # keep them for the next try; the new rows are the caller's
+                    self._results.put(item)
+                raise
+
+    def _apply(self, updates: list[tuple[Notification, DeliveryResult]]) -> None:
+        """Results in two statements, whatever their number: acknowledgements, and the rest."""
+        acks, others = [], []
+        for n, r in updates:
+            if r.state is DeliveryState.ACKNOWLEDGED:
+                acks.append((r.at, r.at, r.at, n.notifier_id, n.key))
+                continue
+            final = r.state in FINAL
+            others.append(
+                (
+                    r.state.value,
+                    r.attempt if r.state is not DeliveryState.EXPIRED else 0,
+                    "" if r.state is DeliveryState.DELIVERED else r.detail,
+                    r.at if r.state is DeliveryState.DELIVERED else None,
+                    r.at if final else None,
+                    final,
+                    n.notifier_id,
+                    n.key,
+                )
+            )
+        if others:  # only open rows: an acknowledgement or a final state is never undone
+            self.db.executemany(
+                "UPDATE outbox SET state=?, attempts=MAX(attempts, ?), last_error=?,"
+                " delivered_at=COALESCE(?, delivered_at), finished_at=COALESCE(?, finished_at),"
+                " payload=CASE WHEN ? THEN NULL ELSE payload END"
+                " WHERE notifier_id=? AND key=? AND payload IS NOT NULL",
+                others,
+            )
+        if acks:
+            self.db.executemany(
+                "UPDATE outbox SET state='acknowledged', acknowledged_at=COALESCE(acknowledged_at, ?),"
+                " delivered_at=COALESCE(delivered_at, ?), finished_at=COALESCE(finished_at, ?),"
+                " payload=NULL WHERE notifier_id=? AND key=?",
+                acks,
+            )
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def pending(
+        self, clock: Clock, staff: Mapping[str, Staff]
+    ) -> tuple[list[Pending], list[tuple[str, str, str]]]:
+        """Open notifications left by an earlier run, oldest first, rebuilt for ``clock``.
+
+        Also returns ``(notifier_id, key, why)`` for rows that can no longer be sent (the recipient
+        left the profile's staff, or the payload is unreadable); :meth:`close_rows` closes them."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT notifier_id, key, recipient_id, created_at, expires_at, attempts, payload"
+                " FROM outbox WHERE payload IS NOT NULL ORDER BY arrived_at, key"
+            ).fetchall()
+        out: list[Pending] = []
+        broken: list[tuple[str, str, str]] = []
+        for notifier_id, key, recipient_id, created_at, expires_at, attempts, payload in rows:
+            person = staff.get(recipient_id)
+            if person is None:
+                broken.append(
+                    (notifier_id, key, f"recipient {recipient_id!r} is no longer in the profile's staff")
+                )
+                continue
+            try:
+                visit = decode_visit(json.loads(payload), clock)
+            except (ValueError, KeyError, TypeError) as exc:
+                broken.append((notifier_id, key, f"unreadable outbox entry: {exc}"))
+                continue
+            n = Notification(key, visit, person, notifier_id, created_at, expires_at)
+            out.append(Pending(n, attempts))
+        return out, broken
+
+    def close_rows(self, rows: Iterable[tuple[str, str, str]], state: DeliveryState, at: float) -> None:
+        """Close ``(notifier_id, key, why)`` rows for good, dropping their payload."""
+        params = [(state.value, why, at, notifier_id, key) for notifier_id, key, why in rows]
+        if not params:
+            return
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "UPDATE outbox SET state=?, last_error=?, finished_at=?, payload=NULL"
+                " WHERE notifier_id=? AND key=?",
+                params,
+            )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """``(notifier_id, state) -> rows``, for tests and tools."""
+        with self._lock:
+            rows = self.db.execute("SELECT notifier_id, state, COUNT(*) FROM outbox GROUP BY 1, 2").fetchall()
+        return {(n, s): c for n, s, c in rows}
+
+    def response_times(self, since: float, until: float) -> list[DeliveryRecord]:
+        """Every notification for an arrival in ``[since, until]`` (wall time), oldest first: when the
+        customer arrived, when it was delivered and when its recipient acknowledged it."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT key, notifier_id, recipient_id, visit_id, state, arrived_at, delivered_at,"
+                " acknowledged_at, attempts, last_error FROM outbox WHERE arrived_at BETWEEN ? AND ?"
+                " ORDER BY arrived_at, key, notifier_id",
+                (since, until),
+            ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]
+
+    def purge(self, before: float) -> int:
+        """Delete delivery records of arrivals before ``before`` (visit retention); returns how many."""
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            return self.db.execute(
+                "DELETE FROM outbox WHERE arrived_at < ? AND payload IS NULL", (before,)
+            ).rowcount
+
+    def close(self) -> None:
+        """Write the queued results, then close.  Later results are ignored (the rows stay open and
+        are sent again at the next start)."""
+        with contextlib.suppress(sqlite3.Error):
+            self.flush()
+        self._closing.set()
+        self._checkpointer.join(2.0)
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(sqlite3.Error):  # if busy, the WAL stays valid and is replayed
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.close()
+
+
+class OutboxWriter:
+    """The outbox's thread: stores each batch the pipeline routed, then hands every notification
+    of it to ``dispatch``.  If the outbox cannot write (a full disk), staff are told all the same;
+    only the crash guarantee is lost for that batch."""
+
+    def __init__(self, outbox: Outbox, dispatch: Callable[[Notification], None], stage: Stats) -> None:
+        self.outbox = outbox
+        self.dispatch = dispatch
+        self.stage = stage  #: the branch's "outbox" stage: one transaction's time
+        self._queue: queue.SimpleQueue[list[Notification] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._main, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        if self.thread.ident is None:
+            self.thread.start()
+
+    def put(self, batch: list[Notification]) -> None:
+        """From the pipeline thread; never blocks."""
+        if self.thread.ident is None:  # a pipeline driven without Branch.start (the benchmark)
+            self.start()
+        self._queue.put(batch)
+
+    def _main(self) -> None:
+        get, more = self._queue.get, self._queue.get_nowait
+        while True:
+            try:
+                first = get(timeout=IDLE_FLUSH)
+            except queue.Empty:
+                self._write([])
+                continue
+            if first is None:
+                return
+            batch, last = list(first), False
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < MERGE_LIMIT:
+                    item = more()
+                    if item is None:
+                        last = True
+                        break
+                    batch += item
+            self._write(batch)
+            if last:
+                return
+
+    def _write(self, batch: list[Notification]) -> None:
+        t0 = time.perf_counter()
+        try:
+            if batch:
+                self.outbox.add(batch)
+            else:
+                self.outbox.flush()
+        except Exception as exc:
+            self.stage.fail(f"{type(exc).__name__}: {exc}")
+            what = f"{len(batch)} notifications (delivering them anyway)" if batch else "delivery results"
+            log.error("outbox: cannot write %s: %s", what, exc)
+        else:
+            if batch:
+                self.stage.ok(time.perf_counter() - t0, n=len(batch))
+        for n in batch:
+            self.dispatch(n)
+
+    def stop(self, timeout: float) -> None:
+        """Store and hand on what the pipeline queued (up to ``timeout`` seconds)."""
+        if self.thread.ident is None:
+            return
+        self._queue.put(None)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning("outbox: still writing after %.1f s; the rest is lost if the process ends", timeout)
+
+
+# -- the payload: a visit as JSON, with the C2 fields masked ------------------------------------------
+#
+# Positional JSON arrays (half the cost of objects with keys, measured by bench/pipeline.py), led by
+# a format version.  Card and customer fields go in their attrs order; a field added to the model
+# later simply takes its default for rows written before.
+
+PAYLOAD_VERSION = 1
+_CARD = tuple(f.name for f in attrs.fields(Card))
+_CUSTOMER = tuple(f.name for f in attrs.fields(Customer))
+
+
+def _date(value: str | None) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(value)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+#: how a field is written when it is not JSON already; the photo is never written
+_OUT: dict[str, Any] = {
+    "status": lambda s: s.value,
+    "valid_from": _iso,
+    "valid_until": _iso,
+    "consent_date": _iso,
+    "id_number": lambda v: mask_id_number(v) or None,
+    "mobile": lambda v: mask_mobile(v) or None,
+    "photo": lambda p: None,
+}
+_IN: dict[str, Any] = {
+    "status": CardStatus,
+    "valid_from": _date,
+    "valid_until": _date,
+    "consent_date": _date,
+    "allowed_branches": tuple,
+}
+
+
+def _values(obj: Any, names: tuple[str, ...]) -> list[Any]:
+    out = _OUT
+    return [out[n](getattr(obj, n)) if n in out else getattr(obj, n) for n in names]
+
+
+def _build(cls: type, names: tuple[str, ...], values: list[Any]) -> Any:
+    conv = _IN  # rows written before a field was added are shorter: that field takes its default
+    pairs = zip(names, values, strict=False)
+    return cls(**{n: conv[n](v) if n in conv and v is not None else v for n, v in pairs})
+
+
+def encode_visit(v: Visit) -> list[Any]:
+    """What a notifier needs to render the visit; ID number and mobile masked, no photo."""
+    a = v.arrival
+    return [
+        PAYLOAD_VERSION,
+        v.visit_id,
+        v.branch_id,
+        v.kind.value,
+        v.arrived_at,
+        v.reason.value if v.reason else None,
+        v.tier,
+        v.store_id,
+        v.stale,
+        v.unresolved,
+        [a.epc, a.reader_id, a.antenna, a.arrived_mono - a.first_seen_mono, a.read_count, a.peak_rssi, a.tid],
+        None if v.card is None else _values(v.card, _CARD),
+        None if v.customer is None else _values(v.customer, _CUSTOMER),
+    ]
+
+
+def decode_visit(d: list[Any], clock: Clock) -> Visit:
+    """The visit again, its monotonic times moved onto ``clock`` (this run's clock)."""
+    version, visit_id, branch_id, kind, arrived_at, reason, tier, store_id, stale, unresolved, a, card, cu = d
+    if version != PAYLOAD_VERSION:
+        raise ValueError(f"payload format {version!r}, expected {PAYLOAD_VERSION}")
+    epc, reader_id, antenna, dwell, read_count, peak_rssi, tid = a
+    arrived_mono = clock.to_mono(arrived_at)
+    return Visit(
+        visit_id=visit_id,
+        branch_id=branch_id,
+        kind=VisitKind(kind),
+        arrival=Arrival(
+            epc, reader_id, antenna, arrived_mono - dwell, arrived_mono, read_count, peak_rssi, tid
+        ),
+        arrived_at=arrived_at,
+        card=None if card is None else _build(Card, _CARD, card),
+        customer=None if cu is None else _build(Customer, _CUSTOMER, cu),
+        reason=RejectReason(reason) if reason else None,
+        tier=tier,
+        store_id=store_id,
+        stale=stale,
+        unresolved=unresolved,
+    )
