@@ -446,6 +446,14 @@ def test_list_cards_filters_and_orders_by_epc(registry):
     assert registry.list_cards(customer_no="C2", status=CardStatus.ACTIVE) == []
 
 
+def test_the_id_number_search_and_the_history_use_their_indexes(registry):
+    from vipsense.plugins.stores.sqlite.schema import CARD_HISTORY_SQL, FIND_BY_ID_NUMBER_SQL
+
+    by_id = plan(registry.db, FIND_BY_ID_NUMBER_SQL)
+    assert "SEARCH customers USING INDEX customers_id_number (id_number=?)" in by_id
+    assert "SEARCH card_history USING INDEX card_history_epc (epc=?)" in plan(registry.db, CARD_HISTORY_SQL)
+
+
 def test_find_customers_by_id_number_returns_every_holder(registry):
     found = registry.find_customers_by_id_number("110101199003071234")
     assert [(c.customer_no, c.consent, c.consent_date) for c in found] == [

@@ -75,6 +75,8 @@ CARD_ROW = (*CARD_COLUMNS, "last_seen_branch", "last_seen_at")
 # Constant SQL text, so sqlite3's statement cache prepares each lookup once per connection.
 FIND_CARD_SQL = f"SELECT {CARD_SELECT} FROM cards WHERE epc = ?"
 FIND_CUSTOMER_SQL = f"SELECT {CUSTOMER_SELECT} FROM customers WHERE customer_no = ?"
+FIND_BY_ID_NUMBER_SQL = f"SELECT {CUSTOMER_SELECT} FROM customers WHERE id_number = ? ORDER BY customer_no"
+CARD_HISTORY_SQL = f"SELECT {HISTORY_SELECT} FROM card_history WHERE epc = ? ORDER BY seq"
 INSERT_HISTORY_SQL = "INSERT INTO card_history (epc, action, at, actor, reason, detail) VALUES (?,?,?,?,?,?)"
 
 

@@ -29,13 +29,14 @@ from vipsense.api import (
 from vipsense.model import CardAction
 
 from .schema import (
+    CARD_HISTORY_SQL,
     CARD_ROW,
     CARD_SELECT,
     CUSTOMER_ROW,
     CUSTOMER_SELECT,
+    FIND_BY_ID_NUMBER_SQL,
     FIND_CARD_SQL,
     FIND_CUSTOMER_SQL,
-    HISTORY_SELECT,
     INSERT_HISTORY_SQL,
     card_from_row,
     card_row,
@@ -118,10 +119,7 @@ class SqliteStore(CardRegistry):
         return customer_from_row(row) if row else None
 
     def find_customers_by_id_number(self, id_number: str) -> list[Customer]:
-        rows = self.db.execute(
-            f"SELECT {CUSTOMER_SELECT} FROM customers WHERE id_number = ? ORDER BY customer_no",
-            (id_number.strip(),),
-        ).fetchall()
+        rows = self.db.execute(FIND_BY_ID_NUMBER_SQL, (id_number.strip(),)).fetchall()
         return [customer_from_row(r) for r in rows]
 
     def card_seen(self, epc: str, branch_id: str, at: float) -> None:
@@ -165,9 +163,7 @@ class SqliteStore(CardRegistry):
 
     def card_history(self, epc: str) -> list[CardEvent]:
         epc = epc.upper()
-        rows = self.db.execute(
-            f"SELECT {HISTORY_SELECT} FROM card_history WHERE epc = ? ORDER BY seq", (epc,)
-        ).fetchall()
+        rows = self.db.execute(CARD_HISTORY_SQL, (epc,)).fetchall()
         if not rows and self.find_card(epc) is None:
             raise UnknownCard(f"no card has EPC {epc}")
         return [event_from_row(r) for r in rows]
