@@ -6,7 +6,7 @@
 # missing, and `apt-get update` only when something is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(socat slapd ldap-utils libldap2-dev libsasl2-dev build-essential python3-dev)
+PACKAGES=(socat slapd ldap-utils libldap2-dev libsasl2-dev build-essential python3-dev gammu)
 
 installed() {
     if command -v dpkg-query >/dev/null; then
@@ -15,6 +15,7 @@ installed() {
     fi
     case "$1" in  # not Debian: look for what each package provides
         socat) command -v socat >/dev/null ;;
+        gammu) command -v gammu >/dev/null ;;  # an independent AT client for the GSM modem emulator
         slapd) command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] ;;
         ldap-utils) command -v ldapadd >/dev/null ;;
         libldap2-dev) [ -f /usr/include/ldap.h ] ;;
