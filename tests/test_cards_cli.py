@@ -174,7 +174,7 @@ def test_unknown_staff_missing_staff_and_missing_permission_are_denied_and_audit
     )
     assert branch.cli(*argv, who="isuer")[::2] == (
         1,
-        "vipsense: unknown staff id 'isuer'; did you mean 'issuer'?: not in the staff: of branch.yaml\n",
+        "vipsense: unknown staff id 'isuer': not in the staff: of branch.yaml; did you mean 'issuer'?\n",
     )
     code, _, err = branch.cli(*argv)
     assert code == 1 and "say who is acting: --as STAFF_ID or VIPSENSE_STAFF" in err

@@ -185,8 +185,8 @@ class Session:
         elif self.staff is None:
             ids = [s.id for s in self.profile.staff]
             problem = (
-                f"unknown staff id {self.staff_id!r}{suggest(self.staff_id, ids)}: not in the staff: of "
-                f"{self.profile.source.name}"
+                f"unknown staff id {self.staff_id!r}: not in the staff: of {self.profile.source.name}"
+                f"{suggest(self.staff_id, ids)}"
             )
         elif not allowed(self.staff.role, permission):
             problem = (
