@@ -87,7 +87,11 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
 
     :param register: ``register(name, settings_class, factory, summary="")``, as for readers; the
         factory returns a :class:`vipsense.api.Notifier`, whose ``send`` runs on a worker thread
-        of its own.
+        of its own.  A profile's notifier item may also set ``retry: {first: 1s, max: 15s}`` (the
+        defaults), which the core handles: a failed ``send`` is tried again after ``first``, the
+        wait doubling up to ``max``, until the notification expires.  Settings classes must not
+        use ``retry``.  ``send`` may be called again for a notification it already delivered
+        (after a crash): pass ``notification.key`` on so the receiver shows it once.
     """
 
 

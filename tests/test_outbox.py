@@ -183,7 +183,7 @@ def test_a_recipient_away_does_not_delay_the_others(start):
     t0 = time.monotonic()
     walk_in(branch, CAI)
     assert wait_for(lambda: len(pda.sent) == 2, timeout=1.0)
-    assert pda.sent[1][0] - t0 < 0.5
+    assert pda.sent[1][0] - t0 < 2.0  # not behind the lobby's 5 s retry
     assert [n.visit.customer.name for _, n in pda.sent] == ["Ada Wong", "Cai Yun"]
     assert sorted(v for k, v in pda.attempts.items() if k.endswith(":lobby")) == [1, 1]
     counters = branch.status.devices["pda"].counters
