@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class Types:
     def vipsense_register_notifier_types(self, register):
         def factory(settings, ctx):
             self.notifiers[ctx.item_id] = ScriptedNotifier(settings)
+            self.notifiers[ctx.item_id].ctx = ctx
             return self.notifiers[ctx.item_id]
 
         register("scripted", ScriptSettings, factory)
@@ -258,6 +260,20 @@ def test_a_retry_past_the_ttl_is_expired(start):
 
 
 # -- the delivery record ---------------------------------------------------------------------------
+
+
+def test_an_acknowledgement_reported_later_is_recorded(start):
+    branch, types = start()
+    walk_in(branch)
+    pda = types.notifiers["pda"]
+    assert wait_for(lambda: len(pda.sent) == 2)
+    _, first = pda.sent[0]
+    seen = time.time()
+    ack = DeliveryResult(first.key, "pda", DeliveryState.ACKNOWLEDGED, seen, "seen on PDA")
+    threading.Thread(target=pda.ctx.report, args=(first, ack)).start()  # the PDA's reply thread
+    assert wait_for(lambda: ("acknowledged", seen) in rows(branch, "state, acknowledged_at"))
+    [record] = [r for r in branch.outbox.response_times(0, time.time()) if r.key == first.key]
+    assert record.arrived_at <= record.delivered_at <= record.acknowledged_at == seen
 
 
 def _visit(visit_id: str, at: float) -> Visit:
