@@ -23,14 +23,14 @@ from typing import Any
 
 import attrs
 
-from .api import CardRegistry, IdentityStore, PluginContext, StoreUnsupported
+from .api import CardRegistry, IdentityStore, StoreUnsupported
 from .audit import AuditAction, AuditLog, AuditResult
 from .clock import Clock
-from .config.profile import ItemConfig, Profile
+from .config.profile import Profile
 from .devices import describe
 from .model import Card
-from .output import Output
-from .pluginhost import Kind, PluginHost
+from .pluginhost import PluginHost
+from .standalone import build
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,9 @@ class SyncResult:
 
 
 def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> IdentityStore:
-    cfg: ItemConfig = next(s for s in profile.stores if s.id == store_id)
-    ptype = host.types[Kind.STORE][cfg.type]
-    ctx = PluginContext.for_item(profile, cfg, clock, Output(live=False))
+    cfg = next(s for s in profile.stores if s.id == store_id)
     try:
-        return ptype.factory(cfg.settings, ctx)
+        return build(host, profile, cfg, clock)
     except Exception as exc:
         raise SyncError(f"store {store_id}: cannot start: {describe(exc)}") from exc
 
