@@ -5,6 +5,7 @@ texts a visit becomes, which never carry a full ID or phone number."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -199,6 +200,27 @@ def test_decoder_rejects_bad_pdus():
         decode_submit(bytes.fromhex("0000") + good[2:])
     with pytest.raises(BadPdu, match="septets need"):
         decode_submit(bytes.fromhex("0001000D91683108108300F000000AE832"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.one_of(st.none(), st.integers(0, 200)))
+def test_decoder_raises_only_bad_pdu_on_garbage(data, length):
+    with contextlib.suppress(BadPdu):
+        decode_submit(data, length)
+
+
+LINES = [b"AT+CMGS=18\r", b"AT+CMGF=1\r", b'AT+CMGS="+86138"\r', b"\x1a", b"\x1b", b'AT+CPIN="1"\r']
+LINES += [b'AT+CSCS="UCS2"\r', b"ATE0Z&F\r", b"AT+CMEE=2;+CSQ;+XX\r", b"AT+CREG=5\r", b"AT\r"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(LINES)), max_size=20))
+def test_the_emulator_survives_any_input(chunks):
+    from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator
+
+    emulator = ModemEmulator(pin="1234")
+    for chunk in chunks:
+        emulator.feed(chunk)  # its link thread must never die of what a host sends
 
 
 def test_decoder_notices_a_surrogate_pair_split_across_parts():
