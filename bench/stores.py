@@ -203,18 +203,8 @@ def bench_sqlite(cfg: Config, details: list[str]) -> list[Row]:
     store = SqliteStore(SqliteSettings(path=str(db_path)), make_ctx(cfg.tmp))
     store.open()
     keys = [epc(rng.randrange(n_cards)) for _ in range(cfg.lookups)]
-    samples: list[float] = []
-    misses = 0
-    clock = time.perf_counter
-    find_card, find_customer = store.find_card, store.find_customer
-    for key in keys:
-        t = clock()
-        card = find_card(key)
-        customer = find_customer(card.customer_no) if card else None
-        samples.append(clock() - t)
-        misses += customer is None
+    samples, misses = _pairs(store, keys)
     store.close()
-    samples.sort()
     p50, p99 = percentile(samples, 0.50) * 1000, percentile(samples, 0.99) * 1000
     pragmas = (
         "tuned: " + ", ".join(TUNED_READ_PRAGMAS) if cfg.tuned_reads else "SQLite default cache, no mmap"
