@@ -141,6 +141,16 @@ class Outbox:
 
     def add(self, notifications: list[Notification]) -> None:
         """Store a batch of new notifications (and any queued results) in one transaction."""
+        self.add_rows(self.rows(notifications))
+
+    def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """:meth:`add` for rows :meth:`rows` made already."""
+        self._write(rows)
+
+    @staticmethod
+    def rows(notifications: list[Notification]) -> list[tuple[Any, ...]]:
+        """The rows for a batch, payload encoded (pure Python: done on the pipeline thread, so the
+        writer thread holds the GIL only briefly and never delays the store threads' hand-offs)."""
         payloads: dict[str, str] = {}
         rows = []
         for n in notifications:
@@ -160,7 +170,7 @@ class Outbox:
                     payload,
                 )
             )
-        self._write(rows)
+        return rows
 
     def result(self, notification: Notification, result: DeliveryResult) -> None:
         """Queue one delivery result; any thread, never blocks.  Written with the next batch."""
@@ -329,7 +339,7 @@ class OutboxWriter:
         self.outbox = outbox
         self.dispatch = dispatch
         self.stage = stage  #: the branch's "outbox" stage: one transaction's time
-        self._queue: queue.SimpleQueue[list[Notification] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Notification], list[Any]] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._main, name="outbox", daemon=True)
 
     def start(self) -> None:
@@ -340,7 +350,7 @@ class OutboxWriter:
         """From the pipeline thread; never blocks."""
         if self.thread.ident is None:  # a pipeline driven without Branch.start (the benchmark)
             self.start()
-        self._queue.put(batch)
+        self._queue.put((batch, Outbox.rows(batch)))
 
     def _main(self) -> None:
         get, more = self._queue.get, self._queue.get_nowait
@@ -352,23 +362,25 @@ class OutboxWriter:
                 continue
             if first is None:
                 return
-            batch, last = list(first), False
+            batch, rows = list(first[0]), list(first[1])
+            last = False
             with contextlib.suppress(queue.Empty):
                 while len(batch) < MERGE_LIMIT:
                     item = more()
                     if item is None:
                         last = True
                         break
-                    batch += item
-            self._write(batch)
+                    batch += item[0]
+                    rows += item[1]
+            self._write(batch, rows)
             if last:
                 return
 
-    def _write(self, batch: list[Notification]) -> None:
+    def _write(self, batch: list[Notification], rows: list[Any] | None = None) -> None:
         t0 = time.perf_counter()
         try:
             if batch:
-                self.outbox.add(batch)
+                self.outbox.add_rows(rows or [])
             else:
                 self.outbox.flush()
         except Exception as exc:
