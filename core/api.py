@@ -239,6 +239,12 @@ class IdentityStore:
         it, so the next :meth:`find_card` anywhere returns ``last_seen_branch`` / ``last_seen_at`` and
         a card seen at two branches implausibly fast is caught.  Default: not recorded."""
 
+    def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
+        """Several ``(epc, branch_id, at)`` sightings at once (one pipeline batch): the core calls this.
+        Default: :meth:`card_seen` for each; a store can write them in one transaction instead."""
+        for epc, branch_id, at in sightings:
+            self.card_seen(epc, branch_id, at)
+
     @property
     def records_sightings(self) -> bool:
         """Whether :meth:`card_seen` records anything, so the core queues sightings only where they

@@ -219,8 +219,7 @@ class StoreRunner:
     def _seen(self, sightings: list[tuple[str, str, float]]) -> None:
         try:
             self._ensure_open()
-            for epc, branch_id, at in sightings:
-                self.store.card_seen(epc, branch_id, at)
+            self.store.cards_seen(sightings)
         except Exception as exc:
             self.status.stats.fail(f"card_seen: {describe(exc)}")
 

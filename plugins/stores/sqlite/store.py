@@ -123,10 +123,14 @@ class SqliteStore(CardRegistry):
         return [customer_from_row(r) for r in rows]
 
     def card_seen(self, epc: str, branch_id: str, at: float) -> None:
+        self.cards_seen([(epc, branch_id, at)])
+
+    def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
+        """One transaction per pipeline batch: the same thread answers the door's look-ups."""
         with self.db:
-            self.db.execute(
+            self.db.executemany(
                 "UPDATE cards SET last_seen_branch = ?, last_seen_at = ? WHERE epc = ?",
-                (branch_id, at, epc.upper()),
+                [(branch_id, at, epc.upper()) for epc, branch_id, at in sightings],
             )
 
     def iter_cards(self) -> Iterator[Card]:
