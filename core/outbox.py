@@ -51,6 +51,7 @@ from .model import (
 )
 from .privacy import mask_id_number, mask_mobile
 from .status import Stats
+from .walfile import WalFile
 
 log = logging.getLogger(__name__)
 
@@ -111,31 +112,12 @@ class Outbox:
     :class:`OutboxWriter`); :meth:`result` from any thread."""
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = WalFile(path, SCHEMA, synchronous, name="outbox")
         self.path = path
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
-        self.db.executescript(SCHEMA)
+        self.db = self._file.db
         self._lock = threading.Lock()  # the pipeline thread, and the main thread at start and stop
         self._results: queue.SimpleQueue[tuple[Notification, DeliveryResult]] = queue.SimpleQueue()
         self._closed = False
-        self._closing = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="outbox-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
-
-    def _checkpoint_loop(self, interval: float = 1.0) -> None:
-        """Off the pipeline thread: SQLite's automatic checkpoint would stall it for milliseconds."""
-        db = sqlite3.connect(str(self.path), isolation_level=None)
-        try:
-            while not self._closing.wait(interval):
-                with contextlib.suppress(sqlite3.Error):  # busy now: the next round catches up
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -321,13 +303,9 @@ class Outbox:
         are sent again at the next start)."""
         with contextlib.suppress(sqlite3.Error):
             self.flush()
-        self._closing.set()
-        self._checkpointer.join(2.0)
         with self._lock:
             self._closed = True
-            with contextlib.suppress(sqlite3.Error):  # if busy, the WAL stays valid and is replayed
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.db.close()
+            self._file.close()
 
 
 class OutboxWriter:

@@ -10,13 +10,11 @@ The log stores the customer number, never names, ID numbers or phone numbers.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from .model import Visit
+from .walfile import WalFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS visits (
@@ -47,27 +45,9 @@ class VisitLog:
     """Used from the pipeline thread only."""
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = WalFile(path, SCHEMA, synchronous, name="visitlog")
         self.path = path
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
-        self.db.executescript(SCHEMA)
-        self._closing = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="visitlog-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
-
-    def _checkpoint_loop(self, interval: float = 1.0) -> None:
-        db = sqlite3.connect(str(self.path), isolation_level=None)
-        try:
-            while not self._closing.wait(interval):
-                with contextlib.suppress(sqlite3.Error):  # busy now: the next round catches up
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
+        self.db = self._file.db
 
     def record(self, visits: Iterable[Visit]) -> None:
         rows = [
@@ -119,8 +99,4 @@ class VisitLog:
         ).fetchall()
 
     def close(self) -> None:
-        self._closing.set()
-        self._checkpointer.join(2.0)
-        with contextlib.suppress(sqlite3.Error):  # if busy, the WAL stays valid and is replayed on open
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.db.close()
+        self._file.close()
