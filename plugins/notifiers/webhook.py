@@ -1,0 +1,186 @@
+"""Posts each notification as signed JSON to an HTTP(S) endpoint: a bank's own alerting system.
+
+A webhook carries customer data to another system, so it needs a personal-information impact
+assessment first (PIPL Art. 55, ``privacy-security.md`` §2).  It sends as little as does the job:
+``fields`` lists the customer fields included (default ``customer_no``, ``name``, ``tier``,
+``company``, ``usual_business``); an ID number or mobile is only ever sent masked, and only if listed.
+
+Body (UTF-8 JSON)::
+
+    {"key": "<visit id>:<recipient id>", "event": "arrival" | "rejected" | "suspect",
+     "branch": "<branch id>", "visit_id": "...", "arrived_at": "2026-12-01T21:41:11.123456+00:00",
+     "recipient": {"id": "...", "role": "..."}, "reader": "<reader id>", "tier": "gold" | null,
+     "reason": "lost" | ... | null, "customer": {<the listed fields>} | null}
+
+Headers: ``Content-Type: application/json``, ``Idempotency-Key: <key>`` (a receiver shows one key
+once: the outbox delivers at least once), ``X-Vipsense-Timestamp: <unix seconds>`` and
+``X-Vipsense-Signature: sha256=<hex>``, the HMAC-SHA256 with the shared secret of
+``<timestamp>.<raw body bytes>``.  A receiver verifies before it parses::
+
+    import hashlib, hmac, time
+    ts = request.headers["X-Vipsense-Timestamp"]
+    mac = hmac.new(secret, ts.encode() + b"." + raw_body, hashlib.sha256).hexdigest()
+    ok = hmac.compare_digest("sha256=" + mac, request.headers["X-Vipsense-Signature"])
+    ok = ok and abs(time.time() - int(ts)) <= 300   # reject stale (replayed) posts
+
+A 2xx answer is a delivery.  4xx (but 408 and 429) fails for good (``DeliveryFailed(retry=False)``);
+5xx, 408, 429, timeouts and connection errors are retried by the outbox with backoff.  Neither the
+secret nor the body is ever logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import json
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import attrs
+
+import vipsense
+from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
+from vipsense.model import Notification, Visit, VisitKind
+from vipsense.privacy import mask_field
+
+CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
+DEFAULT_FIELDS = ("customer_no", "name", "tier", "company", "usual_business")
+_EVENTS = {VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
+_REASON_MAX = 120  #: characters of a response's status text kept in an error
+
+
+def _check_url(instance: Any, attribute: Any, value: str) -> None:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+
+
+def _check_fields(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
+    unknown = [f for f in value if f not in CUSTOMER_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown customer field(s) {unknown}; choose from {list(CUSTOMER_FIELDS)}")
+
+
+@attrs.frozen
+class WebhookSettings:
+    url: str = attrs.field(validator=_check_url)
+    secret: Secret = attrs.field(repr=lambda s: "Secret('******')")  #: the HMAC key, from ``!secret``
+    request_timeout: Duration = Duration(5)  #: for connecting and for the whole answer
+    fields: tuple[str, ...] = attrs.field(default=DEFAULT_FIELDS, converter=tuple, validator=_check_fields)
+    ca_file: str | None = None  #: a CA bundle for an https endpoint with a private CA
+    headers: dict[str, str] = attrs.Factory(dict)  #: extra request headers, e.g. a routing key
+
+
+def event_of(visit: Visit) -> str:
+    return _EVENTS.get(visit.kind, "arrival")
+
+
+def build_body(notification: Notification, branch_id: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON document for one notification; ID number and mobile masked (``vipsense.privacy``)."""
+    visit = notification.visit
+    customer = None
+    if visit.customer is not None:
+        customer = {f: mask_field(f, getattr(visit.customer, f)) for f in fields}
+    arrived = dt.datetime.fromtimestamp(visit.arrived_at, dt.timezone.utc).isoformat()
+    return {
+        "key": notification.key,
+        "event": event_of(visit),
+        "branch": branch_id,
+        "visit_id": visit.visit_id,
+        "arrived_at": arrived,
+        "recipient": {"id": notification.recipient.id, "role": notification.recipient.role.value},
+        "reader": visit.arrival.reader_id,
+        "tier": visit.tier,
+        "reason": visit.reason.value if visit.reason else None,
+        "customer": customer,
+    }
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``."""
+    return "sha256=" + hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+class WebhookNotifier(Notifier):
+    def __init__(self, settings: WebhookSettings, ctx: PluginContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self._key = settings.secret.reveal().encode("utf-8")
+        self._where = urllib.parse.urlsplit(settings.url)._replace(query="", fragment="").geturl()
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self._where.startswith("https:"):
+            cafile = str(ctx.resolve(settings.ca_file)) if settings.ca_file else None
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+        self._opener = urllib.request.build_opener(*handlers)
+        self._health: dict[str, Any] = {"endpoint": self._where}
+
+    def send(self, notification: Notification) -> None:
+        body = json.dumps(
+            build_body(notification, self.ctx.branch_id, self.settings.fields),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        timestamp = str(int(time.time()))
+        headers = dict(self.settings.headers)
+        headers.update(
+            {
+                "Content-Type": "application/json",
+                "Idempotency-Key": notification.key,
+                "X-Vipsense-Timestamp": timestamp,
+                "X-Vipsense-Signature": sign(self._key, timestamp, body),
+            }
+        )
+        request = urllib.request.Request(self.settings.url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=float(self.settings.request_timeout)) as response:
+                response.read(65536)
+                status = response.status
+        except urllib.error.HTTPError as e:
+            status, reason = e.code, str(e.reason or "")[:_REASON_MAX]
+            e.close()
+            retry = status >= 500 or status in (408, 429)
+            self._health["last_error"] = f"HTTP {status}"
+            raise DeliveryFailed(
+                f"{self._where} answered HTTP {status} {reason}".rstrip(), retry=retry
+            ) from None
+        except TimeoutError:
+            self._health["last_error"] = "timeout"
+            raise DeliveryFailed(
+                f"{self._where} did not answer within {float(self.settings.request_timeout):g}s", retry=True
+            ) from None
+        except urllib.error.URLError as e:
+            why = e.reason
+            if isinstance(why, TimeoutError):
+                text = f"did not answer within {float(self.settings.request_timeout):g}s"
+            else:
+                text = f"unreachable ({why})"
+            self._health["last_error"] = text
+            raise DeliveryFailed(f"{self._where} {text}", retry=True) from None
+        except (OSError, http.client.HTTPException) as e:
+            self._health["last_error"] = type(e).__name__
+            raise DeliveryFailed(
+                f"{self._where} connection failed ({type(e).__name__}: {e})", retry=True
+            ) from None
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"{self._where} answered HTTP {status}", retry=status >= 500)
+        self._health["last_error"] = ""
+        self._health["last_delivered"] = time.time()
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._health)
+
+
+@vipsense.hookimpl
+def vipsense_register_notifier_types(register):
+    register(
+        "webhook",
+        WebhookSettings,
+        WebhookNotifier,
+        summary="posts signed JSON to an HTTP(S) endpoint",
+    )

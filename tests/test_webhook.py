@@ -1,0 +1,209 @@
+"""The webhook notifier against a real HTTP server on 127.0.0.1: signatures, masking, the status
+codes that are retried and those that are not, timeouts, and one arrival through a real Branch."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import io
+import json
+import socket
+import threading
+import time
+import types
+
+import pytest
+
+from vipsense.api import DeliveryFailed, Duration, Secret
+from vipsense.branch import Branch
+from vipsense.config.profile import load_profile
+from vipsense.model import Arrival, Customer, Notification, Role, Staff, TagRead, Visit, VisitKind
+from vipsense.output import Output
+from vipsense.pluginhost import load_host
+from vipsense.plugins.notifiers.webhook import WebhookNotifier, WebhookSettings
+
+from .conftest import wait_for
+
+KEY = "test-hmac-key"
+ID_NUMBER = "110101199003071234"
+MOBILE = "13812345678"
+
+
+def verify(headers, body: bytes, key: str = KEY) -> bool:
+    ts = headers["X-Vipsense-Timestamp"]
+    mac = hmac.new(key.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest("sha256=" + mac, headers["X-Vipsense-Signature"])
+
+
+class Receiver:
+    """An HTTP server on a free 127.0.0.1 port that checks each post's signature and records it."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0):
+        self.status, self.delay, self.posts = status, delay, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append((dict(self.headers), body, verify(self.headers, body)))
+                if outer.delay:
+                    time.sleep(outer.delay)
+                try:
+                    self.send_response(outer.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(**kw):
+        made.append(Receiver(**kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def notifier(url: str, **kw) -> WebhookNotifier:
+    settings = WebhookSettings(url=url, secret=Secret(KEY, "secret:hook"), **kw)
+    ctx = types.SimpleNamespace(branch_id="b1", resolve=lambda p: p)
+    return WebhookNotifier(settings, ctx)
+
+
+def notification(fields_customer=True) -> Notification:
+    customer = Customer("C1", "Ada Wong", tier="gold", id_number=ID_NUMBER, mobile=MOBILE)
+    arrival = Arrival("E2000000000000000000000A", "door", 1, 0.0, 0.1, 3, -50.0)
+    visit = Visit("v1", "b1", VisitKind.GREETED, arrival, 1_764_600_000.5, customer=customer, tier="gold")
+    boss = Staff("boss", "Branch Boss", Role.BRANCH_MANAGER, mobile="13900001111")
+    return Notification("v1:boss", visit, boss, "hook", 0.0, 0.0)
+
+
+def test_post_is_signed_keyed_and_masked(receiver):
+    r = receiver()
+    notifier(r.url, fields=("customer_no", "name", "id_number", "mobile")).send(notification())
+    [(headers, body, ok)] = r.posts
+    assert ok
+    assert headers["Idempotency-Key"] == "v1:boss" and headers["Content-Type"] == "application/json"
+    doc = json.loads(body)
+    assert doc["key"] == "v1:boss" and doc["event"] == "arrival" and doc["branch"] == "b1"
+    assert doc["arrived_at"] == "2025-12-01T14:40:00.500000+00:00"
+    assert doc["recipient"] == {"id": "boss", "role": "branch_manager"}
+    assert doc["customer"] == {
+        "customer_no": "C1",
+        "name": "Ada Wong",
+        "id_number": "**************1234",
+        "mobile": "138****5678",
+    }
+    text = body.decode()
+    assert ID_NUMBER not in text and MOBILE not in text and "13900001111" not in text
+    tampered = body.replace(b"Ada Wong", b"Eve Wong")
+    assert not verify(headers, tampered)
+    assert not verify(headers, body, key="another-key")
+
+
+def test_default_fields_leave_out_id_and_mobile(receiver):
+    r = receiver()
+    notifier(r.url).send(notification())
+    doc = json.loads(r.posts[0][1])
+    assert set(doc["customer"]) == {"customer_no", "name", "tier", "company", "usual_business"}
+    assert "1234" not in r.posts[0][1].decode()
+
+
+def test_settings_repr_masks_the_secret():
+    s = WebhookSettings(url="https://example.invalid/x", secret=Secret(KEY))
+    assert KEY not in repr(s)
+    with pytest.raises(ValueError):
+        WebhookSettings(url="ftp://example.invalid/x", secret=Secret(KEY))
+    with pytest.raises(ValueError):
+        WebhookSettings(url="https://example.invalid/x", secret=Secret(KEY), fields=("photo",))
+
+
+@pytest.mark.parametrize("status,retry", [(500, True), (503, True), (429, True), (408, True), (400, False)])
+def test_status_codes(receiver, status, retry):
+    r = receiver(status=status)
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url).send(notification())
+    assert e.value.retry is retry
+    assert str(status) in str(e.value)
+
+
+def test_closed_port_is_retried_quickly():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    start = time.monotonic()
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(f"http://127.0.0.1:{port}/hook", request_timeout=Duration(1)).send(notification())
+    assert e.value.retry is True and "unreachable" in str(e.value)
+    assert time.monotonic() - start < 1.5
+
+
+def test_slow_server_times_out_and_is_retried(receiver):
+    r = receiver(delay=2.0)
+    start = time.monotonic()
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url, request_timeout=Duration(0.5)).send(notification())
+    took = time.monotonic() - start
+    assert e.value.retry is True and "within 0.5s" in str(e.value)
+    assert 0.4 < took < 1.5
+
+
+PROFILE = """\
+branch: {id: hook-branch, name: Hook Branch}
+readers:
+  - {id: door, type: simulated, visitors: []}
+stores:
+  - {id: local, type: sqlite, seed: [seed.yaml]}
+notifiers:
+  - {id: hook, type: webhook, url: "%(url)s", secret: !secret hook_key, request_timeout: 2s}
+presence: {min_reads: 2, window: 1s, depart_after: 1s}
+staff:
+  - {id: lobby, name: Lobby Person, role: lobby_manager}
+  - {id: boss, name: Branch Boss, role: branch_manager}
+routing:
+  - {event: arrival, to: lobby_manager, via: [hook]}
+  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [hook]}
+  - {event: suspect, to: branch_manager, via: [hook]}
+"""
+
+
+def test_arrival_through_a_real_branch(receiver, write_profile, tmp_path):
+    r = receiver()
+    (tmp_path / "secrets.yaml").write_text(f"hook_key: {KEY}\n", encoding="utf-8")
+    path = write_profile(PROFILE % {"url": r.url})
+    host = load_host()
+    profile = load_profile(path, host, data_dir=tmp_path / "data")
+    branch = Branch(profile, host, output=Output(io.StringIO(), live=False))
+    branch.start()
+    try:
+        for _ in range(3):
+            branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
+        assert wait_for(lambda: len(r.posts) == 1)
+        headers, body, ok = r.posts[0]
+        doc = json.loads(body)
+        assert ok and doc["event"] == "arrival" and doc["branch"] == "hook-branch"
+        assert doc["customer"]["name"] == "Ada Wong" and doc["recipient"]["id"] == "lobby"
+        assert headers["Idempotency-Key"] == doc["key"] == f"{doc['visit_id']}:lobby"
+        assert ID_NUMBER not in body.decode() and MOBILE not in body.decode()
+    finally:
+        branch.stop()
