@@ -1288,7 +1288,7 @@ class TokenSettings:
 class TokenPlugin:
     @staticmethod
     def vipsense_register_notifier_types(register):
-        register("webhook", TokenSettings, lambda settings, ctx: None)
+        register("token-hook", TokenSettings, lambda settings, ctx: None)
 
 
 def _host_with_token_plugin() -> PluginHost:
@@ -1302,7 +1302,7 @@ _TOKEN_NOTIFIERS = """\
       - id: screen
         type: console
       - id: hook
-        type: webhook
+        type: token-hook
         token: !secret hook_token
     """
 
@@ -1405,7 +1405,7 @@ _PLAIN_SETTINGS = [
               - id: screen
                 type: console
               - id: hook
-                type: webhook
+                type: token-hook
                 token: inline-token
                 expires: @VALUE@
             """
