@@ -16,8 +16,6 @@ portrait instead).
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from vipsense.config.structure import INVALID, Structurer
 from vipsense.config.yamlload import load_profile_yaml
 from vipsense.model import Card, CardStatus, Customer, Photo
 from vipsense.plugins.stores.sqlite import SeedCard, SeedCustomer
+from vipsense.records import CsvFileError, CsvTable
 
 from .settings import CardSettings, CustomerSettings, LdapSettings
 
@@ -97,42 +96,26 @@ def read_yaml(path: Path) -> tuple[list[Customer], list[Card]]:
     return [_customer(c, path.parent) for c in seed.customers], [_card(c) for c in seed.cards]
 
 
-def _csv_value(column: str, value: str) -> Any:
-    if value == "":
-        return () if column == "allowed_branches" else None
-    if column in ("valid_from", "valid_until", "consent_date"):
-        return dt.date.fromisoformat(value)
-    if column == "allowed_branches":
-        return tuple(b for b in value.split(";") if b)
-    if column == "status":
-        return CardStatus(value)
-    if column == "consent":
-        return value.strip().lower() in ("1", "true", "yes")
-    return value
-
-
 def read_csv(path: Path) -> tuple[list[Customer], list[Card]]:
-    """A customers CSV, or a cards CSV when the header has ``epc`` (as the SQLite store reads them)."""
+    """A customers CSV, or a cards CSV when the header has ``epc``, read and checked exactly as the
+    SQLite import reads it (:class:`vipsense.records.CsvTable`)."""
     customers: list[Customer] = []
     cards: list[Card] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or ()]
-        is_cards = "epc" in header
-        known = {f.name for f in attrs.fields(Card if is_cards else Customer)} - {"stale", "photo"}
-        unknown = [h for h in header if h not in known]
-        if unknown:
-            raise ConvertError(f"{path}:1: unknown columns {', '.join(unknown)}")
-        for row in reader:
-            try:
-                values = {k.strip(): _csv_value(k.strip(), v or "") for k, v in row.items() if k}
-                if is_cards:
-                    values["epc"] = values["epc"].upper()
-                    cards.append(Card(**{k: v for k, v in values.items() if v is not None}))
-                else:
-                    customers.append(Customer(**{k: v for k, v in values.items() if v is not None}))
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise ConvertError(f"{path}:{reader.line_num}: {exc}") from None
+    try:
+        table = CsvTable(path)
+    except CsvFileError as exc:
+        raise ConvertError(str(exc)) from None
+    with table:
+        for _line, values in table.rows():
+            fields = {c: v for c, v in zip(table.columns, values, strict=True) if v is not None}
+            if table.kind == "cards":
+                fields["status"] = CardStatus(fields.get("status", CardStatus.ACTIVE.value))
+                cards.append(Card(**fields))
+            else:
+                customers.append(Customer(**fields))
+    if table.result.rejected:
+        shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in table.result.reasons)
+        raise ConvertError(f"{table.result.rejected} rows rejected, nothing was written: {shown}")
     return customers, cards
 
 
