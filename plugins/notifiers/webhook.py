@@ -15,7 +15,7 @@ Body (UTF-8 JSON)::
 Headers: ``Content-Type: application/json``, ``Idempotency-Key: <key>`` (a receiver shows one key
 once: the outbox delivers at least once), ``X-Vipsense-Timestamp: <unix seconds>`` and
 ``X-Vipsense-Signature: sha256=<hex>``, the HMAC-SHA256 with the shared secret of
-``<timestamp>.<raw body bytes>``.  A receiver verifies before it parses::
+``<timestamp>.<raw body bytes>`` (:mod:`vipsense.signing`).  A receiver verifies before it parses::
 
     import hashlib, hmac, time
     ts = request.headers["X-Vipsense-Timestamp"]
@@ -31,8 +31,6 @@ secret nor the body is ever logged.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import http.client
 import json
 import ssl
@@ -48,6 +46,7 @@ import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
 from vipsense.model import Notification, Visit, VisitKind
 from vipsense.privacy import mask_field
+from vipsense.signing import signed_headers
 
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
 DEFAULT_FIELDS = ("customer_no", "name", "tier", "company", "usual_business")
@@ -102,11 +101,6 @@ def build_body(notification: Notification, branch_id: str, fields: tuple[str, ..
     }
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``."""
-    return "sha256=" + hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-
-
 class WebhookNotifier(Notifier):
     def __init__(self, settings: WebhookSettings, ctx: PluginContext) -> None:
         self.settings = settings
@@ -126,16 +120,9 @@ class WebhookNotifier(Notifier):
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8")
-        timestamp = str(int(time.time()))
         headers = dict(self.settings.headers)
-        headers.update(
-            {
-                "Content-Type": "application/json",
-                "Idempotency-Key": notification.key,
-                "X-Vipsense-Timestamp": timestamp,
-                "X-Vipsense-Signature": sign(self._key, timestamp, body),
-            }
-        )
+        headers.update({"Content-Type": "application/json", "Idempotency-Key": notification.key})
+        headers.update(signed_headers(self._key, body))
         request = urllib.request.Request(self.settings.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=float(self.settings.request_timeout)) as response:
