@@ -70,8 +70,12 @@ class PluginContext:
     output: Output  #: terminal output that cooperates with the live status line
     log: logging.Logger
     staff: Mapping[str, Staff] = attrs.Factory(dict)  #: the profile's ``staff:``, by id
-    #: Notifiers: report a result learnt later, e.g. a recipient's acknowledgement, from any thread.
+    #: Notifiers: report a result learnt later, e.g. a failure the channel reports afterwards.
     report: Callable[[Notification, DeliveryResult], None] = lambda notification, result: None
+    #: Notifiers: a recipient acknowledged the notification ``key`` (any thread, returns quickly).
+    #: ``acknowledge(key, staff_id, at=None)`` returns False when the branch knows no such
+    #: notification for that member of staff; ``at`` is wall-clock UNIX time, None for now.
+    acknowledge: Callable[..., bool] = lambda key, staff_id, at=None: False
 
     @classmethod
     def for_item(
@@ -81,9 +85,12 @@ class PluginContext:
         clock: Clock,
         output: Output,
         report: Callable[[Notification, DeliveryResult], None] | None = None,
+        acknowledge: Callable[..., bool] | None = None,
     ) -> PluginContext:
         """The context a profile item's factory gets (the core's one way of making it)."""
-        extra = {} if report is None else {"report": report}
+        extra: dict[str, Any] = {} if report is None else {"report": report}
+        if acknowledge is not None:
+            extra["acknowledge"] = acknowledge
         return cls(
             branch_id=profile.branch.id,
             branch_name=profile.branch.name,

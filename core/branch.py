@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .api import PluginContext, ReaderState, ReaderStatus
@@ -14,7 +15,8 @@ from .auditwriter import AuditWriter
 from .clock import Clock
 from .config.profile import ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
-from .model import DeliveryResult, DeliveryState, Notification
+from .escalation import Escalator
+from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification
 from .outbox import Outbox, OutboxWriter
 from .output import Output
 from .pipeline import Pipeline
@@ -49,8 +51,9 @@ class Branch:
         self.audit = AuditLog(self.data_dir / "audit.sqlite3")
         self.audit_writer = AuditWriter(self.audit)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
-        self.outbox_writer = OutboxWriter(self.outbox, self._dispatch, self.status.stages["outbox"])
         self._stop = threading.Event()
+        #: keys acknowledged in this run: a notifier still holding one skips it
+        self.acknowledged: set[str] = set()
         self._started = False
 
         self.stores = [
@@ -67,9 +70,11 @@ class Branch:
                 self.status.stages["notify"],
                 retry_first=float(cfg.retry.first),
                 retry_max=float(cfg.retry.max),
+                skip=self.acknowledged.__contains__,
             )
             for cfg, obj in self._build(Kind.NOTIFIER, profile.notifiers)
         }
+        self.outbox_writer = OutboxWriter(self.outbox, self._dispatch, self.status.stages["outbox"])
         self.pipeline = Pipeline(
             profile,
             host,
@@ -81,6 +86,9 @@ class Branch:
             audit=self.audit_writer.put,
             outbox=self.outbox_writer,
         )
+        self.outbox_writer.escalate = Escalator(
+            self.outbox, self.pipeline.router, self.clock, self.notifiers.keys()
+        ).run
         self.readers = [
             ReaderRunner(
                 cfg.id, obj, self.clock, self.pipeline.submit, self.status.devices[cfg.id], self._reader_state
@@ -105,7 +113,12 @@ class Branch:
                         ptype.factory(
                             cfg.settings,
                             PluginContext.for_item(
-                                self.profile, cfg, self.clock, self.output, self._delivered
+                                self.profile,
+                                cfg,
+                                self.clock,
+                                self.output,
+                                self._delivered,
+                                self._acknowledger(cfg.id),
                             ),
                         ),
                     )
@@ -123,11 +136,44 @@ class Branch:
         self.pipeline.reader_state(reader_id, status)
 
     def _delivered(self, notification: Notification, result: DeliveryResult) -> None:
-        """Every attempt's result, and results notifiers report later (acknowledgements)."""
-        if result.state is DeliveryState.EXPIRED:
-            self.status.devices[result.notifier_id].stats.fail("expired before delivery")
-        self.outbox.result(notification, result)
+        """Every attempt's result, and results notifiers report later."""
+        if result.state is DeliveryState.ACKNOWLEDGED:
+            self.acknowledge(notification.key, notification.recipient.id, result.at, result.notifier_id)
+        else:
+            if result.state is DeliveryState.EXPIRED:
+                self.status.devices[result.notifier_id].stats.fail("expired before delivery")
+            self.outbox.result(notification, result)
         self.host.broadcast("vipsense_delivery_result", notification=notification, result=result)
+
+    def _acknowledger(self, via: str) -> Callable[..., bool]:
+        def acknowledge(key: str, staff_id: str, at: float | None = None) -> bool:
+            return self.acknowledge(key, staff_id, at, via)
+
+        return acknowledge
+
+    def acknowledge(self, key: str, staff_id: str, at: float | None = None, via: str = "") -> bool:
+        """``staff_id`` saw the notification ``key`` (``<visit id>:<staff id>``): recorded in the
+        outbox (response times; no more retries, pager texts or escalation for it) and on the
+        visit.  Any thread.  False when the key is not that member of staff's, or unknown here.
+        A repeated acknowledgement is True and changes nothing."""
+        visit_id, sep, recipient = key.rpartition(":")
+        if not sep or not visit_id or recipient != staff_id:
+            return False
+        when = self.clock.wall() if at is None else float(at)
+        try:
+            known, first = self.outbox.acknowledge(key, when)
+        except Exception as exc:
+            log.error("outbox: cannot record an acknowledgement of %s: %s", key, exc)
+            return False
+        if not known:
+            return False
+        self.acknowledged.add(key)
+        if first:
+            ack = Acknowledgement(key, visit_id, staff_id, when, via)
+            self.pipeline.acknowledged(ack)
+            self.status.counters["acknowledged"] += 1
+            self.host.broadcast("vipsense_acknowledged", ack=ack)
+        return True
 
     def _dispatch(self, notification: Notification) -> None:
         """From the outbox writer, once the notification is stored."""

@@ -255,7 +255,10 @@ class NotifierRunner:
         stage: Stats,
         retry_first: float = 1.0,
         retry_max: float = 15.0,
+        skip: Callable[[str], bool] = lambda key: False,
     ) -> None:
+        #: true for a key its recipient acknowledged already (through another notifier): not sent
+        self.skip = skip
         self.stage = stage  #: the branch-wide "notify" stage, shared by every notifier
         self.notifier_id = notifier_id
         self.notifier = notifier
@@ -314,6 +317,9 @@ class NotifierRunner:
     def _deliver(self, n: Notification, attempts: int) -> None:
         now = self.clock.wall()
         attempt = attempts + 1
+        if self.skip(n.key):  # seen on another device already; the outbox row says acknowledged
+            self.status.counters["skipped"] = self.status.counters.get("skipped", 0) + 1
+            return
         if now >= n.expires_at:
             self.status.counters["expired"] += 1
             self._on_result(

@@ -35,7 +35,7 @@ from . import PROJECT
 if TYPE_CHECKING:
     from .api import ReaderStatus, RegisterType
     from .branch import Branch
-    from .model import Arrival, DeliveryResult, Notification, Visit
+    from .model import Acknowledgement, Arrival, DeliveryResult, Notification, Visit
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
@@ -209,4 +209,17 @@ def vipsense_delivery_result(notification: Notification, result: DeliveryResult)
     :param notification: what was sent.
     :param result: the outcome, with its :class:`vipsense.model.DeliveryState` and ``attempt``
         (1 for the first attempt, counted across restarts).
+    """
+
+
+@hookspec
+def vipsense_acknowledged(ack: Acknowledgement) -> None:
+    """A member of staff acknowledged a notification: they saw the customer's arrival.
+
+    Called once per notification key, on the thread that received the acknowledgement (a notifier's
+    server thread, later the web page's), after it is recorded in the outbox; the visit log records
+    it on the visit moments later.  Repeated acknowledgements of the same key are not broadcast.
+
+    :param ack: a :class:`vipsense.model.Acknowledgement`: key, visit id, staff id, wall time, and
+        the notifier it came through.
     """

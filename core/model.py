@@ -191,6 +191,26 @@ class Visit:
 
 
 @attrs.frozen(slots=True)
+class Acknowledgement:
+    """A member of staff confirmed they saw a notification (on a PDA, later on the web page)."""
+
+    key: str  #: the notification's key: ``<visit id>:<staff id>``
+    visit_id: str
+    staff_id: str
+    at: float  #: wall-clock UNIX time
+    via: str = ""  #: the notifier (or page) it came through
+
+
+@attrs.frozen(slots=True)
+class Fallback:
+    """Whom to tell instead if a notification's recipient has not acknowledged by ``at``."""
+
+    at: float  #: wall-clock UNIX time: the deadline for an acknowledgement
+    to: Role
+    via: tuple[str, ...]
+
+
+@attrs.frozen(slots=True)
 class Notification:
     """One message for one recipient through one notifier.
 
@@ -204,6 +224,8 @@ class Notification:
     notifier_id: str
     created_at: float
     expires_at: float
+    fallback: Fallback | None = None  #: escalation, from the routing rule's ``escalate:``
+    escalated_from: str = ""  #: staff id of the recipient who did not respond (an escalation)
 
 
 @attrs.frozen(slots=True)

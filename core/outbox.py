@@ -43,8 +43,10 @@ from .model import (
     Customer,
     DeliveryResult,
     DeliveryState,
+    Fallback,
     Notification,
     RejectReason,
+    Role,
     Staff,
     Visit,
     VisitKind,
@@ -73,13 +75,35 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at    REAL,
     acknowledged_at REAL,
     finished_at     REAL,               -- when it was delivered, failed or expired
-    payload         TEXT,               -- the visit as JSON, only while the notification is open
+    payload         TEXT,               -- the visit as JSON, while open or while it may escalate
+    escalate_at     REAL,               -- the routing rule's deadline for an acknowledgement
+    escalate_to     TEXT,               -- JSON [role, [notifier ids]]: whom to tell then
+    escalated_at    REAL,               -- when the fallback was told
+    escalated_from  TEXT NOT NULL DEFAULT '',  -- this is an escalation: the recipient who did not respond
     PRIMARY KEY (notifier_id, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_arrived ON outbox (arrived_at);
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key);
 """
 
-#: States after which a notification is closed and its payload dropped.
+#: Columns added after the first release, with their definitions: added to older files at open.
+_ADDED = {
+    "escalate_at": "REAL",
+    "escalate_to": "TEXT",
+    "escalated_at": "REAL",
+    "escalated_from": "TEXT NOT NULL DEFAULT ''",
+}
+_ESCALATE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS outbox_escalate ON outbox (escalate_at) WHERE escalated_at IS NULL"
+)
+
+_INSERT = (
+    "INSERT OR IGNORE INTO outbox (notifier_id, key, visit_id, recipient_id, state, arrived_at,"
+    " created_at, expires_at, payload, escalate_at, escalate_to, escalated_from)"
+    " VALUES (?,?,?,?,'pending',?,?,?,?,?,?,?)"
+)
+
+#: States after which a notification is closed, and its payload dropped unless it may still escalate.
 FINAL = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.EXPIRED})
 
 
@@ -89,6 +113,25 @@ class Pending:
 
     notification: Notification
     attempts: int
+
+
+@attrs.frozen
+class Escalating:
+    """A notification whose recipient did not acknowledge in time: what its fallback needs."""
+
+    key: str
+    recipient_id: str
+    expires_at: float
+    escalate_to: str  #: JSON ``[role, [notifier ids]]``
+    payload: str
+
+    def fallback(self) -> Fallback:
+        return _fallback(0.0, self.escalate_to)
+
+
+def _fallback(at: float, escalate_to: str) -> Fallback:
+    role, via = json.loads(escalate_to)
+    return Fallback(at, Role(role), tuple(via))
 
 
 @attrs.frozen
@@ -105,6 +148,8 @@ class DeliveryRecord:
     acknowledged_at: float | None
     attempts: int
     last_error: str
+    escalated_at: float | None = None
+    escalated_from: str = ""
 
 
 class Outbox:
@@ -115,6 +160,11 @@ class Outbox:
         self._file = WalFile(path, SCHEMA, synchronous, name="outbox")
         self.path = path
         self.db = self._file.db
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
+        for name, definition in _ADDED.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {definition}")
+        self.db.execute(_ESCALATE_INDEX)
         self._lock = threading.Lock()  # the pipeline thread, and the main thread at start and stop
         self._results: queue.SimpleQueue[tuple[Notification, DeliveryResult]] = queue.SimpleQueue()
         self._closed = False
@@ -140,6 +190,7 @@ class Outbox:
             payload = payloads.get(v.visit_id)
             if payload is None:
                 payload = payloads[v.visit_id] = json.dumps(encode_visit(v), ensure_ascii=False)
+            fb = n.fallback
             rows.append(
                 (
                     n.notifier_id,
@@ -150,6 +201,9 @@ class Outbox:
                     n.created_at,
                     n.expires_at,
                     payload,
+                    None if fb is None else fb.at,
+                    None if fb is None else json.dumps([fb.to.value, list(fb.via)]),
+                    n.escalated_from,
                 )
             )
         return rows
@@ -179,9 +233,7 @@ class Outbox:
                     self.db.execute("BEGIN")
                     if rows:
                         self.db.executemany(
-                            "INSERT OR IGNORE INTO outbox (notifier_id, key, visit_id, recipient_id,"
-                            " state, arrived_at, created_at, expires_at, payload)"
-                            " VALUES (?,?,?,?,'pending',?,?,?,?)",
+                            _INSERT,
                             rows,
                         )
                     if updates:
@@ -212,11 +264,16 @@ class Outbox:
                 )
             )
         if others:  # only open rows: an acknowledgement or a final state is never undone
+            # A delivered row keeps its payload while it may still escalate (no acknowledgement
+            # yet); a failed one escalates at once; an expired one never (the customer has left).
             self.db.executemany(
-                "UPDATE outbox SET state=?, attempts=MAX(attempts, ?), last_error=?,"
-                " delivered_at=COALESCE(?, delivered_at), finished_at=COALESCE(?, finished_at),"
-                " payload=CASE WHEN ? THEN NULL ELSE payload END"
-                " WHERE notifier_id=? AND key=? AND payload IS NOT NULL",
+                "UPDATE outbox SET state=?1, attempts=MAX(attempts, ?2), last_error=?3,"
+                " delivered_at=COALESCE(?4, delivered_at), finished_at=COALESCE(?5, finished_at),"
+                " escalate_at=CASE WHEN ?1='failed' AND escalated_at IS NULL"
+                "   THEN MIN(escalate_at, ?5) ELSE escalate_at END,"
+                " payload=CASE WHEN ?6 AND (?1='expired' OR escalate_at IS NULL OR escalated_at IS NOT NULL)"
+                "   THEN NULL ELSE payload END"
+                " WHERE notifier_id=?7 AND key=?8 AND finished_at IS NULL",
                 others,
             )
         if acks:
@@ -238,12 +295,13 @@ class Outbox:
         left the profile's staff, or the payload is unreadable); :meth:`close_rows` closes them."""
         with self._lock:
             rows = self.db.execute(
-                "SELECT notifier_id, key, recipient_id, created_at, expires_at, attempts, payload"
-                " FROM outbox WHERE payload IS NOT NULL ORDER BY arrived_at, key"
+                "SELECT notifier_id, key, recipient_id, created_at, expires_at, attempts, payload,"
+                " escalate_at, escalate_to, escalated_at, escalated_from"
+                " FROM outbox WHERE payload IS NOT NULL AND finished_at IS NULL ORDER BY arrived_at, key"
             ).fetchall()
         out: list[Pending] = []
         broken: list[tuple[str, str, str]] = []
-        for notifier_id, key, recipient_id, created_at, expires_at, attempts, payload in rows:
+        for notifier_id, key, recipient_id, created_at, expires_at, attempts, payload, *esc in rows:
             person = staff.get(recipient_id)
             if person is None:
                 broken.append(
@@ -255,9 +313,79 @@ class Outbox:
             except (ValueError, KeyError, TypeError) as exc:
                 broken.append((notifier_id, key, f"unreadable outbox entry: {exc}"))
                 continue
-            n = Notification(key, visit, person, notifier_id, created_at, expires_at)
+            escalate_at, escalate_to, escalated_at, escalated_from = esc
+            fallback = None
+            if escalate_at is not None and escalated_at is None and escalate_to:
+                fallback = _fallback(escalate_at, escalate_to)
+            n = Notification(
+                key, visit, person, notifier_id, created_at, expires_at, fallback, escalated_from or ""
+            )
             out.append(Pending(n, attempts))
         return out, broken
+
+    # -- acknowledgements and escalation -----------------------------------------------------------
+
+    def acknowledge(self, key: str, at: float) -> tuple[bool, bool]:
+        """Record that the recipient of ``key`` saw it, on every notifier's row of that key (an
+        acknowledgement on the PDA also stops the pager and any escalation).  Any thread.
+
+        Returns ``(known, first)``: whether the outbox has the key, and whether this is its first
+        acknowledgement."""
+        with self._lock:
+            if self._closed:
+                return False, False
+            before = self.db.execute(
+                "SELECT COUNT(*), COUNT(acknowledged_at) FROM outbox WHERE key=?", (key,)
+            ).fetchone()
+            if not before[0]:
+                return False, False
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.execute(
+                    "UPDATE outbox SET state='acknowledged', acknowledged_at=COALESCE(acknowledged_at, ?1),"
+                    " delivered_at=COALESCE(delivered_at, ?1), finished_at=COALESCE(finished_at, ?1),"
+                    " payload=NULL WHERE key=?2",
+                    (at, key),
+                )
+        return True, before[1] == 0
+
+    def due_escalations(self, now: float) -> list[Escalating]:
+        """Notifications past their acknowledgement deadline (or failed for good) whose recipient
+        has not acknowledged: one per key, however many notifiers carried it."""
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self.db.execute(
+                "SELECT key, recipient_id, expires_at, escalate_to, payload FROM outbox"
+                " WHERE escalated_at IS NULL AND escalate_at <= ? AND acknowledged_at IS NULL"
+                " AND payload IS NOT NULL ORDER BY escalate_at",
+                (now,),
+            ).fetchall()
+        out: dict[str, Escalating] = {}
+        for key, recipient_id, expires_at, escalate_to, payload in rows:
+            if key not in out:
+                out[key] = Escalating(key, recipient_id, expires_at, escalate_to, payload)
+        return list(out.values())
+
+    def escalated(self, keys: list[str], fallbacks: list[Notification], at: float) -> list[Notification]:
+        """Store the fallback notifications and mark ``keys`` escalated, in one transaction.
+        Returns the fallbacks that are new (someone already told through that notifier is not
+        told twice)."""
+        new = []
+        with self._lock:
+            if self._closed:
+                return []
+            with self.db:
+                self.db.execute("BEGIN")
+                for row, n in zip(self.rows(fallbacks), fallbacks, strict=True):
+                    if self.db.execute(_INSERT, row).rowcount:
+                        new.append(n)
+                self.db.executemany(
+                    "UPDATE outbox SET escalated_at=?,"
+                    " payload=CASE WHEN finished_at IS NULL THEN payload ELSE NULL END WHERE key=?",
+                    [(at, key) for key in keys],
+                )
+        return new
 
     def close_rows(self, rows: Iterable[tuple[str, str, str]], state: DeliveryState, at: float) -> None:
         """Close ``(notifier_id, key, why)`` rows for good, dropping their payload."""
@@ -284,7 +412,8 @@ class Outbox:
         with self._lock:
             rows = self.db.execute(
                 "SELECT key, notifier_id, recipient_id, visit_id, state, arrived_at, delivered_at,"
-                " acknowledged_at, attempts, last_error FROM outbox WHERE arrived_at BETWEEN ? AND ?"
+                " acknowledged_at, attempts, last_error, escalated_at, escalated_from"
+                " FROM outbox WHERE arrived_at BETWEEN ? AND ?"
                 " ORDER BY arrived_at, key, notifier_id",
                 (since, until),
             ).fetchall()
@@ -313,10 +442,21 @@ class OutboxWriter:
     of it to ``dispatch``.  If the outbox cannot write (a full disk), staff are told all the same;
     only the crash guarantee is lost for that batch."""
 
-    def __init__(self, outbox: Outbox, dispatch: Callable[[Notification], None], stage: Stats) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        dispatch: Callable[[Notification], None],
+        stage: Stats,
+        escalate: Callable[[], list[Notification]] | None = None,
+        escalate_every: float = 0.2,
+    ) -> None:
         self.outbox = outbox
         self.dispatch = dispatch
         self.stage = stage  #: the branch's "outbox" stage: one transaction's time
+        #: stores the fallbacks of due escalations and returns them (:class:`vipsense.escalation.Escalator`)
+        self.escalate = escalate
+        self.escalate_every = escalate_every
+        self._next_escalation = 0.0
         self._queue: queue.SimpleQueue[tuple[list[Notification], list[Any]] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._main, name="outbox", daemon=True)
 
@@ -337,6 +477,7 @@ class OutboxWriter:
                 first = get(timeout=IDLE_FLUSH)
             except queue.Empty:
                 self._write([])
+                self._escalate()
                 continue
             if first is None:
                 return
@@ -351,8 +492,22 @@ class OutboxWriter:
                     batch += item[0]
                     rows += item[1]
             self._write(batch, rows)
+            self._escalate()
             if last:
                 return
+
+    def _escalate(self) -> None:
+        if self.escalate is None or time.monotonic() < self._next_escalation:
+            return
+        self._next_escalation = time.monotonic() + self.escalate_every
+        try:
+            fallbacks = self.escalate()
+        except Exception as exc:  # a full disk: the deadline stays, so the next round tries again
+            self.stage.fail(f"escalation: {type(exc).__name__}: {exc}")
+            log.error("outbox: cannot escalate: %s", exc)
+            return
+        for n in fallbacks:
+            self.dispatch(n)
 
     def _write(self, batch: list[Notification], rows: list[Any] | None = None) -> None:
         t0 = time.perf_counter()

@@ -22,7 +22,16 @@ from .api import ReaderStatus
 from .clock import Clock
 from .config.profile import Profile
 from .devices import NotifierRunner, StoreRunner
-from .model import SUSPECT_REASONS, Arrival, Notification, TagRead, Visit, VisitKind
+from .model import (
+    SUSPECT_REASONS,
+    Acknowledgement,
+    Arrival,
+    Fallback,
+    Notification,
+    TagRead,
+    Visit,
+    VisitKind,
+)
 from .outbox import OutboxWriter
 from .pluginhost import PluginHost
 from .policy import judge
@@ -93,6 +102,10 @@ class Pipeline:
     def reader_state(self, reader_id: str, status: ReaderStatus) -> None:
         self._queue.put((reader_id, status))
 
+    def acknowledged(self, ack: Acknowledgement) -> None:
+        """Record an acknowledgement on its visit (the visit log is the pipeline thread's)."""
+        self._queue.put(ack)
+
     # -- the pipeline thread --------------------------------------------------------------------
 
     def restore(self) -> int:
@@ -133,6 +146,7 @@ class Pipeline:
         t0 = time.perf_counter()
         feed = self.presence.feed
         arrivals: list[tuple[Arrival, bool]] = []
+        acks: list[tuple[str, str, float]] = []
         reads = 0
         for item in items:
             if type(item) is TagRead:
@@ -140,6 +154,8 @@ class Pipeline:
                 result = feed(item)
                 if result is not None:
                     arrivals.append(result)
+            elif type(item) is Acknowledgement:
+                acks.append((item.visit_id, item.staff_id, item.at))
             else:
                 self.host.broadcast("vipsense_reader_status_changed", reader_id=item[0], status=item[1])
         if reads:
@@ -147,6 +163,12 @@ class Pipeline:
             self._stages["presence"].ok(time.perf_counter() - t0, n=reads)
         if arrivals:
             self._handle(arrivals)
+        if acks:
+            try:
+                self.visit_log.acknowledged(acks)
+            except Exception as exc:  # the outbox has it too: response times are not lost
+                self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
+                log.error("visit log: cannot record %d acknowledgements: %s", len(acks), exc)
 
     def tick(self) -> None:
         self._last_tick = time.monotonic()
@@ -299,10 +321,13 @@ class Pipeline:
         t0 = time.perf_counter()
         now = self.clock.wall()
         out = []
-        for person, via in self.router.route(visit):
+        for person, via, escalation in self.router.route(visit):
             if via not in self.notifiers:  # its factory failed; status already shows why
                 self._stages["routing"].fail(f"notifier {via} is not running")
                 continue
+            fallback = None
+            if escalation is not None:
+                fallback = Fallback(now + float(escalation.after), escalation.to, escalation.via)
             out.append(
                 Notification(
                     key=f"{visit.visit_id}:{person.id}",
@@ -311,6 +336,7 @@ class Pipeline:
                     notifier_id=via,
                     created_at=now,
                     expires_at=visit.arrived_at + self.ttl,
+                    fallback=fallback,
                 )
             )
         if out:

@@ -7,7 +7,7 @@ means the customer's own assigned manager, looked up in ``staff:`` by id.
 
 from __future__ import annotations
 
-from .config.profile import RouteRule
+from .config.profile import Escalation, RouteRule
 from .model import Role, Staff, Visit, VisitKind
 
 _EVENT_OF = {VisitKind.GREETED: "arrival", VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
@@ -21,13 +21,14 @@ class Router:
         for person in staff:
             self.by_role.setdefault(person.role, []).append(person)
 
-    def route(self, visit: Visit) -> list[tuple[Staff, str]]:
-        """``(recipient, notifier_id)`` pairs for ``visit``; empty for re-entries and unknown tags."""
+    def route(self, visit: Visit) -> list[tuple[Staff, str, Escalation | None]]:
+        """``(recipient, notifier_id, escalation)`` for ``visit``; empty for re-entries and unknown
+        tags.  When several rules reach one person through one notifier, the first rule with an
+        ``escalate:`` gives the escalation."""
         event = _EVENT_OF.get(visit.kind)
         if event is None:
             return []
-        out: list[tuple[Staff, str]] = []
-        seen: set[tuple[str, str]] = set()
+        out: dict[tuple[str, str], tuple[Staff, str, Escalation | None]] = {}
         for rule in self.rules:
             if rule.event != event:
                 continue
@@ -35,14 +36,15 @@ class Router:
                 continue
             if rule.reasons and visit.reason not in rule.reasons:
                 continue
-            for person in self._recipients(rule.to, visit):
+            for person in self.recipients(rule.to, visit):
                 for via in rule.via:
-                    if (person.id, via) not in seen:
-                        seen.add((person.id, via))
-                        out.append((person, via))
-        return out
+                    known = out.get((person.id, via))
+                    if known is None or (known[2] is None and rule.escalate is not None):
+                        out[(person.id, via)] = (person, via, rule.escalate)
+        return list(out.values())
 
-    def _recipients(self, role: Role, visit: Visit) -> list[Staff]:
+    def recipients(self, role: Role, visit: Visit) -> list[Staff]:
+        """Everyone holding ``role`` for this visit (``client_manager``: the customer's own)."""
         if role is Role.CLIENT_MANAGER:
             manager = visit.customer.client_manager if visit.customer else None
             if not manager:

@@ -127,6 +127,7 @@ class BranchStatus:
                 "unresolved",
                 "stale",
                 "departures",
+                "acknowledged",
             ),
             0,
         )

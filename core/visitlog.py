@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS visits (
     read_count  INTEGER NOT NULL,
     peak_rssi   REAL,
     arrived_at  REAL NOT NULL,
-    departed_at REAL
+    departed_at REAL,
+    acknowledged_at REAL,                -- the first acknowledgement by a member of staff
+    acknowledged_by TEXT                 -- their staff id
 );
 CREATE INDEX IF NOT EXISTS visits_epc_time ON visits (epc, arrived_at);
 CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
@@ -48,6 +50,10 @@ class VisitLog:
         self._file = WalFile(path, SCHEMA, synchronous, name="visitlog")
         self.path = path
         self.db = self._file.db
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(visits)")}
+        for name, definition in (("acknowledged_at", "REAL"), ("acknowledged_by", "TEXT")):
+            if name not in have:  # a file from before acknowledgements
+                self.db.execute(f"ALTER TABLE visits ADD COLUMN {name} {definition}")
 
     def record(self, visits: Iterable[Visit]) -> None:
         rows = [
@@ -89,6 +95,18 @@ class VisitLog:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("UPDATE visits SET departed_at=? WHERE visit_id=?", rows)
+
+    def acknowledged(self, acks: Iterable[tuple[str, str, float]]) -> None:
+        """Record ``(visit_id, staff_id, at)`` acknowledgements; the first one per visit stays."""
+        rows = [(at, staff, vid) for vid, staff, at in acks]
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "UPDATE visits SET acknowledged_at=?, acknowledged_by=?"
+                    " WHERE visit_id=? AND acknowledged_at IS NULL",
+                    rows,
+                )
 
     def last_notified(self, since: float, until: float) -> list[tuple[str, float]]:
         """The last non-suppressed arrival of every card in ``[since, until]`` (wall time)."""

@@ -109,6 +109,20 @@ class ItemConfig:
 
 
 @attrs.frozen
+class Escalation:
+    """Who is told instead when a rule's recipient has not acknowledged within ``after``, or could
+    not be reached at all (their notification failed for good)."""
+
+    after: Duration
+    to: Role
+    via: tuple[str, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if float(self.after) <= 0:
+            raise ValueError("after must be longer than 0s")
+
+
+@attrs.frozen
 class RouteRule:
     """Send one kind of event to everyone holding a role, through the named notifiers."""
 
@@ -117,6 +131,7 @@ class RouteRule:
     event: Literal["arrival", "rejected", "suspect"] = "arrival"
     tiers: tuple[str, ...] = ()  #: empty: every tier
     reasons: tuple[RejectReason, ...] = ()  #: rejected events only; empty: every reason
+    escalate: Escalation | None = None  #: the fallback when the recipient does not acknowledge
 
 
 @attrs.frozen
@@ -344,12 +359,14 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
     for i, rule in enumerate(top["routing"] if top["routing"] is not INVALID else ()):
         if rule is INVALID:
             continue
-        for j, via in enumerate(rule.via):
+        vias = [(("routing", i, "via", j), via) for j, via in enumerate(rule.via)]
+        if rule.escalate is not None:
+            vias += [(("routing", i, "escalate", "via", j), via) for j, via in enumerate(rule.escalate.via)]
+        for where, via in vias:
             if via not in notifier_ids:
                 known = ", ".join(sorted(notifier_ids)) or "none"
                 st.error(
-                    ("routing", i, "via", j),
-                    f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})",
+                    where, f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})"
                 )
         for j, tier in enumerate(rule.tiers):
             if tiers is not INVALID and tier not in tiers:
@@ -368,8 +385,25 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
                 "would greet the holder",
             )
         staff_known = top["staff"] is not INVALID and len(staff) == len(top["staff"])
-        if staff_known and rule.to is not Role.CLIENT_MANAGER and not any(p.role is rule.to for p in staff):
-            st.error(("routing", i, "to"), f"no one in 'staff:' has role {rule.to.value!r}")
+        targets = [(("routing", i, "to"), rule.to)]
+        if rule.escalate is not None:
+            targets.append((("routing", i, "escalate", "to"), rule.escalate.to))
+            if rule.event == "suspect" and rule.escalate.to not in SUSPECT_ROLES:
+                st.error(
+                    ("routing", i, "escalate", "to"),
+                    "suspect cards escalate only to the branch manager or head office",
+                )
+            if rule.escalate.to is Role.CLIENT_MANAGER and rule.event != "arrival":
+                st.error(("routing", i, "escalate", "to"), "rejected and suspect cards go to branch staff")
+            ttl = top.get("notification_ttl")
+            if ttl is not INVALID and ttl is not None and float(rule.escalate.after) >= float(ttl):
+                st.error(
+                    ("routing", i, "escalate", "after"),
+                    f"must be shorter than notification_ttl ({float(ttl):g}s), or the fallback is never told",
+                )
+        for where, role in targets:
+            if staff_known and role is not Role.CLIENT_MANAGER and not any(p.role is role for p in staff):
+                st.error(where, f"no one in 'staff:' has role {role.value!r}")
     if incomplete or top["routing"] is INVALID or len(routing) < len(top["routing"]):
         return  # a broken rule, or an unreadable base, might have held the alert rule
     alerted: set[RejectReason] = set()
