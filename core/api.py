@@ -41,6 +41,7 @@ __all__ = [
     "ReaderContext",
     "ReaderState",
     "ReaderStatus",
+    "RegisterCommand",
     "RegisterType",
     "Secret",
     "StoreUnsupported",
@@ -55,6 +56,12 @@ class RegisterType(Protocol):
     def __call__(
         self, name: str, settings: type, factory: Callable[..., Any], *, summary: str = ""
     ) -> None: ...
+
+
+class RegisterCommand(Protocol):
+    """The ``register`` callable handed to ``vipsense_register_commands``."""
+
+    def __call__(self, name: str, configure: Callable[[Any], None], *, help: str = "") -> None: ...
 
 
 @attrs.frozen

@@ -33,7 +33,7 @@ import pluggy
 from . import PROJECT
 
 if TYPE_CHECKING:
-    from .api import ReaderStatus, RegisterType
+    from .api import ReaderStatus, RegisterCommand, RegisterType
     from .branch import Branch
     from .model import Acknowledgement, Arrival, DeliveryResult, Notification, Visit
 
@@ -92,6 +92,23 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         wait doubling up to ``max``, until the notification expires.  Settings classes must not
         use ``retry``.  ``send`` may be called again for a notification it already delivered
         (after a crash): pass ``notification.key`` on so the receiver shows it once.
+    """
+
+
+@hookspec
+def vipsense_register_commands(register: RegisterCommand) -> None:
+    """Contribute ``vipsense`` subcommands: programs that belong with a plugin, such as the agent
+    a PDA runs or a vendor's reader set-up tool.
+
+    Called once per plugin while plugins load.
+
+    :param register: call ``register(name, configure, help="")`` once per command.
+
+        - ``name``: the subcommand, lower case letters, digits and ``-``; it may not shadow a
+          built-in command or another plugin's.
+        - ``configure(parser)``: adds the command's arguments to its ``argparse`` parser and calls
+          ``parser.set_defaults(func=run)``, where ``run(args) -> int`` returns the exit code.
+        - ``help``: one line for ``vipsense --help``.
     """
 
 

@@ -61,6 +61,22 @@ class PluginType:
     summary: str = ""
 
 
+@attrs.frozen
+class PluginCommand:
+    """A ``vipsense`` subcommand a plugin contributes."""
+
+    name: str
+    configure: Callable[[Any], None]  #: ``configure(argparse parser)``; sets ``func``
+    plugin: str
+    help: str = ""
+
+
+#: Names plugins may not take: the built-in commands (kept in step by a test).
+RESERVED_COMMANDS = frozenset(
+    {"run", "check", "audit", "cards", "customers", "visits", "sync", "plugins", "help", "version"}
+)
+
+
 @attrs.define
 class PluginInfo:
     name: str
@@ -70,6 +86,7 @@ class PluginInfo:
     state: PluginState = PluginState.LOADED
     error: str = ""
     types: list[PluginType] = attrs.field(factory=list)
+    commands: list[PluginCommand] = attrs.field(factory=list)
 
 
 class PluginLoadError(Exception):
@@ -95,6 +112,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.types: dict[Kind, dict[str, PluginType]] = {k: {} for k in Kind}
+        self.commands: dict[str, PluginCommand] = {}
         self._lock = threading.Lock()
         #: (plugin, hook) -> number of times an implementation raised, and the last message
         self.hook_errors: dict[tuple[str, str], tuple[int, str]] = {}
@@ -167,11 +185,17 @@ class PluginHost:
                 for impl in getattr(self.pm.hook, hook).get_hookimpls():
                     if impl.plugin is obj:
                         impl.function(register=self._registrar(kind, info))
+            for impl in self.pm.hook.vipsense_register_commands.get_hookimpls():
+                if impl.plugin is obj:
+                    impl.function(register=self._command_registrar(info))
         except Exception as exc:
             self.pm.unregister(obj)
             for t in info.types:
                 self.types[t.kind].pop(t.name, None)
+            for c in info.commands:
+                self.commands.pop(c.name, None)
             info.types.clear()
+            info.commands.clear()
             self._fail(info, f"{type(exc).__name__}: {exc}")
             return
         self.plugins.append(info)
@@ -194,6 +218,23 @@ class PluginHost:
             ptype = PluginType(kind, name, settings, factory, info.name, summary)
             self.types[kind][name] = ptype
             info.types.append(ptype)
+
+        return register
+
+    def _command_registrar(self, info: PluginInfo) -> Callable[..., None]:
+        def register(name: str, configure: Callable[[Any], None], *, help: str = "") -> None:
+            if not isinstance(name, str) or not _TYPE_NAME.match(name):
+                raise PluginLoadError(f"command name {name!r} must be lower-case letters, digits and '-'")
+            if name in RESERVED_COMMANDS:
+                raise PluginLoadError(f"command {name!r} is a built-in vipsense command")
+            if not callable(configure):
+                raise PluginLoadError(f"command {name!r}: configure is not callable")
+            owner = self.commands.get(name)
+            if owner is not None:
+                raise PluginLoadError(f"command {name!r} is already provided by plugin {owner.plugin}")
+            cmd = PluginCommand(name, configure, info.name, help)
+            self.commands[name] = cmd
+            info.commands.append(cmd)
 
         return register
 
@@ -221,4 +262,13 @@ def load_host() -> PluginHost:
     return host
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Kind", "PluginHost", "PluginInfo", "PluginState", "PluginType", "load_host"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Kind",
+    "PluginCommand",
+    "PluginHost",
+    "PluginInfo",
+    "PluginState",
+    "PluginType",
+    "load_host",
+]

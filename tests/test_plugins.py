@@ -213,3 +213,72 @@ def test_cli_lists_failed_plugin_with_reason(tmp_path, fake_distribution):
     text = cli()
     assert "sick-vendor 0.9" in text
     assert "↳ import failed: OSError: cannot open /dev/acme0" in text
+
+
+TOOL = """
+import vipsense
+
+def configure(parser):
+    parser.add_argument("--name", required=True)
+    parser.set_defaults(func=lambda args: print(f"hello {args.name}") or 3)
+
+@vipsense.hookimpl
+def vipsense_register_commands(register):
+    register("acme-setup", configure, help="sets up an ACME door")
+"""
+
+
+def test_plugin_command_runs_through_the_cli(tmp_path, fake_distribution):
+    fake_distribution("acme-tools", {"acme-tools": TOOL}, version="1.0")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "vipsense.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+
+    done = cli("acme-setup", "--name", "东门")
+    assert (done.returncode, done.stdout) == (3, "hello 东门\n")
+    assert (
+        "acme-setup" in cli("--help").stdout
+        and "sets up an ACME door (plugin acme-tools)" in cli("--help").stdout
+    )
+    rows = {r["name"]: r for r in json.loads(cli("plugins", "--json").stdout)}
+    assert rows["acme-tools"]["types"] == ["command:acme-setup"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (TOOL.replace('"acme-setup"', '"run"'), "command 'run' is a built-in vipsense command"),
+        (TOOL.replace('"acme-setup"', '"Acme Setup"'), "must be lower-case letters, digits and '-'"),
+        (TOOL.replace("configure, help", "None, help"), "configure is not callable"),
+    ],
+)
+def test_bad_command_registration_fails_that_plugin_only(fake_distribution, source, message):
+    fake_distribution("bad-tools", {"bad-tools": source, "ok": GOOD})
+    host = load_host()
+    states = {p.name: (p.state, p.error) for p in host.plugins}
+    assert states["bad-tools"][0] is PluginState.FAILED and message in states["bad-tools"][1]
+    assert states["ok"][0] is PluginState.LOADED
+    assert "run" not in host.commands
+
+
+def test_two_plugins_cannot_claim_one_command(fake_distribution):
+    fake_distribution("tools-a", {"tools-a": TOOL})
+    fake_distribution("tools-b", {"tools-b": TOOL})
+    host = load_host()
+    states = {p.name: (p.state, p.error) for p in host.plugins}
+    assert states["tools-a"][0] is PluginState.LOADED
+    assert states["tools-b"] == (
+        PluginState.FAILED,
+        "PluginLoadError: command 'acme-setup' is already provided by plugin tools-a",
+    )
+
+
+def test_reserved_command_names_cover_the_built_in_commands():
+    from vipsense.cli import BUILT_IN, build_parser
+    from vipsense.pluginhost import RESERVED_COMMANDS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == BUILT_IN
+    assert BUILT_IN <= RESERVED_COMMANDS

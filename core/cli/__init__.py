@@ -3,7 +3,9 @@ the card and customer lifecycle.  One module per command group; :mod:`.common` h
 (profile loading, the acting member of staff, the audit log, the store).
 
 ``load_host`` is looked up here by every command, so replacing ``vipsense.cli.load_host`` changes the
-plugins all of them see.
+plugins all of them see.  Plugins may add commands (``vipsense_register_commands``); plugins are loaded
+for parsing only when the command named is not a built-in one, so built-in commands start as fast as
+before and a broken plugin cannot stop them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..audit import audit_path
-from ..pluginhost import load_host
+from ..pluginhost import PluginHost, load_host
 from . import audit, cards, check, customers, plugins, run, sync, visits
 from .check import _plain, cmd_check
 from .common import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, CliError, ProfileFailed, setup_logging
@@ -31,9 +33,11 @@ __all__ = [
 ]
 
 COMMANDS = (run, check, audit, cards, customers, visits, sync, plugins)
+BUILT_IN = frozenset({"run", "check", "audit", "cards", "customers", "visits", "sync", "plugins"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``host``, also the commands its plugins contribute."""
     parser = argparse.ArgumentParser(
         prog="vipsense", description="Recognise VIP customers at the branch door from their RFID card."
     )
@@ -42,11 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
+    for cmd in (host.commands.values() if host is not None else ()):
+        sub_parser = sub.add_parser(cmd.name, help=f"{cmd.help} (plugin {cmd.plugin})".lstrip())
+        cmd.configure(sub_parser)
     return parser
 
 
+def _wants_plugin_commands(argv: list[str]) -> bool:
+    """True unless ``argv`` names a built-in command (help and unknown names list them all)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first not in BUILT_IN
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    host = load_host() if _wants_plugin_commands(argv) else None
+    args = build_parser(host).parse_args(argv)
     if args.command != "run":
         setup_logging(args.verbose)
     if getattr(args, "speed", 1.0) <= 0:

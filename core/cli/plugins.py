@@ -1,4 +1,5 @@
-"""``vipsense plugins``: every plugin with its distribution, version, state and the types it provides."""
+"""``vipsense plugins``: every plugin with its distribution, version, state, and the types and
+commands it provides."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             "state": p.state.value,
             "error": p.error,
             "module": p.module,
-            "types": [f"{t.kind.value}:{t.name}" for t in p.types],
+            "types": [f"{t.kind.value}:{t.name}" for t in p.types]
+            + [f"command:{c.name}" for c in p.commands],
         }
         for p in host.plugins
     ]
