@@ -1,0 +1,234 @@
+"""Acknowledgements and escalation: the first acknowledgement is recorded on the visit and in the
+outbox and stops other channels; a recipient who does not acknowledge in time (or cannot be reached)
+has their rule's fallback told once, also when the deadline passed while the hub was down."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+
+import pytest
+
+from vipsense.branch import Branch
+from vipsense.config.errors import ProfileError
+from vipsense.config.profile import load_profile
+from vipsense.model import DeliveryState
+from vipsense.outbox import Outbox
+from vipsense.output import Output
+from vipsense.pluginhost import load_host
+
+from .conftest import wait_for
+from .test_outbox import ADA, SEED, Types, walk_in
+
+PROFILE = """\
+branch: {id: test-branch, name: Test Branch}
+readers:
+  - {id: door, type: simulated, visitors: []}
+stores:
+  - {id: local, type: sqlite, seed: [seed.yaml]}
+notifiers:
+  - {id: pda, type: scripted, %(pda)s}
+  - {id: pager, type: scripted, %(pager)s}
+presence: {min_reads: 2, window: 1s, depart_after: 1s}
+staff:
+  - {id: lobby, name: Lobby Person, role: lobby_manager}
+  - {id: boss, name: Branch Boss, role: branch_manager}
+  - {id: cm1, name: Client Manager One, role: client_manager}
+routing:
+  - {event: arrival, to: client_manager, via: [pda, pager],
+     escalate: {after: %(after)s, to: branch_manager, via: [pager]}}
+  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
+  - {event: suspect, to: branch_manager, via: [pda]}
+"""
+FAST = "retry: {first: 50ms, max: 100ms}"
+
+
+@pytest.fixture
+def start(write_profile, tmp_path):
+    made = []
+
+    def make(pda: str = FAST, pager: str = FAST, after: str = "400ms"):
+        types = Types()
+        host = load_host()
+        host.add(types, "escalation-test-types")
+        path = write_profile(PROFILE % {"pda": pda, "pager": pager, "after": after}, seed=SEED)
+        branch = Branch(
+            load_profile(path, host, data_dir=tmp_path / "data"), host, output=Output(io.StringIO())
+        )
+        acks = []
+
+        class Watch:
+            @staticmethod
+            def vipsense_acknowledged(ack):
+                acks.append(ack)
+
+        host.add(Watch(), "ack-watch")
+        branch.start()
+        made.append(branch)
+        return branch, types, acks
+
+    yield make
+    for b in made:
+        if not b.stopping:
+            b.stop()
+
+
+def told(types, notifier="pager"):
+    return [(n.recipient.id, n.escalated_from) for _, n in types.notifiers[notifier].sent]
+
+
+def outbox_rows(branch, columns):
+    db = sqlite3.connect(branch.data_dir / "outbox.sqlite3")
+    try:
+        return sorted(db.execute(f"SELECT {columns} FROM outbox").fetchall(), key=repr)
+    finally:
+        db.close()
+
+
+def visit_ack(branch):
+    db = sqlite3.connect(branch.data_dir / "visits.sqlite3")
+    try:
+        return db.execute(
+            "SELECT acknowledged_by, acknowledged_at FROM visits WHERE kind='greeted'"
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_no_acknowledgement_in_time_tells_the_fallback_once(start):
+    branch, types, _ = start()
+    walk_in(branch, ADA)
+    assert wait_for(lambda: ("cm1", "") in told(types))
+    t0 = time.monotonic()
+    assert wait_for(lambda: ("boss", "cm1") in told(types), timeout=3)
+    assert time.monotonic() - t0 >= 0.2  # not before the deadline
+    time.sleep(0.6)  # several more escalation rounds: still told once
+    assert sorted(told(types)) == [("boss", "cm1"), ("cm1", "")]
+    rows = outbox_rows(
+        branch, "notifier_id, recipient_id, escalated_from, escalated_at IS NOT NULL, payload IS NULL"
+    )
+    assert rows == sorted(
+        [
+            ("pager", "boss", "cm1", False, True),  # the fallback itself does not escalate again
+            ("pager", "cm1", "", True, True),
+            ("pda", "cm1", "", True, True),
+        ],
+        key=repr,
+    )
+
+
+def test_an_acknowledgement_is_recorded_on_the_visit_and_stops_the_escalation(start):
+    branch, types, acks = start(after="1s")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(told(types, "pda")) == 1)
+    key = types.notifiers["pda"].sent[0][1].key
+    ctx = types.notifiers["pda"].ctx
+    assert not ctx.acknowledge(key, "lobby")  # not theirs
+    assert not ctx.acknowledge("no-such-visit:cm1", "cm1")
+    assert ctx.acknowledge(key, "cm1", time.time())
+    assert ctx.acknowledge(key, "cm1")  # again: fine, and changes nothing
+    assert [(a.staff_id, a.via, a.key) for a in acks] == [("cm1", "pda", key)]
+    assert wait_for(lambda: [r[0] for r in visit_ack(branch)] == ["cm1"])
+    assert outbox_rows(branch, "notifier_id, state, acknowledged_at IS NOT NULL, payload IS NULL") == [
+        ("pager", "acknowledged", True, True),
+        ("pda", "acknowledged", True, True),
+    ]
+    time.sleep(1.4)  # past the deadline: nobody else is told
+    assert told(types) == [("cm1", "")]
+    assert branch.status.counters["acknowledged"] == 1
+
+
+def test_an_acknowledgement_on_one_channel_stops_retries_on_the_other(start):
+    branch, types, _ = start(pager="away: [cm1], retry: {first: 300ms, max: 300ms}", after="5s")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(told(types, "pda")) == 1)
+    pager = types.notifiers["pager"]
+    assert wait_for(lambda: pager.attempts)
+    key = types.notifiers["pda"].sent[0][1].key
+    assert types.notifiers["pda"].ctx.acknowledge(key, "cm1")
+    tries = pager.attempts[key]
+    time.sleep(0.8)  # two more retry slots
+    assert pager.attempts[key] == tries
+    assert branch.status.devices["pager"].counters["skipped"] == 1
+
+
+def test_a_notification_that_fails_for_good_escalates_at_once(start):
+    branch, types, _ = start(pda="permanent: true", pager="permanent: true", after="30s")
+    walk_in(branch, ADA)
+    # both channels to cm1 failed for good: the fallback (also through a failing pager) is tried now
+    assert wait_for(lambda: any(k.endswith(":boss") for k in types.notifiers["pager"].attempts), timeout=3)
+    assert any(r.state is DeliveryState.FAILED for r in types.results)
+
+
+def test_an_escalation_due_while_the_hub_was_down_happens_after_the_restart(start):
+    branch, types, _ = start(after="600ms")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: len(told(types, "pda")) == 1)
+    branch.stop()
+    assert told(types) == [("cm1", "")]
+    time.sleep(0.8)  # the deadline passes while nothing runs
+    _, types2, _ = start(after="600ms")
+    assert wait_for(lambda: told(types2) == [("boss", "cm1")], timeout=3)
+    assert told(types2, "pda") == []  # delivered ones are not sent again
+
+
+@pytest.mark.parametrize(
+    ("escalate", "message"),
+    [
+        (
+            "{after: 1s, to: branch_manager, via: [fax]}",
+            "routing[0].escalate.via[0]: no notifier has id 'fax'",
+        ),
+        ("{after: 0s, to: branch_manager, via: [pda]}", "after must be longer than 0s"),
+        ("{after: 20m, to: branch_manager, via: [pda]}", "must be shorter than notification_ttl (600s)"),
+        ("{after: 1s, to: head_office, via: [pda]}", "no one in 'staff:' has role 'head_office'"),
+    ],
+)
+def test_escalation_mistakes_in_a_profile(write_profile, escalate, message):
+    text = PROFILE.replace("{after: %(after)s, to: branch_manager, via: [pager]}", escalate)
+    path = write_profile(text % {"pda": FAST, "pager": FAST}, seed=SEED)
+    host = load_host()
+    host.add(Types(), "escalation-test-types")
+    with pytest.raises(ProfileError) as err:
+        load_profile(path, host)
+    assert message in str(err.value)
+
+
+def test_suspect_cards_escalate_only_to_the_branch_manager_or_head_office(write_profile):
+    text = PROFILE.replace(
+        "{event: suspect, to: branch_manager, via: [pda]}",
+        "{event: suspect, to: branch_manager, via: [pda],"
+        " escalate: {after: 1s, to: lobby_manager, via: [pda]}}",
+    )
+    path = write_profile(text % {"pda": FAST, "pager": FAST, "after": "1s"}, seed=SEED)
+    host = load_host()
+    host.add(Types(), "escalation-test-types")
+    with pytest.raises(ProfileError) as err:
+        load_profile(path, host)
+    assert "routing[2].escalate.to" in str(err.value)
+    assert "suspect cards escalate only to the branch manager or head office" in str(err.value)
+
+
+def test_an_outbox_from_before_escalation_is_migrated(tmp_path):
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """CREATE TABLE outbox (notifier_id TEXT NOT NULL, key TEXT NOT NULL, visit_id TEXT NOT NULL,
+        recipient_id TEXT NOT NULL, state TEXT NOT NULL, arrived_at REAL NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        delivered_at REAL, acknowledged_at REAL, finished_at REAL, payload TEXT,
+        PRIMARY KEY (notifier_id, key));
+        INSERT INTO outbox (notifier_id, key, visit_id, recipient_id, state, arrived_at, created_at,
+        expires_at, delivered_at, finished_at)
+        VALUES ('pda', 'v1:cm1', 'v1', 'cm1', 'delivered', 1, 1, 2, 1, 1);"""
+    )
+    db.close()
+    box = Outbox(path)
+    try:
+        assert box.acknowledge("v1:cm1", 5.0) == (True, True)
+        assert box.due_escalations(10.0) == []
+        [record] = box.response_times(0, 10)
+        assert (record.acknowledged_at, record.escalated_at, record.escalated_from) == (5.0, None, "")
+    finally:
+        box.close()
