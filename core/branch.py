@@ -3,6 +3,7 @@ all within two seconds with every recorded visit flushed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 STOP_BUDGET = 2.0  #: seconds from stop() to everything closed
 PURGE_EVERY = 86400.0  #: seconds between retention purges while running
 RETENTION_ACTOR = "system:retention"
+RESPONSES_EVERY = 1.0  #: seconds the status object's response times are reused
 
 
 class Branch:
@@ -51,6 +53,8 @@ class Branch:
         self.audit = AuditLog(self.data_dir / "audit.sqlite3")
         self.audit_writer = AuditWriter(self.audit)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
+        self.status.responses = self._responses
+        self._responses_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self._stop = threading.Event()
         #: keys acknowledged in this run: a notifier still holding one skips it
         self.acknowledged: set[str] = set()
@@ -200,6 +204,20 @@ class Branch:
         if queued:
             log.warning("outbox: %d notifications left by the last run are queued again", queued)
         return queued
+
+    def _responses(self) -> dict[str, Any]:
+        """Today's response times per member of staff, for the status object (at most one outbox
+        query per second, however often the status page is read)."""
+        from .responses import day_bounds, per_staff
+
+        at, cached = self._responses_cache
+        if time.monotonic() - at < RESPONSES_EVERY:
+            return cached
+        since, _ = day_bounds(dt.date.fromtimestamp(self.clock.wall()))
+        staff = per_staff(self.outbox.response_times(since, self.clock.wall()))
+        result = {k: r.as_dict() for k, r in staff.items()}
+        self._responses_cache = (time.monotonic(), result)
+        return result
 
     # -- lifecycle ------------------------------------------------------------------------------
 

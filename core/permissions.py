@@ -23,12 +23,15 @@ sessions come with the web interface.
 | customers.view    |      x      |       x        |      x      |       x        |       x       |
 | customers.unmask  |             |       x        |      x      |                |               |
 | customers.import  |      x      |       x        |      x      |                |               |
+| visits.view       |             |       x        |      x      |                |               |
 | visits.purge      |             |       x        |      x      |                |               |
 
 Why these lines: a lost report must be quick and only ever makes a card *less* usable, so the staff a
 customer calls may file it; making a lost card active again needs the issuing station.  Exports take
 the card-to-customer map out of the system, so only the two roles that answer for the data may run
-them.  Head office never changes a card itself: that stays with a branch, where the card holder is.
+them.  The visit list with each member of staff's response times is the staff assessment: for the
+branch manager and head office.  Head office never changes a card itself: that stays with a branch,
+where the card holder is.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Permission(str, enum.Enum):
     CUSTOMER_VIEW = "customers.view"  #: customers show, customers search (masked)
     CUSTOMER_UNMASK = "customers.unmask"
     CUSTOMER_IMPORT = "customers.import"
+    VISITS_VIEW = "visits.view"  #: visits list: today's visits and staff response times
     VISITS_PURGE = "visits.purge"
 
 
@@ -69,6 +73,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.CUSTOMER_VIEW: frozenset(Role),
     Permission.CUSTOMER_UNMASK: frozenset({_MANAGER, _HEAD}),
     Permission.CUSTOMER_IMPORT: frozenset({_ISSUER, _MANAGER, _HEAD}),
+    Permission.VISITS_VIEW: frozenset({_MANAGER, _HEAD}),
     Permission.VISITS_PURGE: frozenset({_MANAGER, _HEAD}),
 }
 
@@ -86,6 +91,7 @@ DOES = {
     Permission.CUSTOMER_VIEW: "look customers up",
     Permission.CUSTOMER_UNMASK: "unmask ID and mobile numbers",
     Permission.CUSTOMER_IMPORT: "import customers",
+    Permission.VISITS_VIEW: "view visits and response times",
     Permission.VISITS_PURGE: "purge visits",
 }
 

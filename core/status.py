@@ -135,6 +135,8 @@ class BranchStatus:
         self.sync: dict[str, Any] = {}
         #: the plugin host, for plugin states and the errors its broadcast hooks caught
         self.host: Any = None
+        #: today's response times per member of staff (:mod:`vipsense.responses`), set by the branch
+        self.responses: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
 
     def device(self, item_id: str, kind: str, type_name: str) -> DeviceStatus:
@@ -171,4 +173,13 @@ class BranchStatus:
             "devices": {i: d.snapshot() for i, d in self.devices.items()},
             "plugins": self._plugins(),
             "sync": dict(self.sync),
+            "responses": self._responses(),
         }
+
+    def _responses(self) -> dict[str, Any]:
+        if self.responses is None:
+            return {}
+        try:
+            return dict(self.responses())
+        except Exception as exc:  # the outbox file is gone or locked: the rest of the status stands
+            return {"error": f"{type(exc).__name__}: {exc}"}

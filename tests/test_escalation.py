@@ -5,6 +5,7 @@ has their rule's fallback told once, also when the deadline passed while the hub
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import time
 
@@ -232,3 +233,90 @@ def test_an_outbox_from_before_escalation_is_migrated(tmp_path):
         assert (record.acknowledged_at, record.escalated_at, record.escalated_from) == (5.0, None, "")
     finally:
         box.close()
+
+
+# -- response times: the status object and vipsense visits --today -----------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``vipsense`` in-process, with the test notifier type installed."""
+    import vipsense.cli
+
+    def host():
+        h = load_host()
+        h.add(Types(), "escalation-test-types")
+        return h
+
+    monkeypatch.setattr(vipsense.cli, "load_host", host)
+    return vipsense.cli.main
+
+
+def test_response_times_in_the_status_and_in_visits_today(start, cli, capsys):
+    main = cli
+
+    branch, types, _ = start(after="400ms")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: ("boss", "cm1") in told(types), timeout=3)  # cm1 did not respond
+    [(_, to_boss)] = [(t, n) for t, n in types.notifiers["pager"].sent if n.recipient.id == "boss"]
+    assert types.notifiers["pager"].ctx.acknowledge(to_boss.key, "boss")
+    snap = branch.status.snapshot()["responses"]
+    time.sleep(1.1)  # the status object reuses its figures for a second
+    snap = branch.status.snapshot()["responses"]
+    assert (snap["cm1"]["told"], snap["cm1"]["delivered"], snap["cm1"]["acknowledged"]) == (1, 1, 0)
+    assert snap["cm1"]["escalated"] == 1
+    assert (snap["boss"]["acknowledged"], snap["boss"]["escalated"]) == (1, 0)
+    assert 0 < snap["boss"]["acknowledgement_p50"] < 5
+    branch.stop()
+
+    profile, data = str(branch.profile.source), str(branch.data_dir)
+    assert main(["visits", "--today", profile, "--data-dir", data, "--as", "boss"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "1 visits" in lines[0]
+    assert lines[1].split() == [
+        "TIME",
+        "KIND",
+        "CUSTOMER",
+        "TIER",
+        "STAFF",
+        "VIA",
+        "DELIVERED",
+        "ACKNOWLEDGED",
+    ]
+    cm1, boss = lines[2].split(), lines[3].split()
+    assert cm1[1:7] == ["greeted", "C1", "gold", "cm1", "pager,pda", "+0.0s"]
+    assert cm1[7:] == ["-", "no", "response:", "escalated"]
+    assert boss[:2] == ["boss", "pager"] and boss[4:] == ["escalated", "from", "cm1"]
+    summary = {line.split()[0]: line.split() for line in lines[lines.index("") + 3 :] if line}
+    assert summary["cm1"][-7:-3] == ["1", "1", "0", "1"] and summary["cm1"][-2:] == ["-", "-"]
+    assert summary["boss"][-7:-3] == ["1", "1", "1", "0"]
+
+    assert main(["visits", "list", profile, "--data-dir", data, "--as", "boss", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    [visit] = doc["visits"]
+    told_ = {t["staff_id"]: t for t in visit["told"]}
+    assert told_["cm1"]["escalated"] and told_["cm1"]["acknowledged_after"] is None
+    assert told_["boss"]["escalated_from"] == "cm1" and told_["boss"]["state"] == "acknowledged"
+    assert doc["staff"]["boss"]["name"] == "Branch Boss"
+    assert visit["acknowledged_by"] == "boss"
+
+
+def test_visits_today_is_for_the_branch_manager_and_head_office(start, cli, capsys):
+    from vipsense.audit import AuditLog
+
+    main = cli
+
+    branch, _, _ = start()
+    branch.stop()
+    profile, data = str(branch.profile.source), str(branch.data_dir)
+    assert main(["visits", "--today", profile, "--data-dir", data, "--as", "lobby"]) == 1
+    err = capsys.readouterr().err
+    assert "lobby (lobby_manager) may not view visits and response times" in err
+    log = AuditLog(branch.data_dir / "audit.sqlite3")
+    try:
+        assert [(e.actor, e.result.value) for e in log.entries() if e.action.value == "view"] == [
+            ("lobby", "denied")
+        ]
+    finally:
+        log.close()

@@ -46,7 +46,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
-    for cmd in (host.commands.values() if host is not None else ()):
+    for cmd in host.commands.values() if host is not None else ():
         sub_parser = sub.add_parser(cmd.name, help=f"{cmd.help} (plugin {cmd.plugin})".lstrip())
         cmd.configure(sub_parser)
     return parser
@@ -58,8 +58,18 @@ def _wants_plugin_commands(argv: list[str]) -> bool:
     return first not in BUILT_IN
 
 
+def _aliases(argv: list[str]) -> list[str]:
+    """``visits --today PROFILE`` is ``visits list --today PROFILE``."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            if arg == "visits" and i + 1 < len(argv) and argv[i + 1].split("=")[0] in visits.LIST_OPTIONS:
+                return [*argv[: i + 1], "list", *argv[i + 1 :]]
+            break
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _aliases(sys.argv[1:] if argv is None else list(argv))
     host = load_host() if _wants_plugin_commands(argv) else None
     args = build_parser(host).parse_args(argv)
     if args.command != "run":

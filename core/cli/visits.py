@@ -1,13 +1,131 @@
-"""``vipsense visits purge``: delete visits older than the profile's ``privacy.visit_retention``."""
+"""``vipsense visits``: ``list`` a day's visits with who was told, when it reached them and when they
+acknowledged, and each member of staff's response times (``vipsense visits --today PROFILE`` is
+``visits list --today``); ``purge`` deletes visits older than ``privacy.visit_retention``."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import sqlite3
+import time
 
+import attrs
+
+from .. import responses
 from ..audit import AuditAction
 from ..permissions import Permission
 from ..retention import count_visits, describe_cutoff, purge_visits
-from .common import EXIT_OK, Act, CliError, Session, add_common, describe, now
+from .common import EXIT_OK, Act, CliError, Session, add_common, describe, now, table
+
+#: options that mean ``visits list`` when they follow ``visits`` directly
+LIST_OPTIONS = ("--today", "--date")
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"+{value:.1f}s" if value < 100 else f"+{value / 60:.0f}m"
+
+
+def _day(args: argparse.Namespace) -> dt.date:
+    if args.date is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise CliError(f"--date {args.date!r}: expected YYYY-MM-DD") from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    day = _day(args)
+    with Session(args) as s:
+        s.authorize(Permission.VISITS_VIEW, AuditAction.VIEW, Act(f"visits {day.isoformat()}", args.reason))
+        since, until = responses.day_bounds(day)
+        try:
+            visits, records = responses.load(s.profile.data_dir, since, until)
+        except sqlite3.Error as exc:
+            raise CliError(f"cannot read the visit log in {s.profile.data_dir}: {exc}") from None
+        names = {p.id: p.name for p in s.profile.staff}
+    told = responses.told_by_visit(records)
+    staff = responses.per_staff(records)
+    if args.json:
+        doc = {
+            "date": day.isoformat(),
+            "branch": s.profile.branch.id,
+            "visits": [
+                {**attrs.asdict(v), "told": [attrs.asdict(t) for t in told.get(v.visit_id, [])]}
+                for v in visits
+            ],
+            "staff": {k: {**r.as_dict(), "name": names.get(k, k)} for k, r in staff.items()},
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    print(f"{day.isoformat()}  {s.profile.branch.name}: {len(visits)} visits")
+    rows = []
+    for v in visits:
+        first = True
+        for t in told.get(v.visit_id, []) or [None]:
+            lead = (
+                (
+                    time.strftime("%H:%M:%S", time.localtime(v.arrived_at)),
+                    v.kind,
+                    v.customer_no or "-",
+                    v.tier or v.reason or "-",
+                )
+                if first
+                else ("", "", "", "")
+            )
+            first = False
+            if t is None:
+                rows.append((*lead, "-", "-", "-", "-", ""))
+                continue
+            note = f"escalated from {t.escalated_from}" if t.escalated_from else ""
+            if t.escalated:
+                note = "no response: escalated"
+            elif t.state in ("failed", "expired"):
+                note = t.state
+            rows.append(
+                (
+                    *lead,
+                    t.staff_id,
+                    ",".join(t.via),
+                    _secs(t.delivered_after),
+                    _secs(t.acknowledged_after),
+                    note,
+                )
+            )
+    for line in table(
+        ("TIME", "KIND", "CUSTOMER", "TIER", "STAFF", "VIA", "DELIVERED", "ACKNOWLEDGED", ""), rows
+    ):
+        print(line)
+    print("\nResponse times (seconds after the customer arrived)")
+    srows = [
+        (
+            k,
+            names.get(k, k),
+            r.told,
+            r.delivered,
+            r.acknowledged,
+            r.escalated,
+            _secs(r.delivery_p50),
+            _secs(r.acknowledgement_p50),
+            _secs(r.acknowledgement_p90),
+        )
+        for k, r in staff.items()
+    ]
+    head = (
+        "STAFF",
+        "NAME",
+        "TOLD",
+        "DELIVERED",
+        "ACKNOWLEDGED",
+        "ESCALATED",
+        "DELIVERY p50",
+        "ACK p50",
+        "ACK p90",
+    )
+    for line in table(head, srows):
+        print(line)
+    return EXIT_OK
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -35,6 +153,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     visits = sub.add_parser("visits", help="the branch's visit log")
     visits_sub = visits.add_subparsers(dest="visits_command", required=True, metavar="ACTION")
+    listing = visits_sub.add_parser(
+        "list", help="a day's visits: who was told, delivered and acknowledged when; staff response times"
+    )
+    add_common(listing, store=False)
+    when = listing.add_mutually_exclusive_group()
+    when.add_argument("--today", action="store_true", help="today (the default)")
+    when.add_argument("--date", help="another day, YYYY-MM-DD")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--reason", default="", help="why you look (recorded in the audit log)")
+    listing.set_defaults(func=cmd_list)
     purge = visits_sub.add_parser("purge", help="delete visits older than privacy.visit_retention")
     add_common(purge, store=False)
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
