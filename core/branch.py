@@ -145,7 +145,15 @@ class Branch:
             self.acknowledge(notification.key, notification.recipient.id, result.at, result.notifier_id)
         else:
             if result.state is DeliveryState.EXPIRED:
-                self.status.devices[result.notifier_id].stats.fail("expired before delivery")
+                self.status.devices[result.notifier_id].stats.fail(
+                    f"expired before delivery: {result.detail}"
+                )
+                log.warning(
+                    "notifier %s: a notification for %s expired undelivered: %s",
+                    result.notifier_id,
+                    notification.recipient.id,
+                    result.detail,
+                )
             self.outbox.result(notification, result)
         self.host.broadcast("vipsense_delivery_result", notification=notification, result=result)
 

@@ -271,8 +271,8 @@ class NotifierRunner:
         #: pending = queued + waiting for a retry; written by this runner's thread only
         status.counters.update(dict.fromkeys(NOTIFIER_COUNTERS, 0))
         self._queue: queue.SimpleQueue[tuple[Notification, int] | None] = queue.SimpleQueue()
-        #: (due on time.monotonic, seq, notification, attempts made): a heap, the next due first
-        self._retries: list[tuple[float, int, Notification, int]] = []
+        #: (due on time.monotonic, seq, notification, attempts made, last error): a heap, next due first
+        self._retries: list[tuple[float, int, Notification, int, str]] = []
         self._seq = 0
         self._closing = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"notifier:{notifier_id}", daemon=True)
@@ -306,15 +306,15 @@ class NotifierRunner:
         """Retry every notification whose backoff is over."""
         now = time.monotonic()
         while self._retries and self._retries[0][0] <= now and not self._closing.is_set():
-            _, _, n, attempts = heapq.heappop(self._retries)
-            self._deliver(n, attempts)
+            _, _, n, attempts, error = heapq.heappop(self._retries)
+            self._deliver(n, attempts, error)
 
     def _gauge(self) -> None:
         c = self.status.counters
         c["retrying"] = len(self._retries)
         c["pending"] = self._queue.qsize() + len(self._retries)
 
-    def _deliver(self, n: Notification, attempts: int) -> None:
+    def _deliver(self, n: Notification, attempts: int, error: str = "") -> None:
         now = self.clock.wall()
         attempt = attempts + 1
         if self.skip(n.key):  # seen on another device already; the outbox row says acknowledged
@@ -329,7 +329,7 @@ class NotifierRunner:
                     self.notifier_id,
                     DeliveryState.EXPIRED,
                     now,
-                    "customer has probably left",
+                    "customer has probably left" + (f"; last error: {error}" if error else ""),
                     attempts,
                 ),
             )
@@ -379,7 +379,7 @@ class NotifierRunner:
         until_expiry = max(0.0, (n.expires_at - self.clock.wall()) / self.clock.speed)
         due = time.monotonic() + min(delay, until_expiry + 0.001)  # just past it: then it expires
         self._seq += 1
-        heapq.heappush(self._retries, (due, self._seq, n, attempt))
+        heapq.heappush(self._retries, (due, self._seq, n, attempt, reason))
         self.status.counters["retries"] += 1
         self._on_result(
             n,
