@@ -347,6 +347,9 @@ class NotifierRunner:
             else:
                 if attempt == 1:  # once per notification, not once per retry
                     log.warning("notifier %s failed (retrying): %s", self.notifier_id, reason)
+                # a failure a retry may mend is the channel's (modem, network, device away):
+                # the device shows it until the next delivery goes through
+                self.status.set("degraded", reason)
                 self._retry(n, reason, attempt)
             return
         if result is not None and result.state is DeliveryState.RETRYING:
@@ -358,6 +361,8 @@ class NotifierRunner:
         self.status.stats.ok(latency)
         self.stage.ok(latency)
         self.status.counters["delivered"] += 1
+        if self.status.state != "ready":
+            self.status.set("ready")
         if result is None:
             result = DeliveryResult(
                 n.key, self.notifier_id, DeliveryState.DELIVERED, self.clock.wall(), attempt=attempt

@@ -133,9 +133,12 @@ def test_a_modem_that_disappears_is_retried_until_it_is_back(branch):
     assert wait_for(lambda: len(results.seen) >= 2, timeout=6)
     assert all(r.state is DeliveryState.RETRYING for r in results.seen)
     assert emulator.received == []
+    dev = b.status.devices["sms"]
+    assert dev.state == "degraded" and dev.reason == results.seen[-1].detail
     emulator.stall = ""
     assert wait_for(lambda: results.seen[-1].state is DeliveryState.DELIVERED, timeout=6)
     assert len(emulator.received) == 1
+    assert (dev.state, dev.reason) == ("ready", "")
     assert wait_for(lambda: outbox(b)[0][0] == "delivered")
 
 

@@ -19,7 +19,9 @@ from .common import EXIT_FAILED, EXIT_OK, load, plugin_host, setup_logging
 def _status_line(branch: Branch) -> str:
     c = branch.status.counters
     down = [
-        i for i, d in branch.status.devices.items() if d.state in ("disconnected", "failed", "unavailable")
+        i
+        for i, d in branch.status.devices.items()
+        if d.state in ("disconnected", "failed", "unavailable", "degraded")
     ]
     line = (
         f"{branch.status.reads_per_second():6.0f} reads/s · arrivals {c['arrivals']} · greeted {c['greeted']}"
