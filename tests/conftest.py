@@ -115,3 +115,35 @@ def wait_for(condition, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+@pytest.fixture
+def running_branch(write_profile, tmp_path):
+    """Start a real :class:`~vipsense.branch.Branch` from profile text; every one made is stopped at
+    teardown.  ``make(text, seed=SEED, plugins={name: obj}, data_dir=None, output=None)`` returns the
+    started branch; ``plugins`` are added to a freshly loaded host before the profile is read (test
+    notifier types, hook observers)."""
+    import io
+
+    from vipsense.branch import Branch
+    from vipsense.config.profile import load_profile
+    from vipsense.output import Output
+
+    made = []
+
+    def make(
+        text: str, seed: str = SEED, plugins: dict | None = None, data_dir: Path | None = None, output=None
+    ):
+        host = load_host()
+        for name, obj in (plugins or {}).items():
+            host.add(obj, name)
+        profile = load_profile(write_profile(text, seed=seed), host, data_dir=data_dir or tmp_path / "data")
+        branch = Branch(profile, host, output=output or Output(io.StringIO(), live=False))
+        branch.start()
+        made.append(branch)
+        return branch
+
+    yield make
+    for branch in made:
+        if not branch.stopping:
+            branch.stop()

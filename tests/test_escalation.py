@@ -4,19 +4,16 @@ has their rule's fallback told once, also when the deadline passed while the hub
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import time
 
 import pytest
 
-from vipsense.branch import Branch
 from vipsense.config.errors import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.model import DeliveryState
 from vipsense.outbox import Outbox
-from vipsense.output import Output
 from vipsense.pluginhost import load_host
 
 from .conftest import wait_for
@@ -46,33 +43,22 @@ FAST = "retry: {first: 50ms, max: 100ms}"
 
 
 @pytest.fixture
-def start(write_profile, tmp_path):
-    made = []
-
+def start(running_branch):
     def make(pda: str = FAST, pager: str = FAST, after: str = "400ms"):
-        types = Types()
-        host = load_host()
-        host.add(types, "escalation-test-types")
-        path = write_profile(PROFILE % {"pda": pda, "pager": pager, "after": after}, seed=SEED)
-        branch = Branch(
-            load_profile(path, host, data_dir=tmp_path / "data"), host, output=Output(io.StringIO())
-        )
-        acks = []
+        types, acks = Types(), []
 
         class Watch:
             @staticmethod
             def vipsense_acknowledged(ack):
                 acks.append(ack)
 
-        host.add(Watch(), "ack-watch")
-        branch.start()
-        made.append(branch)
+        text = PROFILE % {"pda": pda, "pager": pager, "after": after}
+        branch = running_branch(
+            text, seed=SEED, plugins={"escalation-test-types": types, "ack-watch": Watch()}
+        )
         return branch, types, acks
 
-    yield make
-    for b in made:
-        if not b.stopping:
-            b.stop()
+    return make
 
 
 def told(types, notifier="pager"):

@@ -4,7 +4,6 @@ texted twice."""
 
 from __future__ import annotations
 
-import io
 import logging
 import sqlite3
 import time
@@ -12,10 +11,7 @@ import time
 import pytest
 
 from vipsense.branch import Branch
-from vipsense.config.profile import load_profile
 from vipsense.model import DeliveryState, TagRead
-from vipsense.output import Output
-from vipsense.pluginhost import load_host
 
 from .conftest import wait_for
 
@@ -59,25 +55,13 @@ class Results:
 
 
 @pytest.fixture
-def branch(write_profile, tmp_path):
-    made = []
-
+def branch(running_branch):
     def make(ttl: str = "10m"):
-        host = load_host()
         results = Results()
-        host.add(results, "modem-fault-results")
-        profile = load_profile(
-            write_profile(PROFILE % {"ttl": ttl}, seed=SEED), host, data_dir=tmp_path / "d"
-        )
-        b = Branch(profile, host, output=Output(io.StringIO(), live=False))
-        b.start()
-        made.append(b)
+        b = running_branch(PROFILE % {"ttl": ttl}, seed=SEED, plugins={"modem-fault-results": results})
         return b, b.notifiers["sms"].notifier.emulator, results
 
-    yield make
-    for b in made:
-        if not b.stopping:
-            b.stop()
+    return make
 
 
 def walk_in(b: Branch) -> None:

@@ -4,7 +4,6 @@ across ``kill -9`` of a real ``vipsense run``."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sqlite3
@@ -19,7 +18,6 @@ import pytest
 
 import vipsense
 from vipsense.api import DeliveryFailed, Notifier
-from vipsense.branch import Branch
 from vipsense.clock import Clock
 from vipsense.config.errors import ProfileError
 from vipsense.config.profile import load_profile
@@ -37,7 +35,6 @@ from vipsense.model import (
     VisitKind,
 )
 from vipsense.outbox import Outbox
-from vipsense.output import Output
 from vipsense.pluginhost import load_host
 
 from .conftest import REPO, wait_for
@@ -119,25 +116,13 @@ routing:
 
 
 @pytest.fixture
-def start(write_profile, tmp_path):
-    made = []
-
+def start(running_branch):
     def make(settings: str = "retry: {first: 50ms, max: 200ms}", ttl: str = "10m", seed: str = SEED):
         types = Types()
-        host = load_host()
-        host.add(types, "outbox-test-types")
-        path = write_profile(PROFILE % {"settings": settings, "ttl": ttl}, seed=seed)
-        branch = Branch(
-            load_profile(path, host, data_dir=tmp_path / "data"), host, output=Output(io.StringIO())
-        )
-        branch.start()
-        made.append(branch)
-        return branch, types
+        text = PROFILE % {"settings": settings, "ttl": ttl}
+        return running_branch(text, seed=seed, plugins={"outbox-test-types": types}), types
 
-    yield make
-    for b in made:
-        if not b.stopping:
-            b.stop()
+    return make
 
 
 def walk_in(branch, epc=ADA):
