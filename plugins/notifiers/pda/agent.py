@@ -1,0 +1,466 @@
+"""The PDA agent: the program a member of staff's handheld runs to be told of arrivals.
+
+::
+
+    vipsense pda --name 李娜的PDA --role lobby --staff-id lobby1 --branch sh-001 \\
+        --key-file /etc/vipsense/branch.key --interface 192.168.10.23 --data-dir ~/.vipsense-pda
+
+(or ``python -m vipsense.plugins.notifiers.pda.agent`` with the same arguments).  It advertises itself
+as ``_vipsense-pda._tcp.local.`` on the one interface given, serves signed pushes on
+``/v1/push``, shows each new one as a framed block, and posts a signed acknowledgement to the hub when
+Enter (or ``a``) is pressed, retrying until the hub takes it.
+
+The branch key comes from ``--key-file`` or ``VIPSENSE_PDA_KEY``, never from the command line (anyone
+can read that in ``ps``), and is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from vipsense.output import Output
+from vipsense.signing import BadSignature, verify
+
+from . import display
+from .protocol import (
+    ACK_PATH,
+    HUB_TYPE,
+    PDA_TYPE,
+    PUSH_PATH,
+    BadMessage,
+    ack_body,
+    encode,
+    instance_name,
+    parse_hub_txt,
+    parse_push,
+    pda_txt,
+    role_name,
+)
+from .state import AgentState
+from .transport import JsonHandler, Server, Unreachable, post_signed
+
+KEY_ENV = "VIPSENSE_PDA_KEY"
+ACK_TIMEOUT = 3.0  #: seconds for one acknowledgement post
+ACK_FIRST, ACK_MAX = 0.5, 10.0  #: acknowledgement retry backoff, doubling
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class KeyMissing(Exception):
+    pass
+
+
+def load_key(key_file: str | None) -> bytes:
+    """The branch key from the file, else from the environment.  The error never shows a key."""
+    if key_file:
+        try:
+            text = Path(key_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KeyMissing(f"cannot read the key file {key_file}: {exc.strerror or exc}") from None
+        if not text:
+            raise KeyMissing(f"the key file {key_file} is empty")
+        return text.encode("utf-8")
+    text = os.environ.get(KEY_ENV, "").strip()
+    if not text:
+        raise KeyMissing(f"no branch key: pass --key-file FILE or set {KEY_ENV}")
+    return text.encode("utf-8")
+
+
+class Agent:
+    """One PDA: push server, advertisement, hub browser, acknowledgements.  ``start`` then ``close``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        role: str,
+        staff: str,
+        branch: str,
+        key: bytes,
+        interface: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Path | None = None,
+        auto_ack: float | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.name, self.role, self.staff, self.branch = name, role_name(role), staff, branch
+        self.interface, self.port = interface, port
+        self._key = key
+        self.auto_ack = auto_ack
+        self.out = Output(out or sys.stdout, live=False)
+        self.state = AgentState(data_dir)
+        self.server: Server | None = None
+        self.zc: Any = None
+        self.advert: Any = None
+        self.hubs: Any = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._timers: list[threading.Timer] = []
+        self._backoff: dict[str, tuple[float, int]] = {}  #: ack key -> (due on monotonic, failures)
+        self._acker = threading.Thread(target=self._ack_loop, name="pda-acks", daemon=True)
+
+    def say(self, text: str) -> None:
+        self.out.write(text)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from .discovery import Advertisement, Directory, check_interfaces, host_name, open_zeroconf
+
+        [self.interface] = check_interfaces([self.interface])
+        self.server = Server(self.interface, self.port, self._handler()).start()
+        self.say(
+            f"PDA {self.name} · staff {self.staff} ({self.role}) · branch {self.branch}\n"
+            f"push server: http://{self.interface}:{self.server.port}{PUSH_PATH}"
+        )
+        for w in self.state.waiting:
+            self.say(f"still to acknowledge (from before a restart): {w.get('label', '')} [{w['key']}]")
+        self._acker.start()
+        self.zc = open_zeroconf([self.interface])
+        txt = pda_txt(
+            staff=self.staff, role=self.role, branch=self.branch, port=self.server.port, name=self.name
+        )
+        self.advert = Advertisement(
+            self.zc,
+            PDA_TYPE,
+            instance_name(self.name),
+            self.server.port,
+            txt,
+            [self.interface],
+            host_name(f"pda-{self.staff}"),
+        )
+        self.hubs = Directory(self.zc, HUB_TYPE, parse_hub_txt, on_change=self._hub_changed)
+        registered = self.advert.register()  # probing and announcing: about 1.5 s
+        self.say(f"advertised as {registered!r} ({PDA_TYPE}) on {self.interface}")
+
+    def close(self) -> None:
+        """Withdraw the advertisement (so the hub sees this PDA go), then stop everything."""
+        self._stop.set()
+        self._wake.set()
+        for timer in self._timers:
+            timer.cancel()
+        if self.advert is not None:
+            self.advert.unregister()
+        if self.hubs is not None:
+            self.hubs.close()
+        if self.zc is not None:
+            self.zc.close()
+        if self.server is not None:
+            self.server.close()
+        if self._acker.is_alive():
+            self._acker.join(ACK_TIMEOUT + 1)
+        with self.state.lock:
+            self.state.save()
+            left = len(self.state.acks)
+        if left:
+            kept = "kept for the next start" if self.state.path else "lost (no --data-dir)"
+            self.say(f"{left} acknowledgement(s) not yet taken by the hub: {kept}")
+        self.say(f"PDA {self.name} stopped")
+
+    def _hub_changed(self, peer: Any) -> None:
+        if peer.state == "gone":
+            self.say(f"hub gone: {peer.parsed.branch} at {peer.address}:{peer.port}")
+        elif peer.state == "appeared":
+            other = "" if peer.parsed.branch == self.branch else " (another branch: ignored)"
+            self.say(f"hub found: {peer.parsed.branch} at {peer.address}:{peer.port}{other}")
+
+    # -- pushes -----------------------------------------------------------------------------------
+
+    def _handler(self) -> type[JsonHandler]:
+        agent = self
+
+        class PushHandler(JsonHandler):
+            def do_POST(self) -> None:
+                if self.path.split("?")[0] != PUSH_PATH:
+                    self.reply(404, {"error": f"POST {PUSH_PATH} only"})
+                    return
+                body = self.read_body()
+                if body is not None:
+                    self.reply(*agent.handle_push(self.headers, body))
+
+        return PushHandler
+
+    def handle_push(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Verify, check, de-duplicate and show one push; the HTTP status and answer."""
+        try:
+            verify(self._key, headers, body)  # before anything looks inside the body
+        except BadSignature as exc:
+            self.say(f"push refused (401): {exc}")
+            return 401, {"error": str(exc)}
+        try:
+            doc = parse_push(body)
+        except BadMessage as exc:
+            self.say(f"push refused (400): {exc}")
+            return 400, {"error": str(exc)}
+        if doc["recipient"] != self.staff:
+            self.say(f"push refused (409): for staff {display.clean(doc['recipient'])}, not {self.staff}")
+            return 409, {"error": f"this PDA belongs to staff {self.staff}"}
+        if doc["branch"] != self.branch:
+            self.say(f"push refused (403): for branch {display.clean(doc['branch'])}, not {self.branch}")
+            return 403, {"error": f"this PDA belongs to branch {self.branch}"}
+        key = doc["key"]
+        with self.state.lock:
+            if not self.state.remember(key, doc.get("expires_at")):
+                self.say(f"push {display.clean(key)} again: already shown")
+                return 200, {"duplicate": True}
+            self.state.waiting.append({"key": key, "ack_url": doc["ack_url"], "label": display.label(doc)})
+            self.state.save()
+            self.say(display.render(doc))  # under the lock: two pushes never interleave
+        if self.auto_ack is not None:
+            timer = threading.Timer(self.auto_ack, self.acknowledge, args=(key,))
+            timer.daemon = True
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
+        return 200, {"shown": True}
+
+    # -- acknowledgements -------------------------------------------------------------------------
+
+    def acknowledge_oldest(self) -> bool:
+        """What one key press does: acknowledge the oldest arrival still waiting."""
+        with self.state.lock:
+            key = self.state.waiting[0]["key"] if self.state.waiting else None
+        if key is None:
+            self.say("nothing to acknowledge")
+            return False
+        return self.acknowledge(key)
+
+    def acknowledge(self, key: str) -> bool:
+        """Queue the acknowledgement of ``key`` (if it still waits); the sender thread posts it."""
+        with self.state.lock:
+            waiting = [w for w in self.state.waiting if w["key"] == key]
+            if not waiting:
+                return False
+            self.state.waiting.remove(waiting[0])
+            doc = ack_body(key, self.staff, time.time(), self.name)
+            self.state.acks.append({"key": key, "url": waiting[0]["ack_url"], "doc": doc})
+            self.state.save()
+        self._wake.set()
+        return True
+
+    def _ack_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before looking: a wake-up from here on is not lost
+            now = time.monotonic()
+            with self.state.lock:
+                pending = list(self.state.acks)
+            due = [a for a in pending if self._backoff.get(a["key"], (0.0, 0))[0] <= now]
+            for ack in due:
+                if self._stop.is_set():
+                    return
+                self._post_ack(ack)
+            if not due:
+                waits = [self._backoff.get(a["key"], (now, 0))[0] - now for a in pending]
+                self._wake.wait(max(0.0, min([1.0, *waits])))
+
+    def _post_ack(self, ack: dict[str, Any]) -> None:
+        key = ack["key"]
+        try:
+            reply = post_signed(ack["url"], self._key, encode(ack["doc"]), ACK_TIMEOUT)
+        except (Unreachable, ValueError) as exc:
+            self._ack_failed(ack, str(exc), moved=True)
+            return
+        if 200 <= reply.status < 300:
+            self._ack_done(ack)
+            self.say(f"ack sent: {key} (hub answered {reply.status} in {reply.elapsed * 1000:.0f} ms)")
+        elif reply.status in (400, 404):
+            why = (reply.doc or {}).get("error", "")
+            self._ack_done(ack)
+            self.say(f"ack dropped: {key}: hub answered {reply.status} {display.clean(why)}".rstrip())
+        elif reply.status == 401:
+            self._ack_failed(ack, "hub rejected the signature (check the branch key and the clock)")
+        else:
+            self._ack_failed(ack, f"hub answered {reply.status}")
+
+    def _ack_done(self, ack: dict[str, Any]) -> None:
+        self._backoff.pop(ack["key"], None)
+        with self.state.lock:
+            self.state.acks = [a for a in self.state.acks if a["key"] != ack["key"]]
+            self.state.save()
+
+    def _ack_failed(self, ack: dict[str, Any], why: str, moved: bool = False) -> None:
+        failures = self._backoff.get(ack["key"], (0.0, 0))[1] + 1
+        delay = min(ACK_FIRST * 2 ** (failures - 1), ACK_MAX)
+        self._backoff[ack["key"]] = (time.monotonic() + delay, failures)
+        self.say(f"ack not sent: {ack['key']}: {why}; retrying in {delay:g} s")
+        if moved:
+            self._follow_hub(ack)
+
+    def _follow_hub(self, ack: dict[str, Any]) -> None:
+        """The hub is not where the push said (it restarted on another port?): try where it now
+        announces itself.  An impostor could only swallow acknowledgements, which are signed."""
+        if self.hubs is None:
+            return
+        for peer in self.hubs.peers():
+            if peer.parsed.branch == self.branch:
+                url = f"http://{peer.address}:{peer.port}{peer.parsed.ack_path or ACK_PATH}"
+                if url != ack["url"]:
+                    with self.state.lock:
+                        for a in self.state.acks:
+                            if a["key"] == ack["key"]:
+                                a["url"] = url
+                        self.state.save()
+                    self.say(f"ack: the hub now announces itself at {peer.address}:{peer.port}")
+                return
+
+    # -- the keyboard -----------------------------------------------------------------------------
+
+    def read_keys(self, stream: TextIO | None) -> None:
+        """Enter or ``a`` acknowledges the oldest arrival: single keys on a terminal (cbreak mode,
+        set by :func:`run`), lines otherwise (an empty line or ``a``).  Returns at end of input."""
+        if stream is None or stream.closed:
+            return
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd >= 0 and os.isatty(fd):
+            while not self._stop.is_set():
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if not ready:
+                    continue
+                char = os.read(fd, 1)
+                if not char:
+                    return
+                if char in (b"\n", b"\r", b"a", b"A", b" "):
+                    self.acknowledge_oldest()
+            return
+        for line in stream:
+            if self._stop.is_set():
+                return
+            if line.strip().lower() in ("", "a"):
+                self.acknowledge_oldest()
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds < 3600:
+        raise argparse.ArgumentTypeError("expected seconds from 0 to 3600")
+    return seconds
+
+
+def _role(value: str) -> str:
+    try:
+        return role_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The agent's arguments (shared by ``vipsense pda`` and ``python -m ...agent``)."""
+    parser.add_argument("--name", required=True, help="display name of this PDA (Chinese is fine)")
+    parser.add_argument(
+        "--role", required=True, type=_role, help="lobby (lobby manager), manager (client manager), branch"
+    )
+    parser.add_argument("--staff-id", required=True, help="the staff id of the person who carries it")
+    parser.add_argument("--branch", required=True, help="the branch id (as in the branch profile)")
+    parser.add_argument(
+        "--key-file", help=f"file holding the branch key (default: the {KEY_ENV} environment variable)"
+    )
+    parser.add_argument(
+        "--interface",
+        default="127.0.0.1",
+        help="this PDA's IPv4 address on the branch LAN; the only one used (default 127.0.0.1, a demo)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="push port (default 0: any free port)")
+    parser.add_argument("--data-dir", type=Path, help="keep shown keys and pending acks here across restarts")
+    parser.add_argument(
+        "--auto-ack",
+        type=_seconds,
+        metavar="SECONDS",
+        help="acknowledge each arrival after this delay (demos)",
+    )
+    parser.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vipsense pda", description="The PDA agent: shows VIP arrivals pushed by the branch hub."
+    )
+    configure(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent until Ctrl-C or SIGTERM; the exit code."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    try:
+        key = load_key(args.key_file)
+    except KeyMissing as exc:
+        print(f"vipsense pda: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        agent = Agent(
+            name=args.name,
+            role=args.role,
+            staff=args.staff_id,
+            branch=args.branch,
+            key=key,
+            interface=args.interface,
+            port=args.port,
+            data_dir=args.data_dir.expanduser() if args.data_dir else None,
+            auto_ack=args.auto_ack,
+        )
+    except ValueError as exc:
+        print(f"vipsense pda: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    terminal = _cbreak(sys.stdin)
+    try:
+        try:
+            agent.start()
+        except (OSError, ValueError) as exc:
+            print(f"vipsense pda: cannot start on {args.interface}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        hint = "press Enter (or a) to acknowledge the oldest arrival; Ctrl-C to stop"
+        agent.say(hint if args.auto_ack is None else f"acknowledging each arrival after {args.auto_ack:g} s")
+        threading.Thread(target=agent.read_keys, args=(sys.stdin,), name="pda-keys", daemon=True).start()
+        while not stop.wait(0.2):
+            pass
+        return EXIT_OK
+    finally:
+        agent.close()
+        if terminal is not None:
+            terminal()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _cbreak(stream: TextIO | None) -> Any:
+    """Put a terminal into cbreak mode (single keys, Ctrl-C still works); a function restoring it."""
+    try:
+        import termios
+        import tty
+
+        fd = stream.fileno() if stream is not None else -1
+        if fd < 0 or not os.isatty(fd):
+            return None
+        saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+    except (ImportError, OSError, ValueError):
+        return None
+    return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The ``pda`` notifier's settings: checked when the profile loads, with messages that say what to do.
+
+Importing this module never imports zeroconf, so ``vipsense check`` and ``vipsense plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from vipsense.api import Duration, Secret
+
+from .protocol import role_name
+
+INTERFACES_HINT = (
+    "list the branch LAN address of this hub, e.g. interfaces: [192.168.10.5], or [127.0.0.1] for a "
+    "demo; discovery never runs on all interfaces, which would announce the branch on every network "
+    "this machine is on"
+)
+
+
+def _key(inst: Any, attribute: attrs.Attribute, value: Secret) -> None:
+    if not isinstance(value, Secret) or not value.reveal().strip():
+        raise ValueError("the branch key is empty: set it with key: !secret pda_key")  # never the value
+
+
+def _interfaces(inst: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    import ipaddress
+
+    if not value:
+        raise ValueError(f"no address given: {INTERFACES_HINT}")
+    for address in value:
+        try:
+            ip = ipaddress.IPv4Address(str(address).strip())
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IPv4 address: {INTERFACES_HINT}") from None
+        if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+            raise ValueError(f"{address!r} is not one interface's address: {INTERFACES_HINT}")
+    if len(set(value)) != len(value):
+        raise ValueError("an address is listed twice")
+
+
+def _port(inst: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"a TCP port is 0 (any free port) to 65535, got {value}")
+
+
+def _positive(inst: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value:g}")
+
+
+def _role(inst: Any, attribute: attrs.Attribute, value: str) -> None:
+    role_name(value)
+
+
+@attrs.frozen
+class EmulatedPda:
+    """A PDA agent the notifier starts itself, on 127.0.0.1, for a demo."""
+
+    name: str  #: display name (Chinese is fine)
+    role: str = attrs.field(validator=_role)  #: lobby, manager or branch
+    staff_id: str = attrs.field()  #: whose PDA it plays
+    auto_ack: Duration = Duration(3)  #: "press Enter" this long after each arrival
+
+
+@attrs.frozen
+class PdaSettings:
+    key: Secret = attrs.field(validator=_key)  #: the branch key shared with the PDAs, from ``!secret``
+    interfaces: list[str] = attrs.field(validator=_interfaces)  #: IPv4 addresses, required
+    ack_port: int = attrs.field(default=0, validator=_port)  #: the acknowledgement server; 0: any free
+    push_timeout: Duration = attrs.field(default=Duration(2), validator=_positive)  #: one push
+    emulate: tuple[EmulatedPda, ...] = ()  #: PDA agents to start as subprocesses (demos)
+
+    def __attrs_post_init__(self) -> None:
+        if self.emulate and "127.0.0.1" not in [a.strip() for a in self.interfaces]:
+            raise ValueError("emulated PDAs run on 127.0.0.1: add 127.0.0.1 to interfaces")
+        names = [e.name for e in self.emulate]
+        if len(set(names)) != len(names):
+            raise ValueError("two emulated PDAs have the same name")

@@ -1,0 +1,136 @@
+"""Signed JSON over plain HTTP on the branch LAN, both ways: one client call and one server base.
+
+The standard library only (``http.client``, ``http.server``): a handheld needs nothing else.  No proxy
+is ever consulted (the peers are on the LAN), bodies are capped at :data:`protocol.MAX_BODY`, and the
+key is used for signing only: it is never logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from vipsense.signing import signed_headers
+
+from .protocol import MAX_BODY
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    doc: dict[str, Any] | None  #: the JSON answer, if it was one
+    local_address: str  #: our end of the connection (which of our addresses reached the peer)
+    elapsed: float  #: seconds, connect to last byte
+
+
+class Unreachable(OSError):
+    """The peer did not answer: refused, timed out, reset.  The text says which."""
+
+
+def post_signed(
+    url: str,
+    key: bytes,
+    body: bytes | Callable[[str], bytes],
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """POST ``body`` signed with ``key``.  ``body`` may be a function of our local address, called
+    once connected, so a push can tell the PDA the hub address that reaches it.  Raises
+    :class:`Unreachable`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"expected an http:// URL, got {url!r}")
+    start = time.monotonic()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        try:
+            conn.connect()
+            local = conn.sock.getsockname()[0]
+            data = body(local) if callable(body) else body
+            all_headers = {"Content-Type": "application/json", **(headers or {})}
+            all_headers.update(signed_headers(key, data))
+            conn.request("POST", parts.path or "/", body=data, headers=all_headers)
+            response = conn.getresponse()
+            raw = response.read(MAX_BODY)
+        except TimeoutError:
+            raise Unreachable(f"no answer within {timeout:g} s") from None
+        except ConnectionRefusedError:
+            raise Unreachable("connection refused") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    return Reply(response.status, doc if isinstance(doc, dict) else None, local, time.monotonic() - start)
+
+
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that reads a capped body and answers JSON; quiet (no access log)."""
+
+    server_version = "vipsense-pda/1"
+    protocol_version = "HTTP/1.1"
+
+    def read_body(self) -> bytes | None:
+        """The raw body, or ``None`` after answering 411/413 itself."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.reply(411, {"error": "Content-Length required"})
+            return None
+        if length < 0 or length > MAX_BODY:
+            self.reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
+            return None
+        return self.rfile.read(length)
+
+    def reply(self, status: int, doc: Mapping[str, Any]) -> None:
+        data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client went away: nothing to tell it
+            pass
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        self.reply(405, {"error": "POST only"})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Server:
+    """A ``ThreadingHTTPServer`` on one address, serving on a daemon thread."""
+
+    def __init__(self, address: str, port: int, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer((address, port), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.timeout = 1.0
+        self.address, self.port = self.httpd.server_address[:2]
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self.thread.name = f"http:{self.address}:{self.port}"
+
+    def start(self) -> Server:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.httpd.shutdown()
+        self.httpd.server_close()
