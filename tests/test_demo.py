@@ -12,6 +12,8 @@ import time
 
 import yaml
 
+from vipsense.config.yamlload import load_profile_yaml
+
 from .conftest import REPO
 
 DEMO = REPO / "profiles" / "demo.yaml"
@@ -76,6 +78,33 @@ def test_demo_morning_exact_outcome(tmp_path):
         assert customer["mobile"] not in out + proc.stderr
         if customer["customer_no"] in greeted:
             assert f"ID {'*' * 14}{customer['id_number'][-4:]}" in out
+    demo = loaded_demo()
+    for member in demo["staff"]:
+        if "mobile" in member:
+            assert member["mobile"] not in out + proc.stderr
+
+    # The lobby manager's PDA agent, found by zeroconf on loopback, showed each VIP and each rejected
+    # card once, and acknowledged them; the modem emulator decoded one Chinese SMS per client-manager
+    # notification and one for the lost card.
+    pda_keys = re.findall(r"^\[张伟的PDA\] │ Ref\s+(\S+)$", out, re.M)
+    assert len(pda_keys) == 25 and len(set(pda_keys)) == 25, out
+    assert re.search(r"^\[张伟的PDA\] hub found: sh-lujiazui at 127\.0\.0\.1:\d+$", out, re.M)
+    assert out.count("[张伟的PDA] ack sent: ") >= 20
+    sms = re.findall(r"^    📱 SMS in \d part\(s\): (.+)$", out, re.M)
+    assert len(sms) == 23
+    assert sum("贵宾到店：王建国 Wang Jianguo（钻石卡）" in s for s in sms) == 1
+    assert sum("客户经理：李梅 Li Mei" in s for s in sms) >= 1
+    outbox = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    states = dict(
+        outbox.execute(
+            "SELECT notifier_id, GROUP_CONCAT(DISTINCT state) FROM outbox"
+            " WHERE notifier_id IN ('pda', 'pager') GROUP BY notifier_id"
+        ).fetchall()
+    )
+    assert states["pager"] == "delivered"
+    assert set(states["pda"].split(",")) <= {"delivered", "acknowledged"}
+    assert not proc.stderr.strip(), proc.stderr  # no warnings: nothing had to wait for a retry
+
     summary = out.strip().splitlines()[-1]
     assert re.match(
         r"Stopped\. \d+ reads, 28 arrivals: 22 greeted, 3 rejected, 1 re-entries suppressed, "
@@ -86,8 +115,14 @@ def test_demo_morning_exact_outcome(tmp_path):
     assert reads > 2000  # the lingering customers are read hundreds of times
 
 
+def loaded_demo() -> dict:
+    loaded = load_profile_yaml(DEMO)
+    assert loaded.errors == []
+    return loaded.data
+
+
 def test_lingering_cards_are_read_hundreds_of_times():
-    profile = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    profile = loaded_demo()
     visitors = profile["readers"][0]["emulate"]["visitors"]
     long_stays = [v for v in visitors if float(str(v.get("stay", "3s")).rstrip("s")) * 10 >= 300]
     assert len(long_stays) >= 3

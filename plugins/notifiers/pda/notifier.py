@@ -40,6 +40,7 @@ from .settings import PdaSettings
 from .transport import JsonHandler, Reply, Server, Unreachable, post_signed
 
 _REASON_MAX = 160
+EMULATED_WAIT = 10.0  #: seconds the notifier waits at start for its emulated PDAs to be found
 
 
 class PdaNotifier(Notifier):
@@ -100,6 +101,23 @@ class PdaNotifier(Notifier):
             self.agents.append(
                 EmulatedAgent(pda, self.ctx.branch_id, self.settings.key.reveal(), data_dir, self.ctx.output)
             )
+        if self.agents:
+            self._await_emulated()
+
+    def _await_emulated(self) -> None:
+        """Give the emulated PDAs (demos) time to be found, so the first arrival finds them there
+        instead of waiting for a retry.  A real handheld is never waited for."""
+        assert self.pdas is not None
+        staff = {a.pda.staff_id for a in self.agents}
+
+        def all_present() -> bool:
+            return staff <= {p.parsed.staff for p in self.pdas.peers()}
+
+        t0 = time.monotonic()
+        if self.pdas.wait(all_present, EMULATED_WAIT):
+            self.ctx.log.info("emulated PDAs found in %.1f s", time.monotonic() - t0)
+        else:
+            self.ctx.log.warning("emulated PDAs not found in %.0f s; arrivals wait for them", EMULATED_WAIT)
 
     def _announce(self) -> None:
         assert self.advert is not None
