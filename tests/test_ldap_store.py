@@ -824,7 +824,10 @@ def test_the_demo_morning_on_ldap_matches_the_sqlite_demo(tmp_path, monkeypatch,
     server.slapadd(BASE_LDIF.split(f"dn: {CUSTOMERS}")[0])  # no bases: the converter makes them
     server.start()
     try:
-        (tmp_path / "secrets.yaml").write_text(f"ldap_password: {SERVICE_PW!r}\n", encoding="utf-8")
+        demo_secrets = (REPO / "profiles" / "secrets.yaml").read_text(encoding="utf-8")  # the PDA key
+        (tmp_path / "secrets.yaml").write_text(
+            f"{demo_secrets}ldap_password: {SERVICE_PW!r}\n", encoding="utf-8"
+        )
         monkeypatch.setenv("VIPSENSE_SECRETS", str(tmp_path / "secrets.yaml"))
         monkeypatch.setenv("VIPSENSE_LDAP_URI", server.uri)
         profile_path = REPO / "profiles" / "demo-ldap.yaml"
