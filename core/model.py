@@ -45,13 +45,15 @@ SUSPECT_REASONS = frozenset({RejectReason.TID_MISMATCH, RejectReason.TOO_FAST})
 
 
 class Role(str, enum.Enum):
-    """Staff roles that routing rules address."""
+    """Staff roles: whom routing rules address, and what each may do (:mod:`vipsense.permissions`)."""
 
     LOBBY_MANAGER = "lobby_manager"
     CLIENT_MANAGER = "client_manager"
     BRANCH_MANAGER = "branch_manager"
     HEAD_OFFICE = "head_office"
     CARD_ISSUER = "card_issuer"  #: staff at the card-issuing station
+    ADMIN = "admin"  #: runs the branch's accounts and devices; sees no customer data
+    AUDITOR = "auditor"  #: reads the audit log, nothing else
 
 
 class VisitKind(str, enum.Enum):

@@ -10,28 +10,39 @@ the profile's ``staff:``.  The command line trusts the operating-system account 
 it is; the account is recorded as the audit source (``cli:user@host``).  Password logins, lockout and
 sessions come with the web interface.
 
-| permission        | card_issuer | branch_manager | head_office | client_manager | lobby_manager |
-|-------------------|:-----------:|:--------------:|:-----------:|:--------------:|:-------------:|
-| cards.issue       |      x      |       x        |             |                |               |
-| cards.lost        |      x      |       x        |             |       x        |       x       |
-| cards.restore     |      x      |       x        |             |                |               |
-| cards.revoke      |      x      |       x        |             |                |               |
-| cards.reissue     |      x      |       x        |             |                |               |
-| cards.import      |      x      |       x        |             |                |               |
-| cards.view        |      x      |       x        |      x      |                |               |
-| cards.export      |             |       x        |      x      |                |               |
-| customers.view    |      x      |       x        |      x      |       x        |       x       |
-| customers.unmask  |             |       x        |      x      |                |               |
-| customers.import  |      x      |       x        |      x      |                |               |
-| visits.view       |             |       x        |      x      |                |               |
-| visits.purge      |             |       x        |      x      |                |               |
+| permission         | card_issuer | branch_manager | head_office | client_manager | lobby_manager | admin | auditor |
+|--------------------|:-----------:|:--------------:|:-----------:|:--------------:|:-------------:|:-----:|:-------:|
+| cards.issue        |      x      |       x        |             |                |               |       |         |
+| cards.lost         |      x      |       x        |             |       x        |       x       |       |         |
+| cards.restore      |      x      |       x        |             |                |               |       |         |
+| cards.revoke       |      x      |       x        |             |                |               |       |         |
+| cards.reissue      |      x      |       x        |             |                |               |       |         |
+| cards.import       |      x      |       x        |             |                |               |       |         |
+| cards.view         |      x      |       x        |      x      |                |               |       |         |
+| cards.export       |             |       x        |      x      |                |               |       |         |
+| customers.view     |      x      |       x        |      x      |       x        |       x       |       |         |
+| customers.unmask   |             |       x        |      x      |                |               |       |         |
+| customers.import   |      x      |       x        |      x      |                |               |       |         |
+| visits.view        |             |       x        |      x      |                |               |       |         |
+| visits.purge       |             |       x        |      x      |                |               |       |         |
+| status.view        |      x      |       x        |      x      |       x        |       x       |   x   |         |
+| console.view       |             |       x        |             |       x        |       x       |       |         |
+| visits.acknowledge |             |       x        |             |       x        |       x       |       |         |
+| audit.view         |             |                |             |                |               |       |    x    |
+| users.manage       |             |                |             |                |               |   x   |         |
+
+A client manager's ``customers.view`` and ``console.view`` reach their own customers only (the
+customer's ``client_manager``); everyone else with the permission sees the whole branch.
 
 Why these lines: a lost report must be quick and only ever makes a card *less* usable, so the staff a
 customer calls may file it; making a lost card active again needs the issuing station.  Exports take
 the card-to-customer map out of the system, so only the two roles that answer for the data may run
 them.  The visit list with each member of staff's response times is the staff assessment: for the
 branch manager and head office.  Head office never changes a card itself: that stays with a branch,
-where the card holder is.
+where the card holder is.  The console (the live arrivals, the current customer, today's list and
+acknowledging) is for the staff who greet customers.  Separation of duties: the administrator manages
+accounts and devices but sees no customer data, and only the auditor reads the audit log, so the
+people whose actions it records cannot read (or learn to hide in) it.
 """
 
 from __future__ import annotations
@@ -55,10 +66,17 @@ class Permission(str, enum.Enum):
     CUSTOMER_IMPORT = "customers.import"
     VISITS_VIEW = "visits.view"  #: visits list: today's visits and staff response times
     VISITS_PURGE = "visits.purge"
+    STATUS_VIEW = "status.view"  #: the status page and /api/status: devices, PDAs, counts
+    CONSOLE_VIEW = "console.view"  #: the client-manager console: arrivals, today's visits
+    VISITS_ACK = "visits.acknowledge"  #: acknowledge a notification sent to oneself
+    AUDIT_VIEW = "audit.view"
+    USERS_MANAGE = "users.manage"  #: web accounts and third-party API tokens
 
 
 _ISSUER, _MANAGER, _HEAD = Role.CARD_ISSUER, Role.BRANCH_MANAGER, Role.HEAD_OFFICE
 _CLIENT, _LOBBY = Role.CLIENT_MANAGER, Role.LOBBY_MANAGER
+_ADMIN, _AUDITOR = Role.ADMIN, Role.AUDITOR
+_STAFF = frozenset({_ISSUER, _MANAGER, _HEAD, _CLIENT, _LOBBY})  #: those who serve customers
 
 #: The table in the module docstring, as data.  A test checks the two agree.
 GRANTS: dict[Permission, frozenset[Role]] = {
@@ -70,11 +88,16 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.CARD_IMPORT: frozenset({_ISSUER, _MANAGER}),
     Permission.CARD_VIEW: frozenset({_ISSUER, _MANAGER, _HEAD}),
     Permission.CARD_EXPORT: frozenset({_MANAGER, _HEAD}),
-    Permission.CUSTOMER_VIEW: frozenset(Role),
+    Permission.CUSTOMER_VIEW: _STAFF,
     Permission.CUSTOMER_UNMASK: frozenset({_MANAGER, _HEAD}),
     Permission.CUSTOMER_IMPORT: frozenset({_ISSUER, _MANAGER, _HEAD}),
     Permission.VISITS_VIEW: frozenset({_MANAGER, _HEAD}),
     Permission.VISITS_PURGE: frozenset({_MANAGER, _HEAD}),
+    Permission.STATUS_VIEW: _STAFF | {_ADMIN},
+    Permission.CONSOLE_VIEW: frozenset({_MANAGER, _CLIENT, _LOBBY}),
+    Permission.VISITS_ACK: frozenset({_MANAGER, _CLIENT, _LOBBY}),
+    Permission.AUDIT_VIEW: frozenset({_AUDITOR}),
+    Permission.USERS_MANAGE: frozenset({_ADMIN}),
 }
 
 
@@ -93,6 +116,11 @@ DOES = {
     Permission.CUSTOMER_IMPORT: "import customers",
     Permission.VISITS_VIEW: "view visits and response times",
     Permission.VISITS_PURGE: "purge visits",
+    Permission.STATUS_VIEW: "see the branch status",
+    Permission.CONSOLE_VIEW: "use the arrivals console",
+    Permission.VISITS_ACK: "acknowledge arrivals",
+    Permission.AUDIT_VIEW: "read the audit log",
+    Permission.USERS_MANAGE: "manage accounts and API tokens",
 }
 
 

@@ -16,7 +16,7 @@ import sys
 from .. import __version__
 from ..audit import audit_path
 from ..pluginhost import PluginHost, load_host
-from . import audit, cards, check, customers, plugins, run, sync, visits
+from . import audit, cards, check, customers, plugins, run, sync, users, visits
 from .check import _plain, cmd_check
 from .common import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, CliError, ProfileFailed, setup_logging
 
@@ -32,8 +32,10 @@ __all__ = [
     "main",
 ]
 
-COMMANDS = (run, check, audit, cards, customers, visits, sync, plugins)
-BUILT_IN = frozenset({"run", "check", "audit", "cards", "customers", "visits", "sync", "plugins"})
+COMMANDS = (run, check, audit, cards, customers, visits, sync, plugins, users)
+BUILT_IN = frozenset(
+    {"run", "check", "audit", "cards", "customers", "visits", "sync", "plugins", "users", "tokens"}
+)
 
 
 def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:

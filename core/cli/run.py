@@ -32,6 +32,12 @@ def _status_line(branch: Branch) -> str:
     return line
 
 
+def _first_account_hint(web: Any, profile: str) -> str:
+    if web.users.list():
+        return ""
+    return f" (no accounts yet: vipsense users add {profile} NAME --role admin)"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     output = Output(live=None if args.status else False)
     setup_logging(args.verbose, output)
@@ -53,8 +59,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; Ctrl-C stops"
     )
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    web = None
     try:
         branch.start()
+        if profile.web is not None or args.web_port is not None:
+            from ..web.server import WebServer
+            from ..web.settings import WebSettings
+
+            web = WebServer(branch, profile.web or WebSettings(), port=args.web_port)
+            web.start()
+            if web.url:
+                output.write(f"Branch web: {web.url}" + _first_account_hint(web, args.profile))
         if branch.restored:
             window = float(profile.presence.reentry_suppress) / 60
             output.write(
@@ -67,6 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if branch.readers_finished:
                 branch.clock.sleep(settle, stop)  # let the last departures land
                 break
+        if web is not None:
+            web.stop()
         branch.stop()
     finally:
         for sig, handler in previous.items():
@@ -88,5 +105,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("profile", help="the branch profile (YAML)")
     run.add_argument("--speed", type=float, default=1.0, help="compress branch time (simulations only)")
     run.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    run.add_argument(
+        "--web-port",
+        type=int,
+        metavar="PORT",
+        help="serve the branch web on this port (0: any free one), with or without web: in the profile",
+    )
     run.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
     run.set_defaults(func=cmd_run)

@@ -16,6 +16,7 @@ import attrs
 from ..model import SUSPECT_REASONS, RejectReason, Role, Staff
 from ..pluginhost import Kind, PluginHost
 from ..policy import ALERT_REASONS
+from ..web.settings import WebSettings
 from .errors import ProfileError
 from .structure import INVALID, Structurer, suggest
 from .types import Duration
@@ -151,6 +152,7 @@ class _ProfileYaml:
     privacy: PrivacySettings = PrivacySettings()
     security: SecuritySettings = SecuritySettings()
     sync: SyncSettings | None = None
+    web: WebSettings | None = None
 
 
 @attrs.frozen
@@ -169,6 +171,7 @@ class Profile:
     privacy: PrivacySettings = PrivacySettings()
     security: SecuritySettings = SecuritySettings()
     sync: SyncSettings | None = None
+    web: WebSettings | None = None  #: the branch web (status page, console, API), if served
 
     @property
     def profile_dir(self) -> Path:
@@ -296,6 +299,8 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     _check_references(st, top, notifier_ids, loaded.incomplete)
     if top["stores"] is not INVALID and len(groups["stores"]) == len(top["stores"]):
         _check_sync(st, top["sync"], groups["stores"])
+    if top["web"] not in (None, INVALID) and top["web"].tls is not None:
+        _check_tls(st, top["web"], path.resolve().parent)
     if st.errors:
         raise ProfileError(_dedupe(st.errors))
 
@@ -327,9 +332,20 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
                 "privacy",
                 "security",
                 "sync",
+                "web",
             )
         },
     )
+
+
+def _check_tls(st: Structurer, web: WebSettings, profile_dir: Path) -> None:
+    assert web.tls is not None
+    for key in ("cert", "key"):
+        name = getattr(web.tls, key)
+        file = profile_dir / os.path.expanduser(name)
+        if not file.is_file():
+            what = "certificate" if key == "cert" else "private key"
+            st.error(("web", "tls", key), f"no {what} file at {file}; give the path of a PEM file")
 
 
 def _raw_ids(items: list[Any]) -> set[str]:
