@@ -10,26 +10,26 @@ the profile's ``staff:``.  The command line trusts the operating-system account 
 it is; the account is recorded as the audit source (``cli:user@host``).  Password logins, lockout and
 sessions come with the web interface.
 
-| permission         | card_issuer | branch_manager | head_office | client_manager | lobby_manager | admin | auditor |
-|--------------------|:-----------:|:--------------:|:-----------:|:--------------:|:-------------:|:-----:|:-------:|
-| cards.issue        |      x      |       x        |             |                |               |       |         |
-| cards.lost         |      x      |       x        |             |       x        |       x       |       |         |
-| cards.restore      |      x      |       x        |             |                |               |       |         |
-| cards.revoke       |      x      |       x        |             |                |               |       |         |
-| cards.reissue      |      x      |       x        |             |                |               |       |         |
-| cards.import       |      x      |       x        |             |                |               |       |         |
-| cards.view         |      x      |       x        |      x      |                |               |       |         |
-| cards.export       |             |       x        |      x      |                |               |       |         |
-| customers.view     |      x      |       x        |      x      |       x        |       x       |       |         |
-| customers.unmask   |             |       x        |      x      |                |               |       |         |
-| customers.import   |      x      |       x        |      x      |                |               |       |         |
-| visits.view        |             |       x        |      x      |                |               |       |         |
-| visits.purge       |             |       x        |      x      |                |               |       |         |
-| status.view        |      x      |       x        |      x      |       x        |       x       |   x   |         |
-| console.view       |             |       x        |             |       x        |       x       |       |         |
-| visits.acknowledge |             |       x        |             |       x        |       x       |       |         |
-| audit.view         |             |                |             |                |               |       |    x    |
-| users.manage       |             |                |             |                |               |   x   |         |
+| permission         |card_issuer|branch_manager|head_office|client_manager|lobby_manager|admin|auditor|
+|--------------------|:---------:|:------------:|:---------:|:------------:|:-----------:|:---:|:-----:|
+| cards.issue        |     x     |      x       |           |              |             |     |       |
+| cards.lost         |     x     |      x       |           |      x       |      x      |     |       |
+| cards.restore      |     x     |      x       |           |              |             |     |       |
+| cards.revoke       |     x     |      x       |           |              |             |     |       |
+| cards.reissue      |     x     |      x       |           |              |             |     |       |
+| cards.import       |     x     |      x       |           |              |             |     |       |
+| cards.view         |     x     |      x       |     x     |              |             |     |       |
+| cards.export       |           |      x       |     x     |              |             |     |       |
+| customers.view     |     x     |      x       |     x     |      x       |      x      |     |       |
+| customers.unmask   |           |      x       |     x     |              |             |     |       |
+| customers.import   |     x     |      x       |     x     |              |             |     |       |
+| visits.view        |           |      x       |     x     |              |             |     |       |
+| visits.purge       |           |      x       |     x     |              |             |     |       |
+| status.view        |     x     |      x       |     x     |      x       |      x      |  x  |       |
+| console.view       |           |      x       |           |      x       |      x      |     |       |
+| visits.acknowledge |           |      x       |           |      x       |      x      |     |       |
+| audit.view         |           |              |           |              |             |     |   x   |
+| users.manage       |           |              |           |              |             |  x  |       |
 
 A client manager's ``customers.view`` and ``console.view`` reach their own customers only (the
 customer's ``client_manager``); everyone else with the permission sees the whole branch.
