@@ -147,3 +147,28 @@ def running_branch(write_profile, tmp_path):
     for branch in made:
         if not branch.stopping:
             branch.stop()
+
+
+@pytest.fixture
+def web_branch(running_branch):
+    """A running Branch with its web on 127.0.0.1 (any free port) and one account per role
+    (``tests/web_support.py``).  ``make(text=WEB_PROFILE, seed=WEB_SEED, accounts=ACCOUNTS, **kw)``;
+    the server is stopped before its branch at teardown."""
+    from vipsense.web.server import WebServer
+
+    from .web_support import ACCOUNTS, PASSWORD, WEB_PROFILE, WEB_SEED, WebBranch
+
+    made = []
+
+    def make(text: str = WEB_PROFILE, seed: str = WEB_SEED, accounts=ACCOUNTS, **kw) -> WebBranch:
+        branch = running_branch(text, seed=seed, **kw)
+        server = WebServer(branch, branch.profile.web)
+        for name, role in accounts.items():
+            server.users.add(name, role, PASSWORD)
+        server.start()
+        made.append(server)
+        return WebBranch(branch, server)
+
+    yield make
+    for server in made:
+        server.stop()
