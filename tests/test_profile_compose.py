@@ -472,7 +472,12 @@ def test_demo_profile_takes_presence_from_bank_yaml(host):
     assert p.branch.id == "sh-lujiazui"
     assert [r.id for r in p.readers] == ["door"]
     assert [(s.id, s.settings.seed) for s in p.stores] == [("local", ("demo/customers.yaml",))]
-    assert [n.id for n in p.notifiers] == ["lobby-screen"]
+    assert [(n.id, n.type) for n in p.notifiers] == [
+        ("lobby-screen", "console"),
+        ("pda", "pda"),
+        ("pager", "sms-modem"),
+    ]
+    assert p.notifiers[1].settings.interfaces == ["127.0.0.1"]  # the demo never leaves loopback
     assert len(p.routing) == 5
     assert p.source == DEMO
 
@@ -481,6 +486,7 @@ def test_demo_profile_really_gets_presence_from_its_base(host, tmp_path):
     """The same demo beside a different bank.yaml gets that bank's presence values."""
     write("profiles/bank.yaml", BANK_TEXT.replace("min_reads: 3", "min_reads: 5"))
     write("profiles/demo/customers.yaml", (DEMO.parent / "demo" / "customers.yaml").read_text("utf-8"))
+    write("profiles/secrets.yaml", (DEMO.parent / "secrets.yaml").read_text("utf-8"))
     copy = write("profiles/demo.yaml", DEMO.read_text("utf-8"))
     assert load_profile(copy, host).presence.min_reads == 5
 
