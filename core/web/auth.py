@@ -178,6 +178,8 @@ def check_csrf() -> Response | None:
     """Before every request: a POST with a session cookie must carry the session's CSRF token."""
     if request.method in ("GET", "HEAD", "OPTIONS") or request.authorization is not None:
         return None
+    if "user" not in session and request.endpoint != "auth.login":
+        return None  # no session to ride on: the view's guard refuses the anonymous request
     presented = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(str(presented), str(expected)):
