@@ -36,6 +36,7 @@ def test_demo_morning_exact_outcome(tmp_path):
             "--data-dir",
             str(tmp_path),
             "--no-status",
+            "--no-web",
         ],
         capture_output=True,
         text=True,
@@ -130,7 +131,17 @@ def test_lingering_cards_are_read_hundreds_of_times():
 
 def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vipsense.cli", "run", str(DEMO), "--data-dir", str(tmp_path), "--no-status"],
+        [
+            sys.executable,
+            "-m",
+            "vipsense.cli",
+            "run",
+            str(DEMO),
+            "--data-dir",
+            str(tmp_path),
+            "--no-status",
+            "--no-web",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     web = None
     try:
         branch.start()
-        if profile.web is not None or args.web_port is not None:
+        if args.web and (profile.web is not None or args.web_port is not None):
             from ..web.server import WebServer
             from ..web.settings import WebSettings
 
@@ -77,11 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "start); they are not greeted again until then. Use --data-dir DIR for a fresh start."
             )
         settle = float(profile.presence.depart_after) + 0.5
+        replayed = False
         while not stop.wait(0.25):
             output.status(_status_line(branch))
-            if branch.readers_finished:
+            if branch.readers_finished and not replayed:
                 branch.clock.sleep(settle, stop)  # let the last departures land
-                break
+                if web is None or not web.url:
+                    break
+                replayed = True  # a replay is over, but someone may be reading the page
+                output.write(f"The replay is over; the branch web stays up at {web.url} until Ctrl-C.")
         if web is not None:
             web.stop()
         branch.stop()
@@ -110,6 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="PORT",
         help="serve the branch web on this port (0: any free one), with or without web: in the profile",
+    )
+    run.add_argument(
+        "--no-web", dest="web", action="store_false", help="do not serve the branch web, even with web: set"
     )
     run.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
     run.set_defaults(func=cmd_run)
