@@ -38,6 +38,8 @@ def guarded_routes(app) -> list[tuple[str, str, object]]:
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         permission = getattr(view, "permission", None)
+        if rule.rule.startswith("/api/v1/") and rule.endpoint not in PUBLIC:
+            continue  # the query API: tokens, not sessions (test_token_routes_ignore_sessions)
         if permission is None:
             assert rule.endpoint in PUBLIC | {"home", "auth.logout"}, f"{rule} is neither guarded nor public"
             continue
@@ -281,8 +283,12 @@ def test_an_ldap_account_logs_in_with_its_directory_password(web_branch, tmp_pat
         # a name that would change the DN is escaped, not interpreted
         w.server.users.add("cm1,ou=staff", Role.ADMIN, None, ldap=True)
         assert login(w.app.test_client(), "cm1,ou=staff", "Directory-Pass-7").status_code == 401
-        server.stop()  # the directory away: refused, not a crash
+        server.stop()  # the directory away: refused, not a crash, and not counted towards a lockout
+        failures = w.server.users.get("cm1").failures
         assert login(w.app.test_client(), "cm1", "Directory-Pass-7").status_code == 401
+        assert w.server.users.get("cm1").failures == failures
+        denied = [e for e in w.branch.audit.entries(action=AuditAction.LOGIN) if e.actor == "cm1"]
+        assert denied[-1].reason == "the directory could not be asked"
     finally:
         server.stop()
 
@@ -336,3 +342,18 @@ def test_a_taken_port_leaves_the_branch_running_and_the_status_says_why(web_bran
         assert wait_for(lambda: w.branch.status.counters["greeted"] == 1)  # the door works on
     finally:
         taken.close()
+
+
+def test_token_routes_ignore_sessions(web_branch):
+    """The query API answers 401 to every session, whatever its role: a logged-in browser cannot be
+    made to call it (no cookie authority, so no CSRF either)."""
+    w = web_branch()
+    rules = [
+        r for r in w.app.url_map.iter_rules() if r.rule.startswith("/api/v1/") and r.endpoint != "api.openapi"
+    ]
+    for client in (w.client(), w.client("boss"), w.client("admin1")):
+        for rule in rules:
+            path = re.sub(r"<(?:[^:>]+:)?[^>]+>", "C1", rule.rule)
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                r = client.open(path, method=method, json={})
+                assert r.status_code == 401, (rule.rule, method, r.status_code)

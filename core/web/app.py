@@ -49,10 +49,10 @@ class WebContext:
     def staff(self) -> dict[str, Staff]:
         return {s.id: s for s in self.profile.staff}
 
-    def ldap_check(self, username: str, password: str) -> bool:
+    def ldap_check(self, username: str, password: str) -> bool | None:
         """The directory's answer to ``username``/``password`` (see :mod:`.ldap_login`)."""
         if self.settings.ldap is None:
-            return False
+            return None
         from .ldap_login import ldap_bind
 
         return ldap_bind(self.settings.ldap, self.profile.profile_dir, username, password)

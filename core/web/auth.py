@@ -7,7 +7,8 @@
   401 (JSON, live streams) or a redirect to the login page (pages); a session without the permission
   gives 403.  Every view of the web is guarded, or listed in :data:`PUBLIC`.
 * Every POST of a session carries the CSRF token (form field ``csrf_token`` or header
-  ``X-CSRF-Token``).  Token-authenticated API calls carry no cookie and need none.
+  ``X-CSRF-Token``).  The query API (blueprint ``api``) takes bearer tokens only, never the session
+  cookie, so it needs none.
 * Logins are audited (``login``, success or denied, with the reason only the audit log sees).
 """
 
@@ -176,8 +177,8 @@ def csrf_token() -> str:
 
 def check_csrf() -> Response | None:
     """Before every request: a POST with a session cookie must carry the session's CSRF token."""
-    if request.method in ("GET", "HEAD", "OPTIONS") or request.authorization is not None:
-        return None
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.blueprint == "api":
+        return None  # the query API authenticates by bearer token only: a cookie gives it no authority
     if "user" not in session and request.endpoint != "auth.login":
         return None  # no session to ride on: the view's guard refuses the anonymous request
     presented = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")

@@ -16,7 +16,8 @@ from .settings import LdapLogin
 log = logging.getLogger(__name__)
 
 
-def ldap_bind(settings: LdapLogin, profile_dir: Path, username: str, password: str) -> bool:
+def ldap_bind(settings: LdapLogin, profile_dir: Path, username: str, password: str) -> bool | None:
+    """True or False as the directory says; None when it could not be asked (not the user's fault)."""
     if not password or not username:
         return False
     try:
@@ -24,7 +25,7 @@ def ldap_bind(settings: LdapLogin, profile_dir: Path, username: str, password: s
         from ldap.dn import escape_dn_chars
     except ImportError:
         log.error("web.ldap needs python-ldap: pip install 'vipsense[ldap]'")
-        return False
+        return None
     conn = ldap.initialize(settings.uri)
     try:
         conn.set_option(ldap.OPT_NETWORK_TIMEOUT, float(settings.timeout))
@@ -41,7 +42,7 @@ def ldap_bind(settings: LdapLogin, profile_dir: Path, username: str, password: s
         return False
     except ldap.LDAPError as exc:
         log.warning("web login: the directory %s did not answer: %s", settings.uri, exc)
-        return False
+        return None
     finally:
         with contextlib.suppress(Exception):
             conn.unbind_s()

@@ -198,7 +198,7 @@ class UserStore:
         username: str,
         password: str,
         lockout: Lockout,
-        ldap_check: Callable[[str, str], bool] | None = None,
+        ldap_check: Callable[[str, str], bool | None] | None = None,
     ) -> LoginResult:
         """Check a password (or the directory, for LDAP accounts), counting failures and locking."""
         now = self.clock()
@@ -216,8 +216,11 @@ class UserStore:
             )
         if is_ldap:
             if ldap_check is None:
-                return LoginResult(None, "an LDAP account, but the profile has no web.ldap")
-            good = ldap_check(username, password)
+                return LoginResult(None, "an LDAP account, but no directory to ask")
+            answer = ldap_check(username, password)
+            if answer is None:  # the directory is away: refuse, but do not count it against the user
+                return LoginResult(None, "the directory could not be asked")
+            good = answer
         else:
             good = digest is not None and check_password_hash(digest, password)
         if good and disabled:
