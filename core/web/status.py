@@ -1,24 +1,469 @@
-"""The status page and ``/api/status``: readers, stores, notifiers, PDAs, plugins, today's counts."""
+"""The status page and ``/api/status``: readers, stores, notifiers, PDAs, plugins, today's counts.
+
+Both views read one cached, filtered view of :meth:`vipsense.status.BranchStatus.snapshot`, rebuilt
+at most every :data:`CACHE_SECONDS` by whichever request finds it old (the others meanwhile get the
+previous one), so a status page polled by every screen in the branch costs the pipeline nothing and
+no request queues behind another.  Nothing personal leaves here: device and plugin texts pass
+:func:`scrub` (keys that look like secrets dropped, ID and mobile numbers masked, URL passwords and
+the profile's ``!secret`` values blanked), and no customer record is ever read.
+
+``GET /api/status`` (``status.view``; 401 without a session or token) answers, for monitoring::
+
+    {
+      "ok": true,                      # false when anything below is a problem
+      "state": "ok",                   # ok | degraded (something wrong, doors still work) | down
+      "problems": ["reader side disconnected since 14:03:22: LinkLost: ..."],
+      "generated_at": 1717000000.0,    # UNIX times everywhere; ``since`` = when the state began
+      "branch": {"id": "sh-01", "name": "..."}, "started_at": 1716990000.0,
+      "readers": [{"id", "type", "state": "connected|disconnected|starting|failed|finished|stopped",
+                   "reason", "since", "reads", "reads_per_s", "last_read_at", "errors", "last_error",
+                   "last_error_at", "counters": {}}],
+      "stores": [{"id", "type", "state": "ok|degraded|stale|down|starting", "device_state", "reason",
+                  "since", "lookups", "errors", "last_error", "last_error_at", "latency_ms_p50",
+                  "latency_ms_p99"}],
+      "notifiers": [{"id", "type", "state", "reason", "since", "pending", "retrying", "delivered",
+                     "failed", "expired", "retries", "errors", "last_error", "last_error_at",
+                     "latency_ms_p50", "latency_ms_p99", "details": {}}],
+      "pdas": [{"notifier", "name", "staff", "role", "state", "address", "port", "first_seen",
+                "last_seen"}],
+      "plugins": [{"name", "version", "state": "loaded|failed|blocked", "error", "hook_errors": {}}],
+      "today": {"date": "2024-05-29", "arrivals", "greeted", "rejected", "suspect", "reentries",
+                "unknown", "acknowledged"},
+      "pipeline": {"reads", "reads_per_s", "stages": {"presence": {"count", "errors", "last_error",
+                   "latency_ms_p50", "latency_ms_p99"}, ...}},
+      "sync": {},                      # the replica refresh, when the profile has ``sync:``
+      "web": {"type": "waitress", "state", "reason", "since", "url", "threads"}
+    }
+
+Keys are only ever added to this shape, never renamed or removed.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import datetime as dt
+import json
+import math
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, jsonify, render_template
+import attrs
+from flask import Blueprint, Response, render_template
+from flask.blueprints import BlueprintSetupState
 
+from ..audit import mask_personal_numbers
+from ..config.types import Secret
 from ..permissions import Permission
+from ..responses import day_bounds
 from .auth import require, web
 
+if TYPE_CHECKING:
+    from ..branch import Branch
+    from ..model import TagRead
+
 bp = Blueprint("status", __name__)
+
+CACHE_SECONDS = 0.5  #: how long one built status is served
+RATE_WINDOW = 1.0  #: reads/s are measured over at least this many seconds
+MAX_TEXT = 300  #: longer plugin texts are cut
+MAX_ITEMS = 100  #: longer plugin lists are cut
+MAX_DEPTH = 4
+
+# -- keeping secrets and personal numbers out --------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"key|passw|secret|token|credential|auth|signature|cookie|session", re.I)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&\s]*(?:key|pass|secret|token|auth|sig)[^=&\s]*=)[^&\s]*")
+
+
+def secrets_of(settings: Iterable[Any]) -> frozenset[str]:
+    """Every ``!secret``/``!env`` value in the items' settings, to blank wherever a plugin repeats one."""
+    found: set[str] = set()
+
+    def walk(value: Any, depth: int) -> None:
+        if isinstance(value, Secret):
+            if len(value.reveal()) >= 4:
+                found.add(value.reveal())
+        elif depth < MAX_DEPTH and attrs.has(type(value)):
+            for field in attrs.fields(type(value)):
+                walk(getattr(value, field.name), depth + 1)
+        elif depth < MAX_DEPTH and isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                walk(item, depth + 1)
+        elif depth < MAX_DEPTH and isinstance(value, dict):
+            for item in value.values():
+                walk(item, depth + 1)
+
+    for item in settings:
+        walk(item, 0)
+    return frozenset(found)
+
+
+def scrub_text(text: str, secrets: frozenset[str] = frozenset()) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "******")
+    text = _URL_USERINFO.sub(r"\1******@", text)
+    text = _SECRET_PARAM.sub(r"\1******", text)
+    text = mask_personal_numbers(text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def scrub(value: Any, secrets: frozenset[str] = frozenset(), depth: int = 0) -> Any:
+    """A plugin's health() made fit to show: JSON types only, secret-looking keys dropped, texts
+    scrubbed, depth and length bounded (a plugin may put anything there)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if depth >= MAX_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        return {
+            str(k): scrub(v, secrets, depth + 1)
+            for k, v in list(value.items())[:MAX_ITEMS]
+            if not _SECRET_KEY.search(str(k))
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [scrub(v, secrets, depth + 1) for v in list(value)[:MAX_ITEMS]]
+    return scrub_text(str(value), secrets)
+
+
+# -- per-reader reads --------------------------------------------------------------------------------
+
+
+class ReadMeter:
+    """Counts each reader's reads and remembers the last one, by wrapping the ``emit`` its driver
+    calls (the branch status counts reads for the whole branch only).  Each reader's entry is written
+    by that reader's own thread."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, int] = {}
+        self.last_at: dict[str, float] = {}
+        self._rate: dict[str, tuple[float, int, float]] = {}  #: id -> (monotonic, reads then, rate)
+
+    def install(self, branch: Branch) -> None:
+        for runner in branch.readers:
+            runner.ctx.emit = self._wrap(runner.reader_id, runner.ctx.emit)
+
+    def _wrap(self, reader_id: str, emit: Callable[[TagRead], None]) -> Callable[[TagRead], None]:
+        self.reads[reader_id] = 0
+        reads, last_at, now = self.reads, self.last_at, time.time
+
+        def counted(read: TagRead) -> None:
+            reads[reader_id] += 1
+            last_at[reader_id] = now()
+            emit(read)
+
+        return counted
+
+    def rate(self, reader_id: str) -> float:
+        """Reads per second over the last :data:`RATE_WINDOW` or more."""
+        now, count = time.monotonic(), self.reads.get(reader_id, 0)
+        then, before, last = self._rate.get(reader_id, (now, count, 0.0))
+        if now - then >= RATE_WINDOW:
+            last = (count - before) / (now - then)
+            then, before = now, count
+        self._rate[reader_id] = (then, before, last)
+        return round(last, 1)
+
+
+# -- today's counts ----------------------------------------------------------------------------------
+
+TODAY_KINDS = {"greeted": "greeted", "rejected": "rejected", "suspect": "suspect", "suppressed": "reentries"}
+TODAY_KEYS = ("arrivals", "greeted", "rejected", "suspect", "reentries", "unknown", "acknowledged")
+
+
+class TodayCounts:
+    """Today's figures without a query per request: the visit log is counted once per day (and once
+    after a restart, which zeroes the branch's counters), then the running counters add what came
+    since.  Visits recorded while that one query runs may be counted once too few or too many."""
+
+    def __init__(self, branch: Branch) -> None:
+        self.branch = branch
+        self._day: dt.date | None = None
+        self._base: dict[str, int] = {}
+        self._counters_then: dict[str, int] = {}
+
+    def get(self) -> dict[str, Any]:
+        day = dt.date.fromtimestamp(self.branch.clock.wall())
+        if day != self._day:
+            self._rebase(day)
+        counters = self.branch.status.counters
+        out: dict[str, Any] = {"date": day.isoformat()}
+        for key in TODAY_KEYS:
+            name = "suppressed" if key == "reentries" else key
+            out[key] = self._base.get(key, 0) + counters.get(name, 0) - self._counters_then.get(name, 0)
+        return out
+
+    def _rebase(self, day: dt.date) -> None:
+        start, end = day_bounds(day)
+        base = dict.fromkeys(TODAY_KEYS, 0)
+        try:
+            db = sqlite3.connect(f"file:{self.branch.visit_log.path}?mode=ro", uri=True, timeout=1)
+        except sqlite3.Error:
+            db = None
+        if db is not None:
+            with contextlib.closing(db), contextlib.suppress(sqlite3.Error):
+                rows = db.execute(
+                    "SELECT kind, COUNT(*) FROM visits WHERE arrived_at >= ? AND arrived_at < ?"
+                    " GROUP BY kind",
+                    (start, end),
+                ).fetchall()
+                for kind, n in rows:
+                    base["arrivals"] += n
+                    key = TODAY_KINDS.get(kind, kind)
+                    if key in base:
+                        base[key] += n
+                (base["acknowledged"],) = db.execute(
+                    "SELECT COUNT(*) FROM visits WHERE acknowledged_at >= ? AND acknowledged_at < ?",
+                    (start, end),
+                ).fetchone()
+        self._day, self._base = day, base
+        self._counters_then = dict(self.branch.status.counters)
+
+
+# -- building the view -------------------------------------------------------------------------------
+
+_STATS = ("errors", "last_error", "last_error_at", "latency_ms_p50", "latency_ms_p99")
+_NOTIFIER_COUNTS = ("pending", "retrying", "delivered", "failed", "expired", "retries")
+_PDA_KEYS = ("name", "staff", "role", "state", "address", "port", "first_seen", "last_seen")
+_READER_OK = frozenset({"connected", "finished", "stopped"})
+_STORE_WORD = {"ready": "ok", "degraded": "degraded", "unavailable": "down", "failed": "down"}
+
+
+def clock_text(at: float | None) -> str:
+    """A wall-clock time for people: ``14:03:22`` today, ``2024-05-28 14:03`` before."""
+    if not at:
+        return "never"
+    when = dt.datetime.fromtimestamp(at)
+    if when.date() == dt.date.today():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def ago_text(at: float | None, now: float | None = None) -> str:
+    """How long ago: ``42 s``, ``3 min``, ``2 h 5 min``, ``3 d``."""
+    if not at:
+        return ""
+    s = max(0, int((now or time.time()) - at))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d"
+
+
+class StatusView:
+    """The filtered status of one branch, cached for :data:`CACHE_SECONDS`."""
+
+    def __init__(self, branch: Branch) -> None:
+        self.branch = branch
+        profile = branch.profile
+        self.secrets = secrets_of(i.settings for i in (*profile.readers, *profile.stores, *profile.notifiers))
+        self.meter = ReadMeter()
+        self.meter.install(branch)
+        self.today = TodayCounts(branch)
+        self._reads_rate = (time.monotonic(), 0, 0.0)
+        self._lock = threading.Lock()
+        self._built: tuple[float, dict[str, Any], bytes] | None = None
+
+    def current(self) -> tuple[dict[str, Any], bytes]:
+        """The status and its JSON encoding.  While one request rebuilds an old one, the others
+        answer with the old one instead of waiting."""
+        built = self._built
+        if built is not None and time.monotonic() - built[0] < CACHE_SECONDS:
+            return built[1], built[2]
+        if not self._lock.acquire(blocking=built is None):
+            return built[1], built[2]  # type: ignore[index]  # built is set when we did not block
+        try:
+            built = self._built
+            if built is None or time.monotonic() - built[0] >= CACHE_SECONDS:
+                data = self.build()
+                encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                built = self._built = (time.monotonic(), data, encoded)
+        finally:
+            self._lock.release()
+        return built[1], built[2]
+
+    def build(self) -> dict[str, Any]:
+        snap = self.branch.status.snapshot()
+        devices = snap["devices"]
+        by_kind: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for item_id, dev in devices.items():
+            by_kind.setdefault(dev["kind"], []).append((item_id, dev))
+        sync = scrub(snap.get("sync") or {}, self.secrets)
+        readers = [self._reader(i, d) for i, d in by_kind.get("reader", [])]
+        stores = [self._store(i, d, sync) for i, d in by_kind.get("store", [])]
+        notifiers = [self._notifier(i, d) for i, d in by_kind.get("notifier", [])]
+        web_dev = dict(by_kind.get("web", [("web", {})])[0][1])
+        web_entry = {
+            "type": web_dev.get("type", ""),
+            "state": web_dev.get("state", "unknown"),
+            "reason": self._text(web_dev.get("reason", "")),
+            "since": web_dev.get("since"),
+            "url": self._text((web_dev.get("details") or {}).get("url", "")),
+            "threads": (web_dev.get("details") or {}).get("threads"),
+        }
+        plugins = [
+            {
+                "name": name,
+                "version": p.get("version", ""),
+                "state": p.get("state", ""),
+                "error": self._text(p.get("error", "")),
+                "hook_errors": scrub(p.get("hook_errors", {}), self.secrets),
+            }
+            for name, p in sorted(snap["plugins"].items())
+        ]
+        out: dict[str, Any] = {
+            "ok": True,
+            "state": "ok",
+            "problems": [],
+            "generated_at": time.time(),
+            "branch": snap["branch"],
+            "started_at": snap["started_at"],
+            "readers": readers,
+            "stores": stores,
+            "notifiers": notifiers,
+            "pdas": self._pdas(devices),
+            "plugins": plugins,
+            "today": self.today.get(),
+            "pipeline": self._pipeline(snap),
+            "sync": sync,
+            "web": web_entry,
+        }
+        problems, down = judge(out)
+        out.update(ok=not problems, state="down" if down else "degraded" if problems else "ok")
+        out["problems"] = problems
+        return out
+
+    def _text(self, value: Any) -> str:
+        return scrub_text(str(value or ""), self.secrets)
+
+    def _common(self, item_id: str, dev: dict[str, Any]) -> dict[str, Any]:
+        entry = {
+            "id": item_id,
+            "type": dev["type"],
+            "state": dev["state"],
+            "reason": self._text(dev["reason"]),
+            "since": dev["since"],
+        }
+        entry.update({k: dev.get(k) for k in _STATS})
+        entry["last_error"] = self._text(entry["last_error"])
+        return entry
+
+    def _reader(self, item_id: str, dev: dict[str, Any]) -> dict[str, Any]:
+        entry = self._common(item_id, dev)
+        entry.update(
+            reads=self.meter.reads.get(item_id, 0),
+            reads_per_s=self.meter.rate(item_id),
+            last_read_at=self.meter.last_at.get(item_id),
+            counters=scrub(dev["counters"], self.secrets),
+        )
+        return entry
+
+    def _store(self, item_id: str, dev: dict[str, Any], sync: dict[str, Any]) -> dict[str, Any]:
+        entry = self._common(item_id, dev)
+        word = _STORE_WORD.get(dev["state"], dev["state"])
+        reason = entry["reason"]
+        plan = self.branch.profile.sync
+        if word == "degraded" and re.search(r"cache|stale", reason, re.I):
+            word = "stale"
+        elif word == "ok" and plan is not None and plan.target == item_id and sync.get("state") == "failed":
+            word = "stale"
+            reason = f"the replica could not be refreshed: {sync.get('error', '')}".rstrip(": ")
+        entry.update(state=word, device_state=dev["state"], reason=reason, lookups=dev["count"])
+        return entry
+
+    def _notifier(self, item_id: str, dev: dict[str, Any]) -> dict[str, Any]:
+        entry = self._common(item_id, dev)
+        counters = dev["counters"]
+        entry.update({k: counters.get(k, 0) for k in _NOTIFIER_COUNTS})
+        entry["details"] = {k: v for k, v in scrub(dev["details"], self.secrets).items() if k != "pdas"}
+        return entry
+
+    def _pdas(self, devices: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = []
+        for item_id, dev in devices.items():
+            table = (dev.get("details") or {}).get("pdas")
+            if dev["kind"] != "notifier" or not isinstance(table, list):
+                continue
+            for row in scrub(table, self.secrets):
+                if isinstance(row, dict):
+                    rows.append({"notifier": item_id} | {k: row.get(k) for k in _PDA_KEYS})
+        return rows
+
+    def _pipeline(self, snap: dict[str, Any]) -> dict[str, Any]:
+        now, reads = time.monotonic(), snap["counters"]["reads"]
+        then, before, rate = self._reads_rate
+        if now - then >= RATE_WINDOW:
+            rate = (reads - before) / (now - then)
+            self._reads_rate = (now, reads, rate)
+        stages = {
+            name: {
+                k: (self._text(s[k]) if k == "last_error" else s[k])
+                for k in ("count", "errors", "last_error", "latency_ms_p50", "latency_ms_p99")
+            }
+            for name, s in snap["stages"].items()
+        }
+        return {"reads": reads, "reads_per_s": round(rate, 1), "stages": stages}
+
+
+def judge(status: dict[str, Any]) -> tuple[list[str], bool]:
+    """What is wrong, in words, and whether the door is down (no reader or no store working)."""
+    problems = []
+    for r in status["readers"]:
+        if r["state"] not in _READER_OK:
+            problems.append(f"reader {r['id']} {r['state']} since {clock_text(r['since'])}: {r['reason']}")
+    for s in status["stores"]:
+        if s["state"] != "ok":
+            problems.append(f"store {s['id']} {s['state']}: {s['reason']}")
+    for n in status["notifiers"]:
+        if n["state"] != "ready":
+            problems.append(f"notifier {n['id']} {n['state']}: {n['reason']}")
+    for p in status["plugins"]:
+        if p["state"] != "loaded":
+            problems.append(f"plugin {p['name']} {p['state']}: {p['error']}")
+    if status["web"]["state"] not in ("ready", "unknown"):
+        problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
+    readers_up = any(r["state"] == "connected" for r in status["readers"])
+    stores_up = any(s["state"] in ("ok", "degraded", "stale") for s in status["stores"])
+    down = (bool(status["readers"]) and not readers_up) or (bool(status["stores"]) and not stores_up)
+    return [p.rstrip(": ") for p in problems], down
+
+
+# -- the views ---------------------------------------------------------------------------------------
+
+
+@bp.record_once
+def _attach(state: BlueprintSetupState) -> None:
+    """Start counting reads per reader as soon as the app exists, not at the first page view."""
+    ctx = state.app.extensions["vipsense"]
+    ctx.extensions["status"] = StatusView(ctx.branch)
+
+
+def view() -> StatusView:
+    return web().extensions["status"]
 
 
 @bp.route("/status")
 @require(Permission.STATUS_VIEW)
 def page() -> Any:
-    return render_template("status.html", status=web().branch.status.snapshot())
+    status, _ = view().current()
+    return render_template(
+        "status.html", status=status, clock=clock_text, ago=ago_text, now=time.time(), refresh=5
+    )
 
 
 @bp.route("/api/status")
 @require(Permission.STATUS_VIEW)
 def api() -> Any:
-    return jsonify(web().branch.status.snapshot())
+    _, encoded = view().current()
+    return Response(encoded, mimetype="application/json")
