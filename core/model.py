@@ -156,8 +156,15 @@ class Staff:
 
     id: str
     name: str
-    role: Role
+    role: Role = attrs.field(validator=lambda inst, attribute, value: _staff_role(value))
     mobile: str | None = attrs.field(default=None, repr=masked_repr("mobile"))
+
+
+def _staff_role(role: Role) -> None:
+    if role in (Role.ADMIN, Role.AUDITOR):
+        raise ValueError(
+            f"{role.value} is a web account, not a member of staff: make it with vipsense users add"
+        )
 
 
 @attrs.frozen(slots=True)

@@ -65,10 +65,10 @@ SECTIONS: dict[str, str] = {
 
 KNOWN_TOP = (
     "branch, readers, stores, notifiers, data_dir, tiers, presence, staff, routing, notification_ttl,"
-    " privacy, security, sync"
+    " privacy, security, sync, web"
 )
 KNOWN_PRESENCE = "min_reads, window, min_rssi, reentry_suppress, depart_after"
-ROLES = "lobby_manager, client_manager, branch_manager, head_office, card_issuer"
+ROLES = "lobby_manager, client_manager, branch_manager, head_office, card_issuer, admin, auditor"
 REASONS = "lost, revoked, expired, not_yet_valid, wrong_branch, tid_mismatch, too_fast"
 ALERT_RULE = (
     "lost and revoked cards must alert the branch manager; add a rule such as "

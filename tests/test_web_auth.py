@@ -357,3 +357,17 @@ def test_token_routes_ignore_sessions(web_branch):
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 r = client.open(path, method=method, json={})
                 assert r.status_code == 401, (rule.rule, method, r.status_code)
+
+
+def test_admin_and_auditor_are_accounts_not_staff(write_profile):
+    from vipsense.config.errors import ProfileError
+    from vipsense.config.profile import load_profile
+    from vipsense.pluginhost import load_host
+
+    text = WEB_PROFILE.replace("role: card_issuer}", "role: auditor}")
+    with pytest.raises(ProfileError) as exc:
+        load_profile(write_profile(text), load_host())
+    assert (
+        "staff[4].role: auditor is a web account, not a member of staff: make it with vipsense users add"
+        in str(exc.value)
+    )
