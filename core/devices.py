@@ -130,6 +130,7 @@ class StoreRunner:
         self._next_open = 0.0
         self._backoff = BACKOFF_START
         self._stuck: cf.Future | None = None
+        self._stuck_lock = threading.Lock()  #: the door and the web both look up
         self._open_error: Exception | None = None
         self.records_sightings = bool(store.records_sightings)  #: else sightings are not even queued
 
@@ -167,18 +168,20 @@ class StoreRunner:
 
     def lookup(self, method: str, arg: str) -> tuple[bool, Any]:
         """``(True, result)`` when the store answered, ``(False, None)`` when it failed or timed out."""
-        if self._stuck is not None:
-            if not self._stuck.done():
-                self.status.stats.fail("skipped: an earlier call is still running")
-                return False, None
-            self._stuck = None
+        with self._stuck_lock:
+            if self._stuck is not None:
+                if not self._stuck.done():
+                    self.status.stats.fail("skipped: an earlier call is still running")
+                    return False, None
+                self._stuck = None
         t0 = time.perf_counter()
         fut = self._pool.submit(self._call, method, arg)
         try:
             result = fut.result(self.timeout)
         except Exception as exc:
             if not fut.done():  # our wait timed out; the call itself is still running
-                self._stuck = fut
+                with self._stuck_lock:
+                    self._stuck = fut
                 msg = f"timed out after {self.timeout * 1000:.0f} ms"
                 self.status.stats.fail(msg)
                 self.status.set("unavailable", msg)

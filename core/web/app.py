@@ -130,8 +130,12 @@ def create_app(ctx: WebContext) -> Flask:
         return auth.refuse(404, "no such page")
 
     @app.errorhandler(405)
-    def not_allowed(exc: Exception) -> Any:
-        return auth.refuse(405, "method not allowed")
+    def not_allowed(exc: Any) -> Any:
+        response = auth.refuse(405, "method not allowed")
+        allow = exc.get_response().headers.get("Allow") if hasattr(exc, "get_response") else None
+        if allow:
+            response.headers["Allow"] = allow  # RFC 9110: a 405 says which methods would do
+        return response
 
     @app.errorhandler(413)
     def too_large(exc: Exception) -> Any:

@@ -200,10 +200,13 @@ class WebServer:
         if self._tls is not None:
             self._tls.close()
         if self._server is not None:
-            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
             from waitress import wasyncore
 
-            wasyncore.close_all(self._server._map)
+            server = self._server
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+            # closed from inside the loop's own thread (closing its sockets under its select() would
+            # kill it with EBADF); with nothing left in its map, the loop returns
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         if self._thread is not None:
             self._thread.join(3)
         self.users.close()

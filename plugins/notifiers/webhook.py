@@ -106,7 +106,8 @@ class WebhookNotifier(Notifier):
         self.settings = settings
         self.ctx = ctx
         self._key = settings.secret.reveal().encode("utf-8")
-        self._where = urllib.parse.urlsplit(settings.url)._replace(query="", fragment="").geturl()
+        parts = urllib.parse.urlsplit(settings.url)  # shown in status and errors: no credentials
+        self._where = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
         if self._where.startswith("https:"):
             cafile = str(ctx.resolve(settings.ca_file)) if settings.ca_file else None

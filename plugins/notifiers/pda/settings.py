@@ -55,6 +55,11 @@ def _role(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     role_name(value)
 
 
+def _auto_ack(inst: Any, attribute: attrs.Attribute, value: Duration) -> None:
+    if not 0 <= float(value) < 3600:
+        raise ValueError("auto_ack is 0s to 59m")
+
+
 @attrs.frozen
 class EmulatedPda:
     """A PDA agent the notifier starts itself, on 127.0.0.1, for a demo."""
@@ -62,7 +67,8 @@ class EmulatedPda:
     name: str  #: display name (Chinese is fine)
     role: str = attrs.field(validator=_role)  #: lobby, manager or branch
     staff_id: str = attrs.field()  #: whose PDA it plays
-    auto_ack: Duration = Duration(3)  #: "press Enter" this long after each arrival
+    #: "press Enter" this long after each arrival (the agent takes 0 to just under an hour)
+    auto_ack: Duration = attrs.field(default=Duration(3), validator=_auto_ack)
 
 
 @attrs.frozen
