@@ -146,6 +146,17 @@ def test_status_codes(receiver, status, retry):
     assert str(status) in str(e.value)
 
 
+def test_credentials_in_the_url_stay_out_of_status_and_errors(receiver):
+    r = receiver(status=500)
+    url = r.url.replace("http://", "http://hookuser:hook-pa55@") + "?token=q-secret"
+    n = notifier(url)
+    with pytest.raises(DeliveryFailed) as e:
+        n.send(notification())
+    shown = str(e.value) + repr(n.health())
+    assert "hook-pa55" not in shown and "q-secret" not in shown and "hookuser" not in shown
+    assert r.url.split("//")[1] in shown  # still says where
+
+
 def test_closed_port_is_retried_quickly():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
