@@ -17,7 +17,7 @@ from vipsense.audit import AuditAction, AuditResult
 from vipsense.responses import load
 
 from .conftest import wait_for
-from .web_support import CARD, csrf_of
+from .web_support import CARD, WebBranch, csrf_of
 
 JSON = {"Accept": "application/json"}
 C1_ID, C2_ID = "110101199003071234", "310101198512125678"
@@ -410,12 +410,18 @@ def test_photo_is_the_drawn_portrait_without_a_stored_photo(web_branch):
 
 
 def test_server_stop_ends_open_streams(web_branch):
+    """A second WebServer of the same branch (same accounts), stopped by the test itself."""
+    from vipsense.web.server import WebServer
+
     w = web_branch()
-    stream = Stream(w, "lobby")
+    server = WebServer(w.branch, w.branch.profile.web)
+    server.start()
+    own = WebBranch(w.branch, server)
+    stream = Stream(own, "lobby")
     try:
         assert stream.next_event()[0] == "snapshot"
         t0 = time.monotonic()
-        w.server.stop()
+        server.stop()
         with pytest.raises((EOFError, socket.timeout, ConnectionError)):
             stream.next_event(timeout=3)
         assert time.monotonic() - t0 < 3.5

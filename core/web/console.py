@@ -115,7 +115,9 @@ def find_by_id_number(id_number: str) -> list[Customer]:
         if type(store.store).find_customers_by_id_number is IdentityStore.find_customers_by_id_number:
             continue  # would raise StoreUnsupported and mark the store unavailable
         ok, customers = store.lookup("find_customers_by_id_number", id_number)
-        for c in customers or [] if ok else []:
+        if not ok:
+            continue
+        for c in customers or []:
             found.setdefault(c.customer_no, c)
     return list(found.values())
 

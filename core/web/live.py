@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import attrs
 
@@ -53,7 +54,7 @@ def customer_dict(c: Customer | None) -> dict[str, Any] | None:
         "id_number": mask_id_number(c.id_number),
         "mobile": mask_mobile(c.mobile),
         "client_manager": c.client_manager,
-        "photo_url": f"/console/photo/{c.customer_no}",
+        "photo_url": f"/console/photo/{quote(c.customer_no, safe='')}",
     }
 
 
