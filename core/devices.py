@@ -54,13 +54,24 @@ class ReaderRunner:
         self.ctx = ReaderContext(
             reader_id,
             clock,
-            emit,
+            self._counted(emit),
             self._set_state,
             self.stop_event,
             logging.getLogger(f"vipsense.reader.{reader_id}"),
             status.counters,
         )
         self.thread = threading.Thread(target=self._main, name=f"reader:{reader_id}", daemon=True)
+
+    def _counted(self, emit: Callable[[TagRead], None]) -> Callable[[TagRead], None]:
+        """``emit``, counting this reader's reads and the time of the last for its status."""
+        status, now = self.status, time.time
+
+        def counted(read: TagRead) -> None:
+            status.reads += 1
+            status.last_read_at = now()
+            emit(read)
+
+        return counted
 
     def _set_state(self, state: ReaderState, reason: str = "") -> None:
         if state is ReaderState.CONNECTED:

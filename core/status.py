@@ -80,6 +80,8 @@ class DeviceStatus:
     counters: dict[str, int] = attrs.Factory(dict)  #: driver-specific, e.g. dropped frames
     #: the device's own facts for the status page (:meth:`vipsense.api.Notifier.health`)
     details: Any = None
+    reads: int = 0  #: readers: reads handed to the pipeline (written by the reader's thread only)
+    last_read_at: float | None = None  #: readers: wall-clock time of the last read
 
     def set(self, state: str, reason: str = "") -> bool:
         changed = (state, reason) != (self.state, self.reason)
@@ -97,6 +99,7 @@ class DeviceStatus:
             "counters": dict(self.counters),
             "details": self._details(),
             **self.stats.snapshot(),
+            **({"reads": self.reads, "last_read_at": self.last_read_at} if self.kind == "reader" else {}),
         }
 
     def _details(self) -> dict[str, Any]:

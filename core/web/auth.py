@@ -140,9 +140,9 @@ def refuse(status: int, message: str) -> Response:
     return response
 
 
-def require(permission: Permission) -> Callable:
+def require(permission: Permission, denied: AuditAction | None = None) -> Callable:
     """Guard a view: 401 or a redirect to the login page without a session, 403 without the
-    permission (audited as denied when the permission reaches personal data)."""
+    permission.  With ``denied``, a refusal is audited as that action (e.g. a refused unmask)."""
 
     def wrap(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -153,11 +153,14 @@ def require(permission: Permission) -> Callable:
                     return refuse(401, "log in first")
                 return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
             if not who.may(permission):
-                return refuse(
-                    403,
+                why = (
                     f"{who.username} ({who.role.value}) may not {DOES[permission]}"
-                    f" (needs {' or '.join(roles_for(permission))})",
+                    f" (needs {' or '.join(roles_for(permission))})"
                 )
+                if denied is not None:
+                    target = "/".join(str(v)[:40] for v in (request.view_args or {}).values()) or request.path
+                    audit(denied, target, AuditResult.DENIED, f"denied: {why}", viewer=who)
+                return refuse(403, why)
             return view(*args, **kwargs)
 
         guarded.permission = permission  # type: ignore[attr-defined]  # the route x role tests read it

@@ -193,6 +193,8 @@ class WebServer:
         return {"url": self.url, "threads": self.settings.threads, "accounts": len(self.users.list())}
 
     def stop(self) -> None:
+        if self._closing.is_set():
+            return  # stopped already
         self._closing.set()
         live = self.ctx.extensions.get("live")
         if live is not None:

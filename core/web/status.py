@@ -49,7 +49,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -64,7 +64,6 @@ from .auth import require, web
 
 if TYPE_CHECKING:
     from ..branch import Branch
-    from ..model import TagRead
 
 bp = Blueprint("status", __name__)
 log = logging.getLogger(__name__)
@@ -141,34 +140,15 @@ def scrub(value: Any, secrets: frozenset[str] = frozenset(), depth: int = 0) -> 
 # -- per-reader reads --------------------------------------------------------------------------------
 
 
-class ReadMeter:
-    """Counts each reader's reads and remembers the last one, by wrapping the ``emit`` its driver
-    calls (the branch status counts reads for the whole branch only).  Each reader's entry is written
-    by that reader's own thread."""
+class ReadRate:
+    """Each reader's reads per second, from the read counts the core keeps in its status."""
 
     def __init__(self) -> None:
-        self.reads: dict[str, int] = {}
-        self.last_at: dict[str, float] = {}
         self._rate: dict[str, tuple[float, int, float]] = {}  #: id -> (monotonic, reads then, rate)
 
-    def install(self, branch: Branch) -> None:
-        for runner in branch.readers:
-            runner.ctx.emit = self._wrap(runner.reader_id, runner.ctx.emit)
-
-    def _wrap(self, reader_id: str, emit: Callable[[TagRead], None]) -> Callable[[TagRead], None]:
-        self.reads[reader_id] = 0
-        reads, last_at, now = self.reads, self.last_at, time.time
-
-        def counted(read: TagRead) -> None:
-            reads[reader_id] += 1
-            last_at[reader_id] = now()
-            emit(read)
-
-        return counted
-
-    def rate(self, reader_id: str) -> float:
+    def rate(self, reader_id: str, count: int) -> float:
         """Reads per second over the last :data:`RATE_WINDOW` or more."""
-        now, count = time.monotonic(), self.reads.get(reader_id, 0)
+        now = time.monotonic()
         then, before, last = self._rate.get(reader_id, (now, count, 0.0))
         if now - then >= RATE_WINDOW:
             last = (count - before) / (now - then)
@@ -272,8 +252,7 @@ class StatusView:
         self.branch = branch
         profile = branch.profile
         self.secrets = secrets_of(i.settings for i in (*profile.readers, *profile.stores, *profile.notifiers))
-        self.meter = ReadMeter()
-        self.meter.install(branch)
+        self.rates = ReadRate()
         self.today = TodayCounts(branch)
         self._reads_rate = (time.monotonic(), 0, 0.0)
         self._lock = threading.Lock()
@@ -394,9 +373,9 @@ class StatusView:
     def _reader(self, item_id: str, dev: dict[str, Any]) -> dict[str, Any]:
         entry = self._common(item_id, dev)
         entry.update(
-            reads=self.meter.reads.get(item_id, 0),
-            reads_per_s=self.meter.rate(item_id),
-            last_read_at=self.meter.last_at.get(item_id),
+            reads=dev.get("reads", 0),
+            reads_per_s=self.rates.rate(item_id, dev.get("reads", 0)),
+            last_read_at=dev.get("last_read_at"),
             counters=scrub(dev["counters"], self.secrets),
         )
         return entry
