@@ -73,7 +73,20 @@ class PluginCommand:
 
 #: Names plugins may not take: the built-in commands (kept in step by a test).
 RESERVED_COMMANDS = frozenset(
-    {"run", "check", "audit", "cards", "customers", "visits", "sync", "plugins", "help", "version"}
+    {
+        "run",
+        "check",
+        "audit",
+        "cards",
+        "customers",
+        "visits",
+        "sync",
+        "plugins",
+        "users",
+        "tokens",
+        "help",
+        "version",
+    }
 )
 
 
