@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from load import NEW_EVERY, Feeder, percentile, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 import vipsense
@@ -49,7 +50,6 @@ from vipsense.model import (
     Notification,
     Role,
     Staff,
-    TagRead,
     Visit,
     VisitKind,
 )
@@ -61,14 +61,7 @@ from vipsense.status import DeviceStatus, Stats
 OUTBOX_TARGET = 2000.0  #: notifications/s
 LATENCY_TARGET = 0.025  #: seconds, p99
 BATCH = 64
-READ_RATE = 1000  #: background reads/s in phase 2
-NEW_EVERY = 0.05  #: seconds between new arrivals in phase 2
 PRESENT = 200  #: cards kept present by the background reads
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 # -- phase 1: the outbox -------------------------------------------------------------------------
@@ -151,13 +144,7 @@ def phase_outbox(tmp: Path, total: int) -> dict[str, Any]:
 
 
 def write_profile(tmp: Path, cards: int, key: str) -> Path:
-    lines = ["customers:"]
-    for i in range(cards):
-        lines.append(f"  - {{customer_no: C{i:05d}, name: 客户{i}, tier: gold, client_manager: li.mei}}")
-    lines.append("cards:")
-    for i in range(cards):
-        lines.append(f"  - {{epc: E2801160600002084C{i:06X}, customer_no: C{i:05d}}}")
-    (tmp / "seed.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_seed(tmp, cards, extra=", client_manager: li.mei")
     (tmp / "secrets.yaml").write_text(f"branch_key: {key}\n")
     profile = tmp / "bench.yaml"
     profile.write_text(
@@ -247,39 +234,23 @@ def phase_pda(tmp: Path, seconds: float) -> dict[str, Any]:
                 raise SystemExit("the PDA agent was not discovered within 15 s")
             time.sleep(0.05)
         discovery = time.monotonic() - t_found
-        submit, mono = branch.pipeline.submit, branch.clock.mono
-        epc = [f"E2801160600002084C{i:06X}" for i in range(PRESENT + n_new)]
-        for e in epc[:PRESENT]:  # present, and greeted once before measuring
-            for _ in range(2):
-                submit(TagRead("door", 1, e, -50.0, mono()))
+        feeder = Feeder(branch, PRESENT + n_new, PRESENT)
+        feeder.warm()  # present, and greeted once before measuring
         while len(samples.latencies) < PRESENT:
             time.sleep(0.01)
         samples.latencies.clear()
-        stop = time.monotonic() + seconds
-        reads = 0
-        new = PRESENT
-        next_new = time.monotonic()
-        tick = 1.0 / READ_RATE * 10
-        while time.monotonic() < stop:
-            t = time.monotonic()
-            for i in range(10):  # 10 reads per tick: READ_RATE reads/s
-                submit(TagRead("door", 1, epc[(reads + i) % PRESENT], -50.0, mono()))
-            reads += 10
-            if t >= next_new and new < len(epc):
-                submit(TagRead("door", 2, epc[new], -48.0, mono()))
-                submit(TagRead("door", 2, epc[new], -48.0, mono()))
-                new += 1
-                next_new += NEW_EVERY
-            time.sleep(max(0.0, t + tick - time.monotonic()))
-        wanted = new - PRESENT
+        feeder.start()
+        time.sleep(seconds)
+        feeder.stopping.set()
+        feeder.join()
+        wanted = feeder.new - PRESENT
         deadline = time.monotonic() + 5
         while len(samples.latencies) < wanted and time.monotonic() < deadline:
             time.sleep(0.01)
-        elapsed = seconds
         lat = list(samples.latencies)
         return {
             "discovery_s": discovery,
-            "reads_per_s": reads / elapsed,
+            "reads_per_s": feeder.rate(),
             "arrivals": wanted,
             "received": len(lat),
             "failed": samples.failed,

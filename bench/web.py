@@ -41,33 +41,27 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from load import NEW_EVERY, Feeder, percentile, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
-from vipsense.model import Role, TagRead
+from vipsense.model import Role
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.web.server import WebServer
 
-READ_RATE = 1000  #: background reads per second
 PRESENT = 1000  #: cards in the door zone
-NEW_EVERY = 0.05  #: seconds between new arrivals
 STATUS_RATE = 50  #: requests per second
 STATUS_CLIENTS = 5
 SSE_CLIENTS = 50
 STATUS_TARGET = 50.0  #: ms, p99
 SSE_TARGET = 100.0  #: ms, p99
 PASSWORD = "Bench-Password-42!"
-EPC = "E2801160600002084C{:06X}"
 
 
 def write_profile(tmp: Path, cards: int) -> Path:
-    lines = ["customers:"]
-    lines += [f"  - {{customer_no: C{i:05d}, name: 客户{i}, tier: gold}}" for i in range(cards)]
-    lines.append("cards:")
-    lines += [f"  - {{epc: {EPC.format(i)}, customer_no: C{i:05d}}}" for i in range(cards)]
-    (tmp / "seed.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_seed(tmp, cards)
     profile = tmp / "bench.yaml"
     profile.write_text(
         """\
@@ -91,52 +85,6 @@ web: {bind: 127.0.0.1, port: 0, threads: 80}
         encoding="utf-8",
     )
     return profile
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-class Feeder(threading.Thread):
-    """1,000 reads/s of the present cards, and a new card every ``NEW_EVERY`` seconds."""
-
-    def __init__(self, branch: Branch, cards: int) -> None:
-        super().__init__(name="feeder", daemon=True)
-        self.branch = branch
-        self.epc = [EPC.format(i) for i in range(cards)]
-        self.stopping = threading.Event()
-        self.reads = 0
-        self.new = PRESENT
-        self.started = 0.0
-
-    def warm(self) -> None:
-        """Make the present cards arrive once, before anything is measured."""
-        submit, mono = self.branch.pipeline.submit, self.branch.clock.mono
-        for e in self.epc[:PRESENT]:
-            for _ in range(2):
-                submit(TagRead("door", 1, e, -50.0, mono()))
-        while self.branch.status.counters["arrivals"] < PRESENT:
-            time.sleep(0.01)
-
-    def run(self) -> None:
-        submit, mono = self.branch.pipeline.submit, self.branch.clock.mono
-        tick = 10 / READ_RATE
-        self.started = next_new = t = time.monotonic()
-        while not self.stopping.is_set():
-            for i in range(10):
-                submit(TagRead("door", 1, self.epc[(self.reads + i) % PRESENT], -50.0, mono()))
-            self.reads += 10
-            if t >= next_new and self.new < len(self.epc):
-                for _ in range(2):
-                    submit(TagRead("door", 2, self.epc[self.new], -48.0, mono()))
-                self.new += 1
-                next_new += NEW_EVERY
-            t += tick  # on a fixed schedule: a late tick is caught up, not lost
-            time.sleep(max(0.0, t - time.monotonic()))
-
-    def rate(self) -> float:
-        return self.reads / max(1e-9, time.monotonic() - self.started)
 
 
 # -- HTTP with a session ------------------------------------------------------------------------------
@@ -316,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="vipsense-bench-web-") as name:
         branch, server = start(Path(name), cards)
-        feeder = Feeder(branch, cards)
+        feeder = Feeder(branch, cards, PRESENT)
         try:
             feeder.warm()
             feeder.start()
