@@ -595,22 +595,12 @@ routing:
 
 
 @pytest.fixture
-def branch(write_profile, tmp_path, branch_id):
-    made: list[Branch] = []
-
+def branch(running_branch, tmp_path, branch_id):
     def start() -> Branch:
         (tmp_path / "secrets.yaml").write_text(f"pda_key: {KEY}\n", encoding="utf-8")
-        path = write_profile(BRANCH_PROFILE % {"branch": branch_id}, seed=SEED)
-        host = load_host()
-        b = Branch(load_profile(path, host, data_dir=tmp_path / "data"), host, output=Output(io.StringIO()))
-        b.start()
-        made.append(b)
-        return b
+        return running_branch(BRANCH_PROFILE % {"branch": branch_id}, seed=SEED)
 
-    yield start
-    for b in made:
-        if not b.stopping:
-            b.stop()
+    return start
 
 
 def walk_in(branch: Branch, epc: str) -> None:
