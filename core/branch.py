@@ -14,10 +14,10 @@ from .api import PluginContext, ReaderState, ReaderStatus
 from .audit import AuditLog
 from .auditwriter import AuditWriter
 from .clock import Clock
-from .config.profile import ItemConfig, Profile
+from .config.profile import DEFAULT_START_GRACE, DEFAULT_STORE_TIMEOUT, ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
 from .escalation import Escalator
-from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification
+from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification, parse_notification_key
 from .outbox import Outbox, OutboxWriter
 from .output import Output
 from .pipeline import Pipeline
@@ -61,7 +61,13 @@ class Branch:
         self._started = False
 
         self.stores = [
-            StoreRunner(cfg.id, obj, float(cfg.timeout or 0.5), self.status.devices[cfg.id])
+            StoreRunner(
+                cfg.id,
+                obj,
+                float(cfg.timeout or DEFAULT_STORE_TIMEOUT),
+                self.status.devices[cfg.id],
+                grace=float(cfg.start_grace or DEFAULT_START_GRACE),
+            )
             for cfg, obj in self._build(Kind.STORE, profile.stores)
         ]
         self.notifiers = {
@@ -90,6 +96,7 @@ class Branch:
             audit=self.audit_writer.put,
             outbox=self.outbox_writer,
         )
+        self.status.held = self.pipeline.held
         self.outbox_writer.escalate = Escalator(
             self.outbox, self.pipeline.router, self.clock, self.notifiers.keys()
         ).run
@@ -164,12 +171,13 @@ class Branch:
         return acknowledge
 
     def acknowledge(self, key: str, staff_id: str, at: float | None = None, via: str = "") -> bool:
-        """``staff_id`` saw the notification ``key`` (``<visit id>:<staff id>``): recorded in the
-        outbox (response times; no more retries, pager texts or escalation for it) and on the
-        visit.  Any thread.  False when the key is not that member of staff's, or unknown here.
-        A repeated acknowledgement is True and changes nothing."""
-        visit_id, sep, recipient = key.rpartition(":")
-        if not sep or not visit_id or recipient != staff_id:
+        """``staff_id`` saw the notification ``key`` (:func:`~vipsense.model.notification_key`):
+        recorded in the outbox (response times; no more retries, pager texts or escalation for it)
+        and on the visit, unless it was the alert for an unresolved arrival (the greeting that follows
+        is what the visit's acknowledgement means).  Any thread.  False when the key is not that
+        member of staff's, or unknown here.  A repeated acknowledgement is True and changes nothing."""
+        visit_id, recipient, unresolved_alert = parse_notification_key(key)
+        if not visit_id or recipient != staff_id:
             return False
         when = self.clock.wall() if at is None else float(at)
         try:
@@ -182,7 +190,8 @@ class Branch:
         self.acknowledged.add(key)
         if first:
             ack = Acknowledgement(key, visit_id, staff_id, when, via)
-            self.pipeline.acknowledged(ack)
+            if not unresolved_alert:
+                self.pipeline.acknowledged(ack)
             self.status.counters["acknowledged"] += 1
             self.host.broadcast("vipsense_acknowledged", ack=ack)
         return True
@@ -245,6 +254,13 @@ class Branch:
         self._chores.start()
         self._started = True
         self.host.broadcast("vipsense_branch_started", branch=self)
+
+    def wait_stores_open(self, timeout: float) -> bool:
+        """Block until every store that was built has opened (True), or ``timeout`` passes (False).
+        Arrivals do not need this (they wait for a starting store by themselves); tests and
+        benchmarks that want a steady state do."""
+        deadline = time.monotonic() + timeout
+        return all(s.wait_open(max(0.0, deadline - time.monotonic())) for s in self.stores)
 
     # -- periodic chores: replica refresh, retention ----------------------------------------------
 

@@ -4,6 +4,7 @@ degrades itself and never the branch."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import enum
 import heapq
 import logging
 import queue
@@ -124,86 +125,166 @@ class ReaderRunner:
             log.warning("reader %s: close failed: %s", self.reader_id, describe(exc))
 
 
+class Reply(enum.Enum):
+    """How one store met one look-up."""
+
+    ANSWERED = "answered"  #: the result is the store's answer (``None``: it does not know the key)
+    STARTING = "starting"  #: still opening, inside its start-up grace period: ask again soon
+    NO_ANSWER = "no_answer"  #: failed, timed out, stuck behind an earlier call, or not open
+
+
 class StoreRunner:
     """Calls one identity store on its own worker thread and never waits longer than ``timeout``.
 
-    While an earlier call is still stuck, later calls skip the store at once instead of queueing
-    behind it; the store is used again as soon as the stuck call returns.
+    Opening happens on that thread too, retried with a capped backoff until it succeeds.  Until it
+    does, look-ups never queue behind it: they get :attr:`Reply.STARTING` at once while the start-up
+    ``grace`` lasts (the pipeline holds arrivals for the store), :attr:`Reply.NO_ANSWER` after.
+
+    A call that outlives ``timeout`` leaves the store ``stuck``: later look-ups skip it at once
+    (not answered, never "not found") until that call returns, when its late answer is discarded
+    and the store is used again.
     """
 
-    def __init__(self, store_id: str, store: IdentityStore, timeout: float, status: DeviceStatus) -> None:
+    def __init__(
+        self, store_id: str, store: IdentityStore, timeout: float, status: DeviceStatus, grace: float = 10.0
+    ) -> None:
         self.store_id = store_id
         self.store = store
         self.timeout = timeout
+        self.grace = grace  #: seconds after open() during which arrivals wait for this store
         self.status = status
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store:{store_id}")
-        self._open = False
-        self._next_open = 0.0
-        self._backoff = BACKOFF_START
+        self._lock = threading.Lock()  #: the door and the web both look up
+        self._opened = threading.Event()
+        self._opening = False
+        self._closing = threading.Event()
+        self._grace_until = 0.0  #: time.monotonic(); 0 until open() is called
+        self._grace_timer: threading.Timer | None = None
         self._stuck: cf.Future | None = None
-        self._stuck_lock = threading.Lock()  #: the door and the web both look up
-        self._open_error: Exception | None = None
+        self._stuck_since = 0.0
         self.records_sightings = bool(store.records_sightings)  #: else sightings are not even queued
 
-    def _ensure_open(self) -> None:
-        if self._open:
-            return
-        now = time.monotonic()
-        if now < self._next_open and self._open_error is not None:
-            raise self._open_error  # still backing off: the same reason as last time
-        try:
-            self.store.open()
-        except Exception as exc:
-            self._open_error = exc
-            self._next_open = now + self._backoff
-            self._backoff = min(self._backoff * 2, BACKOFF_CAP)
-            raise
-        self._open, self._backoff = True, BACKOFF_START
+    # -- opening ----------------------------------------------------------------------------------
 
-    def _call(self, method: str, arg: str) -> Any:
-        self._ensure_open()
-        return getattr(self.store, method)(arg)
+    @property
+    def is_open(self) -> bool:
+        return self._opened.is_set()
+
+    @property
+    def in_grace(self) -> bool:
+        """Still inside the start-up grace period and not open yet: arrivals wait for this store."""
+        return not self._opened.is_set() and time.monotonic() < self._grace_until
 
     def open(self) -> None:
-        """Open now, in the background, so the first arrival does not pay for it."""
-        self._pool.submit(self._warm)
+        """Start opening in the background, so the first arrival does not pay for it; arrivals that
+        need this store meanwhile wait up to ``grace`` seconds."""
+        self._grace_until = time.monotonic() + self.grace
+        self.status.set("starting", f"opening; arrivals wait for it up to {self.grace:g} s")
+        self._grace_timer = threading.Timer(self.grace, self._grace_over)
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+        with self._lock:
+            if self._opening or self._opened.is_set():
+                return
+            self._opening = True
+        self._pool.submit(self._open_until_done)
 
-    def _warm(self) -> None:
-        try:
-            self._ensure_open()
+    def wait_open(self, timeout: float) -> bool:
+        """Block until the store is open (True) or ``timeout`` seconds pass (False)."""
+        return self._opened.wait(timeout)
+
+    def _open_until_done(self) -> None:
+        backoff = BACKOFF_START
+        while not self._closing.is_set():
+            try:
+                self.store.open()
+            except Exception as exc:
+                reason = describe(exc)
+                self.status.stats.fail(f"open: {reason}")
+                if self.in_grace:
+                    self.status.set("starting", f"opening (last attempt: {reason}); arrivals wait for it")
+                elif self.status.set("unavailable", f"cannot open: {reason}"):
+                    log.error("store %s cannot open (retrying): %s", self.store_id, reason)
+                if self._closing.wait(backoff):
+                    break
+                backoff = min(backoff * 2, BACKOFF_CAP)
+                continue
+            if self._closing.is_set():  # the branch stopped while the store was opening
+                self.store.close()
+                break
+            self._opened.set()
             self._health()
-        except Exception as exc:
-            self.status.stats.fail(describe(exc))
-            if self.status.set("unavailable", describe(exc)):
-                log.error("store %s cannot open (will retry): %s", self.store_id, describe(exc))
+            break
+        with self._lock:
+            self._opening = False
 
-    def lookup(self, method: str, arg: str) -> tuple[bool, Any]:
-        """``(True, result)`` when the store answered, ``(False, None)`` when it failed or timed out."""
-        with self._stuck_lock:
+    def _grace_over(self) -> None:
+        """The grace period ended with the store still not open: arrivals stop waiting for it."""
+        if self._opened.is_set() or self._closing.is_set():
+            return
+        if self.status.state == "starting":
+            self.status.set(
+                "starting",
+                f"still opening after {self.grace:g} s: arrivals are judged without it until it opens",
+            )
+            log.warning("store %s is still opening after its %g s grace period", self.store_id, self.grace)
+
+    # -- look-ups ---------------------------------------------------------------------------------
+
+    def lookup(self, method: str, arg: str) -> tuple[Reply, Any]:
+        """Ask the store, waiting at most ``timeout``.  ``(Reply.ANSWERED, result)`` or a reply that
+        says why there is no answer (the result is then ``None``)."""
+        if not self._opened.is_set():
+            if self.in_grace:
+                return Reply.STARTING, None
+            self.status.stats.fail("skipped: the store is not open")
+            return Reply.NO_ANSWER, None
+        with self._lock:
             if self._stuck is not None:
-                if not self._stuck.done():
-                    self.status.stats.fail("skipped: an earlier call is still running")
-                    return False, None
-                self._stuck = None
+                self.status.stats.fail("skipped: an earlier call is still running")
+                return Reply.NO_ANSWER, None
         t0 = time.perf_counter()
-        fut = self._pool.submit(self._call, method, arg)
+        fut = self._pool.submit(getattr(self.store, method), arg)
         try:
             result = fut.result(self.timeout)
         except Exception as exc:
             if not fut.done():  # our wait timed out; the call itself is still running
-                with self._stuck_lock:
-                    self._stuck = fut
-                msg = f"timed out after {self.timeout * 1000:.0f} ms"
-                self.status.stats.fail(msg)
-                self.status.set("unavailable", msg)
-                return False, None
+                self._stuck_call(fut)
+                return Reply.NO_ANSWER, None
             self.status.stats.fail(describe(exc))
             if self.status.set("unavailable", describe(exc)):  # log changes, not every lookup
                 log.warning("store %s unavailable: %s", self.store_id, describe(exc))
-            return False, None
+            return Reply.NO_ANSWER, None
         self.status.stats.ok(time.perf_counter() - t0)
         self._health()
-        return True, result
+        return Reply.ANSWERED, result
+
+    def _stuck_call(self, fut: cf.Future) -> None:
+        ms = f"{self.timeout * 1000:.0f} ms"
+        with self._lock:
+            self._stuck, self._stuck_since = fut, time.monotonic()
+        self.status.stats.fail(f"timed out after {ms}")
+        if self.status.set(
+            "stuck", f"a call has not returned after {ms}; look-ups skip this store until it does"
+        ):
+            log.warning("store %s is stuck: a call has not returned after %s", self.store_id, ms)
+        fut.add_done_callback(self._unstuck)  # runs at once if the call finished meanwhile
+
+    def _unstuck(self, fut: cf.Future) -> None:
+        """The stuck call returned (on the worker thread): its answer is abandoned, the store used again."""
+        with self._lock:
+            if self._stuck is not fut:
+                return
+            self._stuck = None
+            took = time.monotonic() - self._stuck_since
+        if self._closing.is_set():
+            return
+        log.warning(
+            "store %s: a call that timed out returned after %.1f s more; its answer was discarded",
+            self.store_id,
+            took,
+        )
+        self._health()
 
     def _health(self) -> None:
         """After an answer: ``ready``, or ``degraded`` with the store's own reason (e.g. serving a
@@ -222,24 +303,27 @@ class StoreRunner:
 
     def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
         """Record ``(epc, branch_id, at)`` sightings on the store's own thread without waiting.
-        Skipped for stores that do not record them, and while the store is unavailable, so a dead
-        store costs nothing."""
+        Skipped for stores that do not record them, and while the store is unavailable or stuck, so
+        a dead store costs nothing."""
         if not self.records_sightings or self.status.state not in ("ready", "degraded"):
             return
-        if self._stuck is not None and not self._stuck.done():
+        if self._stuck is not None or not self._opened.is_set():
             return
         self._pool.submit(self._seen, sightings)
 
     def _seen(self, sightings: list[tuple[str, str, float]]) -> None:
         try:
-            self._ensure_open()
             self.store.cards_seen(sightings)
         except Exception as exc:
             self.status.stats.fail(f"card_seen: {describe(exc)}")
 
     def close(self) -> None:
+        self._closing.set()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+
         def _close() -> None:
-            if self._open:
+            if self._opened.is_set():
                 self.store.close()
 
         fut = self._pool.submit(_close)

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Collection
 
 from .clock import Clock
-from .model import Notification
+from .model import Notification, VisitKind, notification_key
 from .outbox import Outbox, decode_visit
 from .routing import Router
 
@@ -62,7 +62,9 @@ class Escalator:
                 for via in vias:
                     fallbacks.append(
                         Notification(
-                            key=f"{visit.visit_id}:{person.id}",
+                            key=notification_key(
+                                visit.visit_id, person.id, unresolved=visit.kind is VisitKind.UNRESOLVED
+                            ),
                             visit=visit,
                             recipient=person,
                             notifier_id=via,

@@ -159,10 +159,12 @@ def vipsense_arrival(visit: Visit) -> None:
     """A valid card arrived and staff are about to be told.
 
     Called on the pipeline thread after the visit is durably recorded, before notifiers are queued.
-    Not called for re-entries inside the suppression window, rejected cards or unknown tags.
+    Not called for re-entries inside the suppression window, rejected cards or unknown tags.  For an
+    arrival that was unresolved at first, called when a store answered, with ``visit.unresolved``
+    true and ``visit.resolved_at`` set.
 
     :param visit: the :class:`vipsense.model.Visit`, kind ``greeted``; ``visit.customer`` is ``None``
-        when every identity store failed or timed out.
+        when the card was found but every store failed to give its customer.
     """
 
 
@@ -186,6 +188,20 @@ def vipsense_card_suspect(visit: Visit) -> None:
 
     :param visit: the :class:`vipsense.model.Visit`, kind ``suspect``, with ``visit.reason``
         ``tid_mismatch`` or ``too_fast``.
+    """
+
+
+@hookspec
+def vipsense_arrival_unresolved(visit: Visit) -> None:
+    """A card arrived that no identity store could look up: every store failed, timed out, was
+    stuck, or was still opening after its ``start_grace``.  Staff routed for the ``unresolved`` event
+    are told a card was seen.  The card is judged again while it stays in the door zone; if a store
+    then answers, the same visit is broadcast once more through :func:`vipsense_arrival` (or
+    :func:`vipsense_card_rejected`, ...) with ``visit.unresolved`` true and ``visit.resolved_at`` set.
+
+    Called on the pipeline thread after the visit is recorded, once per arrival.
+
+    :param visit: the :class:`vipsense.model.Visit`, kind ``unresolved``; only ``visit.arrival`` is set.
     """
 
 

@@ -64,6 +64,24 @@ class VisitKind(str, enum.Enum):
     SUSPECT = "suspect"  #: probably cloned or misused (TID mismatch, two branches too fast): alert only
     SUPPRESSED = "suppressed"  #: re-entry inside the suppression window: recorded, nobody told
     UNKNOWN = "unknown"  #: a tag that is no card of ours: counted, nobody told
+    #: the card was seen but no identity store answered: recorded at once, judged again while the
+    #: card is in the door zone, and re-recorded with its verdict when a store answers
+    UNRESOLVED = "unresolved"
+
+
+#: The routing event (a routing rule's ``event:``) of each kind of visit that tells staff.  A
+#: re-entry inside the suppression window and an unknown tag tell nobody.
+EVENTS: dict[VisitKind, str] = {
+    VisitKind.GREETED: "arrival",
+    VisitKind.REJECTED: "rejected",
+    VisitKind.SUSPECT: "suspect",
+    VisitKind.UNRESOLVED: "unresolved",
+}
+
+
+def event_of(kind: VisitKind) -> str:
+    """The routing event of a visit's kind, as notifiers name it to their receivers."""
+    return EVENTS.get(kind, "arrival")
 
 
 class DeliveryState(str, enum.Enum):
@@ -196,7 +214,11 @@ class Visit:
     tier: str | None = None  #: customer tier, else card tier
     store_id: str | None = None  #: which identity store answered
     stale: bool = False  #: the customer data came from a cache that could not be refreshed
-    unresolved: bool = False  #: no identity store could answer, so the card could not be judged
+    #: no identity store answered at the arrival: the visit was held (or is still unresolved)
+    unresolved: bool = False
+    #: wall-clock time the card was judged (None while unresolved); ``resolved_at - arrived_at`` is
+    #: how long the stores kept the branch waiting
+    resolved_at: float | None = None
 
 
 @attrs.frozen(slots=True)
@@ -217,6 +239,26 @@ class Fallback:
     at: float  #: wall-clock UNIX time: the deadline for an acknowledgement
     to: Role
     via: tuple[str, ...]
+
+
+def notification_key(visit_id: str, staff_id: str, *, unresolved: bool = False) -> str:
+    """The idempotency key of a visit's notification to ``staff_id``: ``<visit id>:<staff id>``.
+
+    The alert for an unresolved arrival has a key of its own (``<visit id>~unresolved:<staff id>``),
+    so the greeting that follows once a store answers is not taken for a duplicate of it."""
+    return f"{visit_id}{'~unresolved' if unresolved else ''}:{staff_id}"
+
+
+def parse_notification_key(key: str) -> tuple[str, str, bool]:
+    """``(visit_id, staff_id, is_unresolved_alert)`` of a :func:`notification_key`; the visit id is
+    empty for a string that is no such key."""
+    head, sep, staff_id = key.rpartition(":")
+    if not sep or not head or not staff_id:
+        return "", "", False
+    visit_id, tilde, event = head.partition("~")
+    if tilde and event != "unresolved":
+        return "", "", False
+    return visit_id, staff_id, bool(tilde)
 
 
 @attrs.frozen(slots=True)

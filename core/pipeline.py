@@ -18,10 +18,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from .api import ReaderStatus
 from .clock import Clock
 from .config.profile import Profile
 from .devices import NotifierRunner, StoreRunner
+from .lookup import Answer, Outcome, ask
 from .model import (
     SUSPECT_REASONS,
     Acknowledgement,
@@ -31,6 +34,7 @@ from .model import (
     TagRead,
     Visit,
     VisitKind,
+    notification_key,
 )
 from .outbox import OutboxWriter
 from .pluginhost import PluginHost
@@ -44,17 +48,34 @@ log = logging.getLogger(__name__)
 
 BATCH = 1024
 UNRECORDED_LIMIT = 100_000  #: visits kept in memory while the visit log cannot write
-TICK_SECONDS = 0.1  #: real seconds between presence ticks (departures, expiry)
+TICK_SECONDS = 0.1  #: real seconds between presence ticks (departures, expiry, held arrivals)
+RETRY_FIRST = 0.25  #: real seconds before an unresolved arrival is first judged again ...
+RETRY_MAX = 2.0  #: ... doubling up to this while its card is in the door zone
 
 _BROADCAST = {
     VisitKind.GREETED: "vipsense_arrival",
     VisitKind.REJECTED: "vipsense_card_rejected",
     VisitKind.UNKNOWN: "vipsense_unknown_tag",
     VisitKind.SUSPECT: "vipsense_card_suspect",
+    VisitKind.UNRESOLVED: "vipsense_arrival_unresolved",
 }
 
 #: Visits whose customer data was looked up for staff to see: these leave an audit entry.
 _SHOWN = frozenset({VisitKind.GREETED, VisitKind.REJECTED, VisitKind.SUSPECT})
+
+
+@attrs.define
+class Held:
+    """An arrival no identity store could judge yet.  It is recorded at once (kind ``unresolved``)
+    and judged again: while a store is starting (``waiting``, in arrival order), then, once nobody is
+    told it is unresolved, with a backoff while its card is in the door zone."""
+
+    visit: Visit
+    reentry: bool
+    waiting: bool  #: held for a store inside its start-up grace period; no alert yet
+    next_try: float = 0.0  #: time.monotonic()
+    backoff: float = RETRY_FIRST
+    present: bool = True  #: the card is still in the door zone
 
 
 class Pipeline:
@@ -89,6 +110,8 @@ class Pipeline:
         self._store_by_id = {runner.store_id: runner for runner in stores}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
+        #: arrivals not judged yet, by visit id, in arrival order (:class:`Held`)
+        self._held: dict[str, Held] = {}
         self._unrecorded: list[Visit] = []  # visits the visit log could not take yet
         self._stages = status.stages
         self._counters = status.counters
@@ -173,14 +196,23 @@ class Pipeline:
     def tick(self) -> None:
         self._last_tick = time.monotonic()
         departed = self.presence.tick(self.clock.mono())
-        if not departed:
-            return
+        if departed:
+            self._departed(departed)
+        if self._held:
+            self._judge_held()
+
+    def _departed(self, departed: list[Arrival]) -> None:
         at = self.clock.wall()
         marks = []
         for arrival in departed:
             visit_id = self._present.pop(arrival.epc, None)
             if visit_id:
                 marks.append((visit_id, at))
+                held = self._held.get(visit_id)
+                if held is not None:
+                    held.present = False
+                    if not held.waiting:  # unresolved, and gone: it stays unresolved
+                        del self._held[visit_id]
             self.host.broadcast("vipsense_departure", arrival=arrival, departed_at=at)
         self._counters["departures"] += len(departed)
         try:
@@ -191,48 +223,39 @@ class Pipeline:
 
     # -- judging --------------------------------------------------------------------------------
 
-    def _lookup(self, stage: str, method: str, key: str) -> tuple[Any, str | None, bool]:
-        """Ask each store in profile order; the first fresh hit wins.  Failing stores are skipped.
-
-        A *stale* hit (a cached copy the store could not refresh) is kept only as a fallback while
-        later stores are asked: a branch replica that has a revocation must beat a central store's
-        cache from before it.  Returns ``(result, store_id, answered)``; ``answered`` is False when no
-        store could answer at all, so "not found" and "could not ask" are never confused."""
+    def _ask(self, stage: str, method: str, key: str) -> Answer:
+        """The stores' answer (:func:`vipsense.lookup.ask`), timed as ``stage``."""
         t0 = time.perf_counter()
-        answered_any = False
-        fallback: tuple[Any, str] | None = None
-        for runner in self.stores:
-            answered, result = runner.lookup(method, key)
-            answered_any = answered_any or answered
-            if answered and result is not None:
-                if not getattr(result, "stale", False):
-                    self._stages[stage].ok(time.perf_counter() - t0)
-                    return result, runner.store_id, True
-                fallback = fallback or (result, runner.store_id)
-        if fallback is not None:
+        answer = ask(self.stores, method, key)
+        if answer.answered:
             self._stages[stage].ok(time.perf_counter() - t0)
-            return fallback[0], fallback[1], True
-        if answered_any:
-            self._stages[stage].ok(time.perf_counter() - t0)
-        else:
+        elif answer.outcome is Outcome.NO_ANSWER:
             self._stages[stage].fail("no identity store could answer")
-        return None, None, answered_any
+        return answer
 
-    def _judge(self, arrival: Arrival, reentry: bool, today: dt.date, now: float) -> tuple[Visit, str | None]:
-        """The visit, and the id of the store that knew the card."""
-        card, store_id, answered = self._lookup("cards", "find_card", arrival.epc)
-        card_store = store_id
+    def _judge(
+        self, arrival: Arrival, reentry: bool, now: float, visit_id: str | None = None
+    ) -> tuple[Visit, str | None] | Outcome:
+        """The judged visit and the id of the store that knew the card; or, when the stores could not
+        say, :attr:`Outcome.WAIT` (a store is starting) or :attr:`Outcome.NO_ANSWER`."""
+        found = self._ask("cards", "find_card", arrival.epc)
+        if not found.answered:
+            return found.outcome
+        card, card_store = found.result, found.store_id
+        store_id = card_store
         customer = reason = None
         if card is None:
-            # With no store answering, the card cannot be judged: it might be a lost one, so it is
-            # recorded as unresolved and nobody is greeted.
             kind = VisitKind.SUPPRESSED if reentry else VisitKind.UNKNOWN
         else:
+            today = dt.date.fromtimestamp(now)
             reason = judge(
                 card, self.branch_id, today, read_tid=arrival.tid, now=now, min_travel=self.min_travel
             )
-            customer, cstore, _ = self._lookup("customers", "find_customer", card.customer_no)
-            store_id = cstore or store_id
+            who = self._ask("customers", "find_customer", card.customer_no)
+            if who.outcome is Outcome.WAIT:
+                return Outcome.WAIT
+            customer = who.result  # none answered: the visit goes out with the card
+            store_id = who.store_id or store_id
             if reason in SUSPECT_REASONS:
                 kind = VisitKind.SUSPECT  # security alerts are never suppressed
             elif reason is not None:
@@ -241,7 +264,7 @@ class Pipeline:
                 kind = VisitKind.SUPPRESSED if reentry else VisitKind.GREETED
         tier = (customer.tier if customer else None) or (card.tier if card else None)
         visit = Visit(
-            visit_id=uuid.uuid4().hex,
+            visit_id=visit_id or uuid.uuid4().hex,
             branch_id=self.branch_id,
             kind=kind,
             arrival=arrival,
@@ -252,24 +275,102 @@ class Pipeline:
             tier=tier,
             store_id=store_id,
             stale=bool((card and card.stale) or (customer and customer.stale)),
-            unresolved=not answered,
+            unresolved=visit_id is not None,
+            resolved_at=now,
         )
         return visit, card_store
 
+    def _unresolved(self, arrival: Arrival) -> Visit:
+        return Visit(
+            visit_id=uuid.uuid4().hex,
+            branch_id=self.branch_id,
+            kind=VisitKind.UNRESOLVED,
+            arrival=arrival,
+            arrived_at=self.clock.to_wall(arrival.arrived_mono),
+            unresolved=True,
+        )
+
     def _handle(self, arrivals: list[tuple[Arrival, bool]]) -> None:
         now = self.clock.wall()
-        today = dt.date.fromtimestamp(now)
-        judged = [self._judge(a, reentry, today, now) for a, reentry in arrivals]
-        visits = [v for v, _ in judged]
-        self._record(visits)
-        counters = self._counters
-        counters["arrivals"] += len(visits)
-        routed: list[Notification] = []
-        for visit in visits:
-            counters[visit.kind.value] += 1
-            counters["unresolved"] += visit.unresolved
-            counters["stale"] += visit.stale
+        judged: list[tuple[Visit, str | None]] = []
+        held: list[Held] = []
+        queue_behind = any(h.waiting for h in self._held.values())
+        for arrival, reentry in arrivals:
+            # While an earlier arrival waits for a starting store, later ones wait behind it, so
+            # staff are told in the order customers came in.
+            outcome = Outcome.WAIT if queue_behind else self._judge(arrival, reentry, now)
+            if isinstance(outcome, Outcome):
+                queue_behind = queue_behind or outcome is Outcome.WAIT
+                held.append(Held(self._unresolved(arrival), reentry, waiting=outcome is Outcome.WAIT))
+            else:
+                judged.append(outcome)
+        self._counters["arrivals"] += len(arrivals)
+        self._record([v for v, _ in judged] + [h.visit for h in held])
+        for h in held:
+            self._present[h.visit.arrival.epc] = h.visit.visit_id
+            self._held[h.visit.visit_id] = h
+        for visit, _ in judged:
             self._present[visit.arrival.epc] = visit.visit_id
+        self._announce(judged)
+        alerts = [h for h in held if not h.waiting]
+        if alerts:
+            self._alert_unresolved(alerts)
+
+    def _judge_held(self) -> None:
+        """Judge held arrivals again: those waiting for a starting store in arrival order (the first
+        still waiting keeps the rest waiting), the unresolved ones when their backoff is over."""
+        now, real = self.clock.wall(), time.monotonic()
+        judged: list[tuple[Visit, str | None]] = []
+        alerts: list[Held] = []
+        blocked = False
+        for visit_id, h in list(self._held.items()):
+            if h.waiting and blocked:
+                continue
+            if not h.waiting and real < h.next_try:
+                continue
+            outcome = self._judge(h.visit.arrival, h.reentry, now, visit_id)
+            if outcome is Outcome.WAIT:
+                blocked = h.waiting
+                continue
+            if outcome is Outcome.NO_ANSWER:
+                if h.waiting:  # the grace period is over: staff are told the card is unresolved
+                    h.waiting = False
+                    alerts.append(h)
+                    if not h.present:
+                        del self._held[visit_id]
+                h.next_try = real + h.backoff
+                h.backoff = min(h.backoff * 2, RETRY_MAX)
+                continue
+            assert not isinstance(outcome, Outcome)
+            del self._held[visit_id]
+            judged.append(outcome)
+        if alerts:
+            self._alert_unresolved(alerts)
+        if judged:
+            self._counters["resolved_late"] += len(judged)
+            self._record([v for v, _ in judged])
+            self._announce(judged)
+
+    def _alert_unresolved(self, held: list[Held]) -> None:
+        """Tell staff a card was seen that no identity store could judge (routing event
+        ``unresolved``), once per arrival."""
+        self._counters["unresolved"] += len(held)
+        routed: list[Notification] = []
+        for h in held:
+            self.host.broadcast("vipsense_arrival_unresolved", visit=h.visit)
+            routed += self._route(h.visit)
+        if routed:
+            self._dispatch(routed)
+
+    def _announce(self, judged: list[tuple[Visit, str | None]]) -> None:
+        """After the visits are recorded: counters, broadcasts, routing, sightings, the audit trail."""
+        if not judged:
+            return
+        counters = self._counters
+        routed: list[Notification] = []
+        for visit, _ in judged:
+            counters[visit.kind.value] += 1
+            counters["stale"] += visit.stale
             hook = _BROADCAST.get(visit.kind)
             if hook:
                 self.host.broadcast(hook, visit=visit)
@@ -278,9 +379,23 @@ class Pipeline:
             self._dispatch(routed)
         self._sightings(judged)
         if self.audit is not None:
-            shown = [v for v in visits if v.kind in _SHOWN and v.customer is not None]
+            shown = [v for v, _ in judged if v.kind in _SHOWN and v.customer is not None]
             if shown:
                 self.audit(shown)
+
+    def held(self) -> list[dict[str, Any]]:
+        """Arrivals not judged yet, oldest first, for the status (any thread; a copy)."""
+        return [
+            {
+                "visit_id": h.visit.visit_id,
+                "epc": h.visit.arrival.epc,
+                "reader_id": h.visit.arrival.reader_id,
+                "arrived_at": h.visit.arrived_at,
+                "state": "waiting" if h.waiting else "unresolved",
+                "present": h.present,
+            }
+            for h in list(self._held.values())
+        ]
 
     def _sightings(self, judged: list[tuple[Visit, str | None]]) -> None:
         """Tell the store that knew each card where it was seen, so other branches sharing that
@@ -330,7 +445,9 @@ class Pipeline:
                 fallback = Fallback(now + float(escalation.after), escalation.to, escalation.via)
             out.append(
                 Notification(
-                    key=f"{visit.visit_id}:{person.id}",
+                    key=notification_key(
+                        visit.visit_id, person.id, unresolved=visit.kind is VisitKind.UNRESOLVED
+                    ),
                     visit=visit,
                     recipient=person,
                     notifier_id=via,

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .model import parse_notification_key
 from .outbox import DeliveryRecord
 
 
@@ -64,7 +65,9 @@ def told_by_visit(records: Iterable[DeliveryRecord]) -> dict[str, list[Told]]:
     for r in records:
         groups.setdefault((r.visit_id, r.recipient_id), []).append(r)
     out: dict[str, list[Told]] = {}
-    for (visit_id, staff_id), rs in groups.items():
+    for (visit_id, staff_id), group in groups.items():
+        # "card seen" for an unresolved arrival counts only until the greeting that follows it
+        rs = [r for r in group if not parse_notification_key(r.key)[2]] or group
         delivered = [r.delivered_at for r in rs if r.delivered_at is not None]
         acked = [r.acknowledged_at for r in rs if r.acknowledged_at is not None]
         arrived = rs[0].arrived_at

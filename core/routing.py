@@ -8,9 +8,7 @@ means the customer's own assigned manager, looked up in ``staff:`` by id.
 from __future__ import annotations
 
 from .config.profile import Escalation, RouteRule
-from .model import Role, Staff, Visit, VisitKind
-
-_EVENT_OF = {VisitKind.GREETED: "arrival", VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
+from .model import EVENTS, Role, Staff, Visit
 
 
 class Router:
@@ -25,7 +23,7 @@ class Router:
         """``(recipient, notifier_id, escalation)`` for ``visit``; empty for re-entries and unknown
         tags.  When several rules reach one person through one notifier, the first rule with an
         ``escalate:`` gives the escalation."""
-        event = _EVENT_OF.get(visit.kind)
+        event = EVENTS.get(visit.kind)
         if event is None:
             return []
         out: dict[tuple[str, str], tuple[Staff, str, Escalation | None]] = {}

@@ -128,6 +128,7 @@ class BranchStatus:
                 "suppressed",
                 "unknown",
                 "unresolved",
+                "resolved_late",
                 "stale",
                 "departures",
                 "acknowledged",
@@ -140,6 +141,8 @@ class BranchStatus:
         self.host: Any = None
         #: today's response times per member of staff (:mod:`vipsense.responses`), set by the branch
         self.responses: Any = None
+        #: arrivals no identity store has judged yet (:meth:`vipsense.pipeline.Pipeline.held`)
+        self.held: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
 
     def device(self, item_id: str, kind: str, type_name: str) -> DeviceStatus:
@@ -177,6 +180,7 @@ class BranchStatus:
             "plugins": self._plugins(),
             "sync": dict(self.sync),
             "responses": self._responses(),
+            "held": list(self.held()) if self.held is not None else [],
         }
 
     def _responses(self) -> dict[str, Any]:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS visits (
     arrived_at  REAL NOT NULL,
     departed_at REAL,
     acknowledged_at REAL,                -- the first acknowledgement by a member of staff
-    acknowledged_by TEXT                 -- their staff id
+    acknowledged_by TEXT,                -- their staff id
+    resolved_at REAL                     -- when the card was judged; NULL while unresolved
 );
 CREATE INDEX IF NOT EXISTS visits_epc_time ON visits (epc, arrived_at);
 CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
@@ -51,11 +52,17 @@ class VisitLog:
         self.path = path
         self.db = self._file.db
         have = {row[1] for row in self.db.execute("PRAGMA table_info(visits)")}
-        for name, definition in (("acknowledged_at", "REAL"), ("acknowledged_by", "TEXT")):
+        for name, definition in (
+            ("acknowledged_at", "REAL"),
+            ("acknowledged_by", "TEXT"),
+            ("resolved_at", "REAL"),
+        ):
             if name not in have:  # a file from before acknowledgements
                 self.db.execute(f"ALTER TABLE visits ADD COLUMN {name} {definition}")
 
     def record(self, visits: Iterable[Visit]) -> None:
+        """Write visits in one transaction.  A visit already recorded (an unresolved arrival judged
+        later) gets its verdict; its departure and acknowledgement stay as they are."""
         rows = [
             (
                 v.visit_id,
@@ -74,6 +81,7 @@ class VisitLog:
                 v.arrival.read_count,
                 v.arrival.peak_rssi,
                 v.arrived_at,
+                v.resolved_at,
             )
             for v in visits
         ]
@@ -83,8 +91,12 @@ class VisitLog:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT INTO visits (visit_id, branch_id, kind, epc, tid, customer_no, tier, reason,"
-                " store_id, stale, unresolved, reader_id, antenna, read_count, peak_rssi, arrived_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " store_id, stale, unresolved, reader_id, antenna, read_count, peak_rssi, arrived_at,"
+                " resolved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (visit_id) DO UPDATE SET kind=excluded.kind, tid=excluded.tid,"
+                " customer_no=excluded.customer_no, tier=excluded.tier, reason=excluded.reason,"
+                " store_id=excluded.store_id, stale=excluded.stale, unresolved=excluded.unresolved,"
+                " resolved_at=excluded.resolved_at",
                 rows,
             )
 
@@ -109,9 +121,9 @@ class VisitLog:
                 )
 
     def last_notified(self, since: float, until: float) -> list[tuple[str, float]]:
-        """The last non-suppressed arrival of every card in ``[since, until]`` (wall time)."""
+        """The last notified arrival of every card in ``[since, until]`` (wall time)."""
         return self.db.execute(
-            "SELECT epc, MAX(arrived_at) FROM visits WHERE kind != 'suppressed'"
+            "SELECT epc, MAX(arrived_at) FROM visits WHERE kind NOT IN ('suppressed', 'unresolved')"
             " AND arrived_at BETWEEN ? AND ? GROUP BY epc",
             (since, until),
         ).fetchall()

@@ -120,9 +120,10 @@ def wait_for(condition, timeout: float = 5.0) -> bool:
 @pytest.fixture
 def running_branch(write_profile, tmp_path):
     """Start a real :class:`~vipsense.branch.Branch` from profile text; every one made is stopped at
-    teardown.  ``make(text, seed=SEED, plugins={name: obj}, data_dir=None, output=None)`` returns the
-    started branch; ``plugins`` are added to a freshly loaded host before the profile is read (test
-    notifier types, hook observers)."""
+    teardown.  ``make(text, seed=SEED, plugins={name: obj}, data_dir=None, output=None,
+    wait_open=True)`` returns the started branch, by default once its stores are open.  ``plugins``
+    are added to a freshly loaded host before the profile is read (test notifier types, hook
+    observers)."""
     import io
 
     from vipsense.branch import Branch
@@ -132,7 +133,12 @@ def running_branch(write_profile, tmp_path):
     made = []
 
     def make(
-        text: str, seed: str = SEED, plugins: dict | None = None, data_dir: Path | None = None, output=None
+        text: str,
+        seed: str = SEED,
+        plugins: dict | None = None,
+        data_dir: Path | None = None,
+        output=None,
+        wait_open: bool = True,
     ):
         host = load_host()
         for name, obj in (plugins or {}).items():
@@ -141,6 +147,8 @@ def running_branch(write_profile, tmp_path):
         branch = Branch(profile, host, output=output or Output(io.StringIO(), live=False))
         branch.start()
         made.append(branch)
+        if wait_open:  # arrivals before this are held for the stores (tests/test_slow_stores.py)
+            assert branch.wait_stores_open(10.0), "the stores did not open"
         return branch
 
     yield make

@@ -418,17 +418,18 @@ def timed(fn, *args):
 
 
 def test_killed_directory_serves_stale_fails_fast_and_recovers(small_directory, tmp_path, caplog):
-    from vipsense.devices import StoreRunner
+    from vipsense.devices import Reply, StoreRunner
     from vipsense.status import DeviceStatus
 
     cache = CacheSettings(customers=Duration(0.2), cards=Duration(0.2), negative=Duration(0.2))
     store = make_store(settings_for(small_directory.uri, cache=cache), context(tmp_path))
-    store.open()
     runner = StoreRunner("directory", store, 0.5, DeviceStatus("store", "ldap"))
+    runner.open()
+    assert runner.wait_open(5)
     warm = [card_epc(i) for i in range(5)]
     for epc in warm:
-        assert runner.lookup("find_card", epc)[0]
-        assert runner.lookup("find_customer", store.find_card(epc).customer_no)[0]
+        assert runner.lookup("find_card", epc)[0] is Reply.ANSWERED
+        assert runner.lookup("find_customer", store.find_card(epc).customer_no)[0] is Reply.ANSWERED
     assert store.degraded() == ""
     time.sleep(0.25)  # every cached entry has outlived its TTL
 
@@ -454,10 +455,10 @@ def test_killed_directory_serves_stale_fails_fast_and_recovers(small_directory, 
     assert len(reasons) == 1, reasons  # stable while down: the core logs changes, not every answer
     assert max(durations) < 0.5, f"slowest call {max(durations) * 1000:.0f} ms"
     assert failures > 20 and store.link.backoff >= 0.4  # retried only after each backoff
-    answered, result = runner.lookup("find_card", card_epc(16))  # the core sees "unavailable"
-    assert (answered, result) == (False, None)
-    answered, result = runner.lookup("find_card", warm[0])
-    assert answered and result.stale
+    reply, result = runner.lookup("find_card", card_epc(16))  # the core sees "unavailable"
+    assert (reply, result) == (Reply.NO_ANSWER, None)
+    reply, result = runner.lookup("find_card", warm[0])
+    assert reply is Reply.ANSWERED and result.stale
     assert (runner.status.state, runner.status.reason) == ("degraded", store.degraded())
     assert "Can't contact LDAP server" in store.degraded()
 
@@ -466,7 +467,7 @@ def test_killed_directory_serves_stale_fails_fast_and_recovers(small_directory, 
     assert store.find_card(card_epc(15)).customer_no == customer_no(15)
     assert store.find_card(warm[0]).stale is False
     assert store.degraded() == ""
-    assert runner.lookup("find_card", warm[1])[0] and runner.status.state == "ready"
+    assert runner.lookup("find_card", warm[1])[0] is Reply.ANSWERED and runner.status.state == "ready"
     logged = [r.getMessage() for r in caplog.records if r.name == "vipsense.store.directory"]
     assert sum("unreachable" in m for m in logged) <= 3, logged  # state changes, not every retry
     assert any("reachable again" in m for m in logged)

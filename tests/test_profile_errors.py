@@ -646,10 +646,50 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
         [
             (
                 "arival",
-                "routing[0].event: expected one of 'arrival', 'rejected', 'suspect', got 'arival'; "
-                "did you mean 'arrival'?",
+                "routing[0].event: expected one of 'arrival', 'rejected', 'suspect', 'unresolved', "
+                "got 'arival'; did you mean 'arrival'?",
             )
         ],
+    ),
+    (
+        "unresolved-to-client-manager",
+        profile(
+            routing="""\
+            routing:
+              - {event: unresolved, to: client_manager, via: [screen]}
+              - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
+            """
+        ),
+        [
+            (
+                "event: unresolved",
+                "routing[0].to: an unresolved card's customer is not known, so there is no client manager "
+                "to tell; send it to the lobby manager",
+            )
+        ],
+    ),
+    (
+        "unresolved-with-tiers",
+        profile(
+            routing="""\
+            routing:
+              - {event: unresolved, tiers: [gold], to: lobby_manager, via: [screen]}
+              - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
+              - {event: suspect, to: branch_manager, via: [screen]}
+            """
+        ),
+        [("event: unresolved", "routing[0].tiers: an unresolved card has no tier yet; remove 'tiers'")],
+    ),
+    (
+        "negative-start-grace",
+        profile(
+            stores="""\
+            stores:
+              - {id: local, type: sqlite, start_grace: -3s}
+            """
+        ),
+        [("start_grace", "stores[0].start_grace: expected a duration such as 500ms, 2s or 10m, got '-3s'")],
     ),
     (
         "routing-to-role-nobody-has",
@@ -1596,7 +1636,21 @@ def test_check_good_profile(capsys, tmp_path):
     assert out == (
         f"{path}: OK: branch t1 (Test Branch): 1 reader, 1 store, 1 notifier, 3 routing rules; "
         f"data in {tmp_path / 'data' / 't1'}\n"
+        "  store local (sqlite): answers within 500 ms or is skipped; arrivals wait up to 10 s for it"
+        " while it starts\n"
+        "  note: no routing rule for 'unresolved': a card that no identity store can look up is shown on"
+        " the status page only; add {event: unresolved, to: lobby_manager, via: [...]}\n"
     )
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_check_shows_each_stores_timeout_and_start_up_grace(capsys, tmp_path):
+    slow = "    type: sqlite\n    timeout: 2s\n    start_grace: 30s\n"
+    text = profile().replace("    type: sqlite\n", slow)
+    assert "start_grace: 30s" in text
+    assert main(["check", str(write(FILE, text))]) == 0
+    out = capsys.readouterr().out
+    assert "  store local (sqlite): answers within 2 s or is skipped; arrivals wait up to 30 s" in out
 
 
 @pytest.mark.usefixtures("restore_process_state")

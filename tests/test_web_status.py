@@ -116,7 +116,7 @@ def test_api_shape_is_the_documented_one(web_branch):
     status = fresh_status(web.client("lobby"), lambda s: s["today"]["arrivals"] >= 2)
     assert list(status) == [
         "ok", "state", "problems", "generated_at", "branch", "started_at", "readers", "stores",
-        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web",
+        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held",
     ]  # fmt: skip
     assert isinstance(status["ok"], bool) and status["state"] in ("ok", "degraded", "down")
     assert status["branch"] == {"id": "web-branch", "name": "Web Test Branch"}
@@ -129,10 +129,14 @@ def test_api_shape_is_the_documented_one(web_branch):
         "reads_per_s",
         "last_read_at",
     }
-    assert set(status["stores"][0]) >= {"id", "state", "device_state", "reason", "lookups", "errors"}
-    assert set(status["today"]) == {
-        "date", "arrivals", "greeted", "rejected", "suspect", "reentries", "unknown", "acknowledged",
+    assert set(status["stores"][0]) >= {
+        "id", "state", "device_state", "reason", "lookups", "errors", "start_grace_s",
     }  # fmt: skip
+    assert set(status["today"]) == {
+        "date", "arrivals", "greeted", "rejected", "suspect", "reentries", "unknown", "unresolved",
+        "acknowledged",
+    }  # fmt: skip
+    assert status["held"] == []
     assert status["today"]["date"] == dt.date.today().isoformat()
     assert status["today"]["greeted"] == 1 and status["today"]["rejected"] == 1
     assert set(status["pipeline"]) == {"reads", "reads_per_s", "stages"}

@@ -54,7 +54,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
         f"{len(profile.routing)} routing rules; data in {profile.data_dir}"
     )
+    for store in profile.stores:
+        # what a slow store costs an arrival: the grace at start-up, the timeout after
+        print(
+            f"  store {store.id} ({store.type}): answers within {_seconds(store.timeout)} or is skipped; "
+            f"arrivals wait up to {_seconds(store.start_grace)} for it while it starts"
+        )
+    if not any(rule.event == "unresolved" for rule in profile.routing):
+        print(
+            "  note: no routing rule for 'unresolved': a card that no identity store can look up is "
+            "shown on the status page only; add {event: unresolved, to: lobby_manager, via: [...]}"
+        )
     return EXIT_OK
+
+
+def _seconds(value: float | None) -> str:
+    seconds = float(value or 0)
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:g} s"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,12 +21,22 @@ def _status_line(branch: Branch) -> str:
     down = [
         i
         for i, d in branch.status.devices.items()
-        if d.state in ("disconnected", "failed", "unavailable", "degraded")
+        if d.state in ("disconnected", "failed", "unavailable", "degraded", "stuck")
     ]
     line = (
         f"{branch.status.reads_per_second():6.0f} reads/s · arrivals {c['arrivals']} · greeted {c['greeted']}"
         f" · rejected {c['rejected']} · re-entries {c['suppressed']} · unknown {c['unknown']}"
     )
+    held = branch.pipeline.held()
+    waiting = sum(h["state"] == "waiting" for h in held)
+    unresolved = len(held) - waiting
+    if c["unresolved"] or unresolved:
+        # cards seen that no identity store could look up: staff were told a card came in
+        line += f" · unresolved {c['unresolved']}" + (
+            f" ({unresolved} at the door now)" if unresolved else ""
+        )
+    if waiting:
+        line += f" · {waiting} waiting for a starting store"
     if down:
         line += f" · DOWN: {', '.join(down)}"
     return line

@@ -24,6 +24,9 @@ from .yamlload import KeyPath, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
 TEN_MINUTES = Duration(600)
+DEFAULT_STORE_TIMEOUT = Duration(0.5)  #: a store's ``timeout:``: the longest wait for one answer
+#: a store's ``start_grace:``: how long arrivals wait for a store that is still opening
+DEFAULT_START_GRACE = Duration(10)
 TWENTY_MINUTES = Duration(1200)
 FIVE_MINUTES = Duration(300)
 HALF_A_YEAR = Duration(180 * 86400)  #: MLPS asks for at least 6 months of logs
@@ -106,6 +109,7 @@ class ItemConfig:
     type: str
     settings: Any
     timeout: Duration | None = None  #: stores only: longest wait for an answer
+    start_grace: Duration | None = None  #: stores only: how long arrivals wait while it opens
     retry: RetrySettings = RetrySettings()  #: notifiers only: backoff between delivery attempts
 
 
@@ -129,7 +133,8 @@ class RouteRule:
 
     to: Role
     via: tuple[str, ...]
-    event: Literal["arrival", "rejected", "suspect"] = "arrival"
+    #: ``unresolved``: a card no identity store could look up (nobody knows whose it is yet)
+    event: Literal["arrival", "rejected", "suspect", "unresolved"] = "arrival"
     tiers: tuple[str, ...] = ()  #: empty: every tier
     reasons: tuple[RejectReason, ...] = ()  #: rejected events only; empty: every reason
     escalate: Escalation | None = None  #: the fallback when the recipient does not acknowledge
@@ -179,7 +184,7 @@ class Profile:
 
 
 #: Item keys the core handles itself, so plugin settings classes must not use them.
-_CORE_KEYS = {Kind.STORE: ("timeout",), Kind.NOTIFIER: ("retry",)}
+_CORE_KEYS = {Kind.STORE: ("timeout", "start_grace"), Kind.NOTIFIER: ("retry",)}
 
 
 def default_data_dir(branch_id: str) -> Path:
@@ -245,12 +250,19 @@ class _Checker:
             return None
         common = ("id", "type", *_CORE_KEYS.get(kind, ()))
         settings = self.st.structure_attrs(item, ptype.settings, path, skip=common)
-        timeout = None
+        timeout = grace = None
         retry = RetrySettings()
         if kind is Kind.STORE:
-            timeout = self.st.structure(item.get("timeout", "500ms"), Duration, (*path, "timeout"))
+            timeout = self.st.structure(
+                item.get("timeout", DEFAULT_STORE_TIMEOUT), Duration, (*path, "timeout")
+            )
             if timeout is not INVALID and not timeout > 0:
                 timeout = self.st.error((*path, "timeout"), "must be greater than 0")
+            grace = self.st.structure(
+                item.get("start_grace", DEFAULT_START_GRACE), Duration, (*path, "start_grace")
+            )
+            if grace is not INVALID and not grace >= 0:
+                grace = self.st.error((*path, "start_grace"), "must be 0s or longer")
         if kind is Kind.NOTIFIER and "retry" in item:
             raw = item["retry"]
             if raw is not INVALID and not isinstance(raw, dict):
@@ -259,9 +271,9 @@ class _Checker:
                 )
             else:
                 retry = self.st.structure_attrs(raw, RetrySettings, (*path, "retry"))
-        if settings is INVALID or timeout is INVALID or retry is INVALID:
+        if settings is INVALID or timeout is INVALID or retry is INVALID or grace is INVALID:
             return None
-        return ItemConfig(kind, item_id, type_name, settings, timeout, retry)
+        return ItemConfig(kind, item_id, type_name, settings, timeout, grace, retry)
 
 
 def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None = None) -> Profile:
@@ -394,6 +406,15 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
         if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
             st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
+        if rule.event == "unresolved":
+            if rule.to is Role.CLIENT_MANAGER:
+                st.error(
+                    ("routing", i, "to"),
+                    "an unresolved card's customer is not known, so there is no client manager to tell; "
+                    "send it to the lobby manager",
+                )
+            if rule.tiers:
+                st.error(("routing", i, "tiers"), "an unresolved card has no tier yet; remove 'tiers'")
         if rule.event == "suspect" and rule.to not in SUSPECT_ROLES:
             st.error(
                 ("routing", i, "to"),

@@ -35,6 +35,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..api import IdentityStore
 from ..audit import AuditAction, AuditResult
 from ..cli.users import TOKEN_FIELDS
+from ..lookup import Outcome, ask
 from ..model import Customer, VisitKind
 from ..privacy import mask_field, mask_id_number
 from ..responses import day_bounds
@@ -228,25 +229,16 @@ def _supports(store: IdentityStore, method: str) -> bool:
 
 
 def _ask(method: str, key: str) -> Any:
-    """Ask each store in profile order, like the door does: the first fresh answer wins."""
+    """Ask each store in profile order, like the door does (:func:`vipsense.lookup.ask`)."""
     runners = [r for r in web().branch.stores if _supports(r.store, method)]
     if not runners:
         raise ApiError(501, "no identity store of this branch can search by ID number", AuditResult.ERROR)
-    answered_any, fallback = False, None
-    for runner in runners:
-        answered, result = runner.lookup(method, key)
-        answered_any = answered_any or answered
-        if answered and result:
-            if not any(
-                getattr(c, "stale", False) for c in (result if isinstance(result, list) else [result])
-            ):
-                return result
-            fallback = fallback or result
-    if fallback is not None:
-        return fallback
-    if not answered_any:
-        raise ApiError(503, "no identity store answered; try again later", AuditResult.ERROR)
-    return None
+    found = ask(runners, method, key)
+    if found.outcome is Outcome.FOUND:
+        return found.result
+    if found.outcome is Outcome.NOT_FOUND:
+        return None
+    raise ApiError(503, "no identity store answered; try again later", AuditResult.ERROR)
 
 
 def _by_number(customer_no: str) -> Callable[[Call, Token], dict[str, Any]]:

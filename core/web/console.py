@@ -35,7 +35,9 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from ..api import Customer, IdentityStore
 from ..audit import AuditAction, AuditResult
 from ..avatar import avatar_svg
-from ..model import Role
+from ..devices import Reply
+from ..lookup import Outcome, ask
+from ..model import Role, notification_key
 from ..permissions import Permission
 from ..privacy import mask_id_number
 from ..responses import VisitRow, day_bounds, load, told_by_visit
@@ -46,7 +48,9 @@ bp = Blueprint("console", __name__)
 
 STRIP = 6  #: earlier customers shown beside the current one
 HISTORY_LIMIT = 500  #: rows of one history answer
-SHOWN_KINDS = frozenset({"greeted", "rejected", "suspect"})
+#: visits the console lists: those staff were told of (an unresolved one has no customer yet, so only
+#: viewers who see every customer see it)
+SHOWN_KINDS = frozenset({"greeted", "rejected", "suspect", "unresolved"})
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})  #: never a store's SVG
 ID_NUMBER = re.compile(r"\d{17}[\dXx]")
 CUSTOMER_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
@@ -100,12 +104,10 @@ def me() -> Viewer:
 
 
 def find_customer(customer_no: str) -> Customer | None:
-    """The first store's answer, in profile order (a store that fails is skipped)."""
-    for store in web().branch.stores:
-        ok, found = store.lookup("find_customer", customer_no)
-        if ok and found is not None:
-            return found
-    return None
+    """The stores' answer in profile order, as the door asks (:func:`vipsense.lookup.ask`); None
+    when no store knows the customer or none could answer."""
+    found = ask(web().branch.stores, "find_customer", customer_no)
+    return found.result if found.outcome is Outcome.FOUND else None
 
 
 def find_by_id_number(id_number: str) -> list[Customer]:
@@ -114,8 +116,8 @@ def find_by_id_number(id_number: str) -> list[Customer]:
     for store in web().branch.stores:
         if type(store.store).find_customers_by_id_number is IdentityStore.find_customers_by_id_number:
             continue  # would raise StoreUnsupported and mark the store unavailable
-        ok, customers = store.lookup("find_customers_by_id_number", id_number)
-        if not ok:
+        reply, customers = store.lookup("find_customers_by_id_number", id_number)
+        if reply is not Reply.ANSWERED:
             continue
         for c in customers or []:
             found.setdefault(c.customer_no, c)
@@ -422,7 +424,7 @@ def acknowledge(visit_id: str) -> Any:
         return ack_error(404, f"this arrival was not sent to {who.username}: nothing to acknowledge")
     if mine[0].acknowledged_after is not None:
         return ack_error(409, f"{who.username} has already acknowledged this arrival")
-    key = f"{visit_id}:{who.username}"
+    key = notification_key(visit_id, who.username, unresolved=row is not None and row.kind == "unresolved")
     if not web().branch.acknowledge(key, who.username, at=None, via="web"):
         return ack_error(404, f"this arrival was not sent to {who.username}: nothing to acknowledge")
     return jsonify({"acknowledged": True, "key": key, "visit_id": visit_id, "staff_id": who.username})

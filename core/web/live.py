@@ -59,7 +59,7 @@ def customer_dict(c: Customer | None) -> dict[str, Any] | None:
 
 
 def visit_event(visit: Visit, told: list[str]) -> dict[str, Any]:
-    """The masked event of one door visit (greeted, rejected or suspect)."""
+    """The masked event of one door visit (greeted, rejected, suspect or unresolved)."""
     customer = visit.customer
     return {
         "type": "arrival",
@@ -122,6 +122,10 @@ class LiveFeed:
     @vipsense.hookimpl
     def vipsense_card_suspect(self, visit: Visit) -> None:
         self._visit(visit)
+
+    @vipsense.hookimpl
+    def vipsense_arrival_unresolved(self, visit: Visit) -> None:
+        self._visit(visit)  # when a store answers, the same visit id comes again with its verdict
 
     @vipsense.hookimpl
     def vipsense_acknowledged(self, ack: Acknowledgement) -> None:

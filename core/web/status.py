@@ -20,7 +20,7 @@ and no customer record is ever read.
                    "last_error_at", "counters": {}}],
       "stores": [{"id", "type", "state": "ok|degraded|stale|down|starting", "device_state", "reason",
                   "since", "lookups", "errors", "last_error", "last_error_at", "latency_ms_p50",
-                  "latency_ms_p99"}],
+                  "latency_ms_p99", "start_grace_s"}],
       "notifiers": [{"id", "type", "state", "reason", "since", "pending", "retrying", "delivered",
                      "failed", "expired", "retries", "errors", "last_error", "last_error_at",
                      "latency_ms_p50", "latency_ms_p99", "details": {}}],
@@ -28,11 +28,13 @@ and no customer record is ever read.
                 "last_seen"}],
       "plugins": [{"name", "version", "state": "loaded|failed|blocked", "error", "hook_errors": {}}],
       "today": {"date": "2024-05-29", "arrivals", "greeted", "rejected", "suspect", "reentries",
-                "unknown", "acknowledged"},
+                "unknown", "unresolved", "acknowledged"},
       "pipeline": {"reads", "reads_per_s", "stages": {"presence": {"count", "errors", "last_error",
                    "latency_ms_p50", "latency_ms_p99"}, ...}},
       "sync": {},                      # the replica refresh, when the profile has ``sync:``
-      "web": {"type": "waitress", "state", "reason", "since", "url", "threads"}
+      "web": {"type": "waitress", "state", "reason", "since", "url", "threads"},
+      "held": [{"visit_id", "epc", "reader_id", "arrived_at", "present",
+                "state": "waiting|unresolved"}]  # cards seen, identity stores not answering (yet)
     }
 
 Keys are only ever added to this shape, never renamed or removed.
@@ -160,7 +162,16 @@ class ReadRate:
 # -- today's counts ----------------------------------------------------------------------------------
 
 TODAY_KINDS = {"greeted": "greeted", "rejected": "rejected", "suspect": "suspect", "suppressed": "reentries"}
-TODAY_KEYS = ("arrivals", "greeted", "rejected", "suspect", "reentries", "unknown", "acknowledged")
+TODAY_KEYS = (
+    "arrivals",
+    "greeted",
+    "rejected",
+    "suspect",
+    "reentries",
+    "unknown",
+    "unresolved",
+    "acknowledged",
+)
 
 
 class TodayCounts:
@@ -218,7 +229,13 @@ _STATS = ("errors", "last_error", "last_error_at", "latency_ms_p50", "latency_ms
 _NOTIFIER_COUNTS = ("pending", "retrying", "delivered", "failed", "expired", "retries")
 _PDA_KEYS = ("name", "staff", "role", "state", "address", "port", "first_seen", "last_seen")
 _READER_OK = frozenset({"connected", "finished", "stopped"})
-_STORE_WORD = {"ready": "ok", "degraded": "degraded", "unavailable": "down", "failed": "down"}
+_STORE_WORD = {
+    "ready": "ok",
+    "degraded": "degraded",
+    "unavailable": "down",
+    "failed": "down",
+    "stuck": "down",
+}
 
 
 def clock_text(at: float | None) -> str:
@@ -254,6 +271,7 @@ class StatusView:
         self.secrets = secrets_of(i.settings for i in (*profile.readers, *profile.stores, *profile.notifiers))
         self.rates = ReadRate()
         self.today = TodayCounts(branch)
+        self._grace = {cfg.id: float(cfg.start_grace or 0) for cfg in profile.stores}
         self._reads_rate = (time.monotonic(), 0, 0.0)
         self._lock = threading.Lock()
         self._built: tuple[float, dict[str, Any], bytes] | None = None
@@ -349,6 +367,10 @@ class StatusView:
             "pipeline": self._pipeline(snap),
             "sync": sync,
             "web": web_entry,
+            "held": [
+                {k: h.get(k) for k in ("visit_id", "epc", "reader_id", "arrived_at", "present", "state")}
+                for h in snap.get("held", [])
+            ],
         }
         problems, down = judge(out)
         out.update(ok=not problems, state="down" if down else "degraded" if problems else "ok")
@@ -391,6 +413,7 @@ class StatusView:
             word = "stale"
             reason = f"the replica could not be refreshed: {sync.get('error', '')}".rstrip(": ")
         entry.update(state=word, device_state=dev["state"], reason=reason, lookups=dev["count"])
+        entry["start_grace_s"] = self._grace.get(item_id)
         return entry
 
     def _notifier(self, item_id: str, dev: dict[str, Any]) -> dict[str, Any]:
@@ -442,6 +465,12 @@ def judge(status: dict[str, Any]) -> tuple[list[str], bool]:
     for p in status["plugins"]:
         if p["state"] != "loaded":
             problems.append(f"plugin {p['name']} {p['state']}: {p['error']}")
+    unresolved = [h for h in status.get("held", []) if h["state"] == "unresolved"]
+    if unresolved:
+        problems.append(
+            f"{len(unresolved)} card(s) seen, identity stores not answering: whose they are is not known yet "
+            f"(first at {clock_text(min(h['arrived_at'] for h in unresolved))})"
+        )
     if status["web"]["state"] not in ("ready", "unknown"):
         problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
     readers_up = any(r["state"] == "connected" for r in status["readers"])

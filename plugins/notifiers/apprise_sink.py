@@ -41,7 +41,7 @@ import attrs
 
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
-from vipsense.model import Notification, Visit, VisitKind
+from vipsense.model import Notification, Visit, event_of
 from vipsense.plugins.notifiers.gsm.message import render
 from vipsense.plugins.notifiers.webhook import CUSTOMER_FIELDS
 from vipsense.privacy import mask_field
@@ -63,6 +63,7 @@ _LABELS = {
         "arrival": "VIP arrival",
         "rejected": "card alert",
         "suspect": "suspect card",
+        "unresolved": "card seen, identity stores not answering",
     },
     "zh": {
         "customer_no": "客户号",
@@ -75,6 +76,7 @@ _LABELS = {
         "arrival": "贵宾到店",
         "rejected": "卡片警报",
         "suspect": "可疑卡片",
+        "unresolved": "读到贵宾卡，身份库暂无应答",
     },
 }
 
@@ -206,10 +208,6 @@ class AppriseSettings:
 
 
 # -- the notifier ---------------------------------------------------------------------------------------
-def event_of(visit: Visit) -> str:
-    return {VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}.get(visit.kind, "arrival")
-
-
 class AppriseNotifier(Notifier):
     def __init__(self, settings: AppriseSettings, ctx: PluginContext) -> None:
         self.settings = settings
@@ -252,7 +250,7 @@ class AppriseNotifier(Notifier):
         labels = _LABELS[self.settings.language]
         values = {
             "branch": self.ctx.branch_name,
-            "event": labels[event_of(visit)],
+            "event": labels[event_of(visit.kind)],
             "name": visit.customer.name if visit.customer else "?",
             "tier": visit.tier or "",
             "time": time.strftime("%H:%M", time.localtime(visit.arrived_at)),
@@ -280,8 +278,12 @@ class AppriseNotifier(Notifier):
     def send(self, notification: Notification) -> None:
         lib = self.lib
         visit = notification.visit
-        kind = {"rejected": lib.NotifyType.WARNING, "suspect": lib.NotifyType.FAILURE}
-        notify_type = kind.get(event_of(visit), lib.NotifyType.INFO)
+        kind = {
+            "rejected": lib.NotifyType.WARNING,
+            "suspect": lib.NotifyType.FAILURE,
+            "unresolved": lib.NotifyType.WARNING,
+        }
+        notify_type = kind.get(event_of(visit.kind), lib.NotifyType.INFO)
         title, body = self.title(visit), self.body(notification)
         done = self._done.get(notification.key, set())
         deadline = time.monotonic() + float(self.settings.timeout)

@@ -70,7 +70,9 @@ class ConsoleNotifier(Notifier):
         lag = (self.ctx.clock.mono() - visit.arrival.arrived_mono) / self.ctx.clock.speed * 1000
         where = f"{visit.arrival.reader_id}/ant {visit.arrival.antenna}"
         alert = visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT)
-        if alert:
+        if visit.kind is VisitKind.UNRESOLVED:
+            title = self._c("rejected", "? CARD SEEN: identity stores not answering")
+        elif alert:
             reason = _REASON_TEXT.get(visit.reason.value if visit.reason else "", "card rejected")
             label = "SUSPECT CARD" if visit.kind is VisitKind.SUSPECT else "CARD ALERT"
             title = self._c("rejected", f"⚠ {label}: {reason.upper()}")
@@ -94,6 +96,9 @@ class ConsoleNotifier(Notifier):
             lines.append(f"│ Customer no.    {c.customer_no}")
         elif visit.card is not None:
             lines.append(f"│ Customer no. {visit.card.customer_no} (no identity store answered)")
+        elif visit.kind is VisitKind.UNRESOLVED:
+            lines.append(f"│ Card …{visit.arrival.epc[-4:]}: whose it is cannot be looked up right now.")
+            lines.append("│ Look out for the customer; a greeting follows if a store answers.")
         if visit.stale:
             lines.append("│ (from a cached copy: the identity store could not be reached)")
         if alert:

@@ -44,13 +44,12 @@ import attrs
 
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
-from vipsense.model import Notification, Visit, VisitKind
+from vipsense.model import Notification, event_of
 from vipsense.privacy import mask_field
 from vipsense.signing import signed_headers
 
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
 DEFAULT_FIELDS = ("customer_no", "name", "tier", "company", "usual_business")
-_EVENTS = {VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
 _REASON_MAX = 120  #: characters of a response's status text kept in an error
 
 
@@ -76,10 +75,6 @@ class WebhookSettings:
     headers: dict[str, str] = attrs.Factory(dict)  #: extra request headers, e.g. a routing key
 
 
-def event_of(visit: Visit) -> str:
-    return _EVENTS.get(visit.kind, "arrival")
-
-
 def build_body(notification: Notification, branch_id: str, fields: tuple[str, ...]) -> dict[str, Any]:
     """The JSON document for one notification; ID number and mobile masked (``vipsense.privacy``)."""
     visit = notification.visit
@@ -89,7 +84,7 @@ def build_body(notification: Notification, branch_id: str, fields: tuple[str, ..
     arrived = dt.datetime.fromtimestamp(visit.arrived_at, dt.timezone.utc).isoformat()
     return {
         "key": notification.key,
-        "event": event_of(visit),
+        "event": event_of(visit.kind),
         "branch": branch_id,
         "visit_id": visit.visit_id,
         "arrived_at": arrived,

@@ -35,6 +35,7 @@
   function kindNote(v) {
     if (v.kind === "rejected") return "Card rejected: " + (v.reason || "invalid");
     if (v.kind === "suspect") return "Suspect card: " + (v.reason || "check");
+    if (v.kind === "unresolved") return "Card seen, identity stores not answering: look out for the customer";
     return "";
   }
 
@@ -320,7 +321,14 @@
     });
     source.addEventListener("arrival", (e) => {
       const v = JSON.parse(e.data);
-      if (visits.some((x) => x.visit_id === v.visit_id)) return;
+      const known = visits.findIndex((x) => x.visit_id === v.visit_id);
+      if (known >= 0) {
+        // an unresolved arrival that a store has now answered for: the same visit, judged
+        if (visits[known].kind !== "unresolved") return;
+        visits[known] = v;
+        render();
+        return;
+      }
       visits.unshift(v);
       visits = visits.slice(0, STRIP + 1);
       render();

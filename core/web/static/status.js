@@ -72,6 +72,11 @@
       (x) => cell(x.id), (x) => cell(x.type), (x) => cell(since(x, now), "state-" + x.state),
       (x) => cell(x.lookups), (x) => cell(ms(x.latency_ms_p99)), (x) => cell(errors(x)),
     ]);
+    fill("held", s.held || [], [
+      (h) => cell("…" + h.epc.slice(-4)), (h) => cell(h.reader_id), (h) => cell(clock(h.arrived_at)),
+      (h) => cell((h.state === "waiting" ? "waiting for a store that is starting"
+        : "card seen, identity stores not answering") + (h.present ? "" : " (left the door)"), "state-" + h.state),
+    ], "none: every card at the door was looked up");
     fill("notifiers", s.notifiers, [
       (n) => cell(n.id), (n) => cell(n.type), (n) => cell(since(n, now), "state-" + n.state),
       (n) => cell(n.pending), (n) => cell(n.retrying), (n) => cell(n.delivered), (n) => cell(n.failed),

@@ -50,6 +50,8 @@ _WORDS = {
         "at": " at {}",
         "advice": " Do not greet; check the card discreetly.",
         "unresolved": "card of customer {} (no identity store answered)",
+        "card_seen": "CARD SEEN",
+        "card_seen_text": "card ...{} read, identity stores not answering; look out for the customer.",
         "stale": " (cached data)",
     },
     "zh": {
@@ -62,6 +64,8 @@ _WORDS = {
         "at": "，{}",
         "advice": "请勿问候，请低调核实卡片。",
         "unresolved": "客户{}的卡（身份库无应答）",
+        "card_seen": "读到贵宾卡",
+        "card_seen_text": "卡号尾号{}，身份库暂无应答，请留意门口客户。",
         "stale": "（缓存数据）",
     },
 }
@@ -100,7 +104,13 @@ def render(visit: Visit, *, branch_name: str, staff: Mapping[str, Staff], langua
     at = dt.datetime.fromtimestamp(visit.arrived_at).strftime("%H:%M")
     where = words["at"].format(visit.arrival.reader_id)
     stale = words["stale"] if visit.stale else ""
-    if visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT):
+    if visit.kind is VisitKind.UNRESOLVED:
+        seen = words["card_seen_text"].format(visit.arrival.epc[-4:])
+        if language == "zh":
+            text = f"【{branch_name}】{at} {words['card_seen']}{where}：{seen}"
+        else:
+            text = f"{branch_name} {at} {words['card_seen']}{where}: {seen}"
+    elif visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT):
         label = words["suspect" if visit.kind is VisitKind.SUSPECT else "alert"]
         reason = _REASONS[language].get(visit.reason.value if visit.reason else "", words["unknown_reason"])
         tail = _id_tail(visit)

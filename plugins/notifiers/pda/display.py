@@ -67,6 +67,8 @@ def render(doc: dict[str, Any]) -> str:
             ("Company", clean(customer.get("company"))),
             ("Business", clean(customer.get("usual_business"))),
         ]
+    elif doc.get("event") == "unresolved":
+        rows.append(("Name", "(not known yet: look out at the door)"))
     else:
         rows += [("Name", "(customer not found)"), ("Tier", clean(doc.get("tier")))]
     if doc.get("escalated_from"):

@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from vipsense.model import Notification, Role, VisitKind
+from vipsense.model import Notification, Role, event_of
 from vipsense.privacy import mask_id_number
 
 PROTO = "1"
@@ -60,8 +60,12 @@ ROLE_ALIASES = {
     **{k: k for k in ROLES},
 }
 #: What a PDA shows for each event.
-EVENT_TITLES = {"arrival": "VIP arrival", "rejected": "REJECTED card", "suspect": "SUSPECT card"}
-_EVENTS = {VisitKind.REJECTED: "rejected", VisitKind.SUSPECT: "suspect"}
+EVENT_TITLES = {
+    "arrival": "VIP arrival",
+    "rejected": "REJECTED card",
+    "suspect": "SUSPECT card",
+    "unresolved": "CARD SEEN, stores not answering",
+}
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "usual_business", "id_number")
 
 
@@ -165,10 +169,6 @@ def parse_hub_txt(props: Mapping[str, str | None], srv_port: int) -> HubTxt:
     if not re.fullmatch(r"/[A-Za-z0-9/_.-]{0,60}", path):
         path = ACK_PATH
     return HubTxt(branch=str(props["branch"]), ack_path=path)
-
-
-def event_of(kind: VisitKind) -> str:
-    return _EVENTS.get(kind, "arrival")
 
 
 def iso_utc(at: float) -> str:
