@@ -3,8 +3,10 @@ background door load (cards standing in the door zone read at a steady rate, plu
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,23 @@ from vipsense.model import TagRead
 EPC = "E2801160600002084C{:06X}"  #: the i-th bench card
 READ_RATE = 1000  #: background reads per second
 NEW_EVERY = 0.05  #: seconds between new arrivals
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, waiting_for: str, got: Callable[[], Any]
+) -> float:
+    """Poll ``condition`` for at most ``timeout`` seconds; return how long it took.  On a miss, say
+    what the bench was waiting for and what it got, and exit 1: no bench ever hangs."""
+    t0 = time.monotonic()
+    end = t0 + timeout
+    while not condition():
+        if time.monotonic() >= end:
+            print(
+                f"bench: gave up after {timeout:g} s waiting for {waiting_for}; got {got()}", file=sys.stderr
+            )
+            raise SystemExit(1)
+        time.sleep(0.005)
+    return time.monotonic() - t0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,8 +69,16 @@ class Feeder(threading.Thread):
         for e in self.epc[: self.present]:
             for _ in range(2):
                 submit(TagRead("door", 1, e, -50.0, mono()))
-        while self.branch.status.counters["arrivals"] < self.present:
-            time.sleep(0.01)
+        counters = self.branch.status.counters
+        wait_until(
+            lambda: counters["greeted"] >= self.present,
+            60,
+            f"the {self.present} warm-up cards to be greeted",
+            lambda: (
+                f"{counters['greeted']} greeted, {counters['unresolved']} unresolved, "
+                f"{counters['unknown']} unknown of {counters['arrivals']} arrivals"
+            ),
+        )
 
     def run(self) -> None:
         submit, mono = self.branch.pipeline.submit, self.branch.clock.mono

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from load import NEW_EVERY, Feeder, percentile, write_seed  # bench/load.py, beside this script
+from load import NEW_EVERY, Feeder, percentile, wait_until, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 import vipsense
@@ -127,11 +127,21 @@ def phase_outbox(tmp: Path, total: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     for i in range(0, len(notes), BATCH):
         writer.put(notes[i : i + BATCH])
-    while notifier.sent < len(notes):
-        time.sleep(0.001)
+    budget = 60 + len(notes) / 500  # far beyond the target rate: only a hang takes this long
+    wait_until(
+        lambda: notifier.sent >= len(notes),
+        budget,
+        f"{len(notes):,} notifications to be delivered",
+        lambda: f"{notifier.sent:,} delivered",
+    )
     t_sent = time.perf_counter() - t0
-    while outbox.counts().get(("pda", "delivered"), 0) < len(notes):
-        time.sleep(0.005)
+    delivered = lambda: outbox.counts().get(("pda", "delivered"), 0)  # noqa: E731
+    wait_until(
+        lambda: delivered() >= len(notes),
+        budget,
+        f"{len(notes):,} delivery results in the outbox",
+        lambda: f"{delivered():,} recorded",
+    )
     t_all = time.perf_counter() - t0
     writer.stop(5)
     runner.close(1)
@@ -214,10 +224,11 @@ def start_agent(tmp: Path, key: str) -> Any:
     )
 
 
-def phase_pda(tmp: Path, seconds: float) -> dict[str, Any]:
+def phase_pda(tmp: Path, seconds: float, seed_cards: int | None = None) -> dict[str, Any]:
     key = os.urandom(16).hex()
     n_new = int(seconds / NEW_EVERY) + 10
-    profile_path = write_profile(tmp, PRESENT + n_new, key)
+    cards = max(PRESENT + n_new, seed_cards or 0)
+    profile_path = write_profile(tmp, cards, key)
     host = load_host()
     branch = Branch(
         load_profile(profile_path, host, data_dir=tmp / "data"), host, output=Output(io.StringIO())
@@ -227,17 +238,27 @@ def phase_pda(tmp: Path, seconds: float) -> dict[str, Any]:
     agent = start_agent(tmp, key)
     branch.start()
     try:
-        t_found = time.monotonic()
         peers = lambda: branch.status.devices["pda"].snapshot()["details"].get("pdas", [])  # noqa: E731
-        while not any(p.get("state") != "gone" for p in _rows(peers())):
-            if time.monotonic() - t_found > 15:
-                raise SystemExit("the PDA agent was not discovered within 15 s")
-            time.sleep(0.05)
-        discovery = time.monotonic() - t_found
-        feeder = Feeder(branch, PRESENT + n_new, PRESENT)
+        discovery = wait_until(
+            lambda: any(p.get("state") != "gone" for p in _rows(peers())),
+            15,
+            "the PDA agent to be discovered by zeroconf",
+            lambda: f"PDAs {_rows(peers())}",
+        )
+        opened = wait_until(
+            lambda: branch.wait_stores_open(0.05),
+            120,
+            f"the SQLite store to open with its {cards:,}-card seed",
+            lambda: branch.status.devices["local"].reason,
+        )
+        feeder = Feeder(branch, cards, PRESENT)
         feeder.warm()  # present, and greeted once before measuring
-        while len(samples.latencies) < PRESENT:
-            time.sleep(0.01)
+        wait_until(
+            lambda: len(samples.latencies) >= PRESENT,
+            30,
+            f"the {PRESENT} warm-up arrivals on the PDA",
+            lambda: f"{len(samples.latencies)} on the PDA, {samples.failed} failed attempts",
+        )
         samples.latencies.clear()
         feeder.start()
         time.sleep(seconds)
@@ -250,6 +271,8 @@ def phase_pda(tmp: Path, seconds: float) -> dict[str, Any]:
         lat = list(samples.latencies)
         return {
             "discovery_s": discovery,
+            "cards": cards,
+            "open_s": opened,
             "reads_per_s": feeder.rate(),
             "arrivals": wanted,
             "received": len(lat),
@@ -273,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--notifications", type=int, default=40_000, help="phase 1 size")
     ap.add_argument("--seconds", type=float, default=15.0, help="phase 2 length")
+    ap.add_argument(
+        "--seed-cards", type=int, help="cards in phase 2's seed (default: as many as the run needs)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(
@@ -293,11 +319,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  target >= {OUTBOX_TARGET:,.0f}/s: {'ok' if good else 'MISSED'}"
         )
         (tmp / "pda").mkdir()
-        p = phase_pda(tmp / "pda", args.seconds)
+        p = phase_pda(tmp / "pda", args.seconds, args.seed_cards)
         good = p["p99"] is not None and p["p99"] <= LATENCY_TARGET and p["received"] == p["arrivals"]
         ok &= good
         print(
-            f"pda: agent discovered in {p['discovery_s']:.2f} s; background {p['reads_per_s']:,.0f} reads/s"
+            f"pda: agent discovered in {p['discovery_s']:.2f} s; store with {p['cards']:,} cards open after"
+            f" {p['open_s']:.2f} s more; background {p['reads_per_s']:,.0f} reads/s"
         )
         print(
             f"pda: {p['received']}/{p['arrivals']} arrivals on the PDA ({p['failed']} failed attempts);"

@@ -219,8 +219,16 @@ def start_devices(branch: Branch) -> None:
     branch.pipeline.restore()
     for store in branch.stores:
         store.open()
+    wait_open(branch)
     for notifier in branch.notifiers.values():
         notifier.start()
+
+
+def wait_open(branch: Branch, timeout: float = 120.0) -> None:
+    """Measure a steady branch: arrivals before its stores open are held (correctly), not timed."""
+    if not branch.wait_stores_open(timeout):
+        states = {s.store_id: s.status.reason for s in branch.stores}
+        raise SystemExit(f"bench: gave up after {timeout:g} s waiting for the stores to open; got {states}")
 
 
 # -- synthetic reads -------------------------------------------------------------------------------
@@ -468,6 +476,7 @@ def phase_latency(
         submitted[1] = time.perf_counter() - t_start
 
     branch.start()
+    wait_open(branch)
     thread = threading.Thread(target=feeder, name="bench-feeder", daemon=True)
     thread.start()
     thread.join(len(sequence) / PACED_RATE + 30.0)

@@ -10,6 +10,7 @@ encoder nor the AT layer is ever the bottleneck.
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import platform
@@ -66,18 +67,22 @@ def send_latency(sends: int) -> list[float]:
     return times
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of each rate measurement")
+    ap.add_argument("--sends", type=int, default=200, help="send() calls timed over the pty")
+    args = ap.parse_args(argv)
     print(f"{cpu_model()}, Python {platform.python_version()}")
-    short = rate(lambda: encode_message(NUMBER, SHORT))
+    short = rate(lambda: encode_message(NUMBER, SHORT), args.seconds)
     _, pdus = encode_message(NUMBER, LONG)
-    long = rate(lambda: encode_message(NUMBER, LONG))
+    long = rate(lambda: encode_message(NUMBER, LONG), args.seconds)
     raw = [(bytes.fromhex(p.hex), p.tpdu_length) for p in pdus]
-    decode = rate(lambda: [decode_submit(b, n) for b, n in raw])
+    decode = rate(lambda: [decode_submit(b, n) for b, n in raw], args.seconds)
     print(f"encode, 1-part Chinese text:  {short:,.0f} messages/s")
     print(f"encode, {len(pdus)}-part Chinese text:  {long:,.0f} messages/s")
     print(f"decode (emulator), {len(pdus)} parts:   {decode:,.0f} messages/s")
-    times = sorted(send_latency(200))
-    p50, p99 = statistics.median(times), times[int(len(times) * 0.99) - 1]
+    times = sorted(send_latency(args.sends))
+    p50, p99 = statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
     print(f"send() over a pty, 1 part: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     return 0

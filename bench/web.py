@@ -237,6 +237,10 @@ def start(tmp: Path, cards: int) -> tuple[Branch, WebServer]:
     profile = load_profile(write_profile(tmp, cards), host, data_dir=tmp / "data")
     branch = Branch(profile, host, output=Output(io.StringIO(), live=False))
     branch.start()
+    if not branch.wait_stores_open(120):
+        raise SystemExit(
+            f"bench: the store did not open within 120 s: {branch.status.devices['local'].reason}"
+        )
     server = WebServer(branch, profile.web)
     server.users.add("chen.jing", Role.BRANCH_MANAGER, PASSWORD)
     server.users.add("zhang.wei", Role.LOBBY_MANAGER, PASSWORD)
