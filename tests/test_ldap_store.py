@@ -716,7 +716,8 @@ def test_concurrent_writers_never_lose_or_duplicate_history(directory, open_stor
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "a writer is stuck on the directory"
     history = a.card_history(epc)
     assert len(history) == 1 + len(done) and len(done) >= 10
     assert len({e.actor for e in history}) == len(history)
