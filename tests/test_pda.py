@@ -800,3 +800,49 @@ def test_hub_killed_with_pushes_pending_delivers_them_once_after_restart(
     assert pda.blocks() == 3 and [pda.shown(k) for k in keys] == [1, 1, 1]
     assert {"李娜", "Bo Li", "Cai Yun"} == set(re.findall(r"^│ Name       (.+)$", pda.out, re.M))
     assert pda.wait_for(f"hub gone: {branch_id}"), pda.out  # the restarted hub said goodbye when stopped
+
+
+# -- the agent's state file ------------------------------------------------------------------------
+
+
+def test_the_agent_state_survives_a_restart_and_forgets_what_expired(tmp_path, monkeypatch):
+    from vipsense.plugins.notifiers.pda import state as state_module
+    from vipsense.plugins.notifiers.pda.state import AgentState
+
+    s = AgentState(tmp_path)
+    now = time.time()
+    assert s.remember("v1:zhang.wei", now + 600) and not s.remember("v1:zhang.wei", now + 600)
+    s.add_waiting({"key": "v1:zhang.wei", "ack_url": "http://127.0.0.1:1/v1/ack", "label": "VIP arrival: 王"})
+    assert s.remember("v2:zhang.wei", now - 1000)  # expired already: kept only the signing skew
+    s.add_waiting({"key": "v2:zhang.wei", "ack_url": "http://127.0.0.1:1/v1/ack", "label": "old"})
+    assert s.acknowledge("v2:zhang.wei", {"key": "v2:zhang.wei", "doc": {"key": "v2:zhang.wei"}})
+    assert not s.acknowledge("v2:zhang.wei", {"key": "v2:zhang.wei", "doc": {}})  # once
+    s.close()
+
+    again = AgentState(tmp_path)  # a restart
+    assert [w["key"] for w in again.waiting()] == [
+        "v1:zhang.wei"
+    ] and again.oldest_waiting() == "v1:zhang.wei"
+    assert [a["key"] for a in again.pending_acks()] == ["v2:zhang.wei"]
+    assert again.pending_acks()[0]["url"] == "http://127.0.0.1:1/v1/ack"  # from the push
+    assert not again.remember("v1:zhang.wei", now + 600)  # shown before the restart: not again
+    again.ack_done("v2:zhang.wei")
+    # much later every entry has expired: a sweep forgets them, on disk too
+    monkeypatch.setattr(state_module.time, "time", lambda: now + 2 * 86400)
+    again._next_prune = 0.0
+    assert again.remember("v3:zhang.wei", None)
+    assert again.waiting() == [] and again.pending_acks() == []
+    again.close()
+    db = sqlite3.connect(tmp_path / state_module.FILE_NAME)
+    assert [k for (k,) in db.execute("SELECT key FROM seen")] == ["v3:zhang.wei"]
+    assert db.execute("SELECT COUNT(*) FROM waiting").fetchone() == (0,)
+
+
+def test_a_corrupt_agent_state_file_is_set_aside_and_the_agent_starts_afresh(tmp_path):
+    from vipsense.plugins.notifiers.pda.state import FILE_NAME, AgentState
+
+    (tmp_path / FILE_NAME).write_bytes(b"this is not a database" * 100)
+    s = AgentState(tmp_path)
+    assert s.waiting() == [] and s.remember("v1:zhang.wei", time.time() + 60)
+    s.close()
+    assert (tmp_path / "pda-state.corrupt").exists()

@@ -121,7 +121,7 @@ class Agent:
             f"PDA {self.name} · staff {self.staff} ({self.role}) · branch {self.branch}\n"
             f"push server: http://{self.interface}:{self.server.port}{PUSH_PATH}"
         )
-        for w in self.state.waiting:
+        for w in self.state.waiting():
             self.say(f"still to acknowledge (from before a restart): {w.get('label', '')} [{w['key']}]")
         self._acker.start()
         self.zc = open_zeroconf([self.interface])
@@ -157,9 +157,8 @@ class Agent:
             self.server.close()
         if self._acker.is_alive():
             self._acker.join(ACK_TIMEOUT + 1)
-        with self.state.lock:
-            self.state.save()
-            left = len(self.state.acks)
+        left = len(self.state.pending_acks())
+        self.state.close()
         if left:
             kept = "kept for the next start" if self.state.path else "lost (no --data-dir)"
             self.say(f"{left} acknowledgement(s) not yet taken by the hub: {kept}")
@@ -211,8 +210,7 @@ class Agent:
             if not self.state.remember(key, doc.get("expires_at")):
                 self.say(f"push {display.clean(key)} again: already shown")
                 return 200, {"duplicate": True}
-            self.state.waiting.append({"key": key, "ack_url": doc["ack_url"], "label": display.label(doc)})
-            self.state.save()
+            self.state.add_waiting({"key": key, "ack_url": doc["ack_url"], "label": display.label(doc)})
             self.say(display.render(doc))  # under the lock: two pushes never interleave
         if self.auto_ack is not None:
             timer = threading.Timer(self.auto_ack, self.acknowledge, args=(key,))
@@ -225,8 +223,7 @@ class Agent:
 
     def acknowledge_oldest(self) -> bool:
         """What one key press does: acknowledge the oldest arrival still waiting."""
-        with self.state.lock:
-            key = self.state.waiting[0]["key"] if self.state.waiting else None
+        key = self.state.oldest_waiting()
         if key is None:
             self.say("nothing to acknowledge")
             return False
@@ -234,14 +231,9 @@ class Agent:
 
     def acknowledge(self, key: str) -> bool:
         """Queue the acknowledgement of ``key`` (if it still waits); the sender thread posts it."""
-        with self.state.lock:
-            waiting = [w for w in self.state.waiting if w["key"] == key]
-            if not waiting:
-                return False
-            self.state.waiting.remove(waiting[0])
-            doc = ack_body(key, self.staff, time.time(), self.name)
-            self.state.acks.append({"key": key, "url": waiting[0]["ack_url"], "doc": doc})
-            self.state.save()
+        doc = ack_body(key, self.staff, time.time(), self.name)
+        if not self.state.acknowledge(key, {"key": key, "doc": doc}):
+            return False
         self._wake.set()
         return True
 
@@ -249,8 +241,7 @@ class Agent:
         while not self._stop.is_set():
             self._wake.clear()  # before looking: a wake-up from here on is not lost
             now = time.monotonic()
-            with self.state.lock:
-                pending = list(self.state.acks)
+            pending = self.state.pending_acks()
             due = [a for a in pending if self._backoff.get(a["key"], (0.0, 0))[0] <= now]
             for ack in due:
                 if self._stop.is_set():
@@ -281,9 +272,7 @@ class Agent:
 
     def _ack_done(self, ack: dict[str, Any]) -> None:
         self._backoff.pop(ack["key"], None)
-        with self.state.lock:
-            self.state.acks = [a for a in self.state.acks if a["key"] != ack["key"]]
-            self.state.save()
+        self.state.ack_done(ack["key"])
 
     def _ack_failed(self, ack: dict[str, Any], why: str, moved: bool = False) -> None:
         failures = self._backoff.get(ack["key"], (0.0, 0))[1] + 1
@@ -302,11 +291,7 @@ class Agent:
             if peer.parsed.branch == self.branch:
                 url = f"http://{peer.address}:{peer.port}{peer.parsed.ack_path or ACK_PATH}"
                 if url != ack["url"]:
-                    with self.state.lock:
-                        for a in self.state.acks:
-                            if a["key"] == ack["key"]:
-                                a["url"] = url
-                        self.state.save()
+                    self.state.redirect_ack(ack["key"], url)
                     self.say(f"ack: the hub now announces itself at {peer.address}:{peer.port}")
                 return
 
