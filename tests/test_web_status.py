@@ -77,7 +77,10 @@ def status_of(client) -> dict:
 def fresh_status(client, condition, timeout: float = 5.0) -> dict:
     """The API's answer once ``condition`` holds for it (the status is cached for half a second)."""
     seen: list[dict] = []
-    assert wait_for(lambda: seen.append(status_of(client)) or condition(seen[-1]), timeout), seen[-1:]
+    if not wait_for(lambda: seen.append(status_of(client)) or condition(seen[-1]), timeout):
+        last = seen[-1]
+        readers = [(r["id"], r["state"], r.get("reads"), r.get("last_error")) for r in last["readers"]]
+        pytest.fail(f"no status met the condition: today {last['today']}, readers {readers}")
     return seen[-1]
 
 

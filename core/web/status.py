@@ -175,9 +175,13 @@ TODAY_KEYS = (
 
 
 class TodayCounts:
-    """Today's figures without a query per request: the visit log is counted once per day (and once
-    after a restart, which zeroes the branch's counters), then the running counters add what came
-    since.  Visits recorded while that one query runs may be counted once too few or too many."""
+    """Today's figures without a query per request: the visit log is counted once per day, then the
+    running counters add what came since.
+
+    The first count, at start, takes only visits that arrived before the branch started (this run's
+    counters start at zero and hold all the rest), so an arrival recorded while the query runs is
+    counted exactly once.  At midnight the counters are read before the new day's visits are counted:
+    a visit recorded in between is counted twice rather than lost."""
 
     def __init__(self, branch: Branch) -> None:
         self.branch = branch
@@ -198,6 +202,11 @@ class TodayCounts:
 
     def _rebase(self, day: dt.date) -> None:
         start, end = day_bounds(day)
+        if self._day is None:  # the first count: what came before this run
+            then: dict[str, int] = {}
+            end = min(end, self.branch.status.started_at)
+        else:
+            then = dict(self.branch.status.counters)
         base = dict.fromkeys(TODAY_KEYS, 0)
         try:
             db = sqlite3.connect(f"file:{self.branch.visit_log.path}?mode=ro", uri=True, timeout=1)
@@ -219,8 +228,7 @@ class TodayCounts:
                     "SELECT COUNT(*) FROM visits WHERE acknowledged_at >= ? AND acknowledged_at < ?",
                     (start, end),
                 ).fetchone()
-        self._day, self._base = day, base
-        self._counters_then = dict(self.branch.status.counters)
+        self._day, self._base, self._counters_then = day, base, then
 
 
 # -- building the view -------------------------------------------------------------------------------
