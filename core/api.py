@@ -166,6 +166,8 @@ class ReaderContext:
 
     def read(self, epc: str, antenna: int, rssi: float | None, **extra: Any) -> None:
         """Stamp a read with the branch clock and emit it.  ``rssi=None`` when the reader has none.
+        The core normalises ``epc`` (white space, case) and drops one that is no EPC, counting it as
+        ``bad_epc``, so a driver hands over what it decoded.
 
         ``extra`` may set the other :class:`TagRead` fields: ``tid``, ``read_count``, ``reader_time``.
         """
@@ -173,7 +175,7 @@ class ReaderContext:
             TagRead(
                 reader_id=self.reader_id,
                 antenna=antenna,
-                epc=epc.upper(),
+                epc=epc,
                 rssi=rssi,
                 seen_mono=self.clock.mono(),
                 **extra,

@@ -239,7 +239,7 @@ class Branch:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        #: cards seen shortly before this start: their next arrival counts as a re-entry
+        #: cards at the door when the last run stopped, and greetings whose window still runs
         self.restored = self.pipeline.restore()
         #: notifications an earlier run left undelivered, queued again
         self.resent = self._restore_outbox()

@@ -43,3 +43,37 @@ class Clock:
 
     def sleep_until(self, mono: float, stop: threading.Event | None = None) -> bool:
         return self.sleep(mono - self.mono(), stop)
+
+
+class ManualClock(Clock):
+    """A branch clock that moves only when told to (:meth:`advance`): for tests and replays that must
+    be exact, such as "the VIP returns 11 minutes later", without waiting 11 minutes.  Wall time is
+    ``wall0 + mono``, as on a running clock."""
+
+    def __init__(self, wall0: float | None = None) -> None:
+        super().__init__()
+        self._now = 0.0
+        self._wall0 = time.time() if wall0 is None else wall0
+        self._moved = threading.Condition()
+
+    def mono(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward (never back); returns the new branch monotonic time."""
+        if seconds < 0:
+            raise ValueError("a clock only moves forward")
+        with self._moved:
+            self._now += seconds
+            self._moved.notify_all()
+        return self._now
+
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """Wait until the clock has been advanced ``seconds`` (or ``stop`` is set: True)."""
+        until = self._now + seconds
+        with self._moved:
+            while self._now < until:
+                if stop is not None and stop.is_set():
+                    return True
+                self._moved.wait(0.05)
+        return bool(stop is not None and stop.is_set())

@@ -17,7 +17,7 @@ import attrs
 
 from .api import DeliveryFailed, IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
 from .clock import Clock
-from .model import DeliveryResult, DeliveryState, Notification, TagRead
+from .model import CANONICAL_EPC, DeliveryResult, DeliveryState, Notification, TagRead, normalise_epc
 from .status import DeviceStatus, Stats
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,35 @@ class ReaderRunner:
         self.thread = threading.Thread(target=self._main, name=f"reader:{reader_id}", daemon=True)
 
     def _counted(self, emit: Callable[[TagRead], None]) -> Callable[[TagRead], None]:
-        """``emit``, counting this reader's reads and the time of the last for its status."""
-        status, now = self.status, time.time
+        """``emit``, with the EPC normalised once for every driver (:func:`normalise_epc`), counting
+        this reader's reads and the time of the last for its status.  A read whose EPC cannot be one
+        is counted as ``bad_epc`` and never reaches presence, so it never becomes a visit."""
+        status, now, canonical = self.status, time.time, CANONICAL_EPC.fullmatch
 
         def counted(read: TagRead) -> None:
+            if not (type(read.epc) is str and canonical(read.epc)):
+                epc = normalise_epc(read.epc)
+                if epc is None:
+                    self._bad_epc(read.epc)
+                    return
+                read = attrs.evolve(read, epc=epc)
             status.reads += 1
             status.last_read_at = now()
             emit(read)
 
         return counted
+
+    def _bad_epc(self, epc: object) -> None:
+        counters = self.status.counters
+        counters["bad_epc"] = counters.get("bad_epc", 0) + 1
+        if counters["bad_epc"] == 1:  # once: a reader spewing garbage must not flood the log
+            shown = repr(epc)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            log.warning(
+                "reader %s reported an EPC that is not one (%s): counted as bad_epc, never a visit",
+                self.reader_id,
+                shown,
+            )
 
     def _set_state(self, state: ReaderState, reason: str = "") -> None:
         if state is ReaderState.CONNECTED:

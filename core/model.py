@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 
 import attrs
 
@@ -92,13 +93,30 @@ class DeliveryState(str, enum.Enum):
     EXPIRED = "expired"  #: too late to be useful, so not sent
 
 
+#: An EPC as the core keeps it: upper-case hex, whole 16-bit words, 16 to 496 bits (the most a Gen2
+#: tag's EPC memory holds: a 5-bit word count, at most 31 words).
+CANONICAL_EPC = re.compile(r"(?:[0-9A-F]{4}){1,31}")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_epc(epc: object) -> str | None:
+    """``epc`` as the core keeps it (:data:`CANONICAL_EPC`): white space removed, upper case.  None
+    when it cannot be an EPC: not text, not hex, not whole 16-bit words, or longer than 496 bits."""
+    if not isinstance(epc, str):
+        return None
+    if CANONICAL_EPC.fullmatch(epc):
+        return epc
+    text = _SPACE.sub("", epc).upper()
+    return text if CANONICAL_EPC.fullmatch(text) else None
+
+
 @attrs.frozen(slots=True)
 class TagRead:
     """One read of one tag by one antenna, as a reader driver reports it."""
 
     reader_id: str
     antenna: int
-    epc: str  #: upper-case hex
+    epc: str  #: upper-case hex, whole 16-bit words (:func:`normalise_epc`, applied by the core)
     rssi: float | None  #: dBm; None when the reader reports no signal strength
     seen_mono: float  #: branch monotonic time when the host received the read
     tid: str | None = None

@@ -42,7 +42,7 @@ from .policy import judge
 from .presence import Presence
 from .routing import Router
 from .status import BranchStatus
-from .visitlog import VisitLog
+from .visitlog import QUIET_KINDS, OpenVisit, VisitLog
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ UNRECORDED_LIMIT = 100_000  #: visits kept in memory while the visit log cannot 
 TICK_SECONDS = 0.1  #: real seconds between presence ticks (departures, expiry, held arrivals)
 RETRY_FIRST = 0.25  #: real seconds before an unresolved arrival is first judged again ...
 RETRY_MAX = 2.0  #: ... doubling up to this while its card is in the door zone
+SIGHTINGS_EVERY = 2.0  #: real seconds between writes of the last sighting of cards in the door zone
+#: visits whose departure starts a re-entry window: the holder was greeted (or it was a re-entry)
+_QUIET = frozenset({VisitKind.GREETED, VisitKind.SUPPRESSED})
 
 _BROADCAST = {
     VisitKind.GREETED: "vipsense_arrival",
@@ -62,6 +65,15 @@ _BROADCAST = {
 
 #: Visits whose customer data was looked up for staff to see: these leave an audit entry.
 _SHOWN = frozenset({VisitKind.GREETED, VisitKind.REJECTED, VisitKind.SUSPECT})
+
+
+@attrs.frozen
+class Restored:
+    """What :meth:`Pipeline.restore` found in the visit log."""
+
+    present: int  #: cards that were in the door zone at the stop: their visits continue
+    closed: int  #: open visits of cards gone too long: closed at their last sighting
+    quiet: int  #: cards greeted so recently that a return is still a re-entry
 
 
 @attrs.define
@@ -76,6 +88,7 @@ class Held:
     next_try: float = 0.0  #: time.monotonic()
     backoff: float = RETRY_FIRST
     present: bool = True  #: the card is still in the door zone
+    departed: float | None = None  #: its last sighting (branch mono), once it left the door zone
 
 
 class Pipeline:
@@ -112,6 +125,9 @@ class Pipeline:
         self._present: dict[str, str] = {}  # epc -> visit_id while the card is in the door zone
         #: arrivals not judged yet, by visit id, in arrival order (:class:`Held`)
         self._held: dict[str, Held] = {}
+        self._sighted: dict[str, float] = {}  #: epc -> the last sighting written to the visit log
+        self._unwritten_departures: list[tuple[str, float]] = []
+        self._next_sighting = 0.0
         self._unrecorded: list[Visit] = []  # visits the visit log could not take yet
         self._stages = status.stages
         self._counters = status.counters
@@ -131,13 +147,46 @@ class Pipeline:
 
     # -- the pipeline thread --------------------------------------------------------------------
 
-    def restore(self) -> int:
-        """Seed re-entry suppression from the visit log, so a restart does not re-alert anyone.
-        Returns how many cards are still inside their suppression window."""
+    def restore(self) -> Restored:
+        """Pick up where the last run stopped, so a restart does not re-alert anyone:
+
+        * cards that were in the door zone continue their visits (an unresolved one is judged
+          again); a visit whose card was last seen longer ago than the re-entry window is closed
+          at its last sighting, as after a crash;
+        * greetings whose re-entry window is still running keep silencing a return."""
         now = self.clock.wall()
-        rows = self.visit_log.last_notified(now - self.profile.presence.reentry_suppress, now)
-        self.presence.restore((epc, self.clock.to_mono(at)) for epc, at in rows)
-        return len(rows)
+        p = self.profile.presence
+        horizon = now - max(float(p.depart_after), float(p.reentry_suppress))
+        to_mono = self.clock.to_mono
+        present, closed = [], []
+        newest: dict[str, OpenVisit] = {}
+        for v in self.visit_log.open_visits():  # oldest first: a card's newest open visit wins
+            if v.last_seen_at < horizon:
+                closed.append((v.visit_id, v.last_seen_at))
+                continue
+            older = newest.pop(v.epc, None)
+            if older is not None:
+                closed.append((older.visit_id, older.last_seen_at))
+            newest[v.epc] = v
+        for v in newest.values():
+            arrival = Arrival(
+                v.epc, v.reader_id, v.antenna, to_mono(v.arrived_at), to_mono(v.arrived_at),
+                v.read_count, v.peak_rssi, v.tid,
+            )  # fmt: skip
+            present.append((arrival, to_mono(v.last_seen_at), v.kind in QUIET_KINDS))
+            self._present[v.epc] = v.visit_id
+            if v.kind == VisitKind.UNRESOLVED.value:  # told already; judged again while present
+                visit = Visit(
+                    v.visit_id, self.branch_id, VisitKind.UNRESOLVED, arrival, v.arrived_at, unresolved=True
+                )
+                self._held[v.visit_id] = Held(visit, reentry=False, waiting=False)
+        self.presence.restore_present(present, self.clock.mono())
+        if closed:
+            self.visit_log.departed(closed)
+        quiet = self.visit_log.last_quiet(now - float(p.reentry_suppress))
+        self.presence.restore((epc, to_mono(at)) for epc, at in quiet)
+        self._sighted = {arrival.epc: last for arrival, last, _ in present}
+        return Restored(present=len(present), closed=len(closed), quiet=len(quiet))
 
     def run(self, stop: threading.Event) -> None:
         get = self._queue.get
@@ -194,32 +243,66 @@ class Pipeline:
                 log.error("visit log: cannot record %d acknowledgements: %s", len(acks), exc)
 
     def tick(self) -> None:
-        self._last_tick = time.monotonic()
+        self._last_tick = real = time.monotonic()
         departed = self.presence.tick(self.clock.mono())
         if departed:
             self._departed(departed)
+        elif self._unwritten_departures:
+            self._write_departures()
         if self._held:
             self._judge_held()
+        if real >= self._next_sighting:
+            self._next_sighting = real + SIGHTINGS_EVERY
+            self.record_sightings()
 
-    def _departed(self, departed: list[Arrival]) -> None:
-        at = self.clock.wall()
-        marks = []
-        for arrival in departed:
+    def record_sightings(self) -> None:
+        """Write the last sighting of each card in the door zone that was read since the last time,
+        so a crash loses at most :data:`SIGHTINGS_EVERY` of them (and a stop none)."""
+        to_wall, written = self.clock.to_wall, self._sighted
+        rows = []
+        for epc, last in self.presence.sightings():
+            visit_id = self._present.get(epc)
+            if visit_id is not None and written.get(epc) != last:
+                rows.append((visit_id, to_wall(last)))
+                written[epc] = last
+        try:
+            self.visit_log.seen(rows)
+        except Exception as exc:  # the next round writes them (a stop flushes them)
+            self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
+            self._sighted = {}
+
+    def _departed(self, departed: list[tuple[Arrival, float]]) -> None:
+        """Close the visits of cards that left (at their last sighting), then tell observers."""
+        to_wall = self.clock.to_wall
+        marks = self._unwritten_departures
+        for arrival, last in departed:
+            self._sighted.pop(arrival.epc, None)
             visit_id = self._present.pop(arrival.epc, None)
             if visit_id:
-                marks.append((visit_id, at))
+                marks.append((visit_id, to_wall(last)))
                 held = self._held.get(visit_id)
                 if held is not None:
                     held.present = False
+                    held.departed = last
                     if not held.waiting:  # unresolved, and gone: it stays unresolved
                         del self._held[visit_id]
-            self.host.broadcast("vipsense_departure", arrival=arrival, departed_at=at)
+        self._write_departures()
+        for arrival, last in departed:
+            self.host.broadcast("vipsense_departure", arrival=arrival, departed_at=to_wall(last))
         self._counters["departures"] += len(departed)
+
+    def _write_departures(self) -> None:
+        """Departures the visit log could not take wait for the next tick, like visits do."""
+        if not self._unwritten_departures:
+            return
         try:
-            self.visit_log.departed(marks)
+            self.visit_log.departed(self._unwritten_departures)
         except Exception as exc:
             self._stages["visit_log"].fail(f"{type(exc).__name__}: {exc}")
-            log.error("visit log: cannot record departures: %s", exc)
+            log.error("visit log: cannot record %d departures yet: %s", len(self._unwritten_departures), exc)
+            del self._unwritten_departures[:-UNRECORDED_LIMIT]
+            return
+        self._unwritten_departures = []
 
     # -- judging --------------------------------------------------------------------------------
 
@@ -322,13 +405,15 @@ class Pipeline:
         now, real = self.clock.wall(), time.monotonic()
         judged: list[tuple[Visit, str | None]] = []
         alerts: list[Held] = []
+        gone: dict[str, float] = {}
         blocked = False
         for visit_id, h in list(self._held.items()):
             if h.waiting and blocked:
                 continue
             if not h.waiting and real < h.next_try:
                 continue
-            outcome = self._judge(h.visit.arrival, h.reentry, now, visit_id)
+            reentry = self.presence.is_reentry(h.visit.arrival.epc, h.visit.arrival.arrived_mono)
+            outcome = self._judge(h.visit.arrival, reentry, now, visit_id)
             if outcome is Outcome.WAIT:
                 blocked = h.waiting
                 continue
@@ -344,12 +429,14 @@ class Pipeline:
             assert not isinstance(outcome, Outcome)
             del self._held[visit_id]
             judged.append(outcome)
+            if h.departed is not None:
+                gone[visit_id] = h.departed
         if alerts:
             self._alert_unresolved(alerts)
         if judged:
             self._counters["resolved_late"] += len(judged)
             self._record([v for v, _ in judged])
-            self._announce(judged)
+            self._announce(judged, gone)
 
     def _alert_unresolved(self, held: list[Held]) -> None:
         """Tell staff a card was seen that no identity store could judge (routing event
@@ -362,15 +449,21 @@ class Pipeline:
         if routed:
             self._dispatch(routed)
 
-    def _announce(self, judged: list[tuple[Visit, str | None]]) -> None:
-        """After the visits are recorded: counters, broadcasts, routing, sightings, the audit trail."""
+    def _announce(
+        self, judged: list[tuple[Visit, str | None]], departed: dict[str, float] | None = None
+    ) -> None:
+        """After the visits are recorded: counters, broadcasts, routing, sightings, the audit trail.
+        ``departed``: the last sighting of held visits whose card left before they were judged."""
         if not judged:
             return
+        departed = departed or {}
         counters = self._counters
         routed: list[Notification] = []
         for visit, _ in judged:
             counters[visit.kind.value] += 1
             counters["stale"] += visit.stale
+            if visit.kind in _QUIET:  # its departure starts the card's re-entry window
+                self.presence.quiet(visit.arrival.epc, departed.get(visit.visit_id))
             hook = _BROADCAST.get(visit.kind)
             if hook:
                 self.host.broadcast(hook, visit=visit)
@@ -426,7 +519,9 @@ class Pipeline:
         self._stages["visit_log"].ok(time.perf_counter() - t0, n=len(pending))
 
     def flush(self) -> None:
-        """Write any visits still waiting for the visit log (called once the pipeline stops)."""
+        """Write any visits still waiting for the visit log, and the last sighting of every card still
+        in the door zone, whose visit the next start continues (called once the pipeline stops)."""
+        self.record_sightings()
         if self._unrecorded:
             self._record([])
             if self._unrecorded:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from .model import Visit
 from .walfile import WalFile
@@ -37,11 +38,37 @@ CREATE TABLE IF NOT EXISTS visits (
     departed_at REAL,
     acknowledged_at REAL,                -- the first acknowledgement by a member of staff
     acknowledged_by TEXT,                -- their staff id
-    resolved_at REAL                     -- when the card was judged; NULL while unresolved
+    resolved_at REAL,                    -- when the card was judged; NULL while unresolved
+    last_seen_at REAL                    -- the card's last sighting, written every few seconds while
+                                         -- it is in the door zone and at a stop; departed_at is the
+                                         -- last sighting too, once the card has gone
 );
 CREATE INDEX IF NOT EXISTS visits_epc_time ON visits (epc, arrived_at);
 CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
 """
+#: visits whose card had not departed when the branch stopped (or crashed): restored at the next start
+OPEN_INDEX = "CREATE INDEX IF NOT EXISTS visits_open ON visits (arrived_at) WHERE departed_at IS NULL"
+
+#: kinds whose departure starts a re-entry window: the holder was greeted (or this was a re-entry)
+QUIET_KINDS = ("greeted", "suppressed")
+
+
+#: seconds: a visit that began longer ago than this is not looked at for re-entry windows (an index
+#: bound; a card standing in the door half a day is not a visit)
+LONGEST_VISIT = 12 * 3600.0
+
+
+class OpenVisit(NamedTuple):
+    visit_id: str
+    kind: str
+    epc: str
+    tid: str | None
+    reader_id: str
+    antenna: int
+    read_count: int
+    peak_rssi: float | None
+    arrived_at: float
+    last_seen_at: float  #: its last recorded sighting (the arrival itself if none was recorded)
 
 
 class VisitLog:
@@ -56,9 +83,11 @@ class VisitLog:
             ("acknowledged_at", "REAL"),
             ("acknowledged_by", "TEXT"),
             ("resolved_at", "REAL"),
+            ("last_seen_at", "REAL"),
         ):
             if name not in have:  # a file from before acknowledgements
                 self.db.execute(f"ALTER TABLE visits ADD COLUMN {name} {definition}")
+        self.db.execute(OPEN_INDEX)
 
     def record(self, visits: Iterable[Visit]) -> None:
         """Write visits in one transaction.  A visit already recorded (an unresolved arrival judged
@@ -101,12 +130,43 @@ class VisitLog:
             )
 
     def departed(self, departures: Iterable[tuple[str, float]]) -> None:
-        """Mark ``(visit_id, departed_at)`` pairs."""
-        rows = [(at, vid) for vid, at in departures]
+        """Mark ``(visit_id, departed_at)`` pairs; ``departed_at`` is the card's last sighting."""
+        rows = [(at, at, vid) for vid, at in departures]
         if rows:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("UPDATE visits SET departed_at=? WHERE visit_id=?", rows)
+                self.db.executemany("UPDATE visits SET departed_at=?, last_seen_at=? WHERE visit_id=?", rows)
+
+    def seen(self, sightings: Iterable[tuple[str, float]]) -> None:
+        """Record ``(visit_id, last_seen_at)`` for cards still in the door zone (a crash then loses at
+        most the sightings since the last call)."""
+        rows = [(at, vid) for vid, at in sightings]
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "UPDATE visits SET last_seen_at=? WHERE visit_id=? AND departed_at IS NULL", rows
+                )
+
+    def open_visits(self) -> list[OpenVisit]:
+        """Visits whose card had not departed when the branch last stopped, oldest first."""
+        return [
+            OpenVisit(*row)
+            for row in self.db.execute(
+                "SELECT visit_id, kind, epc, tid, reader_id, antenna, read_count, peak_rssi, arrived_at,"
+                " COALESCE(last_seen_at, arrived_at) FROM visits WHERE departed_at IS NULL"
+                " ORDER BY arrived_at"
+            )
+        ]
+
+    def last_quiet(self, since: float) -> list[tuple[str, float]]:
+        """``(epc, last sighting)`` of each card whose latest greeted (or suppressed) visit was last
+        seen at ``since`` or later: the starts of re-entry windows still running."""
+        return self.db.execute(
+            "SELECT epc, MAX(COALESCE(departed_at, last_seen_at, arrived_at)) AS seen FROM visits"
+            f" WHERE kind IN {QUIET_KINDS!r} AND arrived_at >= ? GROUP BY epc HAVING seen >= ?",
+            (since - LONGEST_VISIT, since),
+        ).fetchall()
 
     def acknowledged(self, acks: Iterable[tuple[str, str, float]]) -> None:
         """Record ``(visit_id, staff_id, at)`` acknowledgements; the first one per visit stays."""
@@ -119,14 +179,6 @@ class VisitLog:
                     " WHERE visit_id=? AND acknowledged_at IS NULL",
                     rows,
                 )
-
-    def last_notified(self, since: float, until: float) -> list[tuple[str, float]]:
-        """The last notified arrival of every card in ``[since, until]`` (wall time)."""
-        return self.db.execute(
-            "SELECT epc, MAX(arrived_at) FROM visits WHERE kind NOT IN ('suppressed', 'unresolved')"
-            " AND arrived_at BETWEEN ? AND ? GROUP BY epc",
-            (since, until),
-        ).fetchall()
 
     def close(self) -> None:
         self._file.close()

@@ -139,12 +139,13 @@ def running_branch(write_profile, tmp_path):
         data_dir: Path | None = None,
         output=None,
         wait_open: bool = True,
+        clock=None,
     ):
         host = load_host()
         for name, obj in (plugins or {}).items():
             host.add(obj, name)
         profile = load_profile(write_profile(text, seed=seed), host, data_dir=data_dir or tmp_path / "data")
-        branch = Branch(profile, host, output=output or Output(io.StringIO(), live=False))
+        branch = Branch(profile, host, clock=clock, output=output or Output(io.StringIO(), live=False))
         branch.start()
         made.append(branch)
         if wait_open:  # arrivals before this are held for the stores (tests/test_slow_stores.py)

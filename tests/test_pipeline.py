@@ -299,12 +299,35 @@ def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
     assert wait_for(lambda: branch.status.devices["central"].state != "stuck", 2.0)
 
 
-def test_reentry_is_suppressed_even_after_a_restart(branch_factory, tmp_path):
+def test_a_card_still_at_the_door_across_a_restart_continues_its_visit(branch_factory, tmp_path):
     branch, _, _ = branch_factory(data_dir=tmp_path / "d")
     walk_in(branch, ADA)
     assert wait_for(lambda: branch.status.counters["greeted"] == 1)
+    branch.stop()  # the card has not left: the stop records its last sighting, the visit stays open
+    again, plugin2, _ = branch_factory(data_dir=tmp_path / "d")
+    assert again.restored.present == 1
+    walk_in(again, ADA)
+    assert wait_for(lambda: again.status.counters["reads"] == 3)
+    time.sleep(0.3)
+    assert again.status.counters["arrivals"] == 0 and plugin2.notifiers["pda"].sent == []
+    assert wait_for(lambda: again.status.counters["departures"] == 1, 5)  # then it leaves
+    again.stop()
+    rows = (
+        sqlite3.connect(tmp_path / "d" / "visits.sqlite3")
+        .execute("SELECT kind, departed_at, last_seen_at FROM visits")
+        .fetchall()
+    )
+    [(kind, departed, last_seen)] = rows
+    assert kind == "greeted" and departed is not None and departed == last_seen
+
+
+def test_a_card_that_left_before_a_restart_and_returns_is_a_re_entry(branch_factory, tmp_path):
+    branch, _, _ = branch_factory(data_dir=tmp_path / "d")
+    walk_in(branch, ADA)
+    assert wait_for(lambda: branch.status.counters["departures"] == 1, 5)
     branch.stop()
     again, plugin2, _ = branch_factory(data_dir=tmp_path / "d")
+    assert (again.restored.present, again.restored.quiet) == (0, 1)
     walk_in(again, ADA)
     assert wait_for(lambda: again.status.counters["suppressed"] == 1)
     time.sleep(0.2)

@@ -10,15 +10,12 @@ import sqlite3
 import threading
 import time
 
-import attrs
 import pytest
 
-import vipsense
-from vipsense.api import Duration, Notifier
 from vipsense.cli.run import _status_line
 from vipsense.model import TagRead, VisitKind
-from vipsense.plugins.stores.sqlite import SqliteSettings, SqliteStore
 
+from .branch_support import Types
 from .conftest import wait_for
 
 VIPS = [f"E2801160600002084C{i:06X}" for i in range(1, 51)]
@@ -54,71 +51,7 @@ routing:
 """
 
 
-@attrs.frozen
-class GatedSettings:
-    seed: tuple[str, ...] = ()
-    open_delay: Duration = Duration(0)
-
-
-class GatedStore(SqliteStore):
-    """The real SQLite store; ``open`` takes ``open_delay`` longer, and ``find_card`` waits while the
-    test holds the gate shut (a stalled directory or database)."""
-
-    def __init__(self, settings: GatedSettings, ctx) -> None:
-        super().__init__(SqliteSettings(seed=settings.seed), ctx)
-        self.open_delay = float(settings.open_delay)
-        self.gate = threading.Event()
-        self.gate.set()
-        self.opened_at = 0.0
-
-    def open(self) -> None:
-        time.sleep(self.open_delay)
-        super().open()
-        self.opened_at = time.monotonic()
-
-    def find_card(self, epc):
-        self.gate.wait(30)  # a stalled store; tests open the gate again before they end
-        return super().find_card(epc)
-
-
-class Recording(Notifier):
-    def __init__(self, settings, ctx) -> None:
-        self.sent: list = []
-
-    def send(self, notification) -> None:
-        self.sent.append(notification)
-
-
-class Types:
-    """The test's store and notifier types, registered straight into the branch's plugin host."""
-
-    def __init__(self) -> None:
-        self.store: GatedStore | None = None
-        self.pda: Recording | None = None
-
-    @vipsense.hookimpl
-    def vipsense_register_store_types(self, register):
-        def make(settings, ctx):
-            self.store = GatedStore(settings, ctx)
-            return self.store
-
-        register("gated-sqlite", GatedSettings, make)
-
-    @vipsense.hookimpl
-    def vipsense_register_notifier_types(self, register):
-        def make(settings, ctx):
-            self.pda = Recording(settings, ctx)
-            return self.pda
-
-        register("recording", GatedSettings, make)
-
-    def told(self, kind: VisitKind) -> list[str]:
-        """EPCs the lobby manager was told of, in the order the notifier got them."""
-        assert self.pda is not None
-        return [n.visit.arrival.epc for n in list(self.pda.sent) if n.visit.kind is kind]
-
-
-class Door(threading.Thread):
+class Zone(threading.Thread):
     """Cards standing in the door zone, each read every 0.1 s until it leaves."""
 
     def __init__(self, branch) -> None:
@@ -141,10 +74,10 @@ class Door(threading.Thread):
 
 @pytest.fixture
 def door():
-    made: list[Door] = []
+    made: list[Zone] = []
 
-    def make(branch) -> Door:
-        d = Door(branch)
+    def make(branch) -> Zone:
+        d = Zone(branch)
         d.start()
         made.append(d)
         return d
@@ -159,8 +92,7 @@ def door():
 def types():
     t = Types()
     yield t
-    if t.store is not None:
-        t.store.gate.set()  # no worker thread left waiting behind the test's gate
+    t.release()
 
 
 def visits(branch) -> dict[str, tuple]:
@@ -183,7 +115,7 @@ def test_arrivals_wait_in_order_for_a_store_that_is_still_opening(running_branch
     local = branch.status.devices["local"]
     assert (local.state, local.reason) == ("starting", "opening; arrivals wait for it up to 10 s")
     assert all(h["state"] == "waiting" for h in branch.status.snapshot()["held"])
-    assert types.pda.sent == []  # nobody is told anything while the store opens
+    assert types.sent == []  # nobody is told anything while the store opens
 
     assert wait_for(lambda: len(types.told(VisitKind.GREETED)) == 50, 10.0)
     assert types.store.opened_at - t0 >= 2.9  # they waited for the open, and were greeted after it
@@ -253,7 +185,7 @@ def test_a_store_that_never_answers_shows_each_arrival_once_and_departures_close
     time.sleep(1.5)  # standing there, judged again and again: still told once
     assert sorted(types.told(VisitKind.UNRESOLVED)) == sorted(VIPS[:3])
     assert {h["epc"] for h in branch.status.snapshot()["held"]} == set(VIPS[:3])
-    alert = types.pda.sent[0]
+    alert = types.sent[0]
     assert alert.key.endswith("~unresolved:lobby") and alert.visit.customer is None
 
     for epc in VIPS[:3]:

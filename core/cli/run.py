@@ -80,11 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             web.start()
             if web.url:
                 output.write(f"Branch web: {web.url}" + _first_account_hint(web, args.profile))
-        if branch.restored:
+        restored = branch.restored
+        if restored.present or restored.quiet:
             window = float(profile.presence.reentry_suppress) / 60
             output.write(
-                f"Note: {branch.restored} cards arrived within the last {window:g} minutes (before this "
-                "start); they are not greeted again until then. Use --data-dir DIR for a fresh start."
+                f"Note: {restored.present} cards were still at the door when the branch last stopped "
+                f"(their visits continue) and {restored.quiet} were greeted less than {window:g} minutes "
+                "before they were last seen; none of them is greeted again on return within that "
+                "window. Use --data-dir DIR for a fresh start."
             )
         settle = float(profile.presence.depart_after) + 0.5
         replayed = False
