@@ -32,6 +32,7 @@ from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator, ModemLink
 from vipsense.plugins.notifiers.gsm.pdu import segment
 
 from .conftest import wait_for
+from .processes import stop
 from .test_gsm_pdu import MOBILE, STAFF, YOSHI, assert_private, visit
 
 LOBBY = "+8613800138001"
@@ -350,13 +351,20 @@ class Adapter:
         self.link.stop()
         assert wait_for(lambda: not self.host.exists())
 
+    def close(self) -> None:
+        """Teardown, whatever happened: socat stopped and reaped, the modem's end closed."""
+        if self.proc is not None:
+            stop(self.proc)
+        if self.link is not None:
+            self.link.stop()
+
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is installed by tests/install.sh")
 def test_unplugged_modem_fails_the_send_and_works_once_back(tmp_path, rig):
     emulator = ModemEmulator()
     adapter = Adapter(tmp_path, emulator)
-    adapter.plug()
     try:
+        adapter.plug()
         notifier = make_notifier(GsmSettings(port=str(adapter.host), **FAST), context(tmp_path))
         notifier.warming.join(5)
         notifier.send(notification())
@@ -373,8 +381,7 @@ def test_unplugged_modem_fails_the_send_and_works_once_back(tmp_path, rig):
         assert notifier.health()["state"] == "ready"
         notifier.close()
     finally:
-        if adapter.proc and adapter.proc.poll() is None:
-            adapter.unplug()
+        adapter.close()
 
 
 def test_socket_url(rig):
@@ -478,14 +485,13 @@ def test_emulator_command_line(tmp_path):
         notifier = make_notifier(GsmSettings(port=path, **FAST), context(tmp_path))
         notifier.send(notification())
         notifier.close()
-        process.stdout.readline()  # "emulating a GSM modem; Ctrl-C stops"
+        process.stdout.readline()  # "emulating a GSM modem; Ctrl-C or SIGTERM stops"
         shown = process.stdout.readline().strip()
         assert shown == "SMS to +86*******8001 in 1 part(s): " + notifier.render(notification())
         assert json.loads(record.read_text(encoding="utf-8"))["number"] == LOBBY
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-        process.stdout.close()
+        code = stop(process)  # SIGTERM: a background job would not see a SIGINT
+    assert code == 0 and wait_for(lambda: not os.path.exists(path), timeout=2)  # the pty released
 
 
 # -- through a running branch --------------------------------------------------------------------------

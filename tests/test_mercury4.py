@@ -8,7 +8,6 @@ import contextlib
 import io
 import logging
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -41,6 +40,7 @@ from vipsense.plugins.readers.mercury4.protocol import (
 )
 
 from .conftest import BASE_PROFILE, wait_for
+from .processes import stop
 
 ADA = "E20000000000000000000001"  # customer C1 "Ada Wong", active (tests/conftest.py SEED)
 STRANGER = "E2000000000000000000FFFF"  # no card
@@ -331,8 +331,8 @@ def test_emulator_command_line(tmp_path):
         port = int(re.search(r"127\.0\.0\.1:(\d+)", banner).group(1))
         assert ask(port, select_statement((), 10).encode()) == f"0x{ADA}|2|5\n\n"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
+        code = stop(proc)
+    assert code == 0
 
 
 # -- settings ----------------------------------------------------------------------------------

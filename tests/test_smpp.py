@@ -32,6 +32,7 @@ from vipsense.output import Output  # noqa: E402
 from vipsense.plugins.notifiers.smpp import SmppNotifier, SmppSettings, encode_text  # noqa: E402
 
 from .conftest import REPO, wait_for  # noqa: E402
+from .processes import stop  # noqa: E402
 from .test_gsm_pdu import ID_NUMBER, MOBILE, STAFF, YOSHI, assert_private, visit  # noqa: E402
 
 PEER = Path(__file__).with_name("smsc_peer.py")
@@ -56,12 +57,15 @@ class Smsc:
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self.proc.kill()
-            raise RuntimeError(f"the SMSC peer did not start: {self.proc.stderr.read()}")
-        assert json.loads(line) == {"event": "ready", "port": port}
+        try:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+            line = self.proc.stdout.readline() if ready else ""
+            if not line:
+                raise RuntimeError(f"the SMSC peer did not start: {self.proc.stderr.read()}")
+            assert json.loads(line) == {"event": "ready", "port": port}
+        except BaseException:
+            stop(self.proc)  # never left running behind a failed start
+            raise
 
     def events(self, kind: str | None = None) -> list[dict]:
         if not self.out.exists():
@@ -74,11 +78,7 @@ class Smsc:
         return self.events(kind)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            stream.close()
+        stop(self.proc, timeout=5)
 
 
 @pytest.fixture

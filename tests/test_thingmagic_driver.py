@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -21,6 +20,7 @@ from vipsense.output import Output
 from vipsense.plugins.readers.thingmagic.emulator import EmulatedRead, EmulatorLink, ModuleEmulator, ReadQueue
 
 from .conftest import BASE_PROFILE, wait_for
+from .processes import stop
 
 ADA = "E20000000000000000000001"
 LOST = "E20000000000000000000002"
@@ -210,17 +210,20 @@ class Adapter:
         self.link = EmulatorLink.on_fd(ModuleEmulator(self.reads), fd).start()
 
     def unplug(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(5)
-        self.link.stop()
+        """Pull the adapter: socat ends (SIGTERM, then SIGKILL), reaped; the emulator stops."""
+        if self.proc is not None:
+            stop(self.proc, timeout=5)
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
         assert wait_for(lambda: not self.host.exists())
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is installed by tests/install.sh")
 def test_unplugged_adapter_shows_disconnected_and_recovers_by_itself(tmp_path, branch_on):
     adapter = Adapter(tmp_path)
-    adapter.plug()
     try:
+        adapter.plug()
         branch, out = branch_on(str(adapter.host))
         assert wait_for(lambda: door(branch).state == "connected")
         adapter.unplug()
@@ -235,8 +238,7 @@ def test_unplugged_adapter_shows_disconnected_and_recovers_by_itself(tmp_path, b
         walk_in(adapter.reads)
         assert wait_for(lambda: "Ada Wong" in out.getvalue())
     finally:
-        if adapter.proc and adapter.proc.poll() is None:
-            adapter.unplug()
+        adapter.unplug()  # whatever happened: socat reaped, the emulator stopped
 
 
 def test_emulated_door_in_a_profile_finishes_with_its_scenario(write_profile, host, tmp_path):

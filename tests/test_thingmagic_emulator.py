@@ -4,7 +4,9 @@ socket opened with pyserial, as the driver opens hardware."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,9 @@ from vipsense.plugins.readers.thingmagic.emulator import (
     ReadQueue,
 )
 from vipsense.plugins.readers.thingmagic.protocol import CommandParser, Frame, FrameParser, StatusError
+
+from .conftest import wait_for
+from .processes import stop
 
 CARD_A = "E2801160600002084C1A0001"
 CARD_B = "300833B2DDD906C000000000"
@@ -444,6 +449,57 @@ def test_command_line_emulator():
     finally:
         if host is not None:
             host.close()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-        process.stdout.close()
+        code = stop(process)  # SIGTERM: a background job would not see a SIGINT
+    assert code == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
+
+
+#: how each emulator is started, and where it says it is
+EMULATORS = {
+    "thingmagic --pty": ["vipsense.plugins.readers.thingmagic.emulator", "--pty", "--tag", CARD_A],
+    "gsm --tcp": ["vipsense.plugins.notifiers.gsm.emulator", "--tcp", "0"],
+    "mercury4 --port": ["vipsense.plugins.readers.mercury4.emulator", "--port", "0", "--tag", CARD_A],
+}
+#: ``python -c`` this with a module and its arguments: ``python -m`` with SIGINT set as the test wants
+STARTER = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.{}); "
+    "sys.argv.pop(0); runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.parametrize(
+    ("sent", "sigint"),
+    [
+        (signal.SIGTERM, "SIG_IGN"),  # a background job of a non-interactive shell: SIGINT ignored
+        (signal.SIGINT, "default_int_handler"),  # Ctrl-C at a terminal
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+@pytest.mark.parametrize("emulator", sorted(EMULATORS))
+def test_each_emulator_stops_cleanly_on_a_signal(emulator, sent, sigint):
+    """Exit 0, no traceback, and its pty or port released."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", STARTER.format(sigint), *EMULATORS[emulator]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        where = re.search(r"(/dev/pts/\d+)|127\.0\.0\.1:(\d+)", process.stdout.readline())
+        assert where, process.stderr.read()
+        pty, port = where.group(1), where.group(2)
+        if pty:
+            assert os.path.exists(pty)
+        else:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()  # it listens
+        process.send_signal(sent)
+        _, err = process.communicate(timeout=10)
+    finally:
+        stop(process)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    if pty:
+        assert wait_for(lambda: not os.path.exists(pty), timeout=2)
+    else:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()

@@ -15,6 +15,8 @@ import urllib.request
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from vipsense.audit import AuditAction, AuditResult
 from vipsense.cli.users import TOKEN_FIELDS
@@ -159,6 +161,167 @@ MALFORMED_BODIES = (
     b"{not json",
     b"\xff\xfe",
 )
+
+
+# -- the document's rules are the checks ---------------------------------------------------------------
+
+#: reasons the document allows: the API takes each, in a query and in a body
+REASONS_ALLOWED = (
+    "phone appointment",
+    "x",
+    " x ",
+    "电话预约",
+    "\u3000预约\u3000",
+    "a😀b",
+    "x" * 200,
+    "a\xa0b",
+)
+#: reasons the document forbids: each is a 400.  --hypothesis-seed=188768179600844902081040007903427430616
+#: got a 400 for a reason the old document allowed; across every code point, the only such reasons were
+#: those whose one non-space character was "\x1c"-"\x1f" or "\x85" (in Python's \s, not in ECMA 262's).
+#: "\x00", "a\x01b", "a\n", "\ufeff" and an empty optional reason went through the old check, though
+#: the rule was meant to keep them out
+REASONS_FORBIDDEN = (
+    "", " ", "\u3000", "\u200b", "\ufeff", "\x1c", " \x1d ", "\x1e", "\x1f", "\x85", "\x00", "a\x01b",
+    "a\n", "a\n\n", "x\u202e", "a\u2028b", "x" * 201,
+)  # fmt: skip
+#: characters where the readings of the old pattern parted, and a few plain ones
+TRICKY = "\x00\x01\x1c\x1f\x7f\x85\xa0\u200b\u200e\u2028\u202e\u3000\ufeff\n\t aX0-_."
+
+
+def _document_allows(schema: dict[str, Any], value: str) -> bool:
+    """The document's reading of a schema: jsonschema-rs, with ECMA 262 regexes, the validator that
+    schemathesis checks answers with (an implementation independent of the API's own check)."""
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for(schema).is_valid(value)
+
+
+def _string_schemas() -> dict[str, dict[str, Any]]:
+    """Every string parameter of the document but enums, by name (each name has one schema)."""
+    found: dict[str, dict[str, Any]] = {}
+    for ops in api_spec.document()["paths"].values():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["schema"].get("type") == "string" and "enum" not in param["schema"]:
+                    assert found.setdefault(param["name"], param["schema"]) == param["schema"]
+    return found
+
+
+def test_every_pattern_reads_the_same_in_every_dialect():
+    """Anchored at both ends, and no \\s, \\d, \\w or \\b: they differ between ECMA 262, Python and
+    Python's re.ASCII (which schemathesis generates with)."""
+    schemas = _string_schemas()
+    assert set(schemas) == {"customer_no", "reason", "id_number", "from", "to", "cursor"}
+    for name, schema in schemas.items():
+        pattern = schema["pattern"]
+        assert pattern.startswith("^") and pattern.endswith("$"), name
+        assert not re.search(r"(?<!\\)\\[sSdDwWbB]", pattern), name
+
+
+@settings(max_examples=300, deadline=None)
+@example("reason", "\x1c")  # the kind --hypothesis-seed=188768179600844902081040007903427430616 found
+@example("reason", "a\n")
+@example("customer_no", "C1\n")
+@example("cursor", "MTcz\n")
+@given(
+    name=st.sampled_from(sorted(_string_schemas())),
+    value=st.text(st.characters(exclude_categories=("Cs",)) | st.sampled_from(TRICKY), max_size=8)
+    | st.sampled_from(["110101199003071234\n", "2024-01-01", "2024-01-01\n", *REASONS_FORBIDDEN]),
+)
+def test_each_check_is_its_schema_as_the_document_reads_it(name, value):
+    schema = _string_schemas()[name]
+    assert api_spec.allows(schema)(value) == _document_allows(schema, value), (name, value)
+
+
+def test_the_docs_list_the_characters_the_reason_rule_names():
+    text = (REPO / "docs" / "web-api.md").read_text(encoding="utf-8")
+    rule = text[text.index("`reason` is recorded") : text.index("Anything else is `400`")]
+    listed = {
+        cp
+        for lo, hi in re.findall(r"U\+([0-9A-F]{4})(?:–U\+([0-9A-F]{4}))?", rule)
+        for cp in range(int(lo, 16), int(hi or lo, 16) + 1)
+    }
+    named = {cp for lo, hi in api_spec.REASON_BLANK + api_spec.REASON_NEVER for cp in range(lo, hi + 1)}
+    assert listed == named
+
+
+def test_the_api_refuses_exactly_what_the_document_forbids(w):
+    """Both ways, over HTTP: a reason or ID number the document allows is never a 400, one it forbids
+    always is."""
+    token = token_for(w, per_minute=100_000)
+    schemas = _string_schemas()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @example(field="reason", value="\x1c")  # the kind the seed 188768179600844902081040007903427430616 found
+    @example(field="reason", value=" \x1f ")
+    @example(field="reason", value="\x85")
+    @example(field="reason", value="\x00")
+    @example(field="reason", value="a\n")
+    @example(field="reason", value="\ufeff")
+    @example(field="id_number", value="110101199003071234\n")
+    @given(
+        field=st.sampled_from(["reason", "id_number"]),
+        value=st.text(st.characters(exclude_categories=("Cs",)) | st.sampled_from(TRICKY), max_size=6)
+        | st.sampled_from([*REASONS_ALLOWED, *REASONS_FORBIDDEN, "11010119900307123x", "1" * 18 + "\n"]),
+    )
+    def check(field: str, value: str) -> None:
+        body = {"id_number": "1" * 18, "reason": "phone appointment", field: value}
+        status, _, answer = call(w, "/api/v1/customers/search", token, "POST", body)
+        assert (status != 400) == _document_allows(schemas[field], value), (field, value, status, answer)
+
+    check()
+
+
+def test_the_reason_rule_both_ways_in_queries_and_bodies(w):
+    token = token_for(w)
+    by_number, by_id, search = (
+        "/api/v1/customers/C1",
+        f"/api/v1/customers?id_number={'1' * 18}",
+        "/api/v1/customers/search",
+    )
+    for reason in REASONS_ALLOWED:
+        quoted = urllib.request.quote(reason, safe="")
+        assert call(w, f"{by_number}?reason={quoted}", token)[0] == 200, reason
+        assert call(w, f"{by_id}&reason={quoted}", token)[0] == 404, reason
+        assert call(w, search, token, "POST", {"id_number": "1" * 18, "reason": reason})[0] == 404, reason
+        assert api_entries(w)[-1].reason == f"{reason.strip()}; no match"
+    for reason in REASONS_FORBIDDEN:
+        quoted = urllib.request.quote(reason, safe="")
+        for path, method, body in (
+            (f"{by_number}?reason={quoted}", "GET", None),
+            (f"{by_id}&reason={quoted}", "GET", None),
+            (search, "POST", {"id_number": "1" * 18, "reason": reason}),
+        ):
+            status, _, answer = call(w, path, token, method, body)
+            assert status == 400 and answer["error"].startswith("reason"), (path, reason, answer)
+            assert api_entries(w)[-1].result is AuditResult.DENIED
+    for lone in ("\ud800", "x\udfff"):  # lone surrogates: only a JSON escape can send one
+        assert not api_spec.allows(api_spec.REASON)(lone)
+        status, _, answer = call(w, search, token, "POST", {"id_number": "1" * 18, "reason": lone})
+        assert status == 400 and answer["error"].startswith("reason"), answer
+
+
+def test_what_the_document_forbids_in_other_parameters_is_400(w):
+    """A final newline (which Python's $ lets through and ECMA 262's does not) and an empty kind used
+    to be accepted."""
+    token = token_for(w)
+    _walk_in_and_wait(w, 1, 2)
+    status, _, body = call(w, f"/api/v1/visits?from={TODAY}&to={TODAY}&limit=1", token)
+    cursor = body["next_cursor"]
+    assert status == 200 and cursor
+    assert call(w, f"/api/v1/visits?from={TODAY}&to={TODAY}&limit=1&cursor={cursor}", token)[0] == 200
+    for path in (
+        "/api/v1/customers/C1%0A",
+        "/api/v1/customers?id_number=110101199003071234%0A&reason=x",
+        f"/api/v1/visits?from={TODAY}&to={TODAY}&limit=1&cursor={cursor}%0A",
+        f"/api/v1/visits?from={TODAY}&to={TODAY}&kind=",
+        f"/api/v1/visits?from={TODAY}%0A&to={TODAY}",
+    ):
+        status, _, answer = call(w, path, token)
+        assert status == 400 and set(answer) == {"error"}, (path, status, answer)
+    body = {"id_number": "110101199003071234\n", "reason": "x"}
+    assert call(w, "/api/v1/customers/search", token, "POST", body)[0] == 400
 
 
 def test_malformed_search_bodies_are_400(w):

@@ -6,6 +6,8 @@ running API against it with schemathesis.  The patterns here are the ones :mod:`
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..model import VisitKind
@@ -85,18 +87,96 @@ _ID_SEARCH = {
     "501": _error("None of the branch's identity stores can search by ID number."),
 }
 
-_REASON = {
+Ranges = tuple[tuple[int, int], ...]  #: code point ranges, both ends included
+
+#: What a reason may never hold: control characters (C0, DEL, C1), the line and paragraph separators
+#: and the bidirectional controls (which can make an audit line read as something else).  Nor lone
+#: surrogates: a JSON string holding one is not Unicode text (:func:`allows`); no pattern can say so
+#: in every dialect.
+REASON_NEVER: Ranges = ((0x00, 0x1F), (0x7F, 0x9F), (0x200E, 0x200F), (0x2028, 0x202E), (0x2066, 0x2069))
+#: What a reason may hold but not consist of: every space that ``str.strip()`` removes, and the
+#: zero-width characters, so that what the audit log records is never blank.
+REASON_BLANK: Ranges = (
+    (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200D), (0x202F, 0x202F), (0x205F, 0x2060),
+    (0x3000, 0x3000), (0xFEFF, 0xFEFF),
+)  # fmt: skip
+
+
+def _escaped(ranges: Ranges) -> str:
+    """The inside of a regex class, in escapes that ECMA 262 and Python read alike."""
+
+    def one(cp: int) -> str:
+        return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
+
+    return "".join(one(lo) if lo == hi else f"{one(lo)}-{one(hi)}" for lo, hi in ranges)
+
+
+def _listed(ranges: Ranges) -> str:
+    return ", ".join(f"U+{lo:04X}" if lo == hi else f"U+{lo:04X}-U+{hi:04X}" for lo, hi in ranges)
+
+
+#: Blanks, then one character neither blank nor forbidden, then anything not forbidden.  Explicit
+#: classes only: ``\s``, ``\d`` and ``\w`` differ between ECMA 262, Python and Python's ``re.ASCII``
+#: (the old ``\S`` let "\x1c" through the document but not through the check).
+REASON_PATTERN = (
+    f"^[{_escaped(REASON_BLANK)}]*"
+    f"[^{_escaped(REASON_NEVER)}{_escaped(REASON_BLANK)}]"
+    f"[^{_escaped(REASON_NEVER)}]*$"
+)
+#: The rule in words, for the 400 answer
+REASON_RULE = f"1 to {REASON_MAX} characters, not all spaces, no control characters"
+
+#: the schema of every ``reason``, in a query or a body
+REASON = {
     "type": "string",
     "minLength": 1,
     "maxLength": REASON_MAX,
-    "pattern": r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$",
-    "description": "Why you look (recorded in the branch's audit log), e.g. `phone appointment`.",
+    "pattern": REASON_PATTERN,
+    "description": (
+        "Why you look (recorded in the branch's audit log), e.g. `phone appointment`: "
+        f"1 to {REASON_MAX} characters; at least one of them not a space or zero-width character "
+        f"({_listed(REASON_BLANK)}); none of them a control character, line or paragraph separator or "
+        f"bidirectional control ({_listed(REASON_NEVER)}), nor a lone surrogate."
+    ),
 }
-_ID_NUMBER = {
+
+
+def allows(schema: Mapping[str, Any]) -> Callable[[object], bool]:
+    """The check of a string ``schema`` of this document (its lengths and its ``^…$`` pattern), so that
+    the code refuses exactly what the document forbids.  The pattern is read as ECMA 262 reads it:
+    ``$`` is the very end (Python's also matches before a final newline, hence ``fullmatch``).  A string
+    holding a lone surrogate (a JSON escape can) is not Unicode text, and no schema allows it."""
+    pattern = schema.get("pattern")
+    if pattern is not None and not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"not anchored at both ends: {pattern!r}")
+    compiled = re.compile(pattern) if pattern is not None else None
+    shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+
+    def check(value: object) -> bool:
+        if (
+            not isinstance(value, str)
+            or len(value) < shortest
+            or (longest is not None and len(value) > longest)
+        ):
+            return False
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        return compiled is None or compiled.fullmatch(value) is not None
+
+    return check
+
+
+ID_NUMBER = {
     "type": "string",
     "pattern": ID_NUMBER_PATTERN,
     "description": "18-character resident ID number: 17 digits and a digit or X.",
 }
+CUSTOMER_NO = {"type": "string", "pattern": CUSTOMER_NO_PATTERN}
+CURSOR = {"type": "string", "pattern": CURSOR_PATTERN}
+DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
 
 
 def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +209,9 @@ def _customer_paths() -> dict[str, Any]:
                         "name": "customer_no",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "pattern": CUSTOMER_NO_PATTERN},
+                        "schema": CUSTOMER_NO,
                     },
-                    {"name": "reason", "in": "query", "required": False, "schema": _REASON},
+                    {"name": "reason", "in": "query", "required": False, "schema": REASON},
                 ],
                 "responses": {
                     "200": _ok(
@@ -157,8 +237,8 @@ def _customer_paths() -> dict[str, Any]:
                     "`POST /api/v1/customers/search`."
                 ),
                 "parameters": [
-                    {"name": "id_number", "in": "query", "required": True, "schema": _ID_NUMBER},
-                    {"name": "reason", "in": "query", "required": True, "schema": _REASON},
+                    {"name": "id_number", "in": "query", "required": True, "schema": ID_NUMBER},
+                    {"name": "reason", "in": "query", "required": True, "schema": REASON},
                 ],
                 "responses": {"200": many, **_ID_SEARCH},
             }
@@ -175,7 +255,7 @@ def _customer_paths() -> dict[str, Any]:
                                 "type": "object",
                                 "additionalProperties": False,
                                 "required": ["id_number", "reason"],
-                                "properties": {"id_number": _ID_NUMBER, "reason": _REASON},
+                                "properties": {"id_number": ID_NUMBER, "reason": REASON},
                             }
                         }
                     },
@@ -193,7 +273,7 @@ def _visits_path() -> dict[str, Any]:
             "in": "query",
             "required": True,
             "description": f"{what} day (the branch's local date), included.",
-            "schema": {"type": "string", "format": "date", "pattern": DATE_PATTERN},
+            "schema": DATE,
         }
 
     return {
@@ -227,7 +307,7 @@ def _visits_path() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "The previous page's `next_cursor`, with the same other parameters.",
-                        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                        "schema": CURSOR,
                     },
                 ],
                 "responses": {

@@ -38,6 +38,7 @@ from typing import ClassVar
 # The link (pty, fd or loopback TCP, one client at a time) is the ThingMagic emulator's, with this
 # modem's loop: nothing in it is particular to the device on the line.
 from vipsense.plugins.readers.thingmagic.emulator import EmulatorLink
+from vipsense.shutdown import Shutdown
 
 from .at import mask_numbers
 from .errors import cme_error, cms_error
@@ -518,11 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cms_error is not None:
         emulator.fail_sends(args.cms_error, times=1 << 30)
     link = ModemLink.on_pty(emulator) if args.pty else ModemLink.on_tcp(emulator, port=args.tcp)
+    stop = Shutdown.on_signals()
     with link:
         print(link.url, flush=True)
-        print("emulating a GSM modem; Ctrl-C stops", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        print("emulating a GSM modem; Ctrl-C or SIGTERM stops", flush=True)
+        stop.wait_until_requested()
     return 0
 
 

@@ -11,7 +11,7 @@ protocol_id='GEN2'`` means either), different columns must all match.
 
     python -m vipsense.plugins.readers.mercury4.emulator --port 8080 --tag E20000000000000000000001
 
-listens on 127.0.0.1 only and keeps the given cards in the field until Ctrl-C.
+listens on 127.0.0.1 only and keeps the given cards in the field until SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import datetime as dt
 import ipaddress
 import logging
 import re
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+
+from vipsense.shutdown import Shutdown
 
 from .protocol import ERROR_INVALID_ARGUMENTS, ERROR_INVALID_DATA, TAG_ID_COLUMNS, RqlError, error_line
 
@@ -345,18 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tags = tuple(args.tag)
     emulator = RqlEmulator(lambda: tags, port=args.port)
+    stop = Shutdown.on_signals()
     try:
         emulator.start()
     except OSError as exc:
         print(f"cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(f"Mercury4 RQL emulator on 127.0.0.1:{emulator.port}, {len(tags)} card(s) in the field", flush=True)
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
-        signal.signal(signum, lambda *_: done.set())
     try:
-        while not done.wait(0.5):  # a timed wait, so the handlers get to run
-            pass
+        stop.wait_until_requested()
     finally:
         emulator.stop()
     return 0

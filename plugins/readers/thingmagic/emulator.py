@@ -36,6 +36,8 @@ from typing import ClassVar
 
 import attrs
 
+from vipsense.shutdown import Shutdown
+
 from . import protocol as tm
 from .protocol import Command, CommandParser, TagRecord
 
@@ -762,14 +764,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         link = EmulatorLink.on_tcp(emulator, port=args.tcp)
         where_text = link.url
+    stop = Shutdown.on_signals()
     with link:
         print(where_text, flush=True)
         print(
-            f"emulating an M6e Nano with {len(args.tag)} card(s) at {args.rate:g} reads/s; Ctrl-C stops",
+            f"emulating an M6e Nano with {len(args.tag)} card(s) at {args.rate:g} reads/s; "
+            "Ctrl-C or SIGTERM stops",
             flush=True,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        stop.wait_until_requested()
     return 0
 
 
