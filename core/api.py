@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 import attrs
 
 from .clock import Clock
-from .config.types import Duration, Secret
+from .config.types import Duration, Secret, SerialPort
 from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "RegisterCommand",
     "RegisterType",
     "Secret",
+    "SerialPort",
     "StoreUnsupported",
     "TagRead",
     "UnknownCard",
@@ -51,10 +53,23 @@ __all__ = [
 
 
 class RegisterType(Protocol):
-    """The ``register`` callable handed to the ``vipsense_register_*_types`` hooks."""
+    """The ``register`` callable handed to the ``vipsense_register_*_types`` hooks.
+
+    ``requires`` names the modules the type needs beyond vipsense (a vendor SDK), and ``extra`` the
+    pip extra of the plugin's own distribution that installs them: ``requires=("sllurp",),
+    extra="llrp"``.  When one is missing the type is unavailable, and a profile that uses it fails
+    ``vipsense check`` with ``pip install '<distribution>[<extra>]'``.  The modules are looked up,
+    not imported: import the SDK inside the factory."""
 
     def __call__(
-        self, name: str, settings: type, factory: Callable[..., Any], *, summary: str = ""
+        self,
+        name: str,
+        settings: type,
+        factory: Callable[..., Any],
+        *,
+        summary: str = "",
+        requires: Iterable[str] = (),
+        extra: str = "",
     ) -> None: ...
 
 
@@ -77,6 +92,8 @@ class PluginContext:
     output: Output  #: terminal output that cooperates with the live status line
     log: logging.Logger
     staff: Mapping[str, Staff] = attrs.Factory(dict)  #: the profile's ``staff:``, by id
+    #: the branch's time zone (``branch.timezone``): show times of day on the branch's clock
+    tz: ZoneInfo | None = None
     #: Notifiers: report a result learnt later, e.g. a failure the channel reports afterwards.
     report: Callable[[Notification, DeliveryResult], None] = lambda notification, result: None
     #: Notifiers: a recipient acknowledged the notification ``key`` (any thread, returns quickly).
@@ -108,6 +125,7 @@ class PluginContext:
             output=output,
             log=logging.getLogger(f"vipsense.{item.kind.value}.{item.id}"),
             staff={s.id: s for s in profile.staff},
+            tz=profile.tz,
             **extra,
         )
 

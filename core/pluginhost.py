@@ -3,12 +3,20 @@ broadcast pipeline events to them with each plugin's failures kept to itself.
 
 Built-in plugins are listed in this project's own ``setup.cfg`` under the same group, so they load
 exactly like a vendor's package.  ``VIPSENSE_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
+
+A type may declare the modules it needs and the pip extra of its distribution that installs them
+(``register(..., requires=("sllurp",), extra="llrp")``).  When one is missing the type is
+*unavailable*: a profile that uses it fails ``vipsense check`` with the install line, and the plugin is
+listed as unavailable.  Modules are looked up with ``importlib.util.find_spec``, never imported, so a
+vendor SDK is still imported only when a device is made.  (The install hint comes from the plugin, not
+from a table in the core: reference/anchors-style.md §3.2 on pytest-embedded.)
 """
 
 from __future__ import annotations
 
 import enum
 import importlib.metadata as md
+import importlib.util
 import inspect
 import logging
 import os
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = PROJECT
 HOOK_PREFIX = "vipsense_"
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_EXTRA_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 685
 
 
 class Kind(str, enum.Enum):
@@ -47,6 +57,7 @@ class PluginState(str, enum.Enum):
     LOADED = "loaded"
     FAILED = "failed"
     BLOCKED = "blocked"
+    UNAVAILABLE = "unavailable"  #: loaded, but a module its types need is not installed
 
 
 @attrs.frozen
@@ -59,6 +70,23 @@ class PluginType:
     factory: Callable[..., Any]
     plugin: str
     summary: str = ""
+    requires: tuple[str, ...] = ()  #: modules the type needs, e.g. ``("sllurp",)``
+    extra: str = ""  #: the pip extra of the plugin's distribution that installs them
+    unavailable: str = ""  #: why the type cannot be used (a module is missing); empty when it can
+
+
+def _missing_modules(modules: Iterable[str]) -> list[str]:
+    """The modules that cannot be found, looked up without importing them (a parent package of a
+    dotted name is imported, as ``find_spec`` must)."""
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package is missing, or a broken module
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 @attrs.frozen
@@ -125,6 +153,9 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.types: dict[Kind, dict[str, PluginType]] = {k: {} for k in Kind}
+        #: types whose required modules are missing; ``PluginType.unavailable`` says which and how
+        #: to install them
+        self.unavailable_types: dict[Kind, dict[str, PluginType]] = {k: {} for k in Kind}
         self.commands: dict[str, PluginCommand] = {}
         self._lock = threading.Lock()
         #: (plugin, hook) -> number of times an implementation raised, and the last message
@@ -205,16 +236,30 @@ class PluginHost:
             self.pm.unregister(obj)
             for t in info.types:
                 self.types[t.kind].pop(t.name, None)
+                self.unavailable_types[t.kind].pop(t.name, None)
             for c in info.commands:
                 self.commands.pop(c.name, None)
             info.types.clear()
             info.commands.clear()
             self._fail(info, f"{type(exc).__name__}: {exc}")
             return
+        unusable = [t.unavailable for t in info.types if t.unavailable]
+        if unusable:
+            info.error = "; ".join(unusable)
+            if len(unusable) == len(info.types):  # else its other types work: it is loaded
+                info.state = PluginState.UNAVAILABLE
         self.plugins.append(info)
 
     def _registrar(self, kind: Kind, info: PluginInfo) -> Callable[..., None]:
-        def register(name: str, settings: type, factory: Callable[..., Any], *, summary: str = "") -> None:
+        def register(
+            name: str,
+            settings: type,
+            factory: Callable[..., Any],
+            *,
+            summary: str = "",
+            requires: Iterable[str] = (),
+            extra: str = "",
+        ) -> None:
             if not isinstance(name, str) or not _TYPE_NAME.match(name):
                 raise PluginLoadError(
                     f"{kind.value} type name {name!r} must be lower-case letters, digits and '-'"
@@ -223,13 +268,32 @@ class PluginHost:
                 raise PluginLoadError(f"{kind.value} type {name!r}: settings must be a frozen attrs class")
             if not callable(factory):
                 raise PluginLoadError(f"{kind.value} type {name!r}: factory is not callable")
-            owner = self.types[kind].get(name)
+            if isinstance(requires, str):
+                requires = (requires,)
+            requires = tuple(requires)
+            bad = [m for m in requires if not isinstance(m, str) or not _MODULE_NAME.match(m)]
+            if bad:
+                raise PluginLoadError(
+                    f"{kind.value} type {name!r}: requires must list module names, such as "
+                    f"requires=('serial',); got {bad[0]!r}"
+                )
+            if extra and (not isinstance(extra, str) or not _EXTRA_NAME.match(extra)):
+                raise PluginLoadError(
+                    f"{kind.value} type {name!r}: extra must be the name of a pip extra, got {extra!r}"
+                )
+            owner = self.types[kind].get(name) or self.unavailable_types[kind].get(name)
             if owner is not None:
                 raise PluginLoadError(
                     f"{kind.value} type {name!r} is already provided by plugin {owner.plugin}"
                 )
-            ptype = PluginType(kind, name, settings, factory, info.name, summary)
-            self.types[kind][name] = ptype
+            missing = _missing_modules(requires)
+            unavailable = (
+                _unavailable_reason(kind, name, missing, info.distribution, extra) if missing else ""
+            )
+            ptype = PluginType(
+                kind, name, settings, factory, info.name, summary, requires, extra, unavailable
+            )
+            (self.unavailable_types if missing else self.types)[kind][name] = ptype
             info.types.append(ptype)
 
         return register
@@ -266,7 +330,21 @@ class PluginHost:
                 log.exception("plugin %s raised in %s", impl.plugin_name, hook)
 
     def failed_plugins(self) -> list[PluginInfo]:
-        return [p for p in self.plugins if p.state is not PluginState.LOADED]
+        """Plugins that provide no types: they failed to load or were blocked (an unavailable one
+        still names its types, with the install line)."""
+        return [p for p in self.plugins if p.state in (PluginState.FAILED, PluginState.BLOCKED)]
+
+
+def _unavailable_reason(kind: Kind, name: str, missing: list[str], distribution: str, extra: str) -> str:
+    """Why a type cannot be used, with the install line of its own distribution's extra."""
+    if extra and distribution:
+        fix = f"install it with: pip install '{distribution}[{extra}]'"
+    else:
+        fix = "install the package that provides it"
+    modules = ", ".join(missing)
+    if len(missing) == 1:
+        return f"{kind.value} type {name!r} needs the Python module {modules}, which is not installed; {fix}"
+    return f"{kind.value} type {name!r} needs the Python modules {modules}, which are not installed; {fix}"
 
 
 def load_host() -> PluginHost:

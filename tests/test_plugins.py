@@ -117,6 +117,15 @@ def test_unmarked_misspelt_hook_is_caught_too(fake_distribution):
         ('register("Bad Name", Settings, lambda s, c: None)', "must be lower-case letters, digits and '-'"),
         ('register("x", dict, lambda s, c: None)', "settings must be a frozen attrs class"),
         ('register("x", Settings, "not callable")', "factory is not callable"),
+        (
+            'register("x", Settings, lambda s, c: None, requires=("no such",))',
+            "requires must list module names",
+        ),
+        ('register("x", Settings, lambda s, c: None, requires=(1,))', "requires must list module names"),
+        (
+            'register("x", Settings, lambda s, c: None, extra="[usb]")',
+            "extra must be the name of a pip extra",
+        ),
         ('raise RuntimeError("vendor licence missing")', "RuntimeError: vendor licence missing"),
     ],
 )
@@ -282,3 +291,128 @@ def test_reserved_command_names_cover_the_built_in_commands():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == BUILT_IN
     assert BUILT_IN <= RESERVED_COMMANDS
+
+
+# -- optional dependencies: requires= and extra= ----------------------------------------------------
+
+NEEDS_SDK = """
+import attrs, vipsense
+
+@attrs.frozen
+class Settings:
+    speed: int = 1
+
+def make(settings, ctx):
+    import vipsense_test_no_such_sdk  # a vendor SDK: imported only when a reader is made
+
+@vipsense.hookimpl
+def vipsense_register_reader_types(register):
+    register("acme-usb", Settings, make, requires=("vipsense_test_no_such_sdk",), extra="usb")
+"""
+
+ACME_USB_UNAVAILABLE = (
+    "reader type 'acme-usb' needs the Python module vipsense_test_no_such_sdk, which is not installed; "
+    "install it with: pip install 'acme-doors[usb]'"
+)
+
+
+def test_a_type_whose_module_is_missing_is_unavailable_with_its_own_install_line(fake_distribution):
+    fake_distribution("acme-doors", {"acme-usb": NEEDS_SDK, "ok": GOOD})
+    host = load_host()
+    [info] = [p for p in host.plugins if p.name == "acme-usb"]
+    assert (info.state, info.error) == (PluginState.UNAVAILABLE, ACME_USB_UNAVAILABLE)
+    assert [t.name for t in info.types] == ["acme-usb"]
+    assert "acme-usb" not in host.types[Kind.READER]
+    assert host.types[Kind.READER]["good-door"].plugin == "ok"
+
+
+def test_a_profile_using_an_unavailable_type_fails_with_the_install_line(fake_distribution, write_profile):
+    fake_distribution("acme-doors", {"acme-usb": NEEDS_SDK})
+    path = write_profile()
+    path.write_text(path.read_text().replace("type: simulated, visitors: []", "type: acme-usb"))
+    with pytest.raises(ProfileError) as excinfo:
+        load_profile(path, load_host())
+    assert [(e.line, e.path, e.message) for e in excinfo.value.errors] == [
+        (3, "readers[0].type", ACME_USB_UNAVAILABLE)
+    ]
+
+
+def test_a_required_module_is_looked_up_not_imported(fake_distribution, tmp_path):
+    (tmp_path / "site" / "vipsense_test_heavy_sdk.py").write_text("raise RuntimeError('imported')\n")
+    source = NEEDS_SDK.replace("vipsense_test_no_such_sdk", "vipsense_test_heavy_sdk")
+    fake_distribution("acme-doors", {"acme-usb": source})
+    host = load_host()
+    assert host.types[Kind.READER]["acme-usb"].requires == ("vipsense_test_heavy_sdk",)
+    assert "vipsense_test_heavy_sdk" not in sys.modules
+
+
+def test_a_plugin_with_one_unavailable_type_of_two_stays_loaded(fake_distribution):
+    both = NEEDS_SDK + '    register("acme-tcp", Settings, make)\n'
+    fake_distribution("acme-doors", {"acme": both})
+    host = load_host()
+    [info] = [p for p in host.plugins if p.name == "acme"]
+    assert (info.state, info.error) == (PluginState.LOADED, ACME_USB_UNAVAILABLE)
+    assert "acme-tcp" in host.types[Kind.READER]
+
+
+def test_without_an_extra_the_hint_is_general(fake_distribution):
+    fake_distribution("acme-doors", {"acme-usb": NEEDS_SDK.replace(', extra="usb"', "")})
+    [info] = [p for p in load_host().plugins if p.name == "acme-usb"]
+    assert info.error == (
+        "reader type 'acme-usb' needs the Python module vipsense_test_no_such_sdk, which is not "
+        "installed; install the package that provides it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "modules", "extra"),
+    [
+        (Kind.READER, "llrp", ("sllurp",), "llrp"),
+        (Kind.STORE, "ldap", ("ldap",), "ldap"),
+        (Kind.NOTIFIER, "sms-smpp", ("smpplib",), "smpp"),
+        (Kind.NOTIFIER, "apprise", ("apprise",), "apprise"),
+    ],
+)
+def test_built_in_types_declare_their_optional_dependencies(host, kind, name, modules, extra):
+    ptype = host.types[kind][name]  # the test install has every extra
+    assert (ptype.requires, ptype.extra, ptype.unavailable) == (modules, extra, "")
+
+
+def test_cli_lists_an_unavailable_plugin_with_its_reason(tmp_path, fake_distribution):
+    fake_distribution("acme-doors", {"acme-usb": NEEDS_SDK}, version="0.9")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "vipsense.cli", "plugins"]
+    done = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=True
+    )
+    row = {r["name"]: r for r in json.loads(done.stdout)}["acme-usb"]
+    assert (row["state"], row["error"], row["types"]) == (
+        "unavailable",
+        ACME_USB_UNAVAILABLE,
+        ["reader:acme-usb"],
+    )
+    text = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=60).stdout
+    assert f"↳ {ACME_USB_UNAVAILABLE}" in text
+
+
+@pytest.mark.parametrize("args", [["plugins", "--json"], ["plugins"]])
+def test_plugins_into_a_closed_pipe_prints_no_traceback(args):
+    """``vipsense plugins --json | head``: the reader went away before everything was written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "vipsense.cli", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 0

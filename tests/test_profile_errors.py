@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import zoneinfo
 from pathlib import Path
 from textwrap import dedent
 
@@ -18,7 +19,7 @@ import yaml
 
 from vipsense.cli import main
 from vipsense.config.errors import ProfileError
-from vipsense.config.profile import load_profile
+from vipsense.config.profile import host_timezone, load_profile
 from vipsense.config.types import Secret
 from vipsense.config.yamlload import load_profile_yaml
 from vipsense.pluginhost import Kind, PluginHost, load_host
@@ -100,18 +101,21 @@ def line_of(text: str, marker: str) -> int:
     return found[0]
 
 
-Where = str | int | None  #: a marker to search for, a line number, or None for no line
+#: a marker to search for, a line number, either with a column (YAML syntax errors), or None for no line
+Where = str | int | tuple[str | int, int] | None
 
 
 def expect(text: str, *errors: tuple[Where, str], file: str = FILE) -> list[str]:
-    """Build the expected error lines: ``(where, "key.path: message")`` -> ``file:line: ...``."""
+    """Build the expected error lines: ``(where, "key.path: message")`` -> ``file:line: ...``, or
+    ``((where, column), ...)`` -> ``file:line:column: ...``."""
     out = []
     for where, rest in errors:
         if where is None:
             out.append(f"{file}: {rest}")
-        else:
-            line = where if isinstance(where, int) else line_of(text, where)
-            out.append(f"{file}:{line}: {rest}")
+            continue
+        where, column = where if isinstance(where, tuple) else (where, None)
+        line = where if isinstance(where, int) else line_of(text, where)
+        out.append(f"{file}:{line}:{column}: {rest}" if column else f"{file}:{line}: {rest}")
     return out
 
 
@@ -173,16 +177,23 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
               name: Test: Branch
             """
         ),
-        [("name: Test: Branch", "YAML syntax error: mapping values are not allowed here")],
+        [
+            (
+                ("name: Test: Branch", 13),
+                "YAML syntax error: mapping values are not allowed here; a value that contains ': ' "
+                "must be quoted, e.g. name: 'Lujiazui: Shanghai'",
+            )
+        ],
     ),
     (
         "yaml-syntax-error-tab",
         profile(branch="branch:\n  id: t1\n\tname: Test Branch\n"),
         [
             (
-                "\tname:",
+                ("\tname:", 1),
                 "YAML syntax error: while scanning for the next token; "
-                "found character '\\t' that cannot start any token",
+                "found character '\\t' that cannot start any token; replace the tab with spaces: "
+                "YAML does not allow tabs for indentation or after a 'key:'",
             )
         ],
     ),
@@ -190,7 +201,12 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
         # the second document starts at '---'; PyYAML's context mark is the start of the first one
         "yaml-two-documents",
         profile(tail="---\nextra: 1\n"),
-        [("---", "YAML syntax error: expected a single document in the stream; but found another document")],
+        [
+            (
+                ("---", 1),
+                "YAML syntax error: expected a single document in the stream; but found another document",
+            )
+        ],
     ),
     (
         # PyYAML's mark is past the end of the file (line 21 of 20): clamped to the last line
@@ -471,7 +487,8 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
         [
             (
                 "colour: never",
-                "notifiers[0].colour: unknown key; did you mean 'color'? (known keys: color, width)",
+                "notifiers[0].colour: unknown key; did you mean 'color'? "
+                "(known keys: id, type, retry, color, width)",
             )
         ],
     ),
@@ -968,7 +985,8 @@ def test_all_structural_errors_are_reported_in_one_pass(host):
         ),
         (
             "colour: never",
-            "notifiers[0].colour: unknown key; did you mean 'color'? (known keys: color, width)",
+            "notifiers[0].colour: unknown key; did you mean 'color'? "
+            "(known keys: id, type, retry, color, width)",
         ),
         (
             "head_ofice",
@@ -1156,7 +1174,7 @@ def test_errors_in_base_and_branch_are_both_reported(host):
             "presence:\n  min_reads: [3\n",
             # PyYAML finds the unclosed flow sequence at the end of the stream (line 3); the error is
             # on line 2, where the '[' opens
-            "bank.yaml:2: YAML syntax error: while parsing a flow sequence; expected ',' or ']', "
+            "bank.yaml:2:14: YAML syntax error: while parsing a flow sequence; expected ',' or ']', "
             "but got '<stream end>'",
             id="syntax",
         ),
@@ -1198,7 +1216,7 @@ def test_yaml_errors_in_base_file(host, base, expected):
         pytest.param(
             "extends: bank.yaml\n",
             {"bank.yaml": "tiers: [gold\n"},
-            "bank.yaml:1: YAML syntax error: while parsing a flow sequence; expected ',' or ']', "
+            "bank.yaml:1:8: YAML syntax error: while parsing a flow sequence; expected ',' or ']', "
             "but got '<stream end>'",
             id="base-with-a-syntax-error",
         ),
@@ -1654,7 +1672,8 @@ def test_check_shows_each_stores_timeout_and_start_up_grace(capsys, tmp_path):
 
 
 @pytest.mark.usefixtures("restore_process_state")
-def test_check_dump_prints_the_resolved_profile(capsys, tmp_path):
+def test_check_dump_prints_the_resolved_profile(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Shanghai")  # the branch's time zone defaults to the host's
     text = profile(
         tail="""\
         presence:
@@ -1667,7 +1686,8 @@ def test_check_dump_prints_the_resolved_profile(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert err == ""
     dump = yaml.safe_load(out)
-    assert dump["branch"] == {"id": "t1", "name": "Test Branch"}
+    assert dump["branch"] == {"id": "t1", "name": "Test Branch", "timezone": "Asia/Shanghai"}
+    assert "warnings" not in dump
     assert dump["presence"] == {
         "min_reads": 4,
         "window": 0.75,
@@ -1788,7 +1808,7 @@ def test_unclosed_quote_is_reported_on_its_line(host):
     assert errors_of(write(FILE, text), host) == expect(
         text,
         (
-            'name: "Test',
+            ('name: "Test', 9),
             "YAML syntax error: while scanning a quoted scalar; found unexpected end of stream",
         ),
     )
@@ -1858,3 +1878,392 @@ def test_null_list_item_is_reported_with_its_type_in_words(host):
     assert errors_of(write(FILE, text), host) == expect(
         text, ("- null", "routing[0]: a value is required here (a mapping of keys)")
     )
+
+
+# -- one typo, one error ----------------------------------------------------------------------------
+
+KNOWN_SQLITE = "id, type, timeout, start_grace, path, seed"  #: a store item: core keys, then settings
+KNOWN_CONSOLE = "id, type, retry, color, width"  #: a notifier item
+
+
+@pytest.mark.parametrize(
+    ("sections", "marker", "error"),
+    [
+        pytest.param(
+            {"stores": "stores:\n  - id: local\n    type: sqlite\n    timout: 1s\n"},
+            "timout",
+            f"stores[0].timout: unknown key; did you mean 'timeout'? (known keys: {KNOWN_SQLITE})",
+            id="store-timeout",
+        ),
+        pytest.param(
+            {"stores": "stores:\n  - id: local\n    type: sqlite\n    start_grce: 5s\n"},
+            "start_grce",
+            f"stores[0].start_grce: unknown key; did you mean 'start_grace'? (known keys: {KNOWN_SQLITE})",
+            id="store-start-grace",
+        ),
+        pytest.param(
+            {"notifiers": "notifiers:\n  - id: screen\n    type: console\n    retyr: {first: 2s}\n"},
+            "retyr",
+            f"notifiers[0].retyr: unknown key; did you mean 'retry'? (known keys: {KNOWN_CONSOLE})",
+            id="notifier-retry",
+        ),
+        pytest.param(
+            {"readers": "readers:\n  - idd: door\n    type: simulated\n    visitors: []\n"},
+            "idd",
+            "readers[0].idd: unknown key; did you mean 'id'? (known keys: id, type, visitors, seed, loop)",
+            id="reader-id",
+        ),
+        pytest.param(
+            {"readers": "readers:\n  - id: door\n    tpye: simulated\n    visitors: []\n"},
+            "tpye",
+            "readers[0].tpye: unknown key; did you mean 'type'? "
+            "(known keys: id, type and the reader type's settings)",
+            id="reader-type",
+        ),
+        pytest.param(
+            {"branch": "branch:\n  id: t1\n  nmae: Test Branch\n"},
+            "nmae",
+            "branch.nmae: unknown key; did you mean 'name'? (known keys: id, name, timezone)",
+            id="required-key-of-a-section",
+        ),
+        pytest.param(
+            {"readers": "readrs:\n  - {id: door, type: simulated, visitors: []}\n"},
+            "readrs",
+            f"readrs: unknown key; did you mean 'readers'? (known keys: {KNOWN_TOP})",
+            id="required-section",
+        ),
+    ],
+)
+def test_a_misspelt_key_is_one_error_listing_every_key_of_its_item(host, sections, marker, error):
+    """Core keys (id, type, timeout, start_grace, retry) are suggested and listed with the plugin's
+    settings, and a misspelt required key is not also reported as missing."""
+    text = profile(**sections)
+    assert errors_of(write(FILE, text), host) == expect(text, (marker, error))
+
+
+FOLDED = "errors that follow from it are left out"
+
+
+def test_a_misspelt_section_folds_the_errors_that_follow_from_it(host):
+    text = profile(notifiers="notifers:\n  - {id: screen, type: console}\n")
+    first = line_of(text, "{event: arrival")
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "notifers:",
+            f"notifers: unknown key; did you mean 'notifiers'? (known keys: {KNOWN_TOP}); "
+            f"3 {FOLDED} (the first at routing[0].via[0], line {first})",
+        ),
+    )
+
+
+def test_a_section_that_fails_to_structure_folds_the_errors_that_follow_from_it(host):
+    text = profile(notifiers="notifiers: screen\n")
+    first = line_of(text, "{event: arrival")
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "notifiers: screen",
+            f"notifiers: expected a list, got 'screen'; 3 {FOLDED} "
+            f"(the first at routing[0].via[0], line {first})",
+        ),
+    )
+
+
+def test_a_misspelt_staff_section_folds_the_missing_roles(host):
+    text = profile(staff="staf:\n  - {id: boss, name: The Boss, role: branch_manager}\n")
+    first = line_of(text, "{event: arrival")
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "staf:",
+            f"staf: unknown key; did you mean 'staff'? (known keys: {KNOWN_TOP}); "
+            f"3 {FOLDED} (the first at routing[0].to, line {first})",
+        ),
+    )
+
+
+def test_a_misspelt_routing_section_folds_the_policy_errors(host):
+    text = profile(routing="routng:\n  - {event: arrival, to: lobby_manager, via: [screen]}\n")
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "routng:",
+            f"routng: unknown key; did you mean 'routing'? (known keys: {KNOWN_TOP}); "
+            "2 errors about routing that follow from it are left out",
+        ),
+    )
+
+
+def test_a_reference_to_a_sound_section_is_still_reported(host):
+    """Folding is for broken sections only: a misspelt notifier id is its own error."""
+    text = profile(routing=SECTIONS["routing"].replace("via: [screen]}\n", "via: [screem]}\n", 1))
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "[screem]",
+            "routing[0].via[0]: no notifier has id 'screem'; did you mean 'screen'? (notifier ids: screen)",
+        ),
+    )
+
+
+def test_errors_are_in_file_order(host):
+    text = profile(
+        readers="readers:\n  - {id: door, type: simulatd, visitors: []}\n",
+        routing=SECTIONS["routing"].replace("via: [screen]}\n", "via: [screem]}\n", 1),
+        tail="presence:\n  window: fast\n",
+    )
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "type: simulatd",
+            "readers[0].type: unknown reader type 'simulatd'; did you mean 'simulated'? "
+            f"(installed reader types: {READER_TYPES})",
+        ),
+        (
+            "[screem]",
+            "routing[0].via[0]: no notifier has id 'screem'; did you mean 'screen'? (notifier ids: screen)",
+        ),
+        ("window: fast", "presence.window: expected a duration such as 500ms, 2s or 10m, got 'fast'"),
+    )
+
+
+# -- YAML syntax: the column and what usually causes it ---------------------------------------------
+
+ALIGN = "check the indentation: the keys of one mapping must start in the same column"
+DEEPER = (
+    "check the indentation: this line is indented deeper than the line above, so it reads as part of "
+    "that line's value; line it up with the keys above (or is a ':' missing above?)"
+)
+
+
+@pytest.mark.parametrize(
+    ("branch", "where", "error"),
+    [
+        pytest.param(
+            "branch:\n  id: t1\n name: Test Branch\n",
+            (3, 2),
+            "YAML syntax error: while parsing a block mapping; expected <block end>, but found "
+            f"'<block mapping start>'; {ALIGN}",
+            id="indented-less",
+        ),
+        pytest.param(
+            "branch:\n  id: t1\n    name: Test Branch\n",
+            ("    name:", 9),
+            f"YAML syntax error: mapping values are not allowed here; {DEEPER}",
+            id="indented-more",
+        ),
+        pytest.param(
+            "branch:\n  id: t1\n  name Test Branch\n",
+            ("name Test", 3),
+            "YAML syntax error: while scanning a simple key; could not find expected ':'; "
+            "a key needs ':' and a space after it, as in 'name: value'",
+            id="missing-colon",
+        ),
+        pytest.param(
+            "branch:\n  id:\tt1\n  name: Test Branch\n",
+            (2, 6),
+            "YAML syntax error: while scanning for the next token; found character '\\t' that cannot "
+            "start any token; replace the tab with spaces: YAML does not allow tabs for indentation or "
+            "after a 'key:'",
+            id="tab-after-a-key",
+        ),
+        pytest.param(
+            "branch:\n  id: t1\n  name: Test\x07Branch\n",
+            ("name: Test", 13),
+            "character U+0007 is not allowed in YAML; remove it",
+            id="control-character",
+        ),
+    ],
+)
+def test_yaml_syntax_error_names_the_column_and_a_hint(host, branch, where, error):
+    text = profile(branch=branch)
+    assert errors_of(write(FILE, text), host) == expect(text, (where, error))
+
+
+NOT_UTF8 = "save the file as UTF-8 (a file saved as GBK or GB2312 gives this error)"
+
+
+def test_a_byte_that_is_not_utf8_names_its_line_and_column(host):
+    """A profile saved as GBK: the column counts the characters before the bad byte."""
+    text = profile(branch="branch:\n  id: t1\n  name: 上海 测试\n")
+    data = text.encode("utf-8").replace("测试".encode(), "测试".encode("gbk"))
+    Path(FILE).write_bytes(data)
+    assert errors_of(Path(FILE), host) == [
+        f"{FILE}:3:12: not UTF-8: byte 0x{'测'.encode('gbk')[0]:02x} cannot be read; {NOT_UTF8}"
+    ]
+
+
+# -- branch.timezone ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "error"),
+    [
+        pytest.param(
+            "Asia/Shangai",
+            "unknown time zone 'Asia/Shangai'; did you mean 'Asia/Shanghai'? "
+            "(an IANA name such as Asia/Shanghai or UTC)",
+            id="misspelt",
+        ),
+        pytest.param(
+            "asia/shanghai",
+            "unknown time zone 'asia/shanghai'; did you mean 'Asia/Shanghai'? "
+            "(an IANA name such as Asia/Shanghai or UTC)",
+            id="lower-case",
+        ),
+        pytest.param(
+            "../../etc/passwd",
+            "unknown time zone '../../etc/passwd' (an IANA name such as Asia/Shanghai or UTC)",
+            id="a-path",
+        ),
+        pytest.param(
+            "localtime",
+            "unknown time zone 'localtime' (an IANA name such as Asia/Shanghai or UTC)",
+            id="localtime-is-no-name",
+        ),
+    ],
+)
+def test_unknown_time_zone(host, zone, error):
+    text = profile(branch=f"branch:\n  id: t1\n  name: Test Branch\n  timezone: {zone}\n")
+    assert errors_of(write(FILE, text), host) == expect(text, ("timezone:", f"branch.timezone: {error}"))
+
+
+def test_branch_time_zone_is_a_zoneinfo(host, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # the profile's zone wins over the host's
+    text = profile(branch="branch:\n  id: t1\n  name: Test Branch\n  timezone: Europe/Berlin\n")
+    p = load_profile(write(FILE, text), host)
+    assert p.branch.timezone == "Europe/Berlin"
+    assert p.tz == zoneinfo.ZoneInfo("Europe/Berlin")
+    assert p.tz.utcoffset(dt.datetime(2027, 1, 15)) == dt.timedelta(hours=1)
+    assert p.tz.utcoffset(dt.datetime(2027, 7, 15)) == dt.timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    "tz", ["America/New_York", ":America/New_York", "/usr/share/zoneinfo/America/New_York"]
+)
+def test_branch_time_zone_defaults_to_the_hosts_tz(host, monkeypatch, tz):
+    monkeypatch.setenv("TZ", tz)
+    p = load_profile(write(FILE, profile()), host)
+    assert p.branch.timezone == "America/New_York"
+    assert p.tz == zoneinfo.ZoneInfo("America/New_York")
+
+
+def test_host_time_zone_comes_from_tz_then_localtime_then_etc_timezone(tmp_path):
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to("../usr/share/zoneinfo/Asia/Tokyo")  # the name is read from the link
+    timezone_file = tmp_path / "timezone"
+    timezone_file.write_text("Europe/Paris\n", encoding="utf-8")
+    nowhere = tmp_path / "nowhere"
+    assert host_timezone({"TZ": "Asia/Shanghai"}, localtime, timezone_file) == "Asia/Shanghai"
+    assert host_timezone({"TZ": "CST-8"}, localtime, timezone_file) == "Asia/Tokyo"  # a POSIX rule
+    assert host_timezone({}, localtime, timezone_file) == "Asia/Tokyo"
+    assert host_timezone({}, nowhere, timezone_file) == "Europe/Paris"
+    assert host_timezone({}, nowhere, nowhere) == "UTC"
+
+
+# -- serial ports: a missing device is a warning ----------------------------------------------------
+
+
+def _ports_here() -> str:
+    """What pyserial lists on this machine, as a missing-port warning names them."""
+    from serial.tools import list_ports
+
+    ports = sorted(p.device for p in list_ports.comports())
+    return ", ".join(ports[:8]) + (" ..." if len(ports) > 8 else "") or "none"
+
+
+MISSING_PORT = "/dev/ttyVIPSENSE-TEST-0"
+
+
+def _serial_profile(reader_port: str, modem_port: str = "socket://127.0.0.1:4002") -> str:
+    return profile(
+        readers=f"readers:\n  - {{id: door, type: thingmagic, region: PRC, port: '{reader_port}'}}\n",
+        notifiers=(
+            "notifiers:\n  - {id: screen, type: console}\n"
+            f"  - {{id: pager, type: sms-modem, port: '{modem_port}'}}\n"
+        ),
+    )
+
+
+def test_a_serial_port_that_does_not_exist_is_a_warning_naming_the_ports_that_do(host):
+    text = _serial_profile(MISSING_PORT, modem_port=MISSING_PORT + "1")
+    p = load_profile(write(FILE, text), host)
+    assert str(p.readers[0].settings.port) == MISSING_PORT
+    advice = "plug the device in before the branch starts, or correct the port"
+    assert [str(w) for w in p.warnings] == expect(
+        text,
+        (
+            "type: thingmagic",
+            f"readers[0].port: warning: serial port {MISSING_PORT} does not exist on this machine "
+            f"(serial ports here: {_ports_here()}); {advice}",
+        ),
+        (
+            "type: sms-modem",
+            f"notifiers[1].port: warning: serial port {MISSING_PORT}1 does not exist on this machine "
+            f"(serial ports here: {_ports_here()}); {advice}",
+        ),
+    )
+
+
+@pytest.mark.parametrize("port", ["socket://127.0.0.1:4001", "rfc2217://10.0.0.5:2217", "loop://"])
+def test_a_pyserial_url_is_not_looked_for(host, port):
+    assert load_profile(write(FILE, _serial_profile(port, port)), host).warnings == ()
+
+
+def test_a_serial_port_that_exists_gives_no_warning(host):
+    leader, follower = os.openpty()  # a real serial device: a pseudo-terminal
+    try:
+        p = load_profile(write(FILE, _serial_profile(os.ttyname(follower))), host)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert p.warnings == ()
+
+
+def test_an_empty_serial_port_is_an_error(host):
+    text = _serial_profile("")
+    assert errors_of(write(FILE, text), host) == expect(
+        text,
+        (
+            "type: thingmagic",
+            "readers[0].port: expected a serial port such as /dev/ttyUSB0 or socket://host:port, got ''",
+        ),
+    )
+
+
+def test_a_serial_port_from_env_is_named_by_its_variable_not_shown(host, monkeypatch):
+    monkeypatch.setenv("VIPSENSE_TEST_PORT", MISSING_PORT)
+    text = profile(
+        readers="readers:\n  - {id: door, type: thingmagic, region: PRC, port: !env VIPSENSE_TEST_PORT}\n"
+    )
+    [warning] = load_profile(write(FILE, text), host).warnings
+    assert MISSING_PORT not in str(warning)
+    assert warning.message == (
+        "the serial port that VIPSENSE_TEST_PORT names does not exist on this machine; plug the device in "
+        "before the branch starts, or correct VIPSENSE_TEST_PORT"
+    )
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_check_with_only_warnings_passes_and_prints_them(capsys):
+    text = _serial_profile(MISSING_PORT)
+    path = write(FILE, text)
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"{FILE}:{line_of(text, 'type: thingmagic')}: readers[0].port: warning: serial port {MISSING_PORT} "
+        f"does not exist on this machine (serial ports here: {_ports_here()}); plug the device in before "
+        "the branch starts, or correct the port"
+    ]
+    assert out.startswith(f"{path}: OK with 1 warning: branch t1 (Test Branch): ")
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_check_prints_warnings_with_the_errors_in_file_order(capsys):
+    text = _serial_profile(MISSING_PORT) + "presence:\n  window: fast\n"
+    path = write(FILE, text)
+    assert main(["check", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[1] for line in lines[:-1]] == ["readers[0].port", "presence.window"]
+    assert lines[-1] == f"{path}: 1 error, 1 warning; nothing was started"

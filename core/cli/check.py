@@ -13,6 +13,7 @@ import yaml
 
 from ..config import Secret
 from ..privacy import mask_field
+from . import help_of
 from .common import EXIT_OK, load, plugin_host
 
 
@@ -28,6 +29,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, float):
         return float(value)
+    if isinstance(value, str):  # a SerialPort is a str that YAML cannot represent as itself
+        return str(value)
     if attrs.has(type(value)):
         return {f.name: _plain(mask_field(f.name, getattr(value, f.name))) for f in attrs.fields(type(value))}
     if isinstance(value, list | tuple):
@@ -38,9 +41,11 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    profile = load(args.profile, plugin_host(), outcome="nothing was started")
+    profile = load(args.profile, plugin_host(), outcome="nothing was started")  # prints its warnings
     if args.dump:
-        print(yaml.safe_dump(_plain(profile), allow_unicode=True, sort_keys=False), end="")
+        resolved = _plain(profile)
+        del resolved["warnings"]  # printed by load(), not part of the profile
+        print(yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False), end="")
         return EXIT_OK
     kinds = ", ".join(
         f"{len(items)} {name}{'' if len(items) == 1 else 's'}"
@@ -50,8 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             ("notifier", profile.notifiers),
         )
     )
+    w = len(profile.warnings)
+    ok = f"OK with {w} warning{'s' if w != 1 else ''}" if w else "OK"
     print(
-        f"{args.profile}: OK: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
+        f"{args.profile}: {ok}: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
         f"{len(profile.routing)} routing rules; data in {profile.data_dir}"
     )
     for store in profile.stores:
@@ -74,7 +81,7 @@ def _seconds(value: float | None) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    check = sub.add_parser("check", help="validate a profile without opening any device")
+    check = sub.add_parser("check", help=help_of("check"))
     check.add_argument("profile")
     check.add_argument("--dump", action="store_true", help="print the resolved profile, secrets masked")
     check.set_defaults(func=cmd_check)

@@ -8,6 +8,7 @@ import json
 import sys
 
 from ..pluginhost import PluginState
+from . import help_of
 from .common import EXIT_OK, plugin_host, table
 
 
@@ -40,10 +41,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     ]
     lines = table(("PLUGIN", "DISTRIBUTION", "STATE", "TYPES"), table_rows)
     indent = " " * (max(len(r["name"]) for r in rows) + 2) if rows else ""
+    out = []
     for i, line in enumerate(lines):
-        print(line)
+        out.append(line)
         if i and rows[i - 1]["error"]:
-            print(indent + f"↳ {rows[i - 1]['error']}")
+            out.append(indent + f"↳ {rows[i - 1]['error']}")
+    print("\n".join(out))
     failed = [p for p in host.plugins if p.state is PluginState.FAILED]
     if failed:
         print(f"\n{len(failed)} plugin(s) failed to load; everything else works.", file=sys.stderr)
@@ -51,6 +54,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    plugins = sub.add_parser("plugins", help="list installed plugins and the types they provide")
+    plugins = sub.add_parser("plugins", help=help_of("plugins"))
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)

@@ -1,6 +1,9 @@
-"""Profile errors that name the file, the line, the key path and what to do."""
+"""Profile errors that name the file, the line, the key path and what to do, all in one pass and in
+file order (the Home Assistant / ESPHome style: reference/anchors-style.md §4)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import attrs
 
@@ -11,15 +14,37 @@ class ConfigError:
     line: int | None
     path: str  #: key path, e.g. ``readers[0].port``; empty for the whole file
     message: str
+    column: int | None = None  #: YAML syntax errors and bad bytes only: where on the line
+
+    #: put before the message; a warning says ``warning:``
+    label = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column}" if self.column else f":{self.line}"
+        parts = [where, self.path, self.label, self.message]
+        return ": ".join(p for p in parts if p)
+
+
+@attrs.frozen
+class ConfigWarning(ConfigError):
+    """Something that does not stop the branch but probably needs a look, such as a serial device
+    that is not plugged in yet."""
+
+    label = "warning"
+
+
+def in_file_order(entries: Iterable[ConfigError]) -> list[ConfigError]:
+    """Each entry once, sorted by file and line, so the list reads like the files."""
+    unique = list(dict.fromkeys(entries))
+    return sorted(unique, key=lambda e: (e.file, e.line or 0, e.column or 0))
 
 
 class ProfileError(Exception):
-    """All the errors found in one profile, reported together."""
+    """All the errors found in one profile, reported together, and the warnings found with them."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
+    def __init__(self, errors: list[ConfigError], warnings: Iterable[ConfigError] = ()) -> None:
         self.errors = errors
+        self.warnings = tuple(warnings)
         super().__init__("\n".join(str(e) for e in errors))

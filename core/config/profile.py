@@ -7,7 +7,11 @@ references, and raises :class:`ProfileError` with every problem found, each as
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +21,10 @@ from ..model import SUSPECT_REASONS, RejectReason, Role, Staff
 from ..pluginhost import Kind, PluginHost
 from ..policy import ALERT_REASONS
 from ..web.settings import WebSettings
-from .errors import ProfileError
-from .structure import INVALID, Structurer, suggest
+from .errors import ConfigError, ProfileError, in_file_order
+from .structure import INVALID, Structurer, closest, suggest
 from .types import Duration
-from .yamlload import KeyPath, load_profile_yaml
+from .yamlload import KeyPath, LoadedYaml, format_path, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
 TEN_MINUTES = Duration(600)
@@ -38,10 +42,47 @@ def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"must be greater than 0, got {float(value):g}")
 
 
+@functools.lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    """The IANA zone names this machine knows ("localtime" is the host's zone, not a name)."""
+    return frozenset(zoneinfo.available_timezones() - {"localtime"})
+
+
+def host_timezone(
+    environ: Mapping[str, str] = os.environ,
+    localtime: Path = Path("/etc/localtime"),
+    timezone_file: Path = Path("/etc/timezone"),
+) -> str:
+    """The IANA name of this machine's time zone: from ``TZ`` (``Asia/Shanghai``, ``:Asia/Shanghai``
+    or a path into a zoneinfo directory), else the zone ``/etc/localtime`` links to, else Debian's
+    ``/etc/timezone``, else UTC.  A ``TZ`` that is no IANA name (``CST-8``) is passed over."""
+    candidates = [environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(os.readlink(localtime))  # one link: the name chosen, not what it aliases
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        candidates.append(timezone_file.read_text(encoding="utf-8").strip())
+    for candidate in candidates:
+        name = candidate.rsplit("zoneinfo/", 1)[-1]
+        if name in _time_zones():
+            return name
+    return "UTC"
+
+
+def _timezone(inst: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value in _time_zones():
+        return
+    by_lower = {z.lower(): z for z in _time_zones()}  # "asia/shanghai" is meant as Asia/Shanghai
+    close = closest(value.lower(), by_lower)
+    meant = f"; did you mean {by_lower[close]!r}?" if close else ""
+    raise ValueError(f"unknown time zone {value!r}{meant} (an IANA name such as Asia/Shanghai or UTC)")
+
+
 @attrs.frozen
 class BranchInfo:
     id: str
     name: str
+    #: IANA name of the branch's time zone; by default this machine's (see :func:`host_timezone`)
+    timezone: str = attrs.field(factory=host_timezone, validator=_timezone)
 
 
 @attrs.frozen
@@ -177,10 +218,17 @@ class Profile:
     security: SecuritySettings = SecuritySettings()
     sync: SyncSettings | None = None
     web: WebSettings | None = None  #: the branch web (status page, console, API), if served
+    #: problems that do not stop the branch (a serial device not plugged in), in file order
+    warnings: tuple[ConfigError, ...] = ()
 
     @property
     def profile_dir(self) -> Path:
         return self.source.parent
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        """The branch's time zone (``branch.timezone``)."""
+        return zoneinfo.ZoneInfo(self.branch.timezone)
 
 
 #: Item keys the core handles itself, so plugin settings classes must not use them.
@@ -221,8 +269,14 @@ class _Checker:
         return tuple(out)
 
     def item(self, kind: Kind, path: KeyPath, item: dict[str, Any]) -> ItemConfig | None:
+        core_keys = ("id", "type", *_CORE_KEYS.get(kind, ()))
         if "type" not in item:
-            self.st.error(path, f"missing required key 'type' (the {kind.value} type)")
+            typo = next((k for k in item if closest(str(k), ["type"])), None)
+            if typo is not None:  # one error for the misspelt key, not also "missing 'type'"
+                known = f"{', '.join(core_keys)} and the {kind.value} type's settings"
+                self.st.error((*path, typo), f"unknown key; did you mean 'type'? (known keys: {known})")
+            else:
+                self.st.error(path, f"missing required key 'type' (the {kind.value} type)")
             return None
         type_name = item["type"]
         if type_name is INVALID:
@@ -234,8 +288,13 @@ class _Checker:
         available = self.host.types[kind]
         ptype = available.get(type_name)
         if ptype is None:
+            unusable = self.host.unavailable_types[kind].get(type_name)
+            if unusable is not None:  # installed, but a module it needs is not
+                self.st.error((*path, "type"), unusable.unavailable)
+                return None
             installed = ", ".join(sorted(available)) or "none"
-            msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, available)} "
+            known = [*available, *self.host.unavailable_types[kind]]
+            msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, known)} "
             msg += f"(installed {kind.value} types: {installed})"
             failed = [p.name for p in self.host.failed_plugins()]
             if failed:
@@ -248,8 +307,7 @@ class _Checker:
         if not isinstance(item_id, str) or not item_id:
             self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
             return None
-        common = ("id", "type", *_CORE_KEYS.get(kind, ()))
-        settings = self.st.structure_attrs(item, ptype.settings, path, skip=common)
+        settings = self.st.structure_attrs(item, ptype.settings, path, also_known=core_keys)
         timeout = grace = None
         retry = RetrySettings()
         if kind is Kind.STORE:
@@ -282,14 +340,14 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     Each part is checked on its own, so one pass reports the errors of every part, including the
     cross-references between the parts that are valid."""
     path = Path(path)
-    loaded = load_profile_yaml(path)
+    loaded = load_profile_yaml(path, bounded=True)
     if loaded.data is None:
-        raise ProfileError(loaded.errors)
+        raise ProfileError(in_file_order(loaded.errors))
     st = Structurer(loaded)
     st.errors.extend(loaded.errors)
     top = st.structure_fields(loaded.data, _ProfileYaml, ())
     if top is INVALID:
-        raise ProfileError(_dedupe(st.errors))
+        raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
     if loaded.incomplete:  # a base is missing: do not also blame the keys it would have supplied
         st.errors = [
             e for e in st.errors if not (e.path == "" and e.message.startswith("missing required key"))
@@ -308,13 +366,15 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     notifier_ids = {n.id for n in groups["notifiers"]}
     if top["notifiers"] is not INVALID:
         notifier_ids |= _raw_ids(top["notifiers"])
-    _check_references(st, top, notifier_ids, loaded.incomplete)
+    follow_ons = _FollowOns(st, _broken_sections(loaded, top))
+    _check_references(st, follow_ons, top, notifier_ids, loaded.incomplete)
     if top["stores"] is not INVALID and len(groups["stores"]) == len(top["stores"]):
-        _check_sync(st, top["sync"], groups["stores"])
+        _check_sync(follow_ons, top["sync"], groups["stores"])
     if top["web"] not in (None, INVALID) and top["web"].tls is not None:
         _check_tls(st, top["web"], path.resolve().parent)
+    follow_ons.fold()
     if st.errors:
-        raise ProfileError(_dedupe(st.errors))
+        raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
 
     source = path.resolve()
     if data_dir is not None:
@@ -347,7 +407,67 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
                 "web",
             )
         },
+        warnings=tuple(in_file_order(st.warnings)),
     )
+
+
+def _broken_sections(loaded: LoadedYaml, top: dict[str, Any]) -> dict[str, KeyPath]:
+    """Top-level sections that are misspelt or failed to structure, each with the key path of its
+    own error: ``{"notifiers": ("notifers",)}`` for a misspelt ``notifers:``."""
+    names = [f.name for f in attrs.fields(_ProfileYaml)]
+    broken: dict[str, KeyPath] = {name: (name,) for name in names if top.get(name) is INVALID}
+    for key in loaded.data:
+        meant = closest(str(key), names) if key not in names else None
+        if meant is not None and meant not in loaded.data:
+            broken.setdefault(meant, (key,))
+    return broken
+
+
+class _FollowOns:
+    """Errors that only follow from a broken top-level section, such as every ``via:`` naming a
+    notifier when ``notifiers:`` is misspelt.  They are folded into the section's own error, so one
+    typo gives one error; references to sound sections are reported as usual."""
+
+    def __init__(self, st: Structurer, broken: dict[str, KeyPath]) -> None:
+        self.st = st
+        self.broken = broken
+        self.held: dict[str, list[ConfigError]] = {}
+
+    def error(self, section: str, path: KeyPath, message: str) -> None:
+        """An error that ``section`` being broken would explain."""
+        if section in self.broken:
+            self.held.setdefault(section, []).append(self.st.loaded.error(path, message))
+        else:
+            self.st.error(path, message)
+
+    def fold(self) -> None:
+        for section, held in self.held.items():
+            own = format_path(self.broken[section])
+            first = in_file_order(held)[0]
+            index = next(
+                (
+                    i
+                    for i, e in enumerate(self.st.errors)
+                    if e.path == own or e.path.startswith((f"{own}.", f"{own}["))
+                ),
+                None,
+            )
+            anchor = self.st.errors[index] if index is not None else first
+            where = f"line {first.line}" if first.file == anchor.file else f"{first.file}:{first.line}"
+            n = len(held)
+            if first.path == section:  # about the (missing) section itself: no place worth showing
+                note = f"{n} errors about {section} that follow from it are left out"
+                if n == 1:
+                    note = f"1 error about {section} that follows from it is left out"
+            elif n == 1:
+                note = f"1 error that follows from it is left out (at {first.path}, {where})"
+            else:
+                note = f"{n} errors that follow from it are left out (the first at {first.path}, {where})"
+            if index is None:  # the section's own error names no key path (e.g. a missing base)
+                message = f"the {section!r} section has errors, so {note}"
+                self.st.errors.append(attrs.evolve(first, path="", message=message))
+            else:
+                self.st.errors[index] = attrs.evolve(anchor, message=f"{anchor.message}; {note}")
 
 
 def _check_tls(st: Structurer, web: WebSettings, profile_dir: Path) -> None:
@@ -369,9 +489,12 @@ def _valid(items: Any) -> list[Any]:
     return [] if items is INVALID else [i for i in items if i is not INVALID]
 
 
-def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str], incomplete: bool) -> None:
+def _check_references(
+    st: Structurer, follow_ons: _FollowOns, top: dict[str, Any], notifier_ids: set[str], incomplete: bool
+) -> None:
     """Cross-references between parts.  Checks that depend on a part with errors are skipped, so a
-    broken entry is reported once, not again through everything that refers to it."""
+    broken entry is reported once, not again through everything that refers to it; errors that a
+    misspelt or broken section would explain go to ``follow_ons``."""
     staff, routing, tiers = _valid(top["staff"]), _valid(top["routing"]), top["tiers"]
     staff_ids: dict[str, int] = {}
     for i, person in enumerate(top["staff"] if top["staff"] is not INVALID else ()):
@@ -393,12 +516,15 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
         for where, via in vias:
             if via not in notifier_ids:
                 known = ", ".join(sorted(notifier_ids)) or "none"
-                st.error(
-                    where, f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})"
+                follow_ons.error(
+                    "notifiers",
+                    where,
+                    f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})",
                 )
         for j, tier in enumerate(rule.tiers):
             if tiers is not INVALID and tier not in tiers:
-                st.error(
+                follow_ons.error(
+                    "tiers",
                     ("routing", i, "tiers", j),
                     f"unknown tier {tier!r}{suggest(tier, tiers)} (tiers: {', '.join(tiers)})",
                 )
@@ -434,13 +560,14 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
                 st.error(("routing", i, "escalate", "to"), "rejected and suspect cards go to branch staff")
             ttl = top.get("notification_ttl")
             if ttl is not INVALID and ttl is not None and float(rule.escalate.after) >= float(ttl):
-                st.error(
+                follow_ons.error(
+                    "notification_ttl",
                     ("routing", i, "escalate", "after"),
                     f"must be shorter than notification_ttl ({float(ttl):g}s), or the fallback is never told",
                 )
         for where, role in targets:
             if staff_known and role is not Role.CLIENT_MANAGER and not any(p.role is role for p in staff):
-                st.error(where, f"no one in 'staff:' has role {role.value!r}")
+                follow_ons.error("staff", where, f"no one in 'staff:' has role {role.value!r}")
     if incomplete or top["routing"] is INVALID or len(routing) < len(top["routing"]):
         return  # a broken rule, or an unreadable base, might have held the alert rule
     alerted: set[RejectReason] = set()
@@ -449,20 +576,22 @@ def _check_references(st: Structurer, top: dict[str, Any], notifier_ids: set[str
             alerted |= set(rule.reasons or set(RejectReason) - SUSPECT_REASONS)
     missing = [r.value for r in sorted(ALERT_REASONS, key=lambda r: r.value) if r not in alerted]
     if missing:
-        st.error(
+        follow_ons.error(
+            "routing",
             ("routing",),
             f"{' and '.join(missing)} cards must alert the branch manager; add a rule such as "
             "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
         )
     if not any(r.event == "suspect" and r.to is Role.BRANCH_MANAGER for r in routing):
-        st.error(
+        follow_ons.error(
+            "routing",
             ("routing",),
             "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
             "{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}",
         )
 
 
-def _check_sync(st: Structurer, sync: SyncSettings | None, stores: tuple[ItemConfig, ...]) -> None:
+def _check_sync(follow_ons: _FollowOns, sync: SyncSettings | None, stores: tuple[ItemConfig, ...]) -> None:
     if sync is None or sync is INVALID:
         return
     ids = [s.id for s in stores]
@@ -470,9 +599,10 @@ def _check_sync(st: Structurer, sync: SyncSettings | None, stores: tuple[ItemCon
         name = getattr(sync, key)
         if name not in ids:
             known = ", ".join(ids) or "none"
-            st.error(("sync", key), f"no store has id {name!r}{suggest(name, ids)} (store ids: {known})")
+            message = f"no store has id {name!r}{suggest(name, ids)} (store ids: {known})"
+            follow_ons.error("stores", ("sync", key), message)
     if sync.source == sync.target:
-        st.error(("sync", "target"), "the replica must be another store than the source")
+        follow_ons.st.error(("sync", "target"), "the replica must be another store than the source")
 
 
 def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]], loaded: Any) -> None:
@@ -493,12 +623,3 @@ def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]],
                 )
             else:
                 owner[cfg.id] = f"{key}[{index}]"
-
-
-def _dedupe(errors: list) -> list:
-    seen, out = set(), []
-    for e in errors:
-        if e not in seen:
-            seen.add(e)
-            out.append(e)
-    return out

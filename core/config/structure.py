@@ -1,9 +1,10 @@
 """Turn loaded YAML into frozen attrs classes, collecting every error instead of stopping at one.
 
 Supported field types: attrs classes, ``str``, ``int``, ``float``, ``bool``, :class:`Duration`,
-:class:`Secret`, ``datetime.date``, enums, ``Literal``, ``X | None``, ``list[X]``, ``tuple[X, ...]`` and
-``dict[str, X]``.  Unknown keys are errors with a "did you mean".  A settings class may add checks
-with attrs validators; their ``ValueError`` message is reported at the class's key path.
+:class:`Secret`, :class:`SerialPort`, ``datetime.date``, enums, ``Literal``, ``X | None``, ``list[X]``,
+``tuple[X, ...]`` and ``dict[str, X]``.  Unknown keys are errors with a "did you mean".  A settings class
+may add checks with attrs validators; their ``ValueError`` message is reported at the class's key path.
+A :class:`SerialPort` whose device does not exist here is a warning, not an error.
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from typing import Any
 import attrs
 import yaml
 
-from .errors import ConfigError
-from .types import Duration, Secret
+from .errors import ConfigError, ConfigWarning
+from .types import Duration, Secret, SerialPort
 from .yamlload import INVALID, KeyPath, LoadedYaml
 
-__all__ = ["INVALID", "Structurer", "suggest"]
+__all__ = ["INVALID", "Structurer", "closest", "suggest"]
+
+
+def closest(word: str, choices: typing.Iterable[str]) -> str | None:
+    """The choice ``word`` is most probably a misspelling of, if any is close enough."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    meant = closest(word, choices)
+    return f"; did you mean {meant!r}?" if meant else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -40,6 +47,7 @@ def _type_name(tp: Any) -> str:
         bool: "true or false",
         Duration: "a duration such as 2s",
         Secret: "a secret",
+        SerialPort: "a serial port such as /dev/ttyUSB0 or socket://host:port",
         dt.date: "a date such as 2027-12-31",
     }
     if tp in names:
@@ -60,10 +68,15 @@ class Structurer:
     def __init__(self, loaded: LoadedYaml) -> None:
         self.loaded = loaded
         self.errors: list[ConfigError] = []
+        self.warnings: list[ConfigError] = []  #: problems that do not stop the branch
 
     def error(self, path: KeyPath, message: str) -> Any:
         self.errors.append(self.loaded.error(path, message))
         return INVALID
+
+    def warn(self, path: KeyPath, message: str) -> None:
+        err = self.loaded.error(path, message)
+        self.warnings.append(ConfigWarning(err.file, err.line, err.path, err.message))
 
     def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:
         if value is INVALID:  # already reported where it came from
@@ -107,6 +120,14 @@ class Structurer:
                 return self.error(path, str(exc))
         if tp is Secret:
             return value if isinstance(value, Secret) else Secret(str(value))
+        if tp is SerialPort:
+            if not isinstance(value, str) or not value.strip():
+                return self.error(path, f"expected {_type_name(SerialPort)}, got {value!r}")
+            port = SerialPort(value.strip())
+            problem = port.missing_device()
+            if problem:  # the device may be plugged in later: a warning, not an error
+                self.warn(path, problem)
+            return port
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             try:
                 return tp(value)
@@ -146,19 +167,27 @@ class Structurer:
         return self.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
 
     def structure_fields(
-        self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()
+        self, value: Any, cls: type, path: KeyPath, also_known: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         """Each field of ``cls`` structured on its own: a failed or missing field is ``INVALID``,
-        an absent optional one gets its default.  Lets callers go on checking the valid parts."""
+        an absent optional one gets its default.  Lets callers go on checking the valid parts.
+
+        ``also_known`` are keys the caller handles itself (an item's ``id``, ``type``...): they are
+        not reported as unknown, and are suggested and listed with the fields."""
         if not isinstance(value, dict):
             self.error(path, f"expected a mapping of keys, got {value!r}")
             return INVALID
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in attrs.fields(cls) if f.init}
+        known = [*also_known, *(name for name in fields if name not in also_known)]
+        meant: set[str] = set()  #: keys that a misspelt key probably meant: not also "missing"
         for key in value:
-            if key not in fields and key not in skip:
-                known = ", ".join(fields) or "none"
-                self.error((*path, key), f"unknown key{suggest(str(key), fields)} (known keys: {known})")
+            if key not in fields and key not in also_known:
+                close = closest(str(key), known)
+                if close is not None and close not in value:
+                    meant.add(close)
+                listed = ", ".join(known) or "none"
+                self.error((*path, key), f"unknown key{suggest(str(key), known)} (known keys: {listed})")
         out: dict[str, Any] = {}
         for name, field in fields.items():
             if name in value:
@@ -167,7 +196,8 @@ class Structurer:
                 if not checked and not self._validate(field, out[name], (*path, name)):
                     out[name] = INVALID
             elif field.default is attrs.NOTHING:
-                self.error(path, f"missing required key {name!r}")
+                if name not in meant:  # else the misspelt key's error already says what to write
+                    self.error(path, f"missing required key {name!r}")
                 out[name] = INVALID
             elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
                 out[name] = field.default.factory()
@@ -175,9 +205,9 @@ class Structurer:
                 out[name] = field.default
         return out
 
-    def structure_attrs(self, value: Any, cls: type, path: KeyPath, skip: tuple[str, ...] = ()) -> Any:
+    def structure_attrs(self, value: Any, cls: type, path: KeyPath, also_known: tuple[str, ...] = ()) -> Any:
         before = len(self.errors)
-        fields = self.structure_fields(value, cls, path, skip)
+        fields = self.structure_fields(value, cls, path, also_known)
         if fields is INVALID or len(self.errors) > before or any(v is INVALID for v in fields.values()):
             return INVALID
         try:
@@ -198,12 +228,19 @@ class Structurer:
         if tp in (int, float, bool) and value.strip():
             with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)
-        before = len(self.errors)
+        before, warned = len(self.errors), len(self.warnings)
         result = self.structure(value, tp, path)
+        variable = secret.source.removeprefix("env:")
         for i in range(before, len(self.errors)):
             err = self.errors[i]
-            message = f"the value of {secret.source.removeprefix('env:')} is not {_type_name(tp)}"
+            message = f"the value of {variable} is not {_type_name(tp)}"
             self.errors[i] = attrs.evolve(err, message=message)
+        for i in range(warned, len(self.warnings)):  # only a serial port warns: name it, not its value
+            message = (
+                f"the serial port that {variable} names does not exist on this machine; plug the device in "
+                f"before the branch starts, or correct {variable}"
+            )
+            self.warnings[i] = attrs.evolve(self.warnings[i], message=message)
         return result
 
     def _validate(self, field: attrs.Attribute, value: Any, path: KeyPath) -> bool:

@@ -1,8 +1,11 @@
-"""Value types that settings classes use: durations written like ``500ms`` and masked secrets."""
+"""Value types that settings classes use: durations written like ``500ms``, masked secrets and serial
+ports that ``vipsense check`` looks for on this machine."""
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -54,3 +57,45 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+#: pyserial opens these by URL (``socket://host:port``, ``rfc2217://``, ``loop://``, ``spy://`` ...):
+#: they name no device file, so there is nothing on this machine to look for.
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_SHOWN_PORTS = 8  #: a warning names at most this many of the ports that do exist
+
+
+class SerialPort(str):
+    """A serial device path such as ``/dev/ttyUSB0``, or a pyserial URL such as ``socket://host:4001``.
+
+    A settings field of this type tells the core that the value is a serial port, so ``vipsense
+    check`` warns when the device does not exist (it may be plugged in later, so it is not an error).
+    """
+
+    __slots__ = ()
+
+    @property
+    def is_url(self) -> bool:
+        return bool(_URL.match(self))
+
+    def missing_device(self) -> str | None:
+        """Why this port cannot be opened now, as a warning; ``None`` when it exists or is a URL."""
+        if self.is_url or os.path.exists(self):
+            return None
+        ports = serial_ports()
+        here = ", ".join(ports[:_SHOWN_PORTS]) + (" ..." if len(ports) > _SHOWN_PORTS else "")
+        return (
+            f"serial port {self} does not exist on this machine (serial ports here: {here or 'none'}); "
+            "plug the device in before the branch starts, or correct the port"
+        )
+
+
+def serial_ports() -> list[str]:
+    """The serial ports that exist on this machine, as pyserial lists them (it skips the legacy
+    ``/dev/ttyS*`` nodes that have no UART behind them), or by globbing ``/dev`` without pyserial."""
+    try:
+        from serial.tools import list_ports
+    except ImportError:
+        patterns = ("/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*", "/dev/serial/by-id/*")
+        return sorted(p for pattern in patterns for p in glob.glob(pattern))
+    return sorted(port.device for port in list_ports.comports())

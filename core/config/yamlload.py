@@ -10,11 +10,17 @@ The one composition rule (documented in README "Branch profiles"):
 Secrets never live in a profile: ``!secret NAME`` looks ``NAME`` up in ``secrets.yaml`` beside the file
 that uses it (or in ``$VIPSENSE_SECRETS``), and ``!env VAR`` reads an environment variable.  Both give
 :class:`~vipsense.config.types.Secret` values, which are masked wherever they are printed.
+
+Hostile or mistaken input is refused with one line instead of exhausting the machine: a profile over
+1 MB or with more than 20,000 values, aliases that expand to more than 10,000 values (a "billion
+laughs" bomb), a recursive alias and nesting deeper than 50 levels.  A branch profile is a few kB
+with no aliases, so these limits cost nothing in practice.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +37,60 @@ Locations = dict[KeyPath, tuple[str, int]]
 INVALID: Any = type("Invalid", (), {"__repr__": lambda self: "<invalid>"})()
 
 
-def syntax_error_line(exc: yaml.YAMLError, text: str) -> int | None:
-    """The line a person should look at for a YAML syntax error.
+#: A branch profile is a few kB; a file over this is not a profile (or is an attack on the parser).
+MAX_PROFILE_BYTES = 1024 * 1024
+#: Values that aliases (``*name``) may add to a file when expanded.  A billion-laughs file expands ten
+#: aliases ten times over, nine levels deep; a real profile needs none.
+MAX_ALIAS_VALUES = 10_000
+#: Values a profile may hold.  The demo has about 600, a branch with a long emulated morning a few
+#: thousand; half a million tiny values fit in 1 MB and would take PyYAML 20 s and 500 MB to read.
+MAX_PROFILE_VALUES = 20_000
+MAX_DEPTH = 50  #: mappings and lists inside each other; a profile needs fewer than 10
 
-    For an unfinished construct ("while scanning a quoted scalar ...") that is where it began, not
-    where PyYAML gave up, which may be past the end of the file; otherwise where the problem is."""
+_TAB_HINT = "replace the tab with spaces: YAML does not allow tabs for indentation or after a 'key:'"
+_COLON_HINT = "a value that contains ': ' must be quoted, e.g. name: 'Lujiazui: Shanghai'"
+_ALIGN_HINT = "check the indentation: the keys of one mapping must start in the same column"
+_DEEPER_HINT = (
+    "check the indentation: this line is indented deeper than the line above, so it reads as part of "
+    "that line's value; line it up with the keys above (or is a ':' missing above?)"
+)
+_KEY_HINT = "a key needs ':' and a space after it, as in 'name: value'"
+_FILE_NOT_FOUND = "file not found"
+
+
+def syntax_error_mark(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
+    """The line and column a person should look at for a YAML syntax error.
+
+    For an unfinished quoted value or flow collection ("while scanning a quoted scalar ...") that is
+    where it began, not where PyYAML gave up, which may be past the end of the file; otherwise it is
+    where the problem is (for a bad indentation, the line that is indented wrongly)."""
     context = getattr(exc, "context", None) or ""
-    mark = getattr(exc, "context_mark", None) if context.startswith("while") else None
+    unfinished = context.startswith(("while scanning", "while parsing a flow"))
+    mark = getattr(exc, "context_mark", None) if unfinished else None
     mark = mark or getattr(exc, "problem_mark", None)
     if mark is None:
-        return None
-    return min(mark.line + 1, max(1, len(text.splitlines())))
+        return None, None
+    last = max(1, len(text.splitlines()))
+    if mark.line + 1 > last:  # past the end of the file: its last line
+        return last, None
+    return mark.line + 1, mark.column + 1
+
+
+def syntax_hint(exc: yaml.YAMLError, text: str, line: int | None, column: int | None) -> str:
+    """What usually causes this syntax error: a tab, an unquoted ': ' in a value, or indentation."""
+    problem = getattr(exc, "problem", None) or ""
+    lines = text.splitlines()
+    source = lines[line - 1] if line and line <= len(lines) else ""
+    if "'\\t'" in problem or "\t" in source[: len(source) - len(source.lstrip())]:
+        return _TAB_HINT
+    if "mapping values are not allowed" in problem:
+        before = source[: (column or 1) - 1]
+        return _COLON_HINT if re.search(r"\S:(\s|$)", before) else _DEEPER_HINT
+    if "expected <block end>" in problem:
+        return _ALIGN_HINT
+    if "could not find expected ':'" in problem:
+        return _KEY_HINT
+    return ""
 
 
 def format_path(path: KeyPath) -> str:
@@ -78,10 +127,149 @@ class LoadedYaml:
         return ConfigError(file, line, format_path(path), message)
 
 
+class _Refused(Exception):
+    """The file would exhaust the parser: an alias bomb, a recursive alias, too deep nesting or too
+    many values."""
+
+    def __init__(self, mark: yaml.Mark, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing with a budget: aliases may add at most ``MAX_ALIAS_VALUES``
+    values, an alias may not point into its own anchor, nesting stops at ``MAX_DEPTH``, and the file
+    may hold at most ``max_values`` values (``None``: no limit)."""
+
+    def __init__(self, text: str, max_values: int | None) -> None:
+        super().__init__(text)
+        self.max_values = max_values
+        self.values = 0
+        self.alias_values = 0
+        self._open_anchors: list[str] = []  #: anchors of the collections being composed
+        self._sizes: dict[int, int] = {}  #: id(node) -> values it stands for, aliases expanded
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is PyYAML's own error
+                if event.anchor in self._open_anchors:
+                    raise _Refused(
+                        event.start_mark,
+                        f"recursive alias *{event.anchor}: it is inside its own anchor "
+                        f"&{event.anchor}, so its value would never end; remove the alias",
+                    )
+                self.alias_values += _expanded_size(target, self._sizes)
+                if self.alias_values > MAX_ALIAS_VALUES:
+                    raise _Refused(
+                        event.start_mark,
+                        f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values, the most a "
+                        "profile may have; write the values out instead",
+                    )
+            return super().compose_node(parent, index)
+        self.values += 1
+        if self.max_values is not None and self.values > self.max_values:
+            raise _Refused(
+                event.start_mark,
+                f"the file holds more than {self.max_values:,} values, the most a profile may have; "
+                "is this the right file?",
+            )
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep; a profile needs few")
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open_anchors.append(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if anchor is not None:
+                self._open_anchors.pop()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` becomes with every alias in it expanded (memoised: an alias bomb
+    shares its nodes, so this stays cheap while the expansion is astronomically large)."""
+    key = id(node)
+    if key not in sizes:
+        if isinstance(node, yaml.MappingNode):
+            sizes[key] = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            sizes[key] = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+        else:
+            sizes[key] = 1
+    return sizes[key]
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1024 / 1024:.3g} MB" if size >= 1024 * 1024 else f"{size / 1024:.3g} kB"
+
+
+def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | None, ConfigError | None]:
+    """The one YAML node of ``file``, composed within the limits above, or the one error that says
+    why not.  ``(None, None)`` means the file holds no document (empty, or comments only).
+    ``bounded`` applies a profile's limits of size and values."""
+    max_bytes = MAX_PROFILE_BYTES if bounded else None
+
+    def error(message: str, line: int | None = None, column: int | None = None) -> ConfigError:
+        return ConfigError(display, line, "", message, column)
+
+    try:
+        size = file.stat().st_size if max_bytes else 0
+        if max_bytes and size > max_bytes:
+            return None, error(
+                f"the file is {_size_text(size)}; a profile may be at most {_size_text(max_bytes)} "
+                f"({max_bytes:,} bytes), so this is not a profile"
+            )
+        with file.open("rb") as stream:  # bounded again: a pipe or a growing file has no fixed size
+            data = stream.read(max_bytes + 1) if max_bytes else stream.read()
+    except FileNotFoundError:
+        return None, error(_FILE_NOT_FOUND)
+    except OSError as exc:
+        return None, error(f"cannot read the file: {exc.strerror or exc}")
+    if max_bytes and len(data) > max_bytes:
+        return None, error(f"the file is larger than {_size_text(max_bytes)}, the most a profile may be")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        return None, error(
+            f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be read; save the file as UTF-8 "
+            "(a file saved as GBK or GB2312 gives this error)",
+            line,
+            column,
+        )
+    try:
+        loader = _BoundedLoader(text, MAX_PROFILE_VALUES if bounded else None)  # checks characters first
+    except yaml.reader.ReaderError as exc:  # a control character: PyYAML gives its offset only
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"character U+{exc.character:04X} is not allowed in YAML; remove it"
+        return None, error(message, line, column)
+    try:
+        return loader.get_single_node(), None
+    except _Refused as exc:
+        return None, error(exc.message, exc.mark.line + 1, exc.mark.column + 1)
+    except yaml.MarkedYAMLError as exc:
+        line, column = syntax_error_mark(exc, text)
+        what = "; ".join(x for x in (exc.context, exc.problem, syntax_hint(exc, text, line, column)) if x)
+        return None, error(f"YAML syntax error: {what}", line, column)
+    finally:
+        loader.dispose()
+
+
 class _Reader:
-    def __init__(self, file: Path, display: str) -> None:
+    def __init__(self, file: Path, display: str, bounded: bool) -> None:
         self.file = file
         self.display = display
+        self.bounded = bounded
+        self._too_deep = False
         self.locations: Locations = {}
         self.errors: list[ConfigError] = []
         self._secrets: dict[str, Any] | None = None
@@ -91,24 +279,10 @@ class _Reader:
         self.errors.append(ConfigError(self.display, node.start_mark.line + 1, format_path(path), message))
 
     def read(self) -> Any:
-        try:
-            text = self.file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self.errors.append(ConfigError(self.display, None, "", "file not found"))
+        node, error = parse_file(self.file, self.display, self.bounded)
+        if error is not None:
+            self.errors.append(error)
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            self.errors.append(ConfigError(self.display, None, "", f"cannot read the file: {exc}"))
-            return None
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            line = syntax_error_line(exc, text)
-            what = "; ".join(x for x in (exc.context, exc.problem) if x)
-            self.errors.append(ConfigError(self.display, line, "", f"YAML syntax error: {what}"))
-            return None
-        finally:
-            loader.dispose()
         if node is None:
             self.errors.append(ConfigError(self.display, 1, "", "the file is empty"))
             return None
@@ -116,6 +290,12 @@ class _Reader:
         return self.walk(node, ())
 
     def walk(self, node: yaml.Node, path: KeyPath) -> Any:
+        if len(path) > MAX_DEPTH:  # aliases inside aliases can nest deeper than the text does
+            if not self._too_deep:
+                self._too_deep = True
+                message = f"aliases here nest values more than {MAX_DEPTH} levels deep; a profile needs few"
+                self.errors.append(ConfigError(self.display, node.start_mark.line + 1, "", message))
+            return INVALID
         self.locations[path] = (self.display, node.start_mark.line + 1)
         if node.tag == "!secret":
             return self.secret(node, path)
@@ -179,16 +359,15 @@ class _Reader:
             env = os.environ.get("VIPSENSE_SECRETS")
             self._secrets_file = Path(env) if env else self.file.parent / "secrets.yaml"
             where = self._secrets_file
-            try:
-                data = yaml.safe_load(where.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                return None, f"no secrets file at {where}; create it or set VIPSENSE_SECRETS to its path"
-            except (OSError, UnicodeDecodeError) as exc:
-                return None, f"cannot read the secrets file {where}: {exc}"
-            except yaml.YAMLError as exc:
-                line = syntax_error_line(exc, where.read_text(encoding="utf-8", errors="replace"))
-                at = f"line {line}" if line else "syntax error"
-                return None, f"the secrets file {where} is not valid YAML ({at})"
+            node, error = parse_file(where, str(where), bounded=True)
+            if error is not None:
+                if error.message == _FILE_NOT_FOUND:
+                    return None, f"no secrets file at {where}; create it or set VIPSENSE_SECRETS to its path"
+                if error.message.startswith("YAML syntax error"):
+                    return None, f"the secrets file {where} is not valid YAML (line {error.line})"
+                at = f" (line {error.line})" if error.line else ""
+                return None, f"cannot read the secrets file {where}{at}: {error.message}"
+            data = yaml.SafeLoader("").construct_document(node) if node is not None else None
             if data is None:
                 data = {}
             if not isinstance(data, dict):
@@ -249,19 +428,21 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-def load_profile_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> LoadedYaml:
+def load_profile_yaml(path: Path, bounded: bool = False, _chain: tuple[Path, ...] = ()) -> LoadedYaml:
     """Read ``path`` and everything it ``extends:``, merged, with locations and all errors.
 
-    Keys set to ``null`` are dropped from the result (after merging), so they mean "not set"."""
-    loaded = _load(path, _chain)
+    Keys set to ``null`` are dropped from the result (after merging), so they mean "not set".
+    ``bounded`` refuses a file (each of the chain on its own) over ``MAX_PROFILE_BYTES`` or
+    ``MAX_PROFILE_VALUES``: a profile is read bounded; a seed file of customers may be larger."""
+    loaded = _load(path, _chain, bounded)
     if not _chain and loaded.data is not None:
         loaded.data = without_nulls(loaded.data)
     return loaded
 
 
-def _load(path: Path, _chain: tuple[Path, ...]) -> LoadedYaml:
+def _load(path: Path, _chain: tuple[Path, ...], bounded: bool) -> LoadedYaml:
     path = path.resolve() if path.exists() else path
-    reader = _Reader(path, _display(path))
+    reader = _Reader(path, _display(path), bounded)
     data = reader.read()
     errors = reader.errors
     locs = reader.locations
@@ -288,7 +469,7 @@ def _load(path: Path, _chain: tuple[Path, ...]) -> LoadedYaml:
         what = "is a directory" if base_path.is_dir() else "not found"
         errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} {what}"))
         return LoadedYaml(data, locs, errors, incomplete=True)
-    base = _load(base_path, (*_chain, path))
+    base = _load(base_path, (*_chain, path), bounded)
     if base.data is None:
         return LoadedYaml(data, locs, base.errors + errors, incomplete=True)
     merged_locs = dict(base.locations)

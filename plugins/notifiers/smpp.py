@@ -316,6 +316,7 @@ class SmppNotifier(Notifier):
             branch_name=self.ctx.branch_name,
             staff=self.ctx.staff,
             language=self.settings.language,
+            tz=self.ctx.tz,
         )
 
     def _fail(self, message: str, retry: bool) -> DeliveryFailed:
@@ -631,4 +632,6 @@ def vipsense_register_notifier_types(register):
         SmppSettings,
         make_notifier,
         summary="SMS to staff's mobiles through an operator's SMSC over SMPP 3.4 (smpplib)",
+        requires=("smpplib",),
+        extra="smpp",
     )

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import attrs
 
 import vipsense
-from vipsense.api import Duration, Notifier, PluginContext, Secret
+from vipsense.api import Duration, Notifier, PluginContext, Secret, SerialPort
 
 from .pdu import normalise_number
 
@@ -57,7 +57,7 @@ class EmulatedModemSettings:
 
 @attrs.frozen
 class GsmSettings:
-    port: str | None = None  #: pyserial URL of the modem
+    port: SerialPort | None = None  #: device path or pyserial URL of the modem
     emulate: EmulatedModemSettings | None = None  #: instead of ``port``: an emulated modem
     baudrate: int = 115200
     pin: Secret | None = attrs.field(default=None, validator=_pin)  #: entered only if the SIM asks

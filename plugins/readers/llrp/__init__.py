@@ -111,4 +111,6 @@ def vipsense_register_reader_types(register):
         LLRPSettings,
         make_reader,
         summary="LLRP fixed reader (Impinj, Zebra, ...) over TCP; needs vipsense[llrp]",
+        requires=("sllurp",),
+        extra="llrp",
     )

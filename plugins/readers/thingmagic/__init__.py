@@ -23,7 +23,7 @@ from typing import Any, Literal
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader
+from vipsense.api import Duration, PluginContext, Reader, SerialPort
 from vipsense.plugins.readers.simulated import Replay, SimulatedReader, SimulatedSettings, Visitor
 
 from .protocol import REGIONS
@@ -58,7 +58,7 @@ class EmulatedModule:
 @attrs.frozen
 class ThingMagicSettings:
     region: str = attrs.field(validator=_region)  #: the legal RF region of the site, e.g. PRC, EU, NA
-    port: str | None = None  #: pyserial URL of the module
+    port: SerialPort | None = None  #: device path or pyserial URL of the module
     emulate: EmulatedModule | None = None  #: instead of ``port``: an emulated module (demos, tests)
     baudrate: int = 115200
     antennas: tuple[int, ...] = attrs.field(default=(1,), validator=_antennas)

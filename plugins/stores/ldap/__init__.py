@@ -52,4 +52,6 @@ def vipsense_register_store_types(register):
         LdapSettings,
         make_store,
         summary="customers and cards in an LDAP directory, cached, with the card registry",
+        requires=("ldap",),  # python-ldap
+        extra="ldap",
     )
