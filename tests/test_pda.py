@@ -1,10 +1,13 @@
 """The PDA notifier and agent with real parts: agents run as subprocesses on 127.0.0.1, the hub side
 is the real notifier (alone, or inside a Branch or a ``vipsense run`` process), zeroconf runs on
 loopback only.  Discovery, signed pushes shown once, refused pushes, acknowledgements, a PDA away for a
-minute, the hub killed with ``kill -9``, and secrets kept out of every output."""
+minute, the hub killed with ``kill -9``, a PDA bound to one hub instance (and following its branch's
+hub when it restarts), and secrets kept out of every output.  Any coroutine left unawaited at a
+zeroconf teardown fails the test it is found in."""
 
 from __future__ import annotations
 
+import gc
 import http.client
 import io
 import json
@@ -21,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -42,16 +46,23 @@ from vipsense.model import (
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.plugins.notifiers.pda import EmulatedPda, PdaSettings
+from vipsense.plugins.notifiers.pda.binding import HubBinding
+from vipsense.plugins.notifiers.pda.discovery import Advertisement, host_name, open_zeroconf
 from vipsense.plugins.notifiers.pda.display import REF_LABEL
 from vipsense.plugins.notifiers.pda.notifier import PdaNotifier
-from vipsense.plugins.notifiers.pda.protocol import encode, push_body
-from vipsense.plugins.notifiers.pda.transport import post_signed
+from vipsense.plugins.notifiers.pda.protocol import HUB_HEADER, HUB_TYPE, encode, hub_txt, push_body
+from vipsense.plugins.notifiers.pda.transport import JsonHandler, Server, post_signed
 from vipsense.signing import signed_headers
 
 from .conftest import REPO, wait_for
 
 AGENT = [sys.executable, "-m", "vipsense.plugins.notifiers.pda.agent"]
 CLI = [sys.executable, "-m", "vipsense.cli", "pda"]
+HUB = "0123456789abcdef"  #: the hub instance of pushes made by hand in these tests
+
+# "coroutine ... was never awaited" (a zeroconf call handed to a closed loop) surfaces as an
+# unraisable exception when the coroutine is collected: make it fail the test instead of a warning.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 
 class AgentProcess:
@@ -69,6 +80,7 @@ class AgentProcess:
         auto_ack: float | None = None,
         data_dir: Path | None = None,
         key_file: Path | None = None,
+        hub_instance: str | None = None,
         launcher: Sequence[str] = AGENT,
         prefix: Sequence[str] = (),
     ) -> None:
@@ -77,6 +89,8 @@ class AgentProcess:
         cmd += ["--interface", interface]
         if auto_ack is not None:
             cmd += ["--auto-ack", str(auto_ack)]
+        if hub_instance is not None:
+            cmd += ["--hub-instance", hub_instance]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]
         if key_file is not None:
@@ -210,7 +224,7 @@ def agents():
 class Hub:
     """A PdaNotifier with a context whose ``acknowledge`` records its calls."""
 
-    def __init__(self, branch_id: str, tmp_path: Path, known: bool, **settings) -> None:
+    def __init__(self, branch_id: str, data_dir: Path, known: bool, **settings) -> None:
         self.acks: list[tuple[str, str, float | None]] = []
         self.out = io.StringIO()
 
@@ -222,8 +236,8 @@ class Hub:
             branch_id=branch_id,
             branch_name="PDA Test Branch",
             item_id="pda",
-            data_dir=tmp_path / "data",
-            profile_dir=tmp_path,
+            data_dir=data_dir,
+            profile_dir=data_dir.parent,
             clock=Clock(),
             output=Output(self.out, live=False),
             log=logging.getLogger("vipsense.notifier.pda"),
@@ -246,8 +260,8 @@ class Hub:
 def hub(branch_id, tmp_path):
     made: list[Hub] = []
 
-    def make(known: bool = True, **settings) -> Hub:
-        made.append(Hub(branch_id, tmp_path, known, **settings))
+    def make(known: bool = True, data: str = "data", **settings) -> Hub:
+        made.append(Hub(branch_id, tmp_path / data, known, **settings))
         return made[-1]
 
     yield make
@@ -306,7 +320,7 @@ def test_discovery_shows_the_agent_with_its_txt_and_then_gone(hub, agents, branc
     assert (peer.instance, peer.address, peer.port) == ("大堂经理PDA-01", "127.0.0.1", a.port)
     assert peer.txt == {
         "txtvers": "1",
-        "proto": "1",
+        "proto": "2",
         "staff": "lobby1",
         "role": "lobby",
         "branch": branch_id,
@@ -372,7 +386,7 @@ def test_unsigned_wrong_key_stale_malformed_and_misaddressed_pushes_are_refused(
     a = agents(name="PDA-refuse", staff="lobby1", branch=branch_id)
     url = f"http://127.0.0.1:{a.port}/v1/push"
     n = notification(branch_id)
-    body = encode(push_body(n, branch_id, "http://127.0.0.1:9/v1/ack"))
+    body = encode(push_body(n, branch_id, "http://127.0.0.1:9/v1/ack", hub=HUB))
     status, doc = raw_post(a.port, "/v1/push", body, {"Idempotency-Key": n.key})
     assert status == 401 and "unsigned" in doc["error"]
     assert post_signed(url, b"another-branch-key", body, 5).status == 401
@@ -381,9 +395,10 @@ def test_unsigned_wrong_key_stale_malformed_and_misaddressed_pushes_are_refused(
     assert status == 401 and "stale" in doc["error"]
     assert post_signed(url, KEY.encode(), b'{"key": "v1:lobby1", ', 5).status == 400
     assert post_signed(url, KEY.encode(), b'["not", "an", "object"]', 5).status == 400
-    for_cm9 = encode(push_body(notification(branch_id, staff="cm9"), branch_id, "http://127.0.0.1:9/v1/ack"))
+    ack_url = "http://127.0.0.1:9/v1/ack"
+    for_cm9 = encode(push_body(notification(branch_id, staff="cm9"), branch_id, ack_url, hub=HUB))
     assert post_signed(url, KEY.encode(), for_cm9, 5).status == 409
-    elsewhere = encode(push_body(notification("elsewhere"), "elsewhere", "http://127.0.0.1:9/v1/ack"))
+    elsewhere = encode(push_body(notification("elsewhere"), "elsewhere", ack_url, hub=HUB))
     assert post_signed(url, KEY.encode(), elsewhere, 5).status == 403
     assert wait_for(lambda: a.out.count("push refused") == 7)
     assert a.blocks() == 0 and a.shown(n.key) == 0 and "李娜" not in a.out
@@ -397,7 +412,7 @@ def test_unsigned_wrong_key_stale_malformed_and_misaddressed_pushes_are_refused(
 def test_a_restarted_pda_remembers_what_it_showed(agents, branch_id, tmp_path):
     data = tmp_path / "pda-data"
     n = notification(branch_id)
-    body = encode(push_body(n, branch_id, "http://127.0.0.1:9/v1/ack"))
+    body = encode(push_body(n, branch_id, "http://127.0.0.1:9/v1/ack", hub=HUB))
     first = agents(name="PDA-remember", staff="lobby1", branch=branch_id, data_dir=data)
     assert post_signed(f"http://127.0.0.1:{first.port}/v1/push", KEY.encode(), body, 5).doc == {"shown": True}
     assert first.stop() == 0
@@ -800,6 +815,168 @@ def test_hub_killed_with_pushes_pending_delivers_them_once_after_restart(
     assert pda.blocks() == 3 and [pda.shown(k) for k in keys] == [1, 1, 1]
     assert {"李娜", "Bo Li", "Cai Yun"} == set(re.findall(r"^│ Name       (.+)$", pda.out, re.M))
     assert pda.wait_for(f"hub gone: {branch_id}"), pda.out  # the restarted hub said goodbye when stopped
+
+
+# -- 8. one hub instance: two hubs of one branch never mix, a restarted hub is followed -------------
+
+
+def push_from(hub_instance: str, port: int, branch_id: str, visit_id: str, ack_url: str):
+    """A push of ``visit_id`` for lobby1, signed with the branch key, as hub ``hub_instance`` sends it."""
+    body = encode(push_body(notification(branch_id, visit_id=visit_id), branch_id, ack_url, hub=hub_instance))
+    return post_signed(f"http://127.0.0.1:{port}/v1/push", KEY.encode(), body, 5)
+
+
+def ack_server(instance: str) -> Server:
+    """What an agent asks to learn whether a hub instance still answers: its acknowledgement server,
+    which names its instance on every answer."""
+
+    class Answering(JsonHandler):
+        identity = MappingProxyType({HUB_HEADER: instance})
+
+    return Server("127.0.0.1", 0, Answering).start()
+
+
+def test_a_pinned_agent_refuses_a_push_from_another_hub_instance_and_takes_its_own(agents, branch_id):
+    mine, other = "a1b2c3d4e5f60718", "ffeeddccbbaa9988"
+    a = agents(name="PDA-pinned", staff="lobby1", branch=branch_id, hub_instance=mine)
+    nowhere = "http://127.0.0.1:9/v1/ack"
+    for visit in ("f1", "f2"):  # signed with the branch key, for this staff member and branch
+        reply = push_from(other, a.port, branch_id, visit, nowhere)
+        assert (reply.status, reply.doc) == (421, {"error": f"this PDA is pinned to hub instance {mine}"})
+    assert push_from(mine, a.port, branch_id, "o1", nowhere).doc == {"shown": True}
+    assert a.wait_for(rf"^│ {REF_LABEL}\s+o1:lobby1$"), a.out
+    refused = [line for line in a.lines if line.startswith("push refused")]
+    assert refused == [f"push refused (421): from hub instance {other}; this PDA is pinned to {mine}"]
+    assert a.blocks() == 1 and a.shown("f1:lobby1") == a.shown("f2:lobby1") == 0
+
+
+def test_an_agent_binds_to_the_first_hub_instance_and_moves_only_when_it_no_longer_answers(agents, branch_id):
+    first, second = "1111aaaa2222bbbb", "3333cccc4444dddd"
+    first_hub, second_hub = ack_server(first), ack_server(second)
+    try:
+        first_ack = f"http://127.0.0.1:{first_hub.port}/v1/ack"
+        second_ack = f"http://127.0.0.1:{second_hub.port}/v1/ack"
+        a = agents(name="PDA-follow", staff="lobby1", branch=branch_id)
+        assert push_from(first, a.port, branch_id, "v1", first_ack).doc == {"shown": True}
+        assert a.wait_for(f"^bound to hub instance {first}$"), a.out
+        # a second hub of the same branch, with the same key, while the first still answers
+        reply = push_from(second, a.port, branch_id, "v2", second_ack)
+        assert (reply.status, reply.doc) == (421, {"error": f"this PDA is bound to hub instance {first}"})
+        first_hub.close()  # the first hub stops (or crashes): its successor's push is taken
+        assert push_from(second, a.port, branch_id, "v3", second_ack).doc == {"shown": True}
+        assert a.wait_for(f"^bound to hub instance {second}: instance {first} no longer answers$"), a.out
+        assert push_from(first, a.port, branch_id, "v4", first_ack).status == 421  # never back
+    finally:
+        first_hub.close()
+        second_hub.close()
+    assert [a.shown(f"v{i}:lobby1") for i in (1, 2, 3, 4)] == [1, 0, 1, 0]
+
+
+def test_a_restarted_hub_that_takes_its_service_name_back_is_followed_once_the_old_one_is_gone():
+    name = "vipsense hub sh-001._vipsense._tcp.local."
+    answering = {"aaaa1111"}  # the instances whose acknowledgement server answers as them
+    binding = HubBinding(still_there=answering.__contains__, table=lambda: [(name, "aaaa1111")])
+    assert binding.admit("aaaa1111").accept and binding.bound == "aaaa1111"
+    # a second hub beside the first is announced under another name: nothing to follow
+    assert binding.announced("vipsense hub sh-001 (2)._vipsense._tcp.local.", "cccc3333") is None
+    # the bound hub's name now names another instance while the bound one still answers (a spoof)
+    assert binding.announced(name, "bbbb2222") == "aaaa1111"
+    assert binding.follow("aaaa1111", "bbbb2222", name) == "" and binding.bound == "aaaa1111"
+    answering.clear()  # the hub restarted: the old instance is gone
+    said = binding.follow("aaaa1111", "bbbb2222", name)
+    assert binding.bound == "bbbb2222" and said.startswith("bound to hub instance bbbb2222")
+    pinned = HubBinding(pinned="aaaa1111", table=lambda: [(name, "aaaa1111")])
+    assert pinned.announced(name, "aaaa1111") is None
+    assert pinned.announced(name, "bbbb2222") is None and pinned.bound == "aaaa1111"
+    assert not pinned.admit("bbbb2222").accept
+
+
+def test_two_hubs_of_one_branch_never_mix_and_a_restarted_hub_is_followed(hub, agents, branch_id):
+    first = hub(data="first")
+    a = agents(name="PDA-two-hubs", staff="lobby1", branch=branch_id, auto_ack=0)
+    first.wait_present()
+    first.n.send(notification(branch_id, visit_id="v1"))
+    assert a.wait_for(f"^bound to hub instance {first.n.instance}$"), a.out
+    second = hub(data="second")  # the same branch id and key, running at the same time
+    second.wait_present()
+    for visit in ("v2", "v3"):
+        with pytest.raises(DeliveryFailed) as e:
+            second.n.send(notification(branch_id, visit_id=visit))
+        assert e.value.retry is True and "answered HTTP 421" in str(e.value)
+    assert wait_for(lambda: [k for k, *_ in first.acks] == ["v1:lobby1"])
+    assert second.acks == [] and a.out.count("push refused (421)") == 1
+    first.n.close()  # the hub stops; the branch's new hub is `second`
+    second.n.send(notification(branch_id, visit_id="v4"))
+    moved = f"^bound to hub instance {second.n.instance}: instance {first.n.instance} no longer answers$"
+    assert a.wait_for(moved), a.out
+    assert wait_for(lambda: [k for k, *_ in second.acks] == ["v4:lobby1"])
+    assert a.blocks() == 2 and a.shown("v2:lobby1") == a.shown("v3:lobby1") == 0
+    assert "hub answered 404" not in a.out
+
+
+def test_emulated_pdas_without_a_profile_key_get_one_per_run_and_serve_their_own_hub_only(hub, branch_id):
+    def start(data: str) -> Hub:
+        return hub(data=data, key=None, emulate=(EmulatedPda("演示PDA", "lobby", "lobby1", auto_ack=0.1),))
+
+    first, second = start("first"), start("second")  # two demos of one branch on one machine
+    assert first.n._key != second.n._key
+    for h in (first, second):
+        h.wait_present()
+        [own] = h.n.pda_table()  # the other demo's agent is pinned to the other hub: ignored
+        [agent] = h.n.agents
+        assert own["port"] == next(p.port for p in h.n.pdas.peers())
+        cmdline = Path(f"/proc/{agent.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--hub-instance") + 1] == h.n.instance.encode()
+        assert h.n._key_text.encode() not in b"\0".join(cmdline)
+    assert wait_for(lambda: first.n.health()["ignored"].get("other_hub", 0) >= 1, timeout=10)
+    n = notification(branch_id, visit_id="only-first")
+    assert first.n.send(n).detail == "on 演示PDA (shown)"
+    assert wait_for(lambda: f"[演示PDA] │ {REF_LABEL}" in first.out.getvalue())
+    assert wait_for(lambda: [k for k, *_ in first.acks] == [n.key])
+    assert f"│ {REF_LABEL}" not in second.out.getvalue() and second.acks == []
+    for h in (first, second):
+        assert h.n._key_text not in h.out.getvalue()
+
+
+def test_a_profile_without_a_key_is_refused_unless_every_pda_is_emulated(write_profile, tmp_path):
+    text = SETTINGS_PROFILE.replace("key: !secret pda_key, ", "")  # and no secrets.yaml at all
+    with pytest.raises(ProfileError) as exc:
+        load_profile(write_profile(text % {"settings": "interfaces: [127.0.0.1]"}, seed=SEED), load_host())
+    assert (
+        "no branch key: set the branch key with key: !secret pda_key; only a demo whose PDAs are all "
+        "emulated (emulate:) may leave it out, and then gets a key made afresh for each run"
+    ) in str(exc.value)
+    emulated = "interfaces: [127.0.0.1], emulate: [{name: a, role: lobby, staff_id: lobby1}]"
+    profile = load_profile(write_profile(text % {"settings": emulated}, seed=SEED), load_host())
+    assert profile.notifiers[0].settings.key is None
+
+
+# -- zeroconf teardown -----------------------------------------------------------------------------
+
+
+def test_a_hub_closed_while_it_announces_itself_stops_announcing_and_closes_once(hub):
+    h = hub()
+    h.n.close()  # the announcement (about 1.5 s) is still probing
+    h.n._announcing.join(5)
+    assert not h.n._announcing.is_alive(), "the announcement outlived its closed hub"
+    h.n.close()  # a second close does nothing
+    gc.collect()  # an unawaited coroutine would be reported now (pytestmark)
+    assert h.n.hub_service == "" and h.n.last_error == ""
+
+
+def test_withdrawing_after_zeroconf_has_closed_hands_nothing_to_its_closed_loop(caplog):
+    zc = open_zeroconf(["127.0.0.1"])
+    advert = Advertisement(
+        zc, HUB_TYPE, f"teardown {uuid.uuid4().hex[:6]}", 9, hub_txt("t", HUB), ["127.0.0.1"], host_name("t")
+    )
+    try:
+        advert.register()  # then zeroconf closes first, as when a hub closes while still announcing
+    finally:
+        zc.close()
+    advert.unregister()
+    advert.unregister()
+    gc.collect()  # a coroutine handed to the closed loop would be reported now (pytestmark)
+    assert "could not withdraw" not in caplog.text
 
 
 # -- the agent's state file ------------------------------------------------------------------------

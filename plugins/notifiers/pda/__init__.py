@@ -6,7 +6,8 @@ acknowledging them back.  Two halves:
       notifiers:
         - id: pda
           type: pda
-          key: !secret pda_key            # the branch key the PDAs hold too
+          key: !secret pda_key            # the branch key the PDAs hold too (a demo whose
+                                          # PDAs are all emulated leaves it out: one per run)
           interfaces: [192.168.10.5]      # the branch LAN address: never all interfaces
 
 * the PDA agent (:mod:`.agent`), the program a handheld runs: ``vipsense pda --name ... --role lobby

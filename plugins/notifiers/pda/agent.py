@@ -12,12 +12,17 @@ Enter (or ``a``) is pressed, retrying until the hub takes it.
 
 The branch key comes from ``--key-file`` or ``VIPSENSE_PDA_KEY``, never from the command line (anyone
 can read that in ``ps``), and is never printed or logged.
+
+The agent takes pushes from one hub instance at a time (:mod:`.binding`): the first push binds it, and
+it follows its branch's hub when that restarts.  ``--hub-instance`` pins it to one instance and
+``--parent-pid`` stops it with the process that started it: both are for the demo's emulated PDAs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -28,16 +33,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vipsense.output import Output
+from vipsense.shutdown import Shutdown
 from vipsense.signing import BadSignature, verify
 
 from . import display
+from .binding import HubBinding
 from .protocol import (
     ACK_PATH,
     HUB_TYPE,
+    MISDIRECTED,
     PDA_TYPE,
     PUSH_PATH,
     BadMessage,
     ack_body,
+    check_instance,
     encode,
     instance_name,
     parse_hub_txt,
@@ -46,11 +55,15 @@ from .protocol import (
     role_name,
 )
 from .state import AgentState
-from .transport import JsonHandler, Server, Unreachable, post_signed
+from .transport import JsonHandler, Server, Unreachable, hub_instance_at, post_signed
 
 KEY_ENV = "VIPSENSE_PDA_KEY"
 ACK_TIMEOUT = 3.0  #: seconds for one acknowledgement post
 ACK_FIRST, ACK_MAX = 0.5, 10.0  #: acknowledgement retry backoff, doubling
+PROBE_TIMEOUT = 1.0  #: seconds to ask whether a hub instance still answers (under the hub's push_timeout)
+KEEP_ACK_URLS = 8  #: hub instances whose last acknowledgement URL is remembered, for that question
+PARENT_POLL = 0.2  #: seconds between checks that the process given by --parent-pid is still there
+PR_SET_PDEATHSIG = 1  #: linux/prctl.h
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -89,6 +102,7 @@ class Agent:
         port: int = 0,
         data_dir: Path | None = None,
         auto_ack: float | None = None,
+        hub_instance: str | None = None,
         out: TextIO | None = None,
     ) -> None:
         self.name, self.role, self.staff, self.branch = name, role_name(role), staff, branch
@@ -96,6 +110,10 @@ class Agent:
         self._key = key
         self.auto_ack = auto_ack
         self.out = Output(out or sys.stdout, live=False)
+        self._screen_gone = False
+        self.binding = HubBinding(hub_instance, still_there=self._still_there, table=self._hub_table)
+        self._ack_urls: dict[str, str] = {}  #: hub instance -> the ack URL of its last push, newest last
+        self._ack_urls_lock = threading.Lock()
         self.state = AgentState(data_dir)
         self.server: Server | None = None
         self.zc: Any = None
@@ -108,7 +126,20 @@ class Agent:
         self._acker = threading.Thread(target=self._ack_loop, name="pda-acks", daemon=True)
 
     def say(self, text: str) -> None:
-        self.out.write(text)
+        """Print to the PDA's screen.  A screen that is gone (the pipe of a parent killed with
+        ``kill -9``) must not stop the agent from withdrawing its advertisement: it is silenced."""
+        if self._screen_gone:
+            return
+        try:
+            self.out.write(text)
+        except (BrokenPipeError, ConnectionResetError):
+            self._screen_gone = True
+            with contextlib.suppress(OSError, ValueError):  # so the flush at exit does not fail too
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, self.out.stream.fileno())
+                finally:
+                    os.close(null)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -126,7 +157,12 @@ class Agent:
         self._acker.start()
         self.zc = open_zeroconf([self.interface])
         txt = pda_txt(
-            staff=self.staff, role=self.role, branch=self.branch, port=self.server.port, name=self.name
+            staff=self.staff,
+            role=self.role,
+            branch=self.branch,
+            port=self.server.port,
+            name=self.name,
+            hub=self.binding.pinned,
         )
         self.advert = Advertisement(
             self.zc,
@@ -140,6 +176,8 @@ class Agent:
         self.hubs = Directory(self.zc, HUB_TYPE, parse_hub_txt, on_change=self._hub_changed)
         registered = self.advert.register()  # probing and announcing: about 1.5 s
         self.say(f"advertised as {registered!r} ({PDA_TYPE}) on {self.interface}")
+        if self.binding.pinned is not None:
+            self.say(f"takes pushes from hub instance {self.binding.pinned} only")
 
     def close(self) -> None:
         """Withdraw the advertisement (so the hub sees this PDA go), then stop everything."""
@@ -164,12 +202,60 @@ class Agent:
             self.say(f"{left} acknowledgement(s) not yet taken by the hub: {kept}")
         self.say(f"PDA {self.name} stopped")
 
-    def _hub_changed(self, peer: Any) -> None:
+    def _hub_changed(self, peer: Any) -> None:  # zeroconf's thread: print and return
+        hub = peer.parsed
+        if hub.branch == self.branch and peer.state != "gone":
+            old = self.binding.announced(peer.name, hub.instance)
+            # asking whether the old instance still answers takes up to a second, and zeroconf's
+            # handlers must never block (zeroconf.md §1): ask on a thread of its own
+            if old is not None:
+                threading.Thread(
+                    target=self._follow, args=(old, hub.instance, peer.name), name="pda-follow", daemon=True
+                ).start()
+        bound = self.binding.bound
+        if hub.branch != self.branch:
+            note = " (another branch: ignored)"
+        elif bound is not None and hub.instance != bound:
+            note = f" (hub instance {hub.instance}, not {bound}: ignored)"
+        else:
+            note = ""
         if peer.state == "gone":
-            self.say(f"hub gone: {peer.parsed.branch} at {peer.address}:{peer.port}")
+            self.say(f"hub gone: {hub.branch} at {peer.address}:{peer.port}{note}")
         elif peer.state == "appeared":
-            other = "" if peer.parsed.branch == self.branch else " (another branch: ignored)"
-            self.say(f"hub found: {peer.parsed.branch} at {peer.address}:{peer.port}{other}")
+            self.say(f"hub found: {hub.branch} at {peer.address}:{peer.port}{note}")
+
+    def _follow(self, old: str, new: str, service_name: str) -> None:
+        moved = self.binding.follow(old, new, service_name)
+        if moved:
+            self.say(moved)
+
+    def _hub_table(self) -> list[tuple[str, str]]:
+        """The hub announcements of this branch present now, as (service name, instance)."""
+        peers = self.hubs.peers() if self.hubs is not None else []
+        return [(p.name, p.parsed.instance) for p in peers if p.parsed.branch == self.branch]
+
+    def _still_there(self, instance: str) -> bool:
+        """Whether hub ``instance`` still answers as itself where it announces itself or where its last
+        push said to acknowledge: a hub that stopped, crashed or was replaced does not."""
+        urls = [
+            f"http://{p.address}:{p.port}{p.parsed.ack_path}"
+            for p in (self.hubs.peers() if self.hubs is not None else [])
+            if p.parsed.instance == instance
+        ]
+        with self._ack_urls_lock:
+            if instance in self._ack_urls:
+                urls.append(self._ack_urls[instance])
+        deadline = time.monotonic() + PROBE_TIMEOUT  # one second in all: the push waiting is timed too
+        for url in dict.fromkeys(urls):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                if hub_instance_at(url, left) == instance:
+                    return True
+            except (Unreachable, ValueError):
+                continue
+        return False
 
     # -- pushes -----------------------------------------------------------------------------------
 
@@ -205,12 +291,23 @@ class Agent:
         if doc["branch"] != self.branch:
             self.say(f"push refused (403): for branch {display.clean(doc['branch'])}, not {self.branch}")
             return 403, {"error": f"this PDA belongs to branch {self.branch}"}
+        verdict = self.binding.admit(doc["hub"])
+        if verdict.say:
+            self.say(verdict.say)
+        if not verdict.accept:
+            return MISDIRECTED, {"error": verdict.error}
+        with self._ack_urls_lock:
+            self._ack_urls.pop(doc["hub"], None)
+            self._ack_urls[doc["hub"]] = doc["ack_url"]
+            while len(self._ack_urls) > KEEP_ACK_URLS:
+                del self._ack_urls[next(iter(self._ack_urls))]
         key = doc["key"]
         with self.state.lock:
             if not self.state.remember(key, doc.get("expires_at")):
                 self.say(f"push {display.clean(key)} again: already shown")
                 return 200, {"duplicate": True}
-            self.state.add_waiting({"key": key, "ack_url": doc["ack_url"], "label": display.label(doc)})
+            entry = {"key": key, "ack_url": doc["ack_url"], "hub": doc["hub"], "label": display.label(doc)}
+            self.state.add_waiting(entry)
             self.say(display.render(doc))  # under the lock: two pushes never interleave
         if self.auto_ack is not None:
             timer = threading.Timer(self.auto_ack, self.acknowledge, args=(key,))
@@ -283,16 +380,19 @@ class Agent:
             self._follow_hub(ack)
 
     def _follow_hub(self, ack: dict[str, Any]) -> None:
-        """The hub is not where the push said (it restarted on another port?): try where it now
-        announces itself.  An impostor could only swallow acknowledgements, which are signed."""
-        if self.hubs is None:
+        """The hub is not where the push said (it restarted on another port?): try where the hub
+        instance this PDA is bound to announces itself, and never another instance (another hub of
+        the same branch id would not know the notification).  An impostor could only swallow
+        acknowledgements, which are signed."""
+        target = self.binding.bound or ack.get("hub")
+        if self.hubs is None or not target:
             return
         for peer in self.hubs.peers():
-            if peer.parsed.branch == self.branch:
+            if peer.parsed.branch == self.branch and peer.parsed.instance == target:
                 url = f"http://{peer.address}:{peer.port}{peer.parsed.ack_path or ACK_PATH}"
                 if url != ack["url"]:
                     self.state.redirect_ack(ack["key"], url)
-                    self.say(f"ack: the hub now announces itself at {peer.address}:{peer.port}")
+                    self.say(f"ack: hub instance {target} now announces itself at {peer.address}:{peer.port}")
                 return
 
     # -- the keyboard -----------------------------------------------------------------------------
@@ -331,6 +431,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _instance(value: str) -> str:
+    try:
+        return check_instance(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _role(value: str) -> str:
     try:
         return role_name(value)
@@ -362,6 +469,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="acknowledge each arrival after this delay (demos)",
     )
+    parser.add_argument(
+        "--hub-instance",
+        type=_instance,
+        metavar="ID",
+        help="take pushes from this hub instance only (the demo's emulated PDAs; a handheld follows its "
+        "branch's hub instead)",
+    )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="stop when this process is gone, even after kill -9 (the demo's emulated PDAs)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -382,6 +502,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyMissing as exc:
         print(f"vipsense pda: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if _parent_gone(args.parent_pid):  # a wrong pid, or the parent died before we could ask
+        print(
+            f"vipsense pda: process {args.parent_pid} is not (or no longer) this agent's parent",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         agent = Agent(
             name=args.name,
@@ -393,15 +519,18 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             data_dir=args.data_dir.expanduser() if args.data_dir else None,
             auto_ack=args.auto_ack,
+            hub_instance=args.hub_instance,
         )
     except ValueError as exc:
         print(f"vipsense pda: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
+    shutdown = Shutdown()  # the handlers only flip a flag: two SIGTERMs in a row must not deadlock
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+            previous[sig] = signal.signal(sig, shutdown.request)
+    if args.parent_pid is not None:
+        exit_with_parent()  # after the handlers: the SIGTERM it sends must withdraw the advertisement
     terminal = _cbreak(sys.stdin)
     try:
         try:
@@ -412,8 +541,10 @@ def run(args: argparse.Namespace) -> int:
         hint = "press Enter (or a) to acknowledge the oldest arrival; Ctrl-C to stop"
         agent.say(hint if args.auto_ack is None else f"acknowledging each arrival after {args.auto_ack:g} s")
         threading.Thread(target=agent.read_keys, args=(sys.stdin,), name="pda-keys", daemon=True).start()
-        while not stop.wait(0.2):
-            pass
+        while not shutdown.wait(PARENT_POLL):
+            if _parent_gone(args.parent_pid):
+                agent.say(f"process {args.parent_pid}, which started this PDA, is gone: stopping")
+                break
         return EXIT_OK
     finally:
         agent.close()
@@ -421,6 +552,22 @@ def run(args: argparse.Namespace) -> int:
             terminal()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def exit_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent dies, even by ``kill -9`` (``PR_SET_PDEATHSIG``).  The
+    parent is the thread that started us (:mod:`.emulated` keeps that one alive as long as we run).
+    Elsewhere, and should ``prctl`` fail, :func:`_parent_gone` polled by :func:`run` still stops us."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _parent_gone(parent_pid: int | None) -> bool:
+    """True when ``parent_pid`` is given and is no longer our parent (we were handed to init)."""
+    return parent_pid is not None and os.getppid() != parent_pid
 
 
 def _cbreak(stream: TextIO | None) -> Any:

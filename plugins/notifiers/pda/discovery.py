@@ -27,6 +27,7 @@ from zeroconf.asyncio import AsyncServiceInfo
 log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT_MS = 3000
+REGISTER_TIMEOUT = 15.0  #: seconds: probing and announcing take about 1.5 s; more means a stuck loop
 KEEP_GONE = 200  #: entries of departed peers kept for the status page
 
 
@@ -58,7 +59,15 @@ def host_name(prefix: str) -> str:
 
 
 class Advertisement:
-    """One service announced with ``allow_name_change`` and withdrawn (goodbye packets) on close."""
+    """One service announced with ``allow_name_change`` and withdrawn (goodbye packets) on close.
+
+    ``register`` (probing and announcing, about 1.5 s) may run on one thread while ``unregister`` is
+    called on another: the registration still in flight is cancelled on zeroconf's loop, and nothing is
+    ever handed to a loop that has closed (a coroutine handed to a closed loop is never awaited).  The
+    owner closes its Zeroconf after ``unregister`` ("unregister before close so peers get goodbyes",
+    ``zeroconf.md`` §1); that close says goodbye for a registration that completed just as it was
+    withdrawn.
+    """
 
     def __init__(
         self,
@@ -80,6 +89,9 @@ class Advertisement:
             server=server,
         )
         self.registered = False
+        self._lock = threading.Lock()
+        self._withdrawn = False
+        self._pending: concurrent.futures.Future | None = None
 
     @property
     def name(self) -> str:
@@ -87,17 +99,53 @@ class Advertisement:
         return self.info.name[: -len(self.info.type) - 1]
 
     def register(self) -> str:
-        self.zc.register_service(self.info, allow_name_change=True)
-        self.registered = True
+        """Announce the service; its registered instance name.  ``Withdrawn`` if ``unregister`` came
+        first or meanwhile."""
+        with self._lock:
+            if self._withdrawn or self.zc.done or self.zc.loop is None:
+                raise Withdrawn(f"{self.info.name} was withdrawn before it was announced")
+            announce = self._register()
+            try:
+                pending = self._pending = asyncio.run_coroutine_threadsafe(announce, self.zc.loop)
+            except RuntimeError:  # the loop closed meanwhile
+                announce.close()
+                raise Withdrawn(f"{self.info.name} was withdrawn before it was announced") from None
+        try:
+            pending.result(REGISTER_TIMEOUT)
+        except concurrent.futures.CancelledError:
+            raise Withdrawn(f"{self.info.name} was withdrawn while it was being announced") from None
+        except concurrent.futures.TimeoutError:
+            pending.cancel()
+            raise TimeoutError(f"announcing {self.info.name} took over {REGISTER_TIMEOUT:g} s") from None
+        with self._lock:
+            self._pending = None
+            if self._withdrawn:  # zeroconf's own close sends the goodbye for what it still holds
+                raise Withdrawn(f"{self.info.name} was withdrawn while it was being announced")
+            self.registered = True
         return self.name
 
+    async def _register(self) -> None:
+        broadcast = await self.zc.async_register_service(self.info, allow_name_change=True)
+        await broadcast
+
     def unregister(self) -> None:
-        if self.registered:
-            self.registered = False
-            try:
-                self.zc.unregister_service(self.info)
-            except Exception as exc:  # closing anyway; say why peers may see it late
-                log.warning("could not withdraw %s: %s", self.info.name, exc)
+        """Withdraw the service (goodbye packets) or cancel its announcement; safe to call again."""
+        with self._lock:
+            self._withdrawn = True
+            pending, self._pending = self._pending, None
+            registered, self.registered = self.registered, False
+        if pending is not None:
+            pending.cancel()
+        if not registered or self.zc.done:  # a closed Zeroconf already said goodbye for its services
+            return
+        try:
+            self.zc.unregister_service(self.info)
+        except Exception as exc:  # closing anyway; say why peers may see it late
+            log.warning("could not withdraw %s: %s", self.info.name, exc)
+
+
+class Withdrawn(Exception):
+    """The advertisement was withdrawn before its announcement finished (the owner is closing)."""
 
 
 @attrs.define
@@ -182,9 +230,11 @@ class Directory:
             return
         if state_change is ServiceStateChange.Removed or self.zc.loop is None:
             return
+        resolve = self._resolve(name, generation)
         try:
-            task = asyncio.run_coroutine_threadsafe(self._resolve(name, generation), self.zc.loop)
-        except RuntimeError:  # the loop is closing
+            task = asyncio.run_coroutine_threadsafe(resolve, self.zc.loop)
+        except RuntimeError:  # the loop has closed: never leave a coroutine unawaited
+            resolve.close()
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

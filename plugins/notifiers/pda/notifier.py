@@ -7,23 +7,39 @@ One Zeroconf instance per notifier, on the configured IPv4 addresses only.  It a
 names the recipient's staff id and this branch; the table only says where to knock, the signature
 does the rest.  Nobody there, or no answer: ``DeliveryFailed(retry=True)``, and the core's outbox
 tries again with backoff until the notification's TTL.
+
+Each start is a new hub instance with a random id, announced in the TXT record and carried in every
+push, so a PDA takes pushes from its own hub only.  A profile whose PDAs are all emulated may leave
+``key`` out: the notifier then makes a key for this run and hands it to its own agents only.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from vipsense.api import DeliveryFailed, DeliveryResult, Notifier, PluginContext
 from vipsense.model import DeliveryState, Notification
 from vipsense.signing import BadSignature, verify
 
-from .discovery import Advertisement, Directory, Peer, check_interfaces, host_name, open_zeroconf
+from .discovery import (
+    Advertisement,
+    Directory,
+    Peer,
+    Withdrawn,
+    check_interfaces,
+    host_name,
+    open_zeroconf,
+)
 from .emulated import EmulatedAgent
 from .protocol import (
     ACK_PATH,
+    HUB_HEADER,
     HUB_TYPE,
+    MISDIRECTED,
     PDA_TYPE,
     PUSH_PATH,
     BadMessage,
@@ -32,6 +48,7 @@ from .protocol import (
     encode,
     hub_txt,
     instance_name,
+    new_instance_id,
     parse_ack,
     parse_pda_txt,
     push_body,
@@ -41,16 +58,23 @@ from .transport import JsonHandler, Reply, Server, Unreachable, post_signed
 
 _REASON_MAX = 160
 EMULATED_WAIT = 10.0  #: seconds the notifier waits at start for its emulated PDAs to be found
+#: answers that mean "not now, or not this PDA": the table was out of date, or the PDA is busy
+RETRY_STATUSES = (403, 408, 409, 429, MISDIRECTED)
 
 
 class PdaNotifier(Notifier):
     def __init__(self, settings: PdaSettings, ctx: PluginContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        self._key = settings.key.reveal().encode("utf-8")
+        self.instance = new_instance_id()  #: this start of the hub, in its TXT record and every push
+        # No key in the profile (allowed when every PDA is emulated): one for this run, which only our
+        # own agents are given, so no other hub or demo can sign a push they take.
+        self._key_text = settings.key.reveal() if settings.key is not None else secrets.token_urlsafe(32)
+        self._key = self._key_text.encode("utf-8")
         self.interfaces = check_interfaces(settings.interfaces)
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._closed = False
         self.counts = dict.fromkeys(
             (
                 "pushes_ok",
@@ -89,7 +113,7 @@ class PdaNotifier(Notifier):
             HUB_TYPE,
             name,
             self.ack_port,
-            hub_txt(self.ctx.branch_id),
+            hub_txt(self.ctx.branch_id, self.instance),
             self.interfaces,
             host_name(f"hub-{self.ctx.branch_id}"),
         )
@@ -99,9 +123,13 @@ class PdaNotifier(Notifier):
         for i, pda in enumerate(self.settings.emulate):
             data_dir = self.ctx.data_dir / f"{self.ctx.item_id}-emulated-pda-{i + 1}"
             self.agents.append(
-                EmulatedAgent(pda, self.ctx.branch_id, self.settings.key.reveal(), data_dir, self.ctx.output)
+                EmulatedAgent(
+                    pda, self.ctx.branch_id, self._key_text, self.instance, data_dir, self.ctx.output
+                )
             )
         if self.agents:
+            if self.settings.key is None:
+                self.ctx.log.info("no key in the profile: the emulated PDAs use one made for this run")
             self._await_emulated()
 
     def _await_emulated(self) -> None:
@@ -110,8 +138,8 @@ class PdaNotifier(Notifier):
         assert self.pdas is not None
         staff = {a.pda.staff_id for a in self.agents}
 
-        def all_present() -> bool:
-            return staff <= {p.parsed.staff for p in self.pdas.peers()}
+        def all_present() -> bool:  # ours: pinned to this instance (another demo's have the same staff)
+            return staff <= {p.parsed.staff for p in self.pdas.peers() if p.parsed.hub == self.instance}
 
         t0 = time.monotonic()
         if self.pdas.wait(all_present, EMULATED_WAIT):
@@ -123,7 +151,14 @@ class PdaNotifier(Notifier):
         assert self.advert is not None
         try:
             self.hub_service = self.advert.register()
-            self.ctx.log.info("hub announced as %r on %s", self.hub_service, ", ".join(self.interfaces))
+            self.ctx.log.info(
+                "hub announced as %r (instance %s) on %s",
+                self.hub_service,
+                self.instance,
+                ", ".join(self.interfaces),
+            )
+        except Withdrawn:  # closed while announcing
+            pass
         except Exception as exc:
             if not self._closing.is_set():
                 self.last_error = f"cannot announce the hub: {type(exc).__name__}: {exc}"
@@ -135,6 +170,8 @@ class PdaNotifier(Notifier):
         pda = parse_pda_txt(txt, port)
         if pda.branch != self.ctx.branch_id:
             raise UnusableTxt(f"a PDA of branch {pda.branch!r}", category="other_branch")
+        if pda.hub and pda.hub != self.instance:  # another demo's emulated PDA
+            raise UnusableTxt(f"a PDA pinned to hub instance {pda.hub}", category="other_hub")
         return pda
 
     def _pda_changed(self, peer: Peer) -> None:  # zeroconf's thread: log and return
@@ -194,7 +231,7 @@ class PdaNotifier(Notifier):
                 self.ctx.log.info("pushed %s to %s in %.0f ms", notification.key, where, reply.elapsed * 1000)
             elif status == 401:
                 errors.append(f"{where}: PDA rejected the signature: check the branch key ({why})")
-            elif status >= 500 or status in (403, 408, 409, 429):
+            elif status >= 500 or status in RETRY_STATUSES:
                 errors.append(f"{where} answered HTTP {status} {why}".rstrip())  # a stale table, or busy
                 retry = True
             else:
@@ -217,7 +254,7 @@ class PdaNotifier(Notifier):
         def body(local: str) -> bytes:
             address = local if local in self.interfaces else self.interfaces[0]
             ack_url = f"http://{address}:{self.ack_port}{ACK_PATH}"
-            return encode(push_body(notification, self.ctx.branch_id, ack_url))
+            return encode(push_body(notification, self.ctx.branch_id, ack_url, hub=self.instance))
 
         url = f"http://{peer.address}:{peer.port}{PUSH_PATH}"
         return post_signed(
@@ -241,6 +278,9 @@ class PdaNotifier(Notifier):
         notifier = self
 
         class AckHandler(JsonHandler):
+            # so a PDA can tell whether the instance it is bound to still answers here
+            identity: ClassVar[Mapping[str, str]] = {HUB_HEADER: notifier.instance}
+
             def do_POST(self) -> None:
                 if self.path.split("?")[0] != ACK_PATH:
                     self.reply(404, {"error": f"POST {ACK_PATH} only"})
@@ -296,6 +336,7 @@ class PdaNotifier(Notifier):
             "interfaces": list(self.interfaces),
             "ack_servers": [f"http://{s.address}:{s.port}{ACK_PATH}" for s in self.servers],
             "hub_service": self.hub_service,
+            "instance": self.instance,
             "pdas": self.pda_table(),
             "ignored": ignored,
             **counts,
@@ -304,7 +345,12 @@ class PdaNotifier(Notifier):
         }
 
     def close(self) -> None:
-        """Goodbye packets for the hub, then zeroconf, the ack servers and emulated PDAs (~1 s)."""
+        """Goodbye packets for the hub, then zeroconf, the ack servers and emulated PDAs (~1 s).
+        Once: a second call does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._closing.set()
         start = time.monotonic()
         for agent in self.agents:

@@ -1,28 +1,36 @@
-"""The hub ⇄ PDA protocol, version 1: what is advertised, what is pushed and what comes back.
+"""The hub ⇄ PDA protocol, version 2: what is advertised, what is pushed and what comes back.
 
 Discovery (mDNS/DNS-SD, ``zeroconf.md``) is an **address book only**: anyone on the LAN can announce a
 service, so nothing in a TXT record authorises anything.  Every push and every acknowledgement is an
 HMAC-SHA256 signed body with a freshness window (:mod:`vipsense.signing`, the branch key); a receiver
 verifies the raw body *before* it parses it.
 
+Each start of a hub is one **instance**, named by a random id: two hubs of one branch id on one network
+(two demos on one machine) are told apart by it, and a PDA takes pushes from one instance only
+(:mod:`.binding`).  Version 2 added the instance; version 1 had none.
+
 Service types
     * the hub: ``_vipsense._tcp.local.``, SRV port = its acknowledgement server, TXT ``txtvers=1``,
-      ``proto=1``, ``branch=<branch id>``, ``ack=/v1/ack``;
-    * a PDA: ``_vipsense-pda._tcp.local.``, SRV port = its push server, TXT ``txtvers=1``, ``proto=1``,
+      ``proto=2``, ``branch=<branch id>``, ``ack=/v1/ack``, ``instance=<hub instance id>``;
+    * a PDA: ``_vipsense-pda._tcp.local.``, SRV port = its push server, TXT ``txtvers=1``, ``proto=2``,
       ``staff=<staff id>``, ``role=lobby|manager|branch``, ``branch=<branch id>``, ``port=<push port>``,
-      ``name=<display name>``.  The instance name is the display name cut to 63 UTF-8 bytes (Chinese is
-      fine: about 21 characters).
+      ``name=<display name>``, and ``hub=<hub instance id>`` only when the PDA is pinned to one hub
+      instance (the demo's emulated PDAs).  The instance name is the display name cut to 63 UTF-8
+      bytes (Chinese is fine: about 21 characters).
 
 Push (hub → PDA)
-    ``POST http://<pda address>:<port>/v1/push``, a UTF-8 JSON body (:func:`push_body`) with headers
-    ``Content-Type: application/json``, ``Idempotency-Key: <key>`` and the two signature headers.
-    The PDA answers 401 (unsigned, wrongly signed, stale), 400 (not the JSON described), 409 (for
-    another member of staff), 403 (for another branch), 200 ``{"shown": true}`` or, for a key it has
-    already shown, 200 ``{"duplicate": true}``.  The hub counts any 2xx as delivered.
+    ``POST http://<pda address>:<port>/v1/push``, a UTF-8 JSON body (:func:`push_body`, with the hub's
+    instance id in ``hub``) with headers ``Content-Type: application/json``, ``Idempotency-Key: <key>``
+    and the two signature headers.  The PDA answers 401 (unsigned, wrongly signed, stale), 400 (not the
+    JSON described), 409 (for another member of staff), 403 (for another branch), 421 (from a hub
+    instance this PDA is not bound to), 200 ``{"shown": true}`` or, for a key it has already shown,
+    200 ``{"duplicate": true}``.  The hub counts any 2xx as delivered.
 
 Acknowledgement (PDA → hub)
     ``POST <ack_url>`` (from the push), signed the same way, JSON :func:`ack_body`.  The hub answers
-    200 (recorded), 404 (no such notification for that member of staff), 400 or 401.
+    200 (recorded), 404 (no such notification for that member of staff), 400 or 401.  Every answer of
+    the hub's acknowledgement server carries ``X-Vipsense-Hub: <instance id>``, so a PDA can tell
+    whether the hub it is bound to still answers there.
 
 No full ID number or mobile ever travels: the ID number is masked (``vipsense.privacy``) and the
 mobile is not sent at all.
@@ -33,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,12 +50,14 @@ import attrs
 from vipsense.model import Notification, Role, event_of
 from vipsense.privacy import mask_id_number
 
-PROTO = "1"
+PROTO = "2"  #: 2 added the hub instance; see docs/pda.md
 TXTVERS = "1"
 HUB_TYPE = "_vipsense._tcp.local."
 PDA_TYPE = "_vipsense-pda._tcp.local."
 PUSH_PATH = "/v1/push"
 ACK_PATH = "/v1/ack"
+HUB_HEADER = "X-Vipsense-Hub"  #: on every answer of the hub's acknowledgement server: its instance id
+MISDIRECTED = 421  #: a PDA's answer to a push from a hub instance it is not bound to
 MAX_BODY = 64 * 1024  #: bytes: a push or an acknowledgement is far smaller; anything bigger is refused
 MAX_INSTANCE_BYTES = 59  #: DNS labels are 63 bytes; 4 are left for zeroconf's "-2" on a name clash
 MAX_TXT_VALUE = 100  #: bytes: we keep each TXT value short (RFC 6763 allows 255 per string)
@@ -66,6 +77,7 @@ EVENT_TITLES = {
     "suspect": "SUSPECT card",
     "unresolved": "CARD SEEN, stores not answering",
 }
+_INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "usual_business", "id_number")
 
 
@@ -85,6 +97,18 @@ def instance_name(name: str) -> str:
     return raw.decode("utf-8", errors="ignore").rstrip()
 
 
+def new_instance_id() -> str:
+    """A fresh hub instance id: random, so each start of a hub is told apart from every other."""
+    return secrets.token_hex(8)
+
+
+def check_instance(value: str) -> str:
+    """``value`` if it can be a hub instance id (1-64 letters, digits, ``_`` or ``-``); ``ValueError``."""
+    if not isinstance(value, str) or not _INSTANCE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a hub instance id (1-64 letters, digits, _ or -)")
+    return value
+
+
 def short_value(key: str, value: str) -> str:
     """A TXT value checked for length (``ValueError`` names the key, never a secret)."""
     if len(value.encode("utf-8")) > MAX_TXT_VALUE:
@@ -92,9 +116,11 @@ def short_value(key: str, value: str) -> str:
     return value
 
 
-def pda_txt(*, staff: str, role: str, branch: str, port: int, name: str) -> dict[str, str]:
-    """The TXT properties a PDA advertises, ``txtvers`` first."""
-    return {
+def pda_txt(
+    *, staff: str, role: str, branch: str, port: int, name: str, hub: str | None = None
+) -> dict[str, str]:
+    """The TXT properties a PDA advertises, ``txtvers`` first; ``hub`` only when pinned to one."""
+    txt = {
         "txtvers": TXTVERS,
         "proto": PROTO,
         "staff": short_value("staff", staff),
@@ -103,11 +129,20 @@ def pda_txt(*, staff: str, role: str, branch: str, port: int, name: str) -> dict
         "port": str(port),
         "name": instance_name(name),
     }
+    if hub is not None:
+        txt["hub"] = check_instance(hub)
+    return txt
 
 
-def hub_txt(branch: str) -> dict[str, str]:
+def hub_txt(branch: str, instance: str) -> dict[str, str]:
     """The TXT properties the hub advertises, ``txtvers`` first."""
-    return {"txtvers": TXTVERS, "proto": PROTO, "branch": short_value("branch", branch), "ack": ACK_PATH}
+    return {
+        "txtvers": TXTVERS,
+        "proto": PROTO,
+        "branch": short_value("branch", branch),
+        "ack": ACK_PATH,
+        "instance": check_instance(instance),
+    }
 
 
 @attrs.frozen
@@ -119,11 +154,12 @@ class PdaTxt:
     branch: str
     port: int
     name: str
+    hub: str = ""  #: the hub instance the PDA is pinned to; empty when it follows its branch's hub
 
 
 class UnusableTxt(ValueError):
     """A TXT record that is not one we can use.  ``category`` is what health counts it as:
-    ``other_proto``, ``other_branch`` or ``unusable`` (a field missing or malformed)."""
+    ``other_proto``, ``other_branch``, ``other_hub`` or ``unusable`` (a field missing or malformed)."""
 
     def __init__(self, message: str, *, category: str = "unusable") -> None:
         super().__init__(message)
@@ -142,12 +178,16 @@ def parse_pda_txt(props: Mapping[str, str | None], srv_port: int) -> PdaTxt:
     except ValueError:
         raise UnusableTxt(f"TXT port {props.get('port')!r} is not a number") from None
     role = props.get("role") or ""
+    hub = props.get("hub") or ""
+    if hub and not _INSTANCE.fullmatch(hub):
+        raise UnusableTxt(f"TXT hub {hub!r} is not a hub instance id")
     return PdaTxt(
         staff=str(props["staff"]),
         role=ROLE_ALIASES.get(role, role),
         branch=str(props["branch"]),
         port=port,
         name=str(props.get("name") or ""),
+        hub=hub,
     )
 
 
@@ -157,6 +197,7 @@ class HubTxt:
 
     branch: str
     ack_path: str
+    instance: str  #: this start of the hub
 
 
 def parse_hub_txt(props: Mapping[str, str | None], srv_port: int) -> HubTxt:
@@ -165,18 +206,22 @@ def parse_hub_txt(props: Mapping[str, str | None], srv_port: int) -> HubTxt:
         raise UnusableTxt(f"protocol {props.get('proto')!r}, not {PROTO}", category="other_proto")
     if not props.get("branch"):
         raise UnusableTxt("TXT lacks branch")
+    instance = props.get("instance") or ""
+    if not _INSTANCE.fullmatch(instance):
+        raise UnusableTxt(f"TXT instance {instance!r} is not a hub instance id")
     path = props.get("ack") or ACK_PATH
     if not re.fullmatch(r"/[A-Za-z0-9/_.-]{0,60}", path):
         path = ACK_PATH
-    return HubTxt(branch=str(props["branch"]), ack_path=path)
+    return HubTxt(branch=str(props["branch"]), ack_path=path, instance=instance)
 
 
 def iso_utc(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat()
 
 
-def push_body(notification: Notification, branch_id: str, ack_url: str) -> dict[str, Any]:
-    """The JSON document of one push.  The customer's ID number is masked; the mobile is left out.
+def push_body(notification: Notification, branch_id: str, ack_url: str, *, hub: str) -> dict[str, Any]:
+    """The JSON document of one push from hub instance ``hub``.  The customer's ID number is masked;
+    the mobile is left out.
 
     ``expires_at`` tells the PDA how long to remember the key (it will never be sent after that).
     """
@@ -188,6 +233,7 @@ def push_body(notification: Notification, branch_id: str, ack_url: str) -> dict[
         customer["id_number"] = mask_id_number(c.id_number) or None
     return {
         "proto": int(PROTO),
+        "hub": check_instance(hub),
         "key": notification.key,
         "event": event_of(visit.kind),
         "visit_id": visit.visit_id,
@@ -241,8 +287,12 @@ def parse_json(body: bytes) -> dict[str, Any]:
 def parse_push(body: bytes) -> dict[str, Any]:
     """A verified push body, checked for the fields a PDA relies on; raises :class:`BadMessage`."""
     doc = parse_json(body)
-    for key in ("key", "event", "branch", "recipient", "ack_url"):
+    if doc.get("proto") != int(PROTO):
+        raise BadMessage(f"protocol {doc.get('proto')!r}, not {PROTO}")
+    for key in ("hub", "key", "event", "branch", "recipient", "ack_url"):
         _text(doc, key)
+    if not _INSTANCE.fullmatch(doc["hub"]):
+        raise BadMessage(f"'hub' {doc['hub']!r} is not a hub instance id")
     if doc["event"] not in EVENT_TITLES:
         raise BadMessage(f"unknown event {doc['event']!r}")
     if doc.get("customer") is not None and not isinstance(doc["customer"], dict):

@@ -20,9 +20,15 @@ INTERFACES_HINT = (
 )
 
 
-def _key(inst: Any, attribute: attrs.Attribute, value: Secret) -> None:
-    if not isinstance(value, Secret) or not value.reveal().strip():
-        raise ValueError("the branch key is empty: set it with key: !secret pda_key")  # never the value
+KEY_HINT = (
+    "set the branch key with key: !secret pda_key; only a demo whose PDAs are all emulated (emulate:) "
+    "may leave it out, and then gets a key made afresh for each run"
+)
+
+
+def _key(inst: Any, attribute: attrs.Attribute, value: Secret | None) -> None:
+    if value is not None and (not isinstance(value, Secret) or not value.reveal().strip()):
+        raise ValueError(f"the branch key is empty: {KEY_HINT}")  # never the value
 
 
 def _interfaces(inst: Any, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -73,13 +79,16 @@ class EmulatedPda:
 
 @attrs.frozen
 class PdaSettings:
-    key: Secret = attrs.field(validator=_key)  #: the branch key shared with the PDAs, from ``!secret``
     interfaces: list[str] = attrs.field(validator=_interfaces)  #: IPv4 addresses, required
+    #: the branch key shared with the PDAs, from ``!secret``; ``None`` (emulated PDAs only): made per run
+    key: Secret | None = attrs.field(default=None, validator=_key)
     ack_port: int = attrs.field(default=0, validator=_port)  #: the acknowledgement server; 0: any free
     push_timeout: Duration = attrs.field(default=Duration(2), validator=_positive)  #: one push
     emulate: tuple[EmulatedPda, ...] = ()  #: PDA agents to start as subprocesses (demos)
 
     def __attrs_post_init__(self) -> None:
+        if self.key is None and not self.emulate:
+            raise ValueError(f"no branch key: {KEY_HINT}")
         if self.emulate and "127.0.0.1" not in [a.strip() for a in self.interfaces]:
             raise ValueError("emulated PDAs run on 127.0.0.1: add 127.0.0.1 to interfaces")
         names = [e.name for e in self.emulate]

@@ -41,9 +41,9 @@ class AgentState:
         self.path = data_dir / FILE_NAME if data_dir else None
         self.lock = threading.RLock()
         self._seen: dict[str, float] = {}  #: key -> remember until (unix time)
-        #: key -> (remember until, {key, ack_url, label}): shown, not acknowledged, oldest first
+        #: key -> (remember until, {key, ack_url, hub, label}): shown, not acknowledged, oldest first
         self._waiting: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  #: key -> {key, url, doc}
+        self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  #: key -> {key, url, hub, doc}
         self._next_prune = 0.0
         self._db: sqlite3.Connection | None = None
         if self.path is not None:
@@ -102,7 +102,7 @@ class AgentState:
             return True
 
     def add_waiting(self, entry: dict[str, Any]) -> None:
-        """A shown arrival now waits for a key press (``entry``: key, ack_url, label)."""
+        """A shown arrival now waits for a key press (``entry``: key, ack_url, hub, label)."""
         key = entry["key"]
         with self.lock:
             until = self._seen.get(key, time.time() + DEFAULT_KEEP)
@@ -123,12 +123,12 @@ class AgentState:
 
     def acknowledge(self, key: str, ack: dict[str, Any]) -> bool:
         """Move ``key`` from the waiting list to the acknowledgements to post (``ack``: key, doc; its
-        url is the one the push gave).  False when ``key`` is not waiting."""
+        url and hub instance are the push's).  False when ``key`` is not waiting."""
         with self.lock:
             held = self._waiting.pop(key, None)
             if held is None:
                 return False
-            ack = {**ack, "url": held[1]["ack_url"]}
+            ack = {**ack, "url": held[1]["ack_url"], "hub": held[1].get("hub")}
             self._acks[key] = ack
             if self._db is not None:
                 with self._db:

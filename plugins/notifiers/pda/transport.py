@@ -14,13 +14,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from vipsense.signing import signed_headers
 
-from .protocol import MAX_BODY
+from .protocol import HUB_HEADER, MAX_BODY
 
 
 @attrs.frozen
@@ -75,11 +75,32 @@ def post_signed(
     return Reply(response.status, doc if isinstance(doc, dict) else None, local, time.monotonic() - start)
 
 
+def hub_instance_at(url: str, timeout: float) -> str:
+    """The instance id the hub's acknowledgement server at ``url`` names in ``X-Vipsense-Hub`` (empty
+    if none): one unsigned GET, which that server answers with 405.  Raises :class:`Unreachable`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"expected an http:// URL, got {url!r}")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/")
+        response = conn.getresponse()
+        response.read(MAX_BODY)
+        return response.getheader(HUB_HEADER) or ""
+    except TimeoutError:
+        raise Unreachable(f"no answer within {timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+
+
 class JsonHandler(http.server.BaseHTTPRequestHandler):
     """A request handler that reads a capped body and answers JSON; quiet (no access log)."""
 
-    server_version = "vipsense-pda/1"
+    server_version = "vipsense-pda/2"
     protocol_version = "HTTP/1.1"
+    identity: ClassVar[Mapping[str, str]] = {}  #: headers sent with every answer (the hub names its instance)
 
     def read_body(self) -> bytes | None:
         """The raw body, or ``None`` after answering 411/413 itself."""
@@ -100,6 +121,8 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Connection", "close")
+            for name, value in self.identity.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except OSError:  # the client went away: nothing to tell it
