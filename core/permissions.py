@@ -76,7 +76,8 @@ class Permission(str, enum.Enum):
 _ISSUER, _MANAGER, _HEAD = Role.CARD_ISSUER, Role.BRANCH_MANAGER, Role.HEAD_OFFICE
 _CLIENT, _LOBBY = Role.CLIENT_MANAGER, Role.LOBBY_MANAGER
 _ADMIN, _AUDITOR = Role.ADMIN, Role.AUDITOR
-_STAFF = frozenset({_ISSUER, _MANAGER, _HEAD, _CLIENT, _LOBBY})  #: those who serve customers
+#: those who serve customers: their web account is named after their member of the profile's staff:
+STAFF_ROLES = _STAFF = frozenset({_ISSUER, _MANAGER, _HEAD, _CLIENT, _LOBBY})
 
 #: The table in the module docstring, as data.  A test checks the two agree.
 GRANTS: dict[Permission, frozenset[Role]] = {

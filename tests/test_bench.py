@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: script, tiny arguments, deadline in seconds, a line its output must have
 RUNS = [
+    ("cli.py", ["--runs", "2"], 120, "vipsense --version"),
     ("fuzz.py", ["--frames", "2000"], 120, "escaped"),
     # phase 2's seed as large as a 420 s run's, which once made the store open behind the first
     # look-ups and the warm-up wait for ever

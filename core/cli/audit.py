@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..audit import AuditLog, audit_path
+from . import help_of
 from .common import EXIT_FAILED, EXIT_OK, load, plugin_host
 
 
@@ -28,7 +29,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    audit = sub.add_parser("audit", help="the branch's tamper-evident audit log")
+    audit = sub.add_parser("audit", help=help_of("audit"))
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="check the hash chain and name the first broken link")
     verify.add_argument("profile")

@@ -24,7 +24,7 @@ from ..records import (
     parse_hex,
     parse_status,
 )
-from . import cardfiles
+from . import cardfiles, help_of
 from .common import (
     EXIT_OK,
     Act,
@@ -255,7 +255,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             c.tier or "-",
             f"{c.valid_from or '…'}..{c.valid_until or '…'}" if c.valid_from or c.valid_until else "-",
             ",".join(c.allowed_branches) or "-",
-            f"{c.last_seen_branch} {when(c.last_seen_at)}" if c.last_seen_at else "-",
+            f"{c.last_seen_branch} {when(c.last_seen_at, s.profile.tz)}" if c.last_seen_at else "-",
         )
         for c in cards
     ]
@@ -271,6 +271,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         registry = s.store(args.store)
         card = _card(registry, epc)
         history = registry.card_history(epc)
+        tz = s.profile.tz
+    seen = f"{card.last_seen_branch} at {when(card.last_seen_at, tz)}" if card.last_seen_at else "-"
     print(f"card {card.epc}")
     for name, value in (
         ("customer", card.customer_no),
@@ -280,13 +282,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("valid until", card.valid_until or "-"),
         ("branches", ", ".join(card.allowed_branches) or "all"),
         ("TID", card.tid or "- (not bound)"),
-        ("last seen", f"{card.last_seen_branch} at {when(card.last_seen_at)}" if card.last_seen_at else "-"),
+        ("last seen", seen),
     ):
         print(f"  {name + ':':<13}{value}")
     print("history:")
     for e in history:
         extra = "; ".join(x for x in (e.reason, e.detail) if x)
-        print(f"  {when(e.at)}  {e.action.value:<9} by {e.actor}" + (f": {extra}" if extra else ""))
+        print(f"  {when(e.at, tz)}  {e.action.value:<9} by {e.actor}" + (f": {extra}" if extra else ""))
     if not history:
         print("  (none: the card came from a seed file or predates card histories)")
     return EXIT_OK
@@ -313,7 +315,7 @@ def _new_card_args(p: argparse.ArgumentParser, need_epc: bool) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    cards = sub.add_parser("cards", help="the card lifecycle: issue, lost, revoke, reissue, import, export")
+    cards = sub.add_parser("cards", help=help_of("cards"))
     cards_sub = cards.add_subparsers(dest="cards_command", required=True, metavar="ACTION")
 
     issue = cards_sub.add_parser("issue", help="issue a new card to a customer")

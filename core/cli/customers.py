@@ -24,6 +24,7 @@ from ..permissions import Permission
 from ..privacy import mask_id_number, mask_mobile
 from ..progress import ProgressBar
 from ..records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult, estimate_csv_rows
+from . import help_of
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -214,7 +215,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    customers = sub.add_parser("customers", help="import, show and look up customers")
+    customers = sub.add_parser("customers", help=help_of("customers"))
     customers_sub = customers.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
 
     imp = customers_sub.add_parser("import", help="add or update customers from a CSV file, with progress")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from . import help_of
 from .common import EXIT_OK, CliError, load, plugin_host
 
 
@@ -33,7 +34,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sync = sub.add_parser("sync", help="refresh the branch replica from the central store once")
+    sync = sub.add_parser("sync", help=help_of("sync"))
     sync.add_argument("profile", help="the branch profile (YAML), with a sync: section")
     sync.add_argument("--data-dir", help="use this data directory instead of the profile's")
     sync.set_defaults(func=cmd_sync)

@@ -16,22 +16,10 @@ import time
 
 from ..audit import AuditAction, AuditLog, AuditResult, audit_path
 from ..model import Role
-from ..web.auth import STAFF_ROLES
-from ..web.users import AccountError, UserStore, users_path
-from .common import EXIT_OK, CliError, audit_source, load, plugin_host
-
-#: customer fields a token may be given (``--fields``); ID and mobile go out masked even then
-TOKEN_FIELDS = (
-    "customer_no",
-    "name",
-    "tier",
-    "company",
-    "usual_business",
-    "client_manager",
-    "id_number",
-    "mobile",
-)
-DEFAULT_TOKEN_FIELDS = ("customer_no", "name", "tier")
+from ..permissions import STAFF_ROLES
+from ..web.users import DEFAULT_TOKEN_FIELDS, MIN_PASSWORD, TOKEN_FIELDS, AccountError, UserStore, users_path
+from . import help_of
+from .common import EXIT_OK, CliError, audit_source, load, plugin_host, when
 
 
 class _Accounts:
@@ -67,10 +55,19 @@ def _password(args: argparse.Namespace) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         raise CliError("no terminal to ask for the password on: pipe it in with --password-stdin")
+    print(f"A password needs at least {MIN_PASSWORD} characters.", file=sys.stderr)
     first = getpass.getpass("New password: ")
+    if len(first) < MIN_PASSWORD:  # said before the second prompt, not after it
+        raise CliError(f"a password needs at least {MIN_PASSWORD} characters; nothing was changed")
     if first != getpass.getpass("Again: "):
         raise CliError("the two passwords differ; nothing was changed")
     return first
+
+
+def _again(args: argparse.Namespace, command: str) -> str:
+    """The profile and --data-dir as the user gave them, for hints that name a next command."""
+    where = f" --data-dir {args.data_dir}" if getattr(args, "data_dir", None) else ""
+    return f"vipsense {command} {args.profile}{where}"
 
 
 def _role(value: str) -> Role:
@@ -133,10 +130,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         now = time.time()
         users = a.store.list()
         if not users:
-            print(f"no accounts yet: vipsense users add {args.profile} NAME --role admin")
+            print(f"no accounts yet: {_again(args, 'users add')} NAME --role admin")
         for u in users:
             state = "disabled" if u.disabled else "locked" if u.locked_until > now else "active"
-            last = time.strftime("%Y-%m-%d %H:%M", time.localtime(u.last_login)) if u.last_login else "never"
+            last = when(u.last_login, a.profile.tz) if u.last_login else "never"
             how = "ldap" if u.ldap else "password"
             print(f"{u.username:<20} {u.role.value:<15} {state:<9} {how:<9} last login {last}")
     return EXIT_OK
@@ -160,7 +157,10 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
 def cmd_token_list(args: argparse.Namespace) -> int:
     with _Accounts(args) as a:
-        for t in a.store.tokens():
+        tokens = a.store.tokens()
+        if not tokens:
+            print(f"no tokens yet: {_again(args, 'tokens add')} NAME --fields customer_no,name,tier")
+        for t in tokens:
             state = "revoked" if t.revoked_at else "active"
             print(f"{t.name:<24} {state:<8} {t.per_minute:>5}/min  fields {','.join(t.fields)}")
     return EXIT_OK
@@ -178,7 +178,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    users = sub.add_parser("users", help="web accounts: add, list, passwd, disable, enable, unlock")
+    users = sub.add_parser("users", help=help_of("users"))
     actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
@@ -209,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             )
         p.set_defaults(func=lambda args, what=name: _change(args, what))
 
-    tokens = sub.add_parser("tokens", help="third-party API tokens: add, list, revoke")
+    tokens = sub.add_parser("tokens", help=help_of("tokens"))
     tactions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = tactions.add_parser("add", help="make a token for one system (printed once)")
     p.add_argument("profile")

@@ -45,10 +45,6 @@ bp = Blueprint("auth", __name__)
 
 #: endpoints that need no login
 PUBLIC = frozenset({"auth.login", "static", "api.openapi"})
-#: roles whose account name must be a member of the profile's staff: (routing, "my customers")
-STAFF_ROLES = frozenset(
-    {Role.LOBBY_MANAGER, Role.CLIENT_MANAGER, Role.BRANCH_MANAGER, Role.HEAD_OFFICE, Role.CARD_ISSUER}
-)
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ account, and after ``Lockout.attempts`` in a row the account is locked for ``Loc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -18,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..model import Role
 from .settings import Lockout
@@ -48,8 +48,40 @@ CREATE TABLE IF NOT EXISTS tokens (
 MIN_PASSWORD = 12  #: characters; privacy-security.md §4 item 3 (complexity, no defaults)
 #: scrypt with Werkzeug's default cost (n=2**15, r=8, p=1): about 50 ms per check on a server core
 HASH_METHOD = "scrypt"
-#: a hash checked when the account does not exist, so a wrong name costs as long as a wrong password
-_DUMMY_HASH = generate_password_hash("no such account, but take the time", method=HASH_METHOD)
+#: customer fields an API token may be given (``vipsense tokens add --fields``); ID and mobile go out
+#: masked even then
+TOKEN_FIELDS = (
+    "customer_no",
+    "name",
+    "tier",
+    "company",
+    "usual_business",
+    "client_manager",
+    "id_number",
+    "mobile",
+)
+DEFAULT_TOKEN_FIELDS = ("customer_no", "name", "tier")
+
+
+def _hash(password: str) -> str:
+    # werkzeug (~80 ms to import) only where a password is hashed, not in every command that starts
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method=HASH_METHOD)
+
+
+def _matches(digest: str, password: str) -> bool:
+    from werkzeug.security import check_password_hash
+
+    return check_password_hash(digest, password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash checked when the account does not exist, so a wrong name costs as long as a wrong
+    password.  Made on first use: an scrypt hash costs ~50 ms, which every command would pay if it
+    were made at import."""
+    return _hash("no such account, but take the time")
 
 
 class AccountError(ValueError):
@@ -136,7 +168,7 @@ class UserStore:
         digest = None
         if password is not None:
             check_password_rules(password, username)
-            digest = generate_password_hash(password, method=HASH_METHOD)
+            digest = _hash(password)
         with self._lock:
             try:
                 self._db.execute(
@@ -153,7 +185,7 @@ class UserStore:
     def set_password(self, username: str, password: str) -> None:
         self._need(username)
         check_password_rules(password, username)
-        digest = generate_password_hash(password, method=HASH_METHOD)
+        digest = _hash(password)
         with self._lock:
             self._db.execute(
                 "UPDATE users SET password_hash=?, ldap=0, failures=0, locked_until=0 WHERE username=?",
@@ -207,7 +239,7 @@ class UserStore:
                 "SELECT password_hash, ldap, disabled, locked_until FROM users WHERE username=?", (username,)
             ).fetchone()
         if row is None:
-            check_password_hash(_DUMMY_HASH, password)
+            _matches(_dummy_hash(), password)
             return LoginResult(None, "no such account")
         digest, is_ldap, disabled, locked_until = row
         if locked_until > now:
@@ -222,7 +254,7 @@ class UserStore:
                 return LoginResult(None, "the directory could not be asked")
             good = answer
         else:
-            good = digest is not None and check_password_hash(digest, password)
+            good = digest is not None and _matches(digest, password)
         if good and disabled:
             return LoginResult(None, "account disabled")
         with self._lock:
