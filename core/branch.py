@@ -3,7 +3,6 @@ all within two seconds with every recorded visit flushed."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -225,12 +224,13 @@ class Branch:
     def _responses(self) -> dict[str, Any]:
         """Today's response times per member of staff, for the status object (at most one outbox
         query per second, however often the status page is read)."""
-        from .responses import day_bounds, per_staff
+        from .responses import per_staff
+        from .timezone import day_bounds, day_of
 
         at, cached = self._responses_cache
         if time.monotonic() - at < RESPONSES_EVERY:
             return cached
-        since, _ = day_bounds(dt.date.fromtimestamp(self.clock.wall()))
+        since, _ = day_bounds(day_of(self.clock.wall(), self.profile.tz), self.profile.tz)
         staff = per_staff(self.outbox.response_times(since, self.clock.wall()))
         result = {k: r.as_dict() for k, r in staff.items()}
         self._responses_cache = (time.monotonic(), result)

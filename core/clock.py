@@ -1,8 +1,16 @@
 """The branch clock: one source of time for presence, records and simulated readers.
 
-``speed`` compresses time for simulations: at ``speed=20`` two minutes of branch time pass in six
-seconds of wall time, and every window in the profile (presence, suppression, timeouts measured on
-this clock) keeps its meaning.  Real branches run at ``speed=1``.
+Two kinds of time, never mixed (see :mod:`vipsense.model`):
+
+* **branch time** (:meth:`Clock.mono`), monotonic seconds on which presence and replays run.
+  ``speed`` compresses it for simulations: at ``speed=20`` two minutes of branch time pass in six
+  real seconds, so a replayed morning keeps every window of the profile (presence, re-entry).
+* **wall time** (:meth:`Clock.wall`), true UNIX time, on every record: visits, deliveries,
+  acknowledgements.  A sped-up replay still records when things really happened, so response times
+  are never negative and its rows can sit beside real ones.  A profile duration measured against wall
+  time (a notification's lifetime, an escalation deadline) goes through :meth:`Clock.real` first.
+
+Real branches run at ``speed=1``, where both advance together.
 """
 
 from __future__ import annotations
@@ -24,14 +32,18 @@ class Clock:
         return (time.monotonic() - self._mono0) * self.speed
 
     def wall(self) -> float:
-        """Branch wall-clock UNIX time."""
-        return self._wall0 + self.mono()
+        """True wall-clock UNIX time (as the branch's monotonic clock counts it since the start)."""
+        return self._wall0 + self.real(self.mono())
+
+    def real(self, branch_seconds: float) -> float:
+        """How many real seconds a span of branch time takes."""
+        return branch_seconds / self.speed
 
     def to_wall(self, mono: float) -> float:
-        return self._wall0 + mono
+        return self._wall0 + self.real(mono)
 
     def to_mono(self, wall: float) -> float:
-        return wall - self._wall0
+        return (wall - self._wall0) * self.speed
 
     def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
         """Sleep ``seconds`` of branch time; return True early if ``stop`` is set."""

@@ -452,7 +452,7 @@ class NotifierRunner:
                 ),
             )
             return
-        latency = (self.clock.mono() - n.visit.arrival.arrived_mono) / self.clock.speed
+        latency = self.clock.real(self.clock.mono() - n.visit.arrival.arrived_mono)
         try:
             result = self.notifier.send(n)
         except Exception as exc:
@@ -499,7 +499,7 @@ class NotifierRunner:
     def _retry(self, n: Notification, reason: str, attempt: int) -> None:
         # Backoff in real seconds (the channel's time), but never past the TTL (the branch's time).
         delay = min(self.retry_first * 2 ** (attempt - 1), self.retry_max)
-        until_expiry = max(0.0, (n.expires_at - self.clock.wall()) / self.clock.speed)
+        until_expiry = max(0.0, n.expires_at - self.clock.wall())
         due = time.monotonic() + min(delay, until_expiry + 0.001)  # just past it: then it expires
         self._seq += 1
         heapq.heappush(self._retries, (due, self._seq, n, attempt, reason))

@@ -9,7 +9,6 @@ are kept and written with the next batch that succeeds.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
@@ -42,6 +41,7 @@ from .policy import judge
 from .presence import Presence
 from .routing import Router
 from .status import BranchStatus
+from .timezone import day_of
 from .visitlog import QUIET_KINDS, OpenVisit, VisitLog
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ class Pipeline:
         self.visit_log = visit_log
         self.presence = Presence(profile.presence)
         self.router = Router(profile.routing, profile.staff)
-        self.ttl = float(profile.notification_ttl)
+        self.ttl = clock.real(float(profile.notification_ttl))  #: real seconds
+        self.tz = profile.tz
         self.min_travel = float(profile.security.min_travel)
         #: takes the recorded visits whose customer was looked up, for the audit trail
         self.audit = audit
@@ -154,9 +155,9 @@ class Pipeline:
           again); a visit whose card was last seen longer ago than the re-entry window is closed
           at its last sighting, as after a crash;
         * greetings whose re-entry window is still running keep silencing a return."""
-        now = self.clock.wall()
+        now, real = self.clock.wall(), self.clock.real
         p = self.profile.presence
-        horizon = now - max(float(p.depart_after), float(p.reentry_suppress))
+        horizon = now - real(max(float(p.depart_after), float(p.reentry_suppress)))  # wall time
         to_mono = self.clock.to_mono
         present, closed = [], []
         newest: dict[str, OpenVisit] = {}
@@ -183,7 +184,7 @@ class Pipeline:
         self.presence.restore_present(present, self.clock.mono())
         if closed:
             self.visit_log.departed(closed)
-        quiet = self.visit_log.last_quiet(now - float(p.reentry_suppress))
+        quiet = self.visit_log.last_quiet(now - real(float(p.reentry_suppress)))
         self.presence.restore((epc, to_mono(at)) for epc, at in quiet)
         self._sighted = {arrival.epc: last for arrival, last, _ in present}
         return Restored(present=len(present), closed=len(closed), quiet=len(quiet))
@@ -330,7 +331,7 @@ class Pipeline:
         if card is None:
             kind = VisitKind.SUPPRESSED if reentry else VisitKind.UNKNOWN
         else:
-            today = dt.date.fromtimestamp(now)
+            today = day_of(now, self.tz)  # a card's validity dates are the branch's calendar days
             reason = judge(
                 card, self.branch_id, today, read_tid=arrival.tid, now=now, min_travel=self.min_travel
             )
@@ -537,7 +538,9 @@ class Pipeline:
                 continue
             fallback = None
             if escalation is not None:
-                fallback = Fallback(now + float(escalation.after), escalation.to, escalation.via)
+                fallback = Fallback(
+                    now + self.clock.real(float(escalation.after)), escalation.to, escalation.via
+                )
             out.append(
                 Notification(
                     key=notification_key(

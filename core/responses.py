@@ -9,7 +9,6 @@ first delivery, acknowledged at the acknowledgement.  Times are seconds after th
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,12 +107,6 @@ def per_staff(records: Iterable[DeliveryRecord]) -> dict[str, StaffResponse]:
             acknowledgement_p90=_pct(acks, 0.9),
         )
     return out
-
-
-def day_bounds(day: dt.date) -> tuple[float, float]:
-    """The local day as wall-clock UNIX times ``[start, end)``."""
-    start = dt.datetime.combine(day, dt.time()).astimezone()
-    return start.timestamp(), (start + dt.timedelta(days=1)).timestamp()
 
 
 @attrs.frozen

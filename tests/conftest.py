@@ -181,3 +181,26 @@ def web_branch(running_branch):
     yield make
     for server in made:
         server.stop()
+
+
+# -- hypothesis profiles ---------------------------------------------------------------------------------
+# Kept last, its imports with it, so that it never gets in the way of the fixtures above.
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# CI (CI=true, as .ci/run sets): derandomized, so an outcome depends on the code alone and not on a random
+# seed or on examples an earlier run saved; no deadline and no too-slow health check, so it does not depend
+# on the machine's load either; a failure prints the blob that replays it.  Every failing example ever
+# found stays in its test as an @example.  Locally: hypothesis's default profile, which explores.
+settings.register_profile(
+    "vipsense-ci",
+    settings.get_profile("default"),
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+_IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+settings.load_profile("vipsense-ci" if _IN_CI else "default")

@@ -14,14 +14,16 @@ import socket
 import sys
 import threading
 import time
-import types
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 pytest.importorskip("apprise")
 
-from vipsense.api import DeliveryFailed, Duration
+from vipsense.api import DeliveryFailed, Duration, PluginContext
 from vipsense.branch import Branch
+from vipsense.clock import Clock
 from vipsense.config import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.model import (
@@ -103,12 +105,17 @@ def receiver():
 
 def notifier(*urls: str, **kw) -> AppriseNotifier:
     settings = AppriseSettings(urls=urls, **kw)
-    ctx = types.SimpleNamespace(
+    here = Path(".")
+    ctx = PluginContext(
         branch_id="b1",
         branch_name="Hook Branch",
-        staff={},
-        clock=types.SimpleNamespace(wall=time.time),
+        item_id="chat",
+        data_dir=here,
+        profile_dir=here,
+        clock=Clock(),
+        output=Output(io.StringIO(), live=False),
         log=logging.getLogger("vipsense.notifier.chat"),
+        tz=ZoneInfo("Asia/Shanghai"),
     )
     return AppriseNotifier(settings, ctx)
 

@@ -177,7 +177,7 @@ def test_unknown_staff_missing_staff_and_missing_permission_are_denied_and_audit
         "vipsense: unknown staff id 'isuer': not in the staff: of branch.yaml; did you mean 'issuer'?\n",
     )
     code, _, err = branch.cli(*argv)
-    assert code == 1 and "say who is acting: --as STAFF_ID or VIPSENSE_STAFF" in err
+    assert code == 1 and "say who is acting: --as STAFF_ID names you" in err
     assert [(e[0], e[1], e[2], e[4]) for e in branch.entries()] == [
         ("lobby", "lobby_manager", "card_issue", "denied"),
         ("isuer", "", "card_issue", "denied"),

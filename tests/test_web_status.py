@@ -121,7 +121,7 @@ def test_api_shape_is_the_documented_one(web_branch):
         "ok", "state", "problems", "generated_at", "branch", "started_at", "readers", "stores",
         "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held",
     ]  # fmt: skip
-    assert isinstance(status["ok"], bool) and status["state"] in ("ok", "degraded", "down")
+    assert isinstance(status["ok"], bool) and status["state"] in ("ok", "degraded", "down", "finished")
     assert status["branch"] == {"id": "web-branch", "name": "Web Test Branch"}
     assert set(status["readers"][0]) >= {
         "id",

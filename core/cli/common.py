@@ -26,23 +26,25 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import attrs
 
 from ..api import CardExists, CardRegistry, IdentityStore, StoreUnsupported, UnknownCard
 from ..audit import AuditAction, AuditLog, AuditResult, audit_path
 from ..config import ProfileError
+from ..config.errors import in_file_order
 from ..config.profile import ItemConfig, Profile, load_profile
 from ..config.structure import suggest
 from ..model import Staff
-from ..output import Output
+from ..output import Output, display_width, pad
 from ..permissions import DOES, Permission, allowed, roles_for
 from ..pluginhost import PluginHost
 from ..records import FieldError, ImportResult
 from ..standalone import build
+from ..timezone import local
+from . import EXIT_FAILED, EXIT_OK, EXIT_PROFILE, EXIT_USAGE  # noqa: F401  (one definition, re-exported)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_PROFILE = EXIT_FAILED
 STAFF_ENV = "VIPSENSE_STAFF"
 T = TypeVar("T")
 
@@ -89,14 +91,19 @@ def plugin_host() -> PluginHost:
 def load(
     path: str, host: PluginHost, data_dir: str | None = None, outcome: str = "nothing was done"
 ) -> Profile:
-    """The profile, or :class:`CliError` listing every problem in it, one per line."""
+    """The profile, or :class:`CliError` listing every problem in it, one per line in file order.
+    A profile's warnings (a serial device not plugged in) are printed on stderr either way."""
     try:
-        return load_profile(path, host, data_dir=data_dir)
+        profile = load_profile(path, host, data_dir=data_dir)
     except ProfileError as exc:
-        n = len(exc.errors)
-        lines = [str(e) for e in exc.errors]
-        lines.append(f"{path}: {n} error{'s' if n != 1 else ''}; {outcome}")
+        n, w = len(exc.errors), len(exc.warnings)
+        lines = [str(e) for e in in_file_order([*exc.errors, *exc.warnings])]
+        counted = f"{n} error{'s' if n != 1 else ''}" + (f", {w} warning{'s' if w != 1 else ''}" if w else "")
+        lines.append(f"{path}: {counted}; {outcome}")
         raise ProfileFailed("\n".join(lines)) from None
+    for warning in profile.warnings:
+        print(warning, file=sys.stderr)
+    return profile
 
 
 class ProfileFailed(CliError):
@@ -181,7 +188,12 @@ class Session:
         """The acting member of staff, or :class:`Denied` (audited) if they are unknown or may not."""
         problem = ""
         if not self.staff_id:
-            problem = f"say who is acting: --as STAFF_ID or {STAFF_ENV} (a member of the profile's staff:)"
+            may = [f"{s.id} ({s.role.value})" for s in self.profile.staff if allowed(s.role, permission)]
+            problem = (
+                f"say who is acting: --as STAFF_ID names you, a member of the profile's staff: whose role "
+                f"may {DOES[permission]} ({', '.join(may) or 'nobody in this profile may'}); "
+                f"or set {STAFF_ENV}"
+            )
         elif self.staff is None:
             ids = [s.id for s in self.profile.staff]
             problem = (
@@ -286,9 +298,9 @@ def now() -> float:
     return time.time()
 
 
-def when(at: float | None) -> str:
-    """A wall-clock time for people: local date and time to the minute, or ``-``."""
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at is not None else "-"
+def when(at: float | None, tz: ZoneInfo) -> str:
+    """A time for people, on the branch's clock (``tz``) to the minute, or ``-``."""
+    return local(at, tz).strftime("%Y-%m-%d %H:%M") if at is not None else "-"
 
 
 def checked(parse: Callable[..., T], *args: Any) -> T:
@@ -300,10 +312,11 @@ def checked(parse: Callable[..., T], *args: Any) -> T:
 
 
 def table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
-    """Rows as aligned text columns under ``head``."""
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    """Rows as aligned text columns under ``head``, by the width a terminal gives each character (a
+    Chinese name takes two columns per character), not by how many characters it has."""
+    widths = [max(display_width(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
     return [
-        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+        "  ".join(pad(str(x), w) for x, w in zip(line, widths, strict=True)).rstrip()
         for line in (head, *rows)
     ]
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sqlite3
 import sys
-import threading
 from typing import Any
 
 from .. import __version__
 from ..branch import Branch
 from ..clock import Clock
 from ..output import Output
+from ..shutdown import Shutdown
+from . import help_of
 from .common import EXIT_FAILED, EXIT_OK, load, plugin_host, setup_logging
 
 
@@ -42,10 +42,11 @@ def _status_line(branch: Branch) -> str:
     return line
 
 
-def _first_account_hint(web: Any, profile: str) -> str:
+def _first_account_hint(web: Any, args: argparse.Namespace) -> str:
     if web.users.list():
         return ""
-    return f" (no accounts yet: vipsense users add {profile} NAME --role admin)"
+    where = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    return f" (no accounts yet: vipsense users add {args.profile}{where} NAME --role admin)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,11 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, output)
     host = plugin_host()
     profile = load(args.profile, host, args.data_dir, outcome="nothing was started")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
+    shutdown = Shutdown()
     try:
         branch = Branch(profile, host, Clock(args.speed), output)
     except (OSError, sqlite3.Error) as exc:
@@ -68,9 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     output.write(
         f"vipsense {__version__}: branch {profile.branch.name} ({profile.branch.id}){speed}; Ctrl-C stops"
     )
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     web = None
-    try:
+    with shutdown.handle_signals():
         branch.start()
         if args.web and (profile.web is not None or args.web_port is not None):
             from ..web.server import WebServer
@@ -79,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             web = WebServer(branch, profile.web or WebSettings(), port=args.web_port)
             web.start()
             if web.url:
-                output.write(f"Branch web: {web.url}" + _first_account_hint(web, args.profile))
+                output.write(f"Branch web: {web.url}" + _first_account_hint(web, args))
         restored = branch.restored
         if restored.present or restored.quiet:
             window = float(profile.presence.reentry_suppress) / 60
@@ -91,10 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         settle = float(profile.presence.depart_after) + 0.5
         replayed = False
-        while not stop.wait(0.25):
+        while not shutdown.wait(0.25):
             output.status(_status_line(branch))
             if branch.readers_finished and not replayed:
-                branch.clock.sleep(settle, stop)  # let the last departures land
+                shutdown.wait(branch.clock.real(settle))  # let the last departures land
                 if web is None or not web.url:
                     break
                 replayed = True  # a replay is over, but someone may be reading the page
@@ -102,9 +98,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if web is not None:
             web.stop()
         branch.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     output.clear_status()
     c = branch.status.counters
     output.write(
@@ -118,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run a branch from its profile")
+    run = sub.add_parser("run", help=help_of("run"))
     run.add_argument("profile", help="the branch profile (YAML)")
     run.add_argument("--speed", type=float, default=1.0, help="compress branch time (simulations only)")
     run.add_argument("--data-dir", help="use this data directory instead of the profile's")

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import sqlite3
 import time
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -16,19 +17,18 @@ from .. import responses
 from ..audit import AuditAction
 from ..permissions import Permission
 from ..retention import count_visits, describe_cutoff, purge_visits
+from ..timezone import day_bounds, day_of, local
+from . import help_of
 from .common import EXIT_OK, Act, CliError, Session, add_common, describe, now, table
-
-#: options that mean ``visits list`` when they follow ``visits`` directly
-LIST_OPTIONS = ("--today", "--date")
 
 
 def _secs(value: float | None) -> str:
     return "-" if value is None else f"+{value:.1f}s" if value < 100 else f"+{value / 60:.0f}m"
 
 
-def _day(args: argparse.Namespace) -> dt.date:
+def _day(args: argparse.Namespace, tz: ZoneInfo) -> dt.date:
     if args.date is None:
-        return dt.date.today()
+        return day_of(time.time(), tz)  # the branch's today, in its own time zone
     try:
         return dt.date.fromisoformat(args.date)
     except ValueError:
@@ -36,10 +36,11 @@ def _day(args: argparse.Namespace) -> dt.date:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    day = _day(args)
     with Session(args) as s:
+        tz = s.profile.tz
+        day = _day(args, tz)
         s.authorize(Permission.VISITS_VIEW, AuditAction.VIEW, Act(f"visits {day.isoformat()}", args.reason))
-        since, until = responses.day_bounds(day)
+        since, until = day_bounds(day, tz)
         try:
             visits, records = responses.load(s.profile.data_dir, since, until)
         except sqlite3.Error as exc:
@@ -66,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for t in told.get(v.visit_id, []) or [None]:
             lead = (
                 (
-                    time.strftime("%H:%M:%S", time.localtime(v.arrived_at)),
+                    local(v.arrived_at, tz).strftime("%H:%M:%S"),
                     v.kind,
                     v.customer_no or "-",
                     v.tier or v.reason or "-",
@@ -151,7 +152,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    visits = sub.add_parser("visits", help="the branch's visit log")
+    visits = sub.add_parser("visits", help=help_of("visits"))
     visits_sub = visits.add_subparsers(dest="visits_command", required=True, metavar="ACTION")
     listing = visits_sub.add_parser(
         "list", help="a day's visits: who was told, delivered and acknowledged when; staff response times"

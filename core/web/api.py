@@ -19,7 +19,6 @@ import binascii
 import datetime as dt
 import logging
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -34,14 +33,13 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..api import IdentityStore
 from ..audit import AuditAction, AuditResult
-from ..cli.users import TOKEN_FIELDS
 from ..lookup import Outcome, ask
 from ..model import Customer, VisitKind
 from ..privacy import mask_field, mask_id_number
-from ..responses import day_bounds
+from ..timezone import day_bounds, local
 from . import api_spec
 from .auth import source, web
-from .users import Token
+from .users import TOKEN_FIELDS, Token
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +47,12 @@ bp = Blueprint("api", __name__)
 
 WINDOW = 60.0  #: seconds of the rate limit's sliding window
 ROLE = "api"  #: the audit role of every token call
-_CUSTOMER_NO = re.compile(api_spec.CUSTOMER_NO_PATTERN)
-_ID_NUMBER = re.compile(api_spec.ID_NUMBER_PATTERN)
-_CURSOR = re.compile(api_spec.CURSOR_PATTERN)
-_DATE = re.compile(api_spec.DATE_PATTERN)
-_REASON = re.compile(api_spec._REASON["pattern"])
+# each parameter's check is made from its schema in the document, so the two cannot disagree
+_CUSTOMER_NO = api_spec.allows(api_spec.CUSTOMER_NO)
+_ID_NUMBER = api_spec.allows(api_spec.ID_NUMBER)
+_CURSOR = api_spec.allows(api_spec.CURSOR)
+_DATE = api_spec.allows(api_spec.DATE)
+_REASON = api_spec.allows(api_spec.REASON)
 _DOCUMENT = api_spec.document()
 
 
@@ -190,17 +189,19 @@ def _shown(value: str, limit: int = 64) -> str:
 
 
 def _reason(value: Any, required: bool) -> str:
-    if value is None or value == "":
+    """The caller's reason, trimmed; absent is "" where allowed, but an empty one is refused as the
+    document says (``minLength: 1``)."""
+    if value is None:
         if required:
             raise ApiError(400, "reason is required: why you look (e.g. phone appointment)")
         return ""
-    if not isinstance(value, str) or len(value) > api_spec.REASON_MAX or not _REASON.match(value):
-        raise ApiError(400, f"reason: up to {api_spec.REASON_MAX} printable characters")
+    if not _REASON(value):
+        raise ApiError(400, f"reason: {api_spec.REASON_RULE}")
     return value.strip()
 
 
 def _id_number(value: Any) -> str:
-    if not isinstance(value, str) or not _ID_NUMBER.match(value):
+    if not _ID_NUMBER(value):
         raise ApiError(400, "id_number: 18 characters, 17 digits and a digit or X")
     return value.upper()
 
@@ -244,7 +245,7 @@ def _ask(method: str, key: str) -> Any:
 def _by_number(customer_no: str) -> Callable[[Call, Token], dict[str, Any]]:
     def handler(call: Call, token: Token) -> dict[str, Any]:
         call.note(_reason(request.args.get("reason"), required=False))
-        if not _CUSTOMER_NO.match(customer_no):
+        if not _CUSTOMER_NO(customer_no):
             raise ApiError(400, "customer_no: 1 to 64 letters, digits, '.', '_' or '-'")
         customer = _ask("find_customer", customer_no)
         if customer is None:
@@ -317,7 +318,7 @@ class VisitQuery:
 def _date(name: str) -> dt.date:
     value = request.args.get(name, "")
     try:
-        if not _DATE.match(value):
+        if not _DATE(value):
             raise ValueError
         return dt.date.fromisoformat(value)
     except ValueError:
@@ -326,7 +327,8 @@ def _date(name: str) -> dt.date:
 
 def _bounds(first: dt.date, last: dt.date) -> tuple[float, float]:
     try:
-        return day_bounds(first)[0], day_bounds(last)[1]
+        tz = web().branch.profile.tz  # the branch's days
+        return day_bounds(first, tz)[0], day_bounds(last, tz)[1]
     except (ValueError, OverflowError, OSError):  # the day after 9999-12-31, or the platform's limit
         raise ApiError(400, "from..to: out of range") from None
 
@@ -337,7 +339,7 @@ def encode_cursor(arrived_at: float, visit_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
-        if not _CURSOR.match(cursor):
+        if not _CURSOR(cursor):
             raise ValueError
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         at, visit_id = text.split(" ", 1)
@@ -355,7 +357,7 @@ def _visit_query() -> VisitQuery:
         raise ApiError(400, "to: on or after from")
     if (last - first).days >= api_spec.MAX_DAYS:
         raise ApiError(400, f"from..to: at most {api_spec.MAX_DAYS} days")
-    kind = request.args.get("kind") or None
+    kind = request.args.get("kind")  # present but empty is no kind: 400, as the document's enum says
     if kind is not None and kind not in {k.value for k in VisitKind}:
         raise ApiError(400, f"kind: one of {', '.join(k.value for k in VisitKind)}")
     raw = request.args.get("limit", str(api_spec.DEFAULT_LIMIT))
@@ -389,10 +391,10 @@ def read_visits(path: Path, q: VisitQuery) -> list[tuple]:
 
 
 def iso(at: float | None) -> str | None:
-    """UNIX time as ISO 8601 in the branch's local zone, with its offset."""
+    """UNIX time as ISO 8601 in the branch's time zone, with its offset."""
     if at is None:
         return None
-    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+    return local(at, web().branch.profile.tz).isoformat(timespec="milliseconds")
 
 
 def visit_json(row: tuple, fields: tuple[str, ...]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from flask import Blueprint, render_template, request
 
 from ..audit import AuditAction, AuditResult
 from ..permissions import Permission
-from ..responses import day_bounds
+from ..timezone import day_bounds, local
 from .auth import audit, refuse, require, web
 
 bp = Blueprint("audit_page", __name__)
@@ -84,10 +84,10 @@ def query(path: Any, f: Filter) -> tuple[list[dict[str, Any]], int]:
     where, params = [], []
     if f.since:
         where.append("at >= ?")
-        params.append(day_bounds(f.since)[0])
+        params.append(day_bounds(f.since, web().branch.profile.tz)[0])
     if f.until:
         where.append("at < ?")
-        params.append(day_bounds(f.until)[1])
+        params.append(day_bounds(f.until, web().branch.profile.tz)[1])
     for column, value in (("action", f.action), ("actor", f.actor)):
         if value:
             where.append(f"{column} = ?")
@@ -105,7 +105,8 @@ def query(path: Any, f: Filter) -> tuple[list[dict[str, Any]], int]:
 
 
 def when_text(at: float) -> str:
-    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+    """An entry's time on the branch's clock."""
+    return local(at, web().branch.profile.tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @bp.route("/audit")

@@ -40,7 +40,8 @@ from ..lookup import Outcome, ask
 from ..model import Role, notification_key
 from ..permissions import Permission
 from ..privacy import mask_id_number
-from ..responses import VisitRow, day_bounds, load, told_by_visit
+from ..responses import VisitRow, load, told_by_visit
+from ..timezone import day_bounds, day_of, local, moment
 from .auth import Viewer, audit, refuse, require, viewer, wants_json, web
 from .live import LiveFeed, customer_dict
 
@@ -201,12 +202,13 @@ def told_of(row: VisitRow) -> list[Any]:
 
 
 def today() -> dt.date:
-    return dt.date.fromtimestamp(web().branch.clock.wall())
+    """The branch's day now, in its own time zone."""
+    return day_of(web().branch.clock.wall(), web().branch.profile.tz)
 
 
 def snapshot(who: Viewer, live: LiveFeed) -> dict[str, Any]:
     """What a new stream starts from: the current customer and the strip, newest first."""
-    since, until = day_bounds(today())
+    since, until = day_bounds(today(), web().branch.profile.tz)
     last_id = live.last_id  # read before the visit log: an event after it is in the queue
     visits = visits_between(since, until, who, STRIP + 1)
     for v in visits:
@@ -227,7 +229,8 @@ def answer(template: str, status: int = 200, **data: Any) -> Any:
 
 
 def clock_time(unix: float | None) -> str:
-    return dt.datetime.fromtimestamp(unix).strftime("%H:%M:%S") if unix else ""
+    """A time of day on the branch's clock."""
+    return local(unix, web().branch.profile.tz).strftime("%H:%M:%S") if unix else ""
 
 
 @bp.app_template_filter("hms")
@@ -309,9 +312,10 @@ def visits() -> Any:
         return bad("from and to must be clock times written HH:MM (00:00 to 23:59)")
     if end < start:
         return bad("the time range ends before it starts: 'to' must not be earlier than 'from'")
-    local = dt.datetime.combine(day, start).astimezone()
-    since = local.timestamp()
-    until = (dt.datetime.combine(day, end).astimezone() + dt.timedelta(minutes=1)).timestamp()
+    tz = web().branch.profile.tz
+    since = moment(day, start, tz)
+    last_minute = dt.datetime.combine(day, end) + dt.timedelta(minutes=1)  # the 'to' minute is included
+    until = moment(last_minute.date(), last_minute.time(), tz)
     who = me()
     rows = visits_between(since, until, who, HISTORY_LIMIT + 1)
     truncated = len(rows) > HISTORY_LIMIT

@@ -12,6 +12,7 @@ and no customer record is ever read.
     {
       "ok": true,                      # false when anything below is a problem
       "state": "ok",                   # ok | degraded (something wrong, doors still work) | down
+                                       # | finished (a replay reached its end; nothing is wrong)
       "problems": ["reader side disconnected since 14:03:22: LinkLost: ..."],
       "generated_at": 1717000000.0,    # UNIX times everywhere; ``since`` = when the state began
       "branch": {"id": "sh-01", "name": "..."}, "started_at": 1716990000.0,
@@ -53,6 +54,7 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import attrs
 from flask import Blueprint, Response, render_template
@@ -61,7 +63,7 @@ from flask.blueprints import BlueprintSetupState
 from ..audit import mask_personal_numbers
 from ..config.types import Secret
 from ..permissions import Permission
-from ..responses import day_bounds
+from ..timezone import day_bounds, day_of, local
 from .auth import require, web
 
 if TYPE_CHECKING:
@@ -190,7 +192,7 @@ class TodayCounts:
         self._counters_then: dict[str, int] = {}
 
     def get(self) -> dict[str, Any]:
-        day = dt.date.fromtimestamp(self.branch.clock.wall())
+        day = day_of(self.branch.clock.wall(), self.branch.profile.tz)
         if day != self._day:
             self._rebase(day)
         counters = self.branch.status.counters
@@ -201,7 +203,7 @@ class TodayCounts:
         return out
 
     def _rebase(self, day: dt.date) -> None:
-        start, end = day_bounds(day)
+        start, end = day_bounds(day, self.branch.profile.tz)
         if self._day is None:  # the first count: what came before this run
             then: dict[str, int] = {}
             end = min(end, self.branch.status.started_at)
@@ -246,12 +248,14 @@ _STORE_WORD = {
 }
 
 
-def clock_text(at: float | None) -> str:
-    """A wall-clock time for people: ``14:03:22`` today, ``2024-05-28 14:03`` before."""
+def clock_text(at: float | None, tz: ZoneInfo | None = None) -> str:
+    """A time on the branch's clock (``tz``; this machine's without one) for people: ``14:03:22``
+    today, ``2024-05-28 14:03`` before."""
     if not at:
         return "never"
-    when = dt.datetime.fromtimestamp(at)
-    if when.date() == dt.date.today():
+    when = local(at, tz) if tz is not None else dt.datetime.fromtimestamp(at)
+    now = dt.datetime.now(tz)
+    if when.date() == now.date():
         return when.strftime("%H:%M:%S")
     return when.strftime("%Y-%m-%d %H:%M")
 
@@ -380,8 +384,10 @@ class StatusView:
                 for h in snap.get("held", [])
             ],
         }
-        problems, down = judge(out)
-        out.update(ok=not problems, state="down" if down else "degraded" if problems else "ok")
+        problems, down = judge(out, self.branch.profile.tz)
+        replayed = bool(readers) and all(r["state"] in ("finished", "stopped") for r in readers)
+        state = "down" if down else "degraded" if problems else "finished" if replayed else "ok"
+        out.update(ok=not problems, state=state)
         out["problems"] = problems
         return out
 
@@ -458,12 +464,14 @@ class StatusView:
         return {"reads": reads, "reads_per_s": round(rate, 1), "stages": stages}
 
 
-def judge(status: dict[str, Any]) -> tuple[list[str], bool]:
+def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str], bool]:
     """What is wrong, in words, and whether the door is down (no reader or no store working)."""
     problems = []
     for r in status["readers"]:
         if r["state"] not in _READER_OK:
-            problems.append(f"reader {r['id']} {r['state']} since {clock_text(r['since'])}: {r['reason']}")
+            problems.append(
+                f"reader {r['id']} {r['state']} since {clock_text(r['since'], tz)}: {r['reason']}"
+            )
     for s in status["stores"]:
         if s["state"] != "ok":
             problems.append(f"store {s['id']} {s['state']}: {s['reason']}")
@@ -477,11 +485,12 @@ def judge(status: dict[str, Any]) -> tuple[list[str], bool]:
     if unresolved:
         problems.append(
             f"{len(unresolved)} card(s) seen, identity stores not answering: whose they are is not known yet "
-            f"(first at {clock_text(min(h['arrived_at'] for h in unresolved))})"
+            f"(first at {clock_text(min(h['arrived_at'] for h in unresolved), tz)})"
         )
     if status["web"]["state"] not in ("ready", "unknown"):
         problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
-    readers_up = any(r["state"] == "connected" for r in status["readers"])
+    # a replay that reached its end is finished, not down: its page stays up for people to read
+    readers_up = any(r["state"] in ("connected", "finished") for r in status["readers"])
     stores_up = any(s["state"] in ("ok", "degraded", "stale") for s in status["stores"])
     down = (bool(status["readers"]) and not readers_up) or (bool(status["stores"]) and not stores_up)
     return [p.rstrip(": ") for p in problems], down
@@ -505,8 +514,14 @@ def view() -> StatusView:
 @require(Permission.STATUS_VIEW)
 def page() -> Any:
     status, _ = view().current()
+    tz = view().branch.profile.tz
     return render_template(
-        "status.html", status=status, clock=clock_text, ago=ago_text, now=time.time(), refresh=5
+        "status.html",
+        status=status,
+        clock=lambda at: clock_text(at, tz),
+        ago=ago_text,
+        now=time.time(),
+        refresh=5,
     )
 
 

@@ -26,6 +26,7 @@ every URL and every credential of the configured URLs.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import string
@@ -253,7 +254,7 @@ class AppriseNotifier(Notifier):
             "event": labels[event_of(visit.kind)],
             "name": visit.customer.name if visit.customer else "?",
             "tier": visit.tier or "",
-            "time": time.strftime("%H:%M", time.localtime(visit.arrived_at)),
+            "time": dt.datetime.fromtimestamp(visit.arrived_at, self.ctx.tz).strftime("%H:%M"),
             "reader": visit.arrival.reader_id,
         }
         return self.settings.title.format(**values).strip()
@@ -264,7 +265,11 @@ class AppriseNotifier(Notifier):
         labels = _LABELS[self.settings.language]
         lines = [
             render(
-                visit, branch_name=self.ctx.branch_name, staff=self.ctx.staff, language=self.settings.language
+                visit,
+                branch_name=self.ctx.branch_name,
+                staff=self.ctx.staff,
+                language=self.settings.language,
+                tz=self.ctx.tz,
             )
         ]
         if visit.customer is not None:
@@ -352,4 +357,6 @@ def vipsense_register_notifier_types(register):
         AppriseSettings,
         make_notifier,
         summary="e-mail and chat through Apprise URLs (mailto://, dingtalk://, wecombot://, json:// ...)",
+        requires=("apprise",),
+        extra="apprise",
     )

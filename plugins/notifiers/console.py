@@ -65,9 +65,9 @@ class ConsoleNotifier(Notifier):
         return f"{_ROLE_TEXT.get(n.recipient.role.value, n.recipient.role.value)} {n.recipient.name}"
 
     def render(self, visit: Visit, to: str) -> str:
-        at = dt.datetime.fromtimestamp(visit.arrived_at).strftime("%H:%M:%S")
+        at = dt.datetime.fromtimestamp(visit.arrived_at, self.ctx.tz).strftime("%H:%M:%S")
         c = visit.customer
-        lag = (self.ctx.clock.mono() - visit.arrival.arrived_mono) / self.ctx.clock.speed * 1000
+        lag = self.ctx.clock.real(self.ctx.clock.mono() - visit.arrival.arrived_mono) * 1000
         where = f"{visit.arrival.reader_id}/ant {visit.arrival.antenna}"
         alert = visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT)
         if visit.kind is VisitKind.UNRESOLVED:

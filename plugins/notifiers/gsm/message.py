@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from zoneinfo import ZoneInfo
 
 from vipsense.model import Staff, Visit, VisitKind
 from vipsense.privacy import mask_id_number, mask_tail
@@ -98,10 +99,17 @@ def _id_tail(visit: Visit) -> str:
     return mask_id_number(visit.customer.id_number).lstrip("*")
 
 
-def render(visit: Visit, *, branch_name: str, staff: Mapping[str, Staff], language: str = "en") -> str:
+def render(
+    visit: Visit,
+    *,
+    branch_name: str,
+    staff: Mapping[str, Staff],
+    language: str = "en",
+    tz: ZoneInfo | None = None,
+) -> str:
     """The text for one visit.  Chinese texts go out as UCS2, others as GSM 7-bit where they can."""
     words = _WORDS[language]
-    at = dt.datetime.fromtimestamp(visit.arrived_at).strftime("%H:%M")
+    at = dt.datetime.fromtimestamp(visit.arrived_at, tz).strftime("%H:%M")  # the branch's clock
     where = words["at"].format(visit.arrival.reader_id)
     stale = words["stale"] if visit.stale else ""
     if visit.kind is VisitKind.UNRESOLVED:

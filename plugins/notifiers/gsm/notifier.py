@@ -59,6 +59,7 @@ class GsmNotifier(Notifier):
             branch_name=self.ctx.branch_name,
             staff=self.ctx.staff,
             language=self.settings.language,
+            tz=self.ctx.tz,
         )
 
     def _fail(self, message: str, retry: bool) -> DeliveryFailed:
