@@ -170,22 +170,29 @@ class PluginHost:
         disabled = set(disabled)
         seen: set[tuple[str, str]] = set()
 
+        # A distribution's METADATA (vipsense's holds its whole README) is parsed once, not once per
+        # entry point and question: every command pays for loading the plugins.
+        names: dict[int, tuple[str, str]] = {}
+
+        def name_and_version(ep: md.EntryPoint) -> tuple[str, str]:
+            dist = getattr(ep, "dist", None)
+            if dist is None:
+                return "", ""
+            if id(dist) not in names:
+                meta = dist.metadata
+                names[id(dist)] = (meta["Name"] or "", meta["Version"] or "")
+            return names[id(dist)]
+
         # Built-ins first, so a vendor type that clashes with a built-in name is the one refused.
         def order(ep: md.EntryPoint) -> tuple[bool, str]:
-            dist = getattr(ep, "dist", None)
-            return (not dist or dist.metadata["Name"] != PROJECT, ep.name)
+            return (name_and_version(ep)[0] != PROJECT, ep.name)
 
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=order):
             if (ep.name, ep.value) in seen:
                 continue
             seen.add((ep.name, ep.value))
-            dist = getattr(ep, "dist", None)
-            info = PluginInfo(
-                name=ep.name,
-                module=ep.value,
-                distribution=dist.metadata["Name"] if dist else "",
-                version=dist.version if dist else "",
-            )
+            distribution, version = name_and_version(ep)
+            info = PluginInfo(name=ep.name, module=ep.value, distribution=distribution, version=version)
             if ep.name in disabled:
                 info.state, info.error = PluginState.BLOCKED, "disabled by VIPSENSE_DISABLE_PLUGINS"
                 self.plugins.append(info)

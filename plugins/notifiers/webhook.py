@@ -31,13 +31,9 @@ secret nor the body is ever logged.
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import json
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
@@ -103,11 +99,15 @@ class WebhookNotifier(Notifier):
         self._key = settings.secret.reveal().encode("utf-8")
         parts = urllib.parse.urlsplit(settings.url)  # shown in status and errors: no credentials
         self._where = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        # the HTTP stack is imported when a webhook notifier is built, not by every command
+        import ssl
+        from urllib.request import BaseHandler, HTTPSHandler, ProxyHandler, build_opener
+
+        handlers: list[BaseHandler] = [ProxyHandler({})]
         if self._where.startswith("https:"):
             cafile = str(ctx.resolve(settings.ca_file)) if settings.ca_file else None
-            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
-        self._opener = urllib.request.build_opener(*handlers)
+            handlers.append(HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+        self._opener = build_opener(*handlers)
         self._health: dict[str, Any] = {"endpoint": self._where}
 
     def send(self, notification: Notification) -> None:
@@ -119,12 +119,16 @@ class WebhookNotifier(Notifier):
         headers = dict(self.settings.headers)
         headers.update({"Content-Type": "application/json", "Idempotency-Key": notification.key})
         headers.update(signed_headers(self._key, body))
-        request = urllib.request.Request(self.settings.url, data=body, headers=headers, method="POST")
+        from http.client import HTTPException
+        from urllib.error import HTTPError, URLError
+        from urllib.request import Request
+
+        request = Request(self.settings.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=float(self.settings.request_timeout)) as response:
                 response.read(65536)
                 status = response.status
-        except urllib.error.HTTPError as e:
+        except HTTPError as e:
             status, reason = e.code, str(e.reason or "")[:_REASON_MAX]
             e.close()
             retry = status >= 500 or status in (408, 429)
@@ -137,7 +141,7 @@ class WebhookNotifier(Notifier):
             raise DeliveryFailed(
                 f"{self._where} did not answer within {float(self.settings.request_timeout):g}s", retry=True
             ) from None
-        except urllib.error.URLError as e:
+        except URLError as e:
             why = e.reason
             if isinstance(why, TimeoutError):
                 text = f"did not answer within {float(self.settings.request_timeout):g}s"
@@ -145,7 +149,7 @@ class WebhookNotifier(Notifier):
                 text = f"unreachable ({why})"
             self._health["last_error"] = text
             raise DeliveryFailed(f"{self._where} {text}", retry=True) from None
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, HTTPException) as e:
             self._health["last_error"] = type(e).__name__
             raise DeliveryFailed(
                 f"{self._where} connection failed ({type(e).__name__}: {e})", retry=True

@@ -43,8 +43,12 @@ def vipsense_register_notifier_types(register):
     )
 
 
+def _configure(parser) -> None:
+    from .agent import configure  # only when 'vipsense pda' itself is run: every command loads plugins
+
+    configure(parser)
+
+
 @vipsense.hookimpl
 def vipsense_register_commands(register):
-    from .agent import configure
-
-    register("pda", configure, help="run the PDA agent on a staff handheld")
+    register("pda", _configure, help="run the PDA agent on a staff handheld")
