@@ -19,6 +19,7 @@ import attrs
 
 from .clock import Clock
 from .config.types import Duration, Secret, SerialPort
+from .crypto import FieldCipher, profile_cipher
 from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
 
 if TYPE_CHECKING:
@@ -100,6 +101,13 @@ class PluginContext:
     #: ``acknowledge(key, staff_id, at=None)`` returns False when the branch knows no such
     #: notification for that member of staff; ``at`` is wall-clock UNIX time, None for now.
     acknowledge: Callable[..., bool] = lambda key, staff_id, at=None: False
+    #: Stores: seals and opens personal-data columns (ID and mobile numbers) and makes the ID number's
+    #: blind index, with the profile's ``privacy.data_key``, else a key made for the data directory.
+    #: A store encrypts with it and never reads a key itself.  Loads its keys on first use only.
+    cipher: FieldCipher = attrs.field(
+        default=attrs.Factory(lambda self: FieldCipher.local_only(self.data_dir), takes_self=True),
+        eq=False,
+    )
 
     @classmethod
     def for_item(
@@ -126,6 +134,9 @@ class PluginContext:
             log=logging.getLogger(f"vipsense.{item.kind.value}.{item.id}"),
             staff={s.id: s for s in profile.staff},
             tz=profile.tz,
+            cipher=profile_cipher(
+                profile.privacy.data_key, profile.privacy.retired_data_keys, profile.data_dir
+            ),
             **extra,
         )
 

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .api import PluginContext, ReaderState, ReaderStatus
-from .audit import AuditLog
+from .audit import open_audit_log
 from .auditwriter import AuditWriter
 from .clock import Clock
 from .config.profile import DEFAULT_START_GRACE, DEFAULT_STORE_TIMEOUT, ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
 from .escalation import Escalator
+from .files import secure_tree
 from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification, parse_notification_key
 from .outbox import Outbox, OutboxWriter
 from .output import Output
@@ -47,10 +48,13 @@ class Branch:
         self.status = BranchStatus(profile.branch.id, profile.branch.name)
         self.status.host = host
         self.data_dir = profile.data_dir
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_tree(self.data_dir)  # personal data: owner-only, whatever an earlier run or copy left
         self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")
-        self.audit = AuditLog(self.data_dir / "audit.sqlite3")
-        self.audit_writer = AuditWriter(self.audit)
+        # the profile's audit key and anchors (docs/audit.md); every anchor goes to the observers
+        self.audit = open_audit_log(
+            profile, on_anchor=lambda anchor: host.broadcast("vipsense_audit_anchor", anchor=anchor)
+        )
+        self.audit_writer = AuditWriter(self.audit, self.status.storage)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.status.responses = self._responses
         self._responses_cache: tuple[float, dict[str, Any]] = (0.0, {})

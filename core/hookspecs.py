@@ -34,6 +34,7 @@ from . import PROJECT
 
 if TYPE_CHECKING:
     from .api import ReaderStatus, RegisterCommand, RegisterType
+    from .auditanchors import Anchor
     from .branch import Branch
     from .model import Acknowledgement, Arrival, DeliveryResult, Notification, Visit
 
@@ -255,4 +256,48 @@ def vipsense_acknowledged(ack: Acknowledgement) -> None:
 
     :param ack: a :class:`vipsense.model.Acknowledgement`: key, visit id, staff id, wall time, and
         the notifier it came through.
+    """
+
+
+@hookspec
+def vipsense_security_alert(kind: str, actor: str, source: str, detail: str) -> None:
+    """Something that looks like an attack on personal data was refused, often enough that the branch
+    manager should know at once, not when the audit log is next read.
+
+    Called on the thread that refused it (a branch web request), after the refusal and the alert are
+    in the audit log.  The branch web also shows the alert on the branch manager's console.  Routing
+    to a notifier (e.g. the branch manager's PDA) is the observer's to do.
+
+    :param kind: what it was: ``id_lookup_limit`` (look-ups by ID number past ``web.id_lookup``'s
+        limits, ``alert_after`` times in 24 h by one user or from one address) or
+        ``id_lookup_forbidden`` (as often, look-ups by ID number by an account without the right to
+        search by ID number).
+    :param actor: the account that was refused.
+    :param source: where from, as in the audit log (``web:10.0.0.7``).
+    :param detail: one line for people; it never holds an ID or a mobile number.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Broadcast hooks: the audit log.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vipsense_audit_anchor(anchor: Anchor) -> None:
+    """The audit log published an anchor: its length and the hash of its last entry, signed.
+
+    Called after the anchor was appended to the branch's anchor file (``privacy.audit_anchors``), on
+    the thread that wrote the entries it covers (the door's audit writer, a web request, a command):
+    for a log's first entries, then once ``privacy.audit_anchor_every`` entries or
+    ``privacy.audit_anchor_interval`` have passed since the last anchor, whichever comes first, and
+    when the log closes.  Called even when the file could not be written, so a copy kept elsewhere
+    still has it.  An uplink to the head office ships anchors to the centre, which the branch cannot
+    rewrite, so entries cut off the end of the log show (``vipsense audit verify`` checks them).
+    Return quickly: queue the anchor for a thread of your own.
+
+    :param anchor: a :class:`vipsense.auditanchors.Anchor`: ``branch``, ``count`` (entries),
+        ``head`` (the hash of entry ``count``), ``at`` (wall time), ``key`` (the signing key's id,
+        never the key) and ``mac`` (HMAC-SHA256 under the audit key).  ``anchor.line()`` is the JSON
+        line the anchor file holds; ``anchor.as_dict()`` the same as a dict.
     """

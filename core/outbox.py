@@ -10,6 +10,13 @@ are queued and applied with the next batch, or within 0.1 s when no batch comes.
 queued at a crash is lost, and that notification is delivered again at the next start, which
 at-least-once allows.
 
+When the file cannot be written (a full disk), nothing is dropped: the notifications are still handed
+to their notifiers, and their rows, the results and the acknowledgements that could not be written
+are kept in memory (at most :data:`HELD_LIMIT` rows) and written, in order, by the next transaction
+that succeeds: the writer tries again every :data:`RETRY_EVERY` seconds.  The branch status shows
+the trouble (:class:`vipsense.status.Storage`) until then.  Only a stop while the disk is still full
+loses them (logged with their number).
+
 Personal data at rest.  A pending row holds what a notifier needs to render its message after a
 restart: the visit with the card and the customer's name, tier, company and usual business.  The ID
 number and mobile are stored already masked (last four digits; ``138****5678``), as every screen
@@ -52,13 +59,16 @@ from .model import (
     VisitKind,
 )
 from .privacy import mask_id_number, mask_mobile
-from .status import Stats
+from .status import Stats, Storage
 from .walfile import WalFile
 
 log = logging.getLogger(__name__)
 
 IDLE_FLUSH = 0.1  #: seconds: queued results are written at least this often
 MERGE_LIMIT = 8192  #: notifications written in one transaction at most, when batches queue up
+HELD_LIMIT = 100_000  #: rows kept in memory while the file cannot be written (like the visit log's)
+RETRY_EVERY = 1.0  #: seconds between tries to write what is held, while the file cannot be written
+NAME = "outbox"  #: how the status names this file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -101,6 +111,13 @@ _INSERT = (
     "INSERT OR IGNORE INTO outbox (notifier_id, key, visit_id, recipient_id, state, arrived_at,"
     " created_at, expires_at, payload, escalate_at, escalate_to, escalated_from)"
     " VALUES (?,?,?,?,'pending',?,?,?,?,?,?,?)"
+)
+
+#: Every row of one key acknowledged (the first acknowledgement stays); parameters (at, key).
+_ACK = (
+    "UPDATE outbox SET state='acknowledged', acknowledged_at=COALESCE(acknowledged_at, ?1),"
+    " delivered_at=COALESCE(delivered_at, ?1), finished_at=COALESCE(finished_at, ?1),"
+    " payload=NULL WHERE key=?2"
 )
 
 #: States after which a notification is closed, and its payload dropped unless it may still escalate.
@@ -168,6 +185,15 @@ class Outbox:
         self._lock = threading.Lock()  # the pipeline thread, and the main thread at start and stop
         self._results: queue.SimpleQueue[tuple[Notification, DeliveryResult]] = queue.SimpleQueue()
         self._closed = False
+        # What a transaction could not write (a full disk), written first by the next one, in order.
+        self._held: list[tuple[Any, ...]] = []  #: notification rows
+        self._held_updates: list[tuple[Notification, DeliveryResult]] = []  #: delivery results
+        self._held_acks: list[tuple[str, float]] = []  #: (key, at) acknowledgements
+
+    @property
+    def held(self) -> int:
+        """Rows, results and acknowledgements kept in memory until the file can be written."""
+        return len(self._held) + len(self._held_updates) + len(self._held_acks)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -213,35 +239,44 @@ class Outbox:
         self._results.put((notification, result))
 
     def flush(self) -> None:
-        """Write queued results now (the writer's idle round, and at close)."""
-        if not self._results.empty():
+        """Write queued results, and whatever is held, now (the writer's idle round, and at close)."""
+        if not self._results.empty() or self._held or self._held_updates or self._held_acks:
             self._write([])
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction: held rows and ``rows``, then held and queued results, then held
+        acknowledgements.  On failure all of it is held (the oldest rows beyond :data:`HELD_LIMIT`
+        dropped, logged) and the error raised."""
         updates = []
         get = self._results.get_nowait
         with contextlib.suppress(queue.Empty):
             while True:
                 updates.append(get())
-        if not rows and not updates:
-            return
         with self._lock:
             if self._closed:
+                return
+            rows = self._held + rows if self._held else rows
+            updates = self._held_updates + updates if self._held_updates else updates
+            acks = self._held_acks
+            if not rows and not updates and not acks:
                 return
             try:
                 with self.db:
                     self.db.execute("BEGIN")
                     if rows:
-                        self.db.executemany(
-                            _INSERT,
-                            rows,
-                        )
+                        self.db.executemany(_INSERT, rows)
                     if updates:
                         self._apply(updates)
+                    if acks:
+                        self.db.executemany(_ACK, [(at, key) for key, at in acks])
             except sqlite3.Error:
-                for item in updates:  # keep them for the next try; the new rows are the caller's
-                    self._results.put(item)
+                if len(rows) > HELD_LIMIT:
+                    log.error(
+                        "outbox: dropping the %d oldest notifications held in memory", len(rows) - HELD_LIMIT
+                    )
+                self._held, self._held_updates = rows[-HELD_LIMIT:], updates[-HELD_LIMIT:]
                 raise
+            self._held, self._held_updates, self._held_acks = [], [], []
 
     def _apply(self, updates: list[tuple[Notification, DeliveryResult]]) -> None:
         """Results in two statements, whatever their number: acknowledgements, and the rest."""
@@ -330,24 +365,29 @@ class Outbox:
         acknowledgement on the PDA also stops the pager and any escalation).  Any thread.
 
         Returns ``(known, first)``: whether the outbox has the key, and whether this is its first
-        acknowledgement."""
+        acknowledgement.  A key whose rows are held in memory (the file could not take them) counts
+        as known; an acknowledgement that cannot be written now is held and written with them."""
         with self._lock:
             if self._closed:
                 return False, False
             before = self.db.execute(
                 "SELECT COUNT(*), COUNT(acknowledged_at) FROM outbox WHERE key=?", (key,)
             ).fetchone()
-            if not before[0]:
+            held = any(row[1] == key for row in self._held)
+            if not before[0] and not held:
                 return False, False
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.execute(
-                    "UPDATE outbox SET state='acknowledged', acknowledged_at=COALESCE(acknowledged_at, ?1),"
-                    " delivered_at=COALESCE(delivered_at, ?1), finished_at=COALESCE(finished_at, ?1),"
-                    " payload=NULL WHERE key=?2",
-                    (at, key),
-                )
-        return True, before[1] == 0
+            first = before[1] == 0 and all(k != key for k, _ in self._held_acks)
+            try:
+                if before[0]:
+                    with self.db:
+                        self.db.execute("BEGIN")
+                        self.db.execute(_ACK, (at, key))
+            except sqlite3.Error as exc:
+                log.warning("outbox: acknowledgement of %s held until the file can be written: %s", key, exc)
+                held = True
+            if held:  # the rows held in memory get it when they are written
+                self._held_acks.append((key, at))
+        return True, first
 
     def due_escalations(self, now: float) -> list[Escalating]:
         """Notifications past their acknowledgement deadline (or failed for good) whose recipient
@@ -428,10 +468,20 @@ class Outbox:
             ).rowcount
 
     def close(self) -> None:
-        """Write the queued results, then close.  Later results are ignored (the rows stay open and
-        are sent again at the next start)."""
-        with contextlib.suppress(sqlite3.Error):
+        """Write the queued results and what is held, then close.  Later results are ignored (the rows
+        stay open and are sent again at the next start)."""
+        try:
             self.flush()
+        except sqlite3.Error as exc:
+            log.error(
+                "outbox: %d notifications, %d delivery results and %d acknowledgements could not be stored"
+                " before stopping (%s); the notifications were handed to their notifiers, but these delivery"
+                " records are lost",
+                len(self._held),
+                len(self._held_updates),
+                len(self._held_acks),
+                exc,
+            )
         with self._lock:
             self._closed = True
             self._file.close()
@@ -439,8 +489,10 @@ class Outbox:
 
 class OutboxWriter:
     """The outbox's thread: stores each batch the pipeline routed, then hands every notification
-    of it to ``dispatch``.  If the outbox cannot write (a full disk), staff are told all the same;
-    only the crash guarantee is lost for that batch."""
+    of it to ``dispatch``.  If the outbox cannot write (a full disk), staff are told all the same:
+    the outbox holds the rows in memory and this thread writes them when the file takes them again
+    (only the crash guarantee is lost meanwhile).  The trouble is logged once when it starts and once
+    when it ends, and reported to the branch status's storage problems (``stage.storage``)."""
 
     def __init__(
         self,
@@ -457,6 +509,12 @@ class OutboxWriter:
         self.escalate = escalate
         self.escalate_every = escalate_every
         self._next_escalation = 0.0
+        self._escalation_error = ""
+        self.storage: Storage | None = stage.storage
+        if self.storage is not None:
+            self.storage.locate(NAME, outbox.path)
+        self._failing = ""  #: the last write error while the file cannot be written
+        self._retry_at = 0.0
         self._queue: queue.SimpleQueue[tuple[list[Notification], list[Any]] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._main, name="outbox", daemon=True)
 
@@ -504,13 +562,18 @@ class OutboxWriter:
             fallbacks = self.escalate()
         except Exception as exc:  # a full disk: the deadline stays, so the next round tries again
             self.stage.fail(f"escalation: {type(exc).__name__}: {exc}")
-            log.error("outbox: cannot escalate: %s", exc)
+            if str(exc) != self._escalation_error:  # once, not every round
+                log.error("outbox: cannot escalate yet (tried again every round): %s", exc)
+            self._escalation_error = str(exc)
             return
+        self._escalation_error = ""
         for n in fallbacks:
             self.dispatch(n)
 
     def _write(self, batch: list[Notification], rows: list[Any] | None = None) -> None:
         t0 = time.perf_counter()
+        if not batch and self._failing and time.monotonic() < self._retry_at:
+            return  # the file could not be written: idle tries only every RETRY_EVERY seconds
         try:
             if batch:
                 self.outbox.add_rows(rows or [])
@@ -518,11 +581,29 @@ class OutboxWriter:
                 self.outbox.flush()
         except Exception as exc:
             self.stage.fail(f"{type(exc).__name__}: {exc}")
-            what = f"{len(batch)} notifications (delivering them anyway)" if batch else "delivery results"
-            log.error("outbox: cannot write %s: %s", what, exc)
+            held = self.outbox.held
+            if self.storage is not None:
+                self.storage.failed(NAME, self.outbox.path, exc, held=held)
+            if not self._failing:
+                log.error(
+                    "outbox: cannot write to %s: %s; staff are still told, and the %d delivery records"
+                    " it could not take are kept in memory and written when it can",
+                    self.outbox.path,
+                    exc,
+                    held,
+                )
+            self._failing, self._retry_at = str(exc) or type(exc).__name__, time.monotonic() + RETRY_EVERY
         else:
+            if self._failing:
+                log.warning(
+                    "outbox: writing to %s again; every delivery record that waited is stored",
+                    self.outbox.path,
+                )
+                self._failing = ""
             if batch:
                 self.stage.ok(time.perf_counter() - t0, n=len(batch))
+            if self.storage is not None:
+                self.storage.written(NAME)
         for n in batch:
             self.dispatch(n)
 

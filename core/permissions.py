@@ -10,26 +10,27 @@ the profile's ``staff:``.  The command line trusts the operating-system account 
 it is; the account is recorded as the audit source (``cli:user@host``).  Password logins, lockout and
 sessions come with the web interface.
 
-| permission         |card_issuer|branch_manager|head_office|client_manager|lobby_manager|admin|auditor|
-|--------------------|:---------:|:------------:|:---------:|:------------:|:-----------:|:---:|:-----:|
-| cards.issue        |     x     |      x       |           |              |             |     |       |
-| cards.lost         |     x     |      x       |           |      x       |      x      |     |       |
-| cards.restore      |     x     |      x       |           |              |             |     |       |
-| cards.revoke       |     x     |      x       |           |              |             |     |       |
-| cards.reissue      |     x     |      x       |           |              |             |     |       |
-| cards.import       |     x     |      x       |           |              |             |     |       |
-| cards.view         |     x     |      x       |     x     |              |             |     |       |
-| cards.export       |           |      x       |     x     |              |             |     |       |
-| customers.view     |     x     |      x       |     x     |      x       |      x      |     |       |
-| customers.unmask   |           |      x       |     x     |              |             |     |       |
-| customers.import   |     x     |      x       |     x     |              |             |     |       |
-| visits.view        |           |      x       |     x     |              |             |     |       |
-| visits.purge       |           |      x       |     x     |              |             |     |       |
-| status.view        |     x     |      x       |     x     |      x       |      x      |  x  |       |
-| console.view       |           |      x       |           |      x       |      x      |     |       |
-| visits.acknowledge |           |      x       |           |      x       |      x      |     |       |
-| audit.view         |           |              |           |              |             |     |   x   |
-| users.manage       |           |              |           |              |             |  x  |       |
+| permission          |card_issuer|branch_manager|head_office|client_manager|lobby_manager|admin|auditor|
+|---------------------|:---------:|:------------:|:---------:|:------------:|:-----------:|:---:|:-----:|
+| cards.issue         |     x     |      x       |           |              |             |     |       |
+| cards.lost          |     x     |      x       |           |      x       |      x      |     |       |
+| cards.restore       |     x     |      x       |           |              |             |     |       |
+| cards.revoke        |     x     |      x       |           |              |             |     |       |
+| cards.reissue       |     x     |      x       |           |              |             |     |       |
+| cards.import        |     x     |      x       |           |              |             |     |       |
+| cards.view          |     x     |      x       |     x     |              |             |     |       |
+| cards.export        |           |      x       |     x     |              |             |     |       |
+| customers.view      |     x     |      x       |     x     |      x       |      x      |     |       |
+| customers.unmask    |           |      x       |     x     |              |             |     |       |
+| customers.search_id |     x     |      x       |     x     |              |             |     |       |
+| customers.import    |     x     |      x       |     x     |              |             |     |       |
+| visits.view         |           |      x       |     x     |              |             |     |       |
+| visits.purge        |           |      x       |     x     |              |             |     |       |
+| status.view         |     x     |      x       |     x     |      x       |      x      |  x  |       |
+| console.view        |           |      x       |           |      x       |      x      |     |       |
+| visits.acknowledge  |           |      x       |           |      x       |      x      |     |       |
+| audit.view          |           |              |           |              |             |     |   x   |
+| users.manage        |           |              |           |              |             |  x  |       |
 
 A client manager's ``customers.view`` and ``console.view`` reach their own customers only (the
 customer's ``client_manager``); everyone else with the permission sees the whole branch.
@@ -40,9 +41,16 @@ the card-to-customer map out of the system, so only the two roles that answer fo
 them.  The visit list with each member of staff's response times is the staff assessment: for the
 branch manager and head office.  Head office never changes a card itself: that stays with a branch,
 where the card holder is.  The console (the live arrivals, the current customer, today's list and
-acknowledging) is for the staff who greet customers.  Separation of duties: the administrator manages
-accounts and devices but sees no customer data, and only the auditor reads the audit log, so the
-people whose actions it records cannot read (or learn to hide in) it.
+acknowledging) is for the staff who greet customers.  Searching by ID number
+(``customers.search_id``) answers "is this person a customer here?" for a whole number, so next to a
+masked ID number on a screen it confirms guesses at the hidden digits (pen test point 1): it is for
+those who must find a customer by the ID card in front of them -- the card issuer at issuance, where
+the separate consent is taken and the ID card checked (``privacy-security.md`` §2 Art. 26, §4 items 2
+and 4) -- and for the two roles that answer for the data; never the lobby or client managers, who
+find their customers by customer number.  The web also asks for a reason and limits how often.
+Separation of duties: the administrator manages accounts and devices but sees no customer data, and
+only the auditor reads the audit log, so the people whose actions it records cannot read (or learn
+to hide in) it.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class Permission(str, enum.Enum):
     CARD_EXPORT = "cards.export"
     CUSTOMER_VIEW = "customers.view"  #: customers show, customers search (masked)
     CUSTOMER_UNMASK = "customers.unmask"
+    CUSTOMER_SEARCH_ID = "customers.search_id"  #: look a customer up by their whole ID number
     CUSTOMER_IMPORT = "customers.import"
     VISITS_VIEW = "visits.view"  #: visits list: today's visits and staff response times
     VISITS_PURGE = "visits.purge"
@@ -91,6 +100,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.CARD_EXPORT: frozenset({_MANAGER, _HEAD}),
     Permission.CUSTOMER_VIEW: _STAFF,
     Permission.CUSTOMER_UNMASK: frozenset({_MANAGER, _HEAD}),
+    Permission.CUSTOMER_SEARCH_ID: frozenset({_ISSUER, _MANAGER, _HEAD}),
     Permission.CUSTOMER_IMPORT: frozenset({_ISSUER, _MANAGER, _HEAD}),
     Permission.VISITS_VIEW: frozenset({_MANAGER, _HEAD}),
     Permission.VISITS_PURGE: frozenset({_MANAGER, _HEAD}),
@@ -114,6 +124,7 @@ DOES = {
     Permission.CARD_EXPORT: "export cards",
     Permission.CUSTOMER_VIEW: "look customers up",
     Permission.CUSTOMER_UNMASK: "unmask ID and mobile numbers",
+    Permission.CUSTOMER_SEARCH_ID: "search customers by ID number",
     Permission.CUSTOMER_IMPORT: "import customers",
     Permission.VISITS_VIEW: "view visits and response times",
     Permission.VISITS_PURGE: "purge visits",

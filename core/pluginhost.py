@@ -112,6 +112,7 @@ RESERVED_COMMANDS = frozenset(
         "plugins",
         "users",
         "tokens",
+        "keys",
         "help",
         "version",
     }

@@ -1,10 +1,14 @@
 """One status object for the whole branch: counts, errors, the last error and latency per stage and
-per device.  The web status page, the CLI status line and the benchmark all read :meth:`snapshot`."""
+per device, and the files it could not write.  The web status page, the CLI status line and the
+benchmark all read :meth:`BranchStatus.snapshot`."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,7 +19,7 @@ _RING = 2048
 class Stats:
     """Counts, errors, the last error and a latency ring for one stage or device.  Thread-safe."""
 
-    __slots__ = ("_lat", "_lock", "_pos", "count", "errors", "last_error", "last_error_at")
+    __slots__ = ("_file", "_lat", "_lock", "_pos", "count", "errors", "last_error", "last_error_at")
 
     def __init__(self) -> None:
         self.count = 0
@@ -25,12 +29,23 @@ class Stats:
         self._lat: list[float] = []
         self._pos = 0
         self._lock = threading.Lock()
+        self._file: tuple[Storage, str] | None = None  #: a stage that writes a file reports to
+
+    def writes(self, storage: Storage, name: str) -> None:
+        """This stage writes the file ``name``: each failure is a storage problem, each success ends it."""
+        self._file = (storage, name)
+
+    @property
+    def storage(self) -> Storage | None:
+        return self._file[0] if self._file is not None else None
 
     def ok(self, latency: float | None = None, n: int = 1) -> None:
         with self._lock:
             self.count += n
             if latency is not None:
                 self._add(latency)
+        if self._file is not None:
+            self._file[0].written(self._file[1])
 
     def _add(self, latency: float) -> None:
         if len(self._lat) < _RING:
@@ -40,10 +55,14 @@ class Stats:
             self._pos = (self._pos + 1) % _RING
 
     def fail(self, message: str) -> None:
+        """Count an error.  For a stage that writes a file, one the disk caused (full, read-only, I/O)
+        is also a storage problem; others (a busy database, a plugin's error) are the stage's own."""
         with self._lock:
             self.errors += 1
             self.last_error = message
             self.last_error_at = time.time()
+        if self._file is not None and storage_cause(message) != UNKNOWN_CAUSE:
+            self._file[0].failed(self._file[1], None, message)
 
     def percentiles(self) -> tuple[float | None, float | None]:
         with self._lock:
@@ -65,6 +84,125 @@ class Stats:
 
 
 STAGES = ("presence", "cards", "customers", "visit_log", "routing", "outbox", "notify")
+#: stages that write a file of the data directory, and how the status names that file
+STORAGE_STAGES = {"visit_log": "visit log", "outbox": "outbox"}
+
+
+UNKNOWN_CAUSE = "cannot write"
+
+
+def storage_cause(error: BaseException | str) -> str:
+    """What stops a file being written, in two or three words: ``disk full``, ``read-only``..."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    number = getattr(error, "errno", None)
+    text = str(error).lower()
+    if name == "SQLITE_FULL" or number == errno.ENOSPC or "disk is full" in text or "no space left" in text:
+        return "disk full"
+    if number == errno.EDQUOT or "quota" in text:
+        return "disk quota exceeded"
+    if (
+        name.startswith("SQLITE_READONLY")
+        or number == errno.EROFS
+        or "readonly" in text
+        or "read-only" in text
+    ):
+        return "read-only"
+    if name.startswith("SQLITE_IOERR") or number == errno.EIO or "i/o error" in text:
+        return "disk I/O error"
+    return UNKNOWN_CAUSE
+
+
+@attrs.define
+class FileTrouble:
+    """One file the branch cannot write now."""
+
+    name: str  #: visit log, outbox, audit log
+    path: Path | None
+    cause: str  #: :func:`storage_cause`
+    error: str  #: the last error, in words
+    since: float  #: wall time of the first failure in a row
+    held: int | None = None  #: records kept in memory until they can be written (None: not known)
+
+
+class Storage:
+    """The branch's files that could not be written: a status problem from the first failure until
+    the next successful write.  Writers report here (:meth:`failed`, :meth:`written`); records they
+    could not write they keep in memory and write when they can, and say how many (``held``).
+    Thread-safe; :meth:`written` costs one dict look-up when nothing is wrong."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trouble: dict[str, FileTrouble] = {}
+        self._paths: dict[str, Path] = {}
+        self.data_dir: Path | None = None  #: where the branch's files are (named in the problem)
+
+    def locate(self, name: str, path: Path) -> None:
+        """Where ``name`` is, before anything goes wrong with it."""
+        with self._lock:
+            self._paths[name] = path
+            if self.data_dir is None:
+                self.data_dir = path.parent
+
+    def failed(
+        self, name: str, path: Path | None, error: BaseException | str, held: int | None = None
+    ) -> None:
+        with self._lock:
+            if path is not None:
+                self._paths[name] = path
+                if self.data_dir is None:
+                    self.data_dir = path.parent
+            old = self._trouble.get(name)
+            self._trouble[name] = FileTrouble(
+                name,
+                path or self._paths.get(name),
+                storage_cause(error),
+                str(error),
+                old.since if old else time.time(),
+                held if held is not None else (old.held if old else None),
+            )
+
+    def written(self, name: str) -> None:
+        if name in self._trouble:
+            with self._lock:
+                self._trouble.pop(name, None)
+
+    def problem(self) -> str:
+        """The storage problem in one line ("" when every file is being written), e.g.
+        ``disk full at /var/lib/vipsense/sh-01: visit log, outbox cannot be written; 38 records held in
+        memory until they can be``."""
+        with self._lock:
+            trouble = list(self._trouble.values())
+            data_dir = self.data_dir
+        if not trouble:
+            return ""
+        held = sum(t.held or 0 for t in trouble)
+        parts = []
+        for cause in dict.fromkeys(t.cause for t in trouble):
+            these = [t for t in trouble if t.cause == cause]
+            dirs = {t.path.parent for t in these if t.path is not None} or ({data_dir} if data_dir else set())
+            where = os.path.commonpath([str(d) for d in dirs]) if dirs else "the data directory"
+            names = ", ".join(t.name for t in these)
+            parts.append(f"{cause} at {where}: {names} cannot be written")
+        if held:
+            return f"{'; '.join(parts)}; {held} records held in memory until they can be"
+        return "; ".join(parts)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"state": "ok" | "degraded", "problem": str, "files": [{name, path, cause, error, since,
+        held}]}``"""
+        with self._lock:
+            files = [
+                {
+                    "name": t.name,
+                    "path": str(t.path) if t.path else None,
+                    "cause": t.cause,
+                    "error": t.error,
+                    "since": t.since,
+                    "held": t.held,
+                }
+                for t in self._trouble.values()
+            ]
+        return {"state": "degraded" if files else "ok", "problem": self.problem(), "files": files}
 
 
 @attrs.define
@@ -117,6 +255,10 @@ class BranchStatus:
         self.branch_name = branch_name
         self.started_at = time.time()
         self.stages = {name: Stats() for name in STAGES}
+        #: files that could not be written (a full disk): a problem of the whole branch
+        self.storage = Storage()
+        for stage, name in STORAGE_STAGES.items():
+            self.stages[stage].writes(self.storage, name)
         self.devices: dict[str, DeviceStatus] = {}
         self.counters = dict.fromkeys(
             (
@@ -181,6 +323,7 @@ class BranchStatus:
             "sync": dict(self.sync),
             "responses": self._responses(),
             "held": list(self.held()) if self.held is not None else [],
+            "storage": self.storage.snapshot(),
         }
 
     def _responses(self) -> dict[str, Any]:

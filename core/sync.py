@@ -12,24 +12,31 @@ While the centre itself answers, the door asks it first and sees the revocation 
 that store's own cache; the LDAP store keeps card entries for a short TTL).  If the centre becomes
 unreachable before a refresh after *t* succeeds, the replica still holds the card as it was: status
 shows the time of the last good refresh, so staff know how old the branch's copy is.
+
+What is copied is checked as an import checks a file (:func:`vipsense.records.clean_customer`): text
+without control characters and within its length, a plain customer number.  A customer or card that
+fails (a NUL character, a wildcard customer number) is left out, logged and counted in the audit entry;
+the rest is copied.  The replica seals the ID and mobile numbers itself, as every write to it does.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
 
 from .api import CardRegistry, IdentityStore, StoreUnsupported
-from .audit import AuditAction, AuditLog, AuditResult
+from .audit import AuditAction, AuditLog, AuditResult, open_audit_log
 from .clock import Clock
 from .config.profile import Profile
 from .devices import describe
-from .model import Card
+from .model import Card, Customer
 from .pluginhost import PluginHost
+from .privacy import printable
+from .records import FieldError, clean_card, clean_customer
 from .standalone import build
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,43 @@ class SyncResult:
     customers: int
     seconds: float
     finished_at: float  #: wall-clock time the replica switched over
+    #: what was left out, ``customer C1: name: contains a NUL character``, the first few of them
+    skipped: tuple[str, ...] = ()
+    n_skipped: int = 0
+
+
+MAX_SKIPPED_SHOWN = 5  #: left-out entries named in the audit entry and the result; the rest are counted
+
+
+class _Skipped:
+    """What a refresh leaves out, counted, with the first few named."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.shown: list[str] = []
+
+    def add(self, what: str, key: str, exc: FieldError) -> None:
+        self.n += 1
+        text = f"{what} {printable(key)}: {exc}"
+        log.warning("sync: left out %s", text)
+        if len(self.shown) < MAX_SKIPPED_SHOWN:
+            self.shown.append(text)
+
+
+def _clean_cards(cards: Iterable[Card], skipped: _Skipped) -> Iterator[Card]:
+    for card in cards:
+        try:
+            yield clean_card(card)
+        except FieldError as exc:
+            skipped.add("card", card.epc, exc)
+
+
+def _clean_customers(customers: Iterable[Customer], skipped: _Skipped) -> Iterator[Customer]:
+    for customer in customers:
+        try:
+            yield clean_customer(customer)
+        except FieldError as exc:
+            skipped.add("customer", customer.customer_no, exc)
 
 
 def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> IdentityStore:
@@ -81,9 +125,10 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
     if not isinstance(target, CardRegistry):
         raise SyncError(f"store {plan.target} ({type(target).__name__}) cannot be a replica")
     own_audit = audit is None
-    audit = audit or AuditLog(profile.data_dir / "audit.sqlite3")
+    audit = audit or open_audit_log(profile)
     outcome = AuditResult.ERROR
     detail = ""
+    skipped = _Skipped()
     try:
         for name, store in ((plan.source, source), (plan.target, target)):
             try:
@@ -91,13 +136,14 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
             except Exception as exc:
                 raise SyncError(f"store {name} is unreachable: {describe(exc)}") from exc
         try:
+            all_cards = _clean_cards(source.iter_cards(), skipped)
             if plan.this_branch_only:
                 customer_nos: set[str] = set()
-                cards = list(_for_branch(source.iter_cards(), profile.branch.id, customer_nos))
+                cards = list(_for_branch(all_cards, profile.branch.id, customer_nos))
                 customers: Any = (c for c in source.iter_customers() if c.customer_no in customer_nos)
             else:
-                cards, customers = list(source.iter_cards()), source.iter_customers()
-            n_cards, n_customers = target.replace_all(cards, customers)
+                cards, customers = list(all_cards), source.iter_customers()
+            n_cards, n_customers = target.replace_all(cards, _clean_customers(customers, skipped))
         except StoreUnsupported as exc:
             raise SyncError(f"cannot sync {plan.source} -> {plan.target}: {exc}") from exc
         except SyncError:
@@ -106,8 +152,17 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
             raise SyncError(f"sync {plan.source} -> {plan.target} failed: {describe(exc)}") from exc
         outcome = AuditResult.SUCCESS
         detail = f"{n_cards} cards, {n_customers} customers"
+        if skipped.n:
+            detail += f"; {skipped.n} left out: {'; '.join(skipped.shown)}"
         return SyncResult(
-            plan.source, plan.target, n_cards, n_customers, time.perf_counter() - t0, time.time()
+            plan.source,
+            plan.target,
+            n_cards,
+            n_customers,
+            time.perf_counter() - t0,
+            time.time(),
+            tuple(skipped.shown),
+            skipped.n,
         )
     except SyncError as exc:
         detail = str(exc)

@@ -18,7 +18,7 @@ from vipsense.cli import main
 from vipsense.pluginhost import load_host
 
 ADA_ID, ADA_MOBILE = "110101199003071234", "13812345678"
-BO_ID = "110101199003075678"
+BO_ID = "110105199003075678"  # a whole, checksum-valid number: the one a search by ID number can find
 DESK_EPC, DESK_TID = "E200000000000000000000AA", "E2801160200000000000ABCD"
 ADA_CARD, CY_CARD = "E20000000000000000000001", "E20000000000000000000002"
 

@@ -1,14 +1,18 @@
 """The audit log is append-only, tamper-evident, and names the first broken entry precisely.
 
 Tampering is done the way an attacker would: a raw sqlite3 connection to the real file, dropping the
-triggers first where needed.  Concurrency uses two real OS processes on the same file.
+triggers first where needed, and recomputing the chain where the attack needs it.  Concurrency uses
+two real OS processes on the same file.  The chain is keyed (HMAC-SHA256), old plain logs still
+verify, anchors catch a truncated tail, and a damaged file is one clear line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +21,31 @@ import textwrap
 from contextlib import closing
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vipsense.audit import GENESIS_HASH, AuditAction, AuditLog, AuditResult, entry_hash
+from vipsense import auditanchors
+from vipsense.audit import (
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    SCHEMA,
+    AuditAction,
+    AuditKey,
+    AuditKeyError,
+    AuditLog,
+    AuditResult,
+    anchor_policy,
+    audit_path,
+    canonical_bytes,
+    data_dir_key,
+    entry_hash,
+    open_audit_log,
+    profile_keys,
+    verify_file,
+)
+from vipsense.auditanchors import AnchorPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,10 +91,13 @@ def test_round_trip_of_1000_entries(log):
     assert [e.seq for e in written] == list(range(1, 1001))
 
 
-def test_an_auditor_can_re_verify_with_only_hashlib_and_json(log):
-    """The documented canonical encoding, re-implemented here independently of the module."""
+def test_an_auditor_can_re_verify_with_only_hmac_hashlib_and_json(log):
+    """The documented canonical encoding, re-implemented here independently of the module: the key is
+    the text of the data directory's key file (no audit_key in a profile here)."""
     fill(log, 5)
     log.append("张三", "主管", "北京分行", "unmask", "C1000001", "cli", "denied", reason="客户要求核实身份")
+    key = (log.path.parent / "audit.key").read_text().strip().encode("utf-8")
+    assert (log.path.parent / "audit.key").stat().st_mode & 0o777 == 0o600
     with closing(sqlite3.connect(str(log.path))) as db:
         cursor = db.execute("SELECT * FROM audit ORDER BY seq")
         names = [column[0] for column in cursor.description]
@@ -80,7 +107,9 @@ def test_an_auditor_can_re_verify_with_only_hashlib_and_json(log):
             body = {k: v for k, v in row.items() if k not in ("prev_hash", "hash")}
             canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             assert row["prev_hash"] == prev
-            assert row["hash"] == hashlib.sha256(prev.encode() + canonical.encode("utf-8")).hexdigest()
+            message = prev.encode() + canonical.encode("utf-8")
+            assert row["hash"] == hmac.new(key, message, "sha256").hexdigest()
+            assert row["hash"] != hashlib.sha256(message).hexdigest()
             prev = row["hash"]
     assert "客户要求核实身份".encode() in canonical.encode()  # UTF-8, not \u escapes
 
@@ -152,7 +181,7 @@ def test_reordered_rows_are_caught(log):
 
 
 def test_recomputed_hash_is_caught_at_the_next_link(log):
-    """An attacker who edits entry 7 and fixes its hash, but not entry 8's prev_hash."""
+    """An insider who holds the key edits entry 7 and fixes its hash, but not entry 8's prev_hash."""
     fill(log, 10)
     seven = next(e for e in log.entries() if e.seq == 7)
     fields = {
@@ -160,7 +189,7 @@ def test_recomputed_hash_is_caught_at_the_next_link(log):
         for name in ("seq", "at", "actor", "role", "branch", "action", "object", "source", "reason", "result")
     }
     fields["actor"] = "innocent-bystander"
-    new_hash = entry_hash(seven.prev_hash, fields)
+    new_hash = entry_hash(seven.prev_hash, fields, log.key.secret)
     tamper(log.path, "UPDATE audit SET actor=?, hash=? WHERE seq=7", params=("innocent-bystander", new_hash))
     result = log.verify()
     assert (result.ok, result.first_broken, result.checked) == (False, 8, 7)
@@ -218,7 +247,7 @@ def test_id_and_mobile_numbers_are_stored_masked(log):
         "C1000001": "C1000001",
         "E28011606000020916061234": "E28011606000020916061234",  # a 24-hex EPC is not an ID number
         "300000000000000000001234": "300000000000000000001234",  # nor is an all-digit one
-        "1381234567": "1381234567",  # 10 digits: not a mobile number
+        "1381234567": "******4567",  # 10 digits: no mobile, but a landline with its area code
     }
     for raw, stored in cases.items():
         entry = log.append(
@@ -351,3 +380,364 @@ def test_any_appends_verify_and_any_single_flip_is_caught_there(appends, data):
             assert result.checked == target.seq - 1
         finally:
             log.close()
+
+
+# -- the key: an attacker who can write the file cannot rechain it (pentest, point 5) ------------------
+
+SECRET = "9f1c2b7e4d3a5f6e8b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"  #: a test key, 64 characters
+ROW = (*HASHED_FIELDS, "prev_hash", "hash")
+
+
+def rechain(
+    path: Path, first: int, key: bytes | None, edit: dict | None = None, last: int | None = None
+) -> None:
+    """What the penetration test did: edit entry ``first`` and recompute every hash from it on (to
+    ``last``), with ``key`` (None: the plain SHA-256 any tool computes)."""
+    with closing(sqlite3.connect(str(path), isolation_level=None)) as db:
+        db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        prev = GENESIS_HASH
+        for values in db.execute(f"SELECT {', '.join(ROW)} FROM audit ORDER BY seq").fetchall():
+            row = dict(zip(ROW, values, strict=True))
+            if row["seq"] < first or (last is not None and row["seq"] > last):
+                prev = row["hash"]
+                continue
+            if row["seq"] == first:
+                row |= edit or {}
+            row["prev_hash"], row["hash"] = prev, entry_hash(prev, row, key)
+            sets = ", ".join(f"{name}=?" for name in ROW if name != "seq")
+            db.execute(
+                f"UPDATE audit SET {sets} WHERE seq=?", [*(row[n] for n in ROW if n != "seq"), row["seq"]]
+            )
+            prev = row["hash"]
+
+
+def legacy_log(path: Path, n: int) -> None:
+    """A log as vipsense wrote it before keyed chaining: the same table, plain SHA-256 hashes."""
+    with closing(sqlite3.connect(str(path), isolation_level=None)) as db:
+        db.executescript(SCHEMA)
+        prev = GENESIS_HASH
+        for seq in range(1, n + 1):
+            fields = dict(seq=seq, at=1_700_000_000.0 + seq, actor=f"old-{seq}", role="teller", branch="B001")
+            fields |= dict(action="view", object=f"C{seq}", source="cli", reason="", result="success")
+            digest = hashlib.sha256(prev.encode() + canonical_bytes(fields)).hexdigest()
+            db.execute(
+                f"INSERT INTO audit ({', '.join(ROW)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [*fields.values(), prev, digest],
+            )
+            prev = digest
+
+
+def test_an_edit_with_the_whole_chain_recomputed_is_caught(log):
+    """ATTACK (pentest point 5): edit entry 12, recompute the chain from there with SHA-256 as the
+    documentation used to say.  Before the chain was keyed, verify() passed."""
+    fill(log, 30)
+    rechain(log.path, 12, None, {"actor": "someone-else", "result": "success"})
+    result = log.verify()
+    assert (result.ok, result.first_broken, result.checked) == (False, 12, 11)
+    assert result.problem == "entry 12: hash does not match its contents (edited?)"
+
+
+def test_a_chain_recomputed_with_a_guessed_key_is_caught(log):
+    fill(log, 10)
+    rechain(log.path, 1, b"0" * 64, {"object": "C0"})
+    result = log.verify()
+    assert (result.ok, result.first_broken, result.checked) == (False, 1, 0)
+    assert "under any audit key this check has" in result.problem and log.key.id in result.problem
+
+
+def test_an_old_plain_log_still_verifies_and_the_switch_to_the_key_is_recorded(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    legacy_log(path, 5)
+    log = AuditLog(path)
+    try:
+        before = log.verify()
+        assert (before.ok, before.checked, before.keyed_from) == (True, 5, None)
+        assert "not keyed" in before.notes[0]
+        entry = log.append("teller-1", "teller", "B001", "view", "C9", "cli", "success")
+        assert entry.seq == 7  # entry 6 records the switch
+        switch = list(log.entries())[5]
+        assert (switch.actor, switch.action, switch.object) == (
+            "system:audit",
+            AuditAction.CONFIG_CHANGE,
+            "audit chain",
+        )
+        assert log.key.id in switch.reason and "plain SHA-256" in switch.reason
+        after = log.verify()
+        assert (after.ok, after.checked, after.keyed_from, after.key_ids, after.notes) == (
+            True, 7, 6, (log.key.id,), ()
+        )  # fmt: skip
+    finally:
+        log.close()
+    # The plain part is held by the first keyed entry: recomputing it breaks the link to entry 6.
+    rechain(path, 3, None, {"actor": "nobody"}, last=5)
+    result = AuditLog(path).verify()
+    assert (result.ok, result.first_broken) == (False, 6)
+    assert result.problem == "entry 6: prev_hash does not match entry 5"
+
+
+def test_a_plain_entry_after_keyed_ones_is_caught(log):
+    """No downgrade: once the chain is keyed, an entry hashed without the key is refused."""
+    fill(log, 4)
+    last = list(log.entries())[-1]
+    fields = dict(seq=5, at=1.0, actor="x", role="", branch="B001", action="view", object="C1", source="s")
+    fields |= dict(reason="", result="success")
+    with closing(sqlite3.connect(str(log.path), isolation_level=None)) as db:
+        db.execute(
+            f"INSERT INTO audit ({', '.join(ROW)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [*fields.values(), last.hash, entry_hash(last.hash, fields)],
+        )
+    result = log.verify()
+    assert (result.ok, result.first_broken) == (False, 5)
+
+
+def test_a_forged_switch_to_another_key_is_caught_and_named(log):
+    """An attacker who writes a switch entry under a key of their own does not get a verified chain."""
+    fill(log, 3)
+    last = list(log.entries())[-1]
+    theirs = AuditKey(b"a" * 64)
+    fields = dict(seq=4, at=2.0, actor="system:audit", role="system", branch="B001", action="config_change")
+    fields |= dict(object="audit chain", source="vipsense", result="success")
+    fields["reason"] = f"chained with HMAC-SHA256 under key {theirs.id} from this entry on; before it ..."
+    with closing(sqlite3.connect(str(log.path), isolation_level=None)) as db:
+        db.execute(
+            f"INSERT INTO audit ({', '.join(ROW)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [*(fields[n] for n in HASHED_FIELDS), last.hash, entry_hash(last.hash, fields, theirs.secret)],
+        )
+    result = log.verify()
+    assert (result.ok, result.first_broken) == (False, 4)
+    assert f"switches the chain to key {theirs.id}, which this check does not have" in result.problem
+
+
+def test_a_writer_with_another_key_refuses_to_append(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    log = AuditLog(path)
+    fill(log, 2)
+    log.close()
+    other = AuditLog(path, keys=[AuditKey(SECRET.encode(), "privacy.audit_key")])
+    try:
+        with pytest.raises(
+            AuditKeyError, match=r"newest entry \(2\) is not chained with this branch's audit key"
+        ):
+            other.append("x", "r", "B001", "view", "C1", "cli", "success")
+        assert [e.seq for e in other.entries()] == [1, 2]
+    finally:
+        other.close()
+
+
+# -- the branch's key from its profile, and the handover from the data directory's key ------------------
+
+
+def branch_profile(write_profile, tmp_path: Path, privacy: str = "", secret: str | None = None):
+    from vipsense.config.profile import load_profile
+    from vipsense.pluginhost import load_host
+
+    from .conftest import BASE_PROFILE
+
+    if secret is not None:
+        (tmp_path / "secrets.yaml").write_text(f"audit_key: {secret}\n", encoding="utf-8")
+    text = BASE_PROFILE + (f"privacy: {{{privacy}}}\n" if privacy else "")
+    return load_profile(write_profile(text), load_host(), data_dir=tmp_path / "data")
+
+
+def test_a_branch_that_names_its_key_later_hands_over_and_the_cli_verifies(write_profile, tmp_path, capsys):
+    from vipsense.cli import main
+
+    before = branch_profile(write_profile, tmp_path)
+    log = open_audit_log(before)
+    fill(log, 3)
+    log.close()
+    after = branch_profile(write_profile, tmp_path, "audit_key: !secret audit_key", SECRET)
+    log = open_audit_log(after)
+    fill(log, 2)
+    log.close()
+    result = verify_file(audit_path(after), profile_keys(after, create=False), anchor_policy(after))
+    own = data_dir_key(after.data_dir, create=False)
+    assert (result.ok, result.checked, result.keyed_from) == (True, 6, 1)
+    assert result.key_ids == (own.id, AuditKey(SECRET.encode()).id)
+    assert main(["audit", "verify", str(tmp_path / "branch.yaml"), "--data-dir", str(tmp_path / "data")]) == 0
+    assert capsys.readouterr().out == f"{audit_path(after)}: 6 entries, hash chain intact\n"
+    # A verify with another key (a secrets file that does not belong to this branch) says so.
+    (tmp_path / "secrets.yaml").write_text(f"audit_key: {'e' * 64}\n", encoding="utf-8")
+    assert main(["audit", "verify", str(tmp_path / "branch.yaml"), "--data-dir", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(
+        f"{audit_path(after)}: BROKEN after 3 good entries: entry 4 switches the chain to key"
+    )
+    assert SECRET not in err and "e" * 64 not in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (f'audit_key: "{SECRET}"', "the audit key is a secret: write !secret audit_key"),
+        ("audit_key: !secret audit_key", "the audit key needs at least 32 characters"),
+        ("audit_anchor_every: 0", "must be greater than 0"),
+    ],
+)
+def test_audit_settings_are_checked(write_profile, tmp_path, setting, message):
+    from vipsense.config.errors import ProfileError
+
+    with pytest.raises(ProfileError) as caught:
+        branch_profile(write_profile, tmp_path, setting, "short")
+    assert (
+        message in str(caught.value) and "short" not in str(caught.value) and SECRET not in str(caught.value)
+    )
+
+
+def test_check_notes_a_profile_without_its_own_key_or_anchors(write_profile, tmp_path):
+    """A key or anchors kept beside the log they protect is said by ``vipsense check`` (a note: the
+    demo runs so, and every other command stays quiet)."""
+    from vipsense.config.profile import audit_note
+
+    (tmp_path / "worm").mkdir()
+    cases = {
+        "": "the audit log's key and anchors are kept in the data directory",
+        "audit_key: !secret audit_key": "no privacy.audit_anchors: the audit log's anchors go to",
+        "audit_anchors: worm": "no privacy.audit_key: the audit log is chained with a key kept in the data",
+        "audit_key: !secret audit_key, audit_anchors: worm": None,
+    }
+    for setting, expected in cases.items():
+        profile = branch_profile(write_profile, tmp_path, setting, SECRET)
+        assert [w for w in profile.warnings if "audit" in w.message] == [], setting
+        note = audit_note(profile.privacy, profile.data_dir)
+        assert (note is None) if expected is None else note.startswith(expected), (setting, note)
+        if "worm" in setting:  # relative to the profile's own file
+            assert profile.privacy.audit_anchors == str(tmp_path / "worm")
+
+
+# -- anchors: a truncated tail is caught against the last one ----------------------------------------
+
+
+def anchored(tmp_path: Path, every: int = 10, seen: list | None = None) -> AuditLog:
+    policy = AnchorPolicy(tmp_path / "worm" / "B001.audit-anchors.jsonl", every=every, interval=3600.0)
+    return AuditLog(
+        tmp_path / "audit.sqlite3", anchors=policy, on_anchor=None if seen is None else seen.append
+    )
+
+
+def test_anchors_are_published_signed_every_n_entries_and_at_close(tmp_path):
+    seen: list = []
+    log = anchored(tmp_path, every=10, seen=seen)
+    fill(log, 25)
+    assert [a.count for a in seen] == [1, 11, 21]  # the first entry at once, then every 10
+    log.close()
+    assert [a.count for a in seen] == [1, 11, 21, 25]  # and what is left at close
+    lines = auditanchors.read(log.anchors.file)
+    assert [a for _, a in lines] == seen
+    heads = {e.seq: e.hash for e in AuditLog(tmp_path / "audit.sqlite3").entries()}
+    for anchor in seen:
+        assert anchor.head == heads[anchor.count] and anchor.key == log.key.id
+        assert anchor.valid(log.key.secret) and not anchor.valid(b"x" * 64)
+    assert log.key.secret.decode() not in log.anchors.file.read_text()
+    assert (
+        AuditLog(tmp_path / "audit.sqlite3", anchors=log.anchors)
+        .verify()
+        .anchor.startswith(f"entry 25 matches anchor {log.anchors.file}:4 of ")
+    )
+
+
+def test_an_anchor_is_due_by_time_too(tmp_path):
+    log = anchored(tmp_path, every=1000)
+    try:
+        fill(log, 5)
+        log.anchor_if_due()
+        assert [a.count for _, a in auditanchors.read(log.anchors.file)] == [1]
+        log.anchors = attrs.evolve(log.anchors, interval=0.0)  # the interval has passed
+        log.anchor_if_due()
+        assert [a.count for _, a in auditanchors.read(log.anchors.file)] == [1, 5]
+    finally:
+        log.close()
+
+
+def test_a_truncated_tail_is_caught_against_the_last_anchor(tmp_path):
+    """ATTACK (pentest point 5): cut the last entries off.  The shorter chain is still valid; before
+    anchors, verify() passed."""
+    log = anchored(tmp_path, every=10)
+    fill(log, 30)
+    log.close()
+    tamper(log.path, "DELETE FROM audit WHERE seq > 24")
+    result = AuditLog(log.path, anchors=log.anchors).verify()
+    assert (result.ok, result.first_broken, result.checked) == (False, 25, 24)
+    assert result.problem.startswith(
+        f"the log ends at entry 24, but anchor {log.anchors.file}:4 of "
+    ) and result.problem.endswith("says it had 30 entries: entries 25..30 were cut off the end")
+
+
+def test_a_log_rewritten_wholesale_without_the_key_does_not_match_its_anchors(tmp_path):
+    """Rewrite every entry as a plain (pre-key) chain: it walks, but the signed anchors expose it."""
+    log = anchored(tmp_path, every=10)
+    fill(log, 20)
+    log.close()
+    rechain(log.path, 1, None, {"actor": "nobody"})
+    result = AuditLog(log.path, anchors=log.anchors).verify()
+    assert (result.ok, result.first_broken) == (False, 1)
+    assert result.problem.startswith(f"entry 1 does not match anchor {log.anchors.file}:1 of ")
+
+
+def test_an_altered_anchor_is_caught(tmp_path):
+    log = anchored(tmp_path, every=10)
+    fill(log, 20)
+    log.close()
+    lines = log.anchors.file.read_text().splitlines()
+    lines[-1] = lines[-1].replace('"count":20', '"count":19')
+    log.anchors.file.write_text("\n".join(lines) + "\n")
+    result = AuditLog(log.path, anchors=log.anchors).verify()
+    assert not result.ok and result.problem == (
+        f"anchor {log.anchors.file}:3: its signature does not match"
+        " (altered, or not signed with the audit key)"
+    )
+
+
+def test_the_anchor_hook_reaches_observing_plugins(write_profile, tmp_path):
+    import vipsense
+    from vipsense.pluginhost import load_host
+
+    class Uplink:
+        def __init__(self) -> None:
+            self.shipped: list[dict] = []
+
+        @vipsense.hookimpl
+        def vipsense_audit_anchor(self, anchor):
+            self.shipped.append(anchor.as_dict())
+
+    uplink, host = Uplink(), load_host()
+    host.add(uplink, "head-office-uplink")
+    profile = branch_profile(
+        write_profile, tmp_path, "audit_key: !secret audit_key, audit_anchors: worm", SECRET
+    )
+    log = open_audit_log(profile, on_anchor=lambda a: host.broadcast("vipsense_audit_anchor", anchor=a))
+    fill(log, 3)
+    log.close()
+    assert [a["count"] for a in uplink.shipped] == [1, 3]
+    assert {a["branch"] for a in uplink.shipped} == {"B001"} and SECRET not in json.dumps(uplink.shipped)
+    assert anchor_policy(profile).file == tmp_path / "worm" / "test-branch.audit-anchors.jsonl"
+    assert [
+        json.loads(line) for line in anchor_policy(profile).file.read_text().splitlines()
+    ] == uplink.shipped
+
+
+# -- a damaged file: one clear line, never a traceback -------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["header", "page"])
+def test_verify_on_a_physically_damaged_file_prints_one_line(tmp_path, capsys, where):
+    """ATTACK (pentest point 5): ``vipsense audit verify`` on a corrupt file printed a DatabaseError
+    traceback."""
+    from vipsense.cli import main
+
+    log = AuditLog(tmp_path / "audit.sqlite3")
+    fill(log, 400)
+    log.close()
+    with open(log.path, "r+b") as f:
+        if where == "header":
+            f.write(b"this is not an sqlite file at all" * 3)
+        else:
+            f.seek(4096 * 3)
+            f.write(os.urandom(4096 * 4))
+    code = main(["audit", "verify", str(REPO / "profiles" / "demo.yaml"), "--data-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if "warning" not in line]
+    assert code == 1 and out == ""
+    assert len(lines) == 1 and lines[0].startswith(f"{log.path}: "), err
+    assert "Traceback" not in err and "DatabaseError" not in err
+    assert "cannot read the audit log" in lines[0] or "BROKEN" in lines[0]

@@ -18,7 +18,8 @@ from vipsense.audit import AuditLog
 from vipsense.permissions import GRANTS, Permission
 from vipsense.permissions import __doc__ as PERMISSIONS_DOC
 
-from .lifecycle import ADA_CARD, CY_CARD, DESK_EPC, DESK_TID, host_with_directory, make_branch
+from .keyed import keyed_branch
+from .lifecycle import ADA_CARD, CY_CARD, DESK_EPC, DESK_TID, host_with_directory
 
 NEW = "E20000000000000000000009"
 TODAY = dt.date.today().isoformat()
@@ -26,7 +27,7 @@ TODAY = dt.date.today().isoformat()
 
 @pytest.fixture
 def branch(tmp_path, capsys):
-    return make_branch(tmp_path, capsys)
+    return keyed_branch(tmp_path, capsys)
 
 
 def card_row(branch, epc):
@@ -110,7 +111,7 @@ def test_a_customer_without_consent_is_refused_and_consent_can_be_recorded_at_is
 
 
 def test_without_consent_required_a_card_is_issued_and_no_consent_is_invented(tmp_path, capsys):
-    branch = make_branch(tmp_path, capsys, consent=False)
+    branch = keyed_branch(tmp_path, capsys, consent=False)
     assert branch.cli("cards", "issue", "--customer", "C2", "--epc", NEW, who="issuer")[0] == 0
     assert branch.rows("SELECT consent FROM customers WHERE customer_no = 'C2'") == [(None,)]
 
@@ -148,7 +149,7 @@ def test_bad_input_is_one_clear_line_and_exit_1(branch, argv, message, audited):
 
 def test_a_store_that_is_no_card_registry_is_refused(tmp_path, capsys, monkeypatch):
     stores = "  - {id: dir, type: directory-only}\n  - {id: local, type: sqlite, path: identity.sqlite3}"
-    branch = make_branch(tmp_path, capsys, stores=stores)
+    branch = keyed_branch(tmp_path, capsys, stores=stores)
     monkeypatch.setattr("vipsense.cli.load_host", host_with_directory)
     code, _, err = branch.cli("cards", "list", "--store", "dir", who="issuer")
     assert code == 1
@@ -372,6 +373,27 @@ def test_export_writes_an_owner_only_file_that_imports_back_unchanged(branch):
     assert branch.rows("SELECT * FROM cards ORDER BY epc") == before
     code, _, err = branch.cli("cards", "export", str(out_file), who="boss")
     assert (code, err) == (1, f"vipsense: {out_file} already exists; export to a new file\n")
+
+
+def test_an_export_stays_owner_only_even_over_a_planted_partial_file(tmp_path, capsys):
+    """A ``.partial`` file left behind or planted (world-readable, or a link to a file the attacker
+    reads) must neither make the export readable by others nor send it elsewhere."""
+    branch = keyed_branch(tmp_path, capsys, keyed=False)
+    out_file = branch.dir / "export.csv"
+    planted = branch.dir / "export.csv.partial"
+    planted.write_text("planted\n")
+    planted.chmod(0o644)
+    umask = os.umask(0o022)
+    try:
+        assert branch.cli("cards", "export", str(out_file), who="boss")[0] == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o600
+    stolen = branch.dir / "attacker-reads-this"
+    stolen.write_text("")
+    (branch.dir / "again.csv.partial").symlink_to(stolen)
+    assert branch.cli("cards", "export", str(branch.dir / "again.csv"), who="boss")[0] == 0
+    assert stolen.read_text() == "" and stat.S_IMODE(os.stat(branch.dir / "again.csv").st_mode) == 0o600
 
 
 def test_a_card_issuer_may_not_export(branch):

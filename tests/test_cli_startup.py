@@ -10,7 +10,7 @@ import sys
 
 from .conftest import REPO
 
-HEAVY = ("flask", "werkzeug", "jinja2", "waitress", "zeroconf", "vipsense.web.auth", "vipsense.branch")
+HEAVY = ("flask", "werkzeug", "jinja2", "cheroot", "zeroconf", "vipsense.web.auth", "vipsense.branch")
 
 
 def modules_after(code: str) -> set[str]:
@@ -36,7 +36,7 @@ def test_check_imports_nothing_of_the_web():
     modules = modules_after(
         "from vipsense.cli import main\nassert main(['check', 'profiles/demo.yaml']) == 0"
     )
-    assert loaded(modules, ("flask", "werkzeug", "jinja2", "waitress", "vipsense.web.auth")) == []
+    assert loaded(modules, ("flask", "werkzeug", "jinja2", "cheroot", "vipsense.web.auth")) == []
 
 
 def test_the_account_store_computes_no_hash_until_a_password_is_checked():

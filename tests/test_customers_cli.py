@@ -8,12 +8,13 @@ import sqlite3
 
 import pytest
 
-from .lifecycle import ADA_ID, ADA_MOBILE, BO_ID, host_with_directory, make_branch
+from .keyed import keyed_branch
+from .lifecycle import ADA_ID, ADA_MOBILE, BO_ID, host_with_directory
 
 
 @pytest.fixture
 def branch(tmp_path, capsys):
-    return make_branch(tmp_path, capsys)
+    return keyed_branch(tmp_path, capsys)
 
 
 def audit_text(branch) -> str:
@@ -90,18 +91,18 @@ def test_an_unknown_customer_is_a_clear_error_and_audited(branch):
 
 
 def test_a_search_by_id_number_needs_a_reason(branch):
-    code, out, err = branch.cli("customers", "search", "--id-number", BO_ID, who="cm1")
+    code, out, err = branch.cli("customers", "search", "--id-number", BO_ID, who="boss")
     assert (code, out) == (1, "")
     assert err == "vipsense: a search by ID number needs --reason (e.g. 'phone appointment')\n"
     assert branch.entries() == [
-        ("cm1", "client_manager", "lookup", "id_number **************5678", "denied",
+        ("boss", "branch_manager", "lookup", "id_number **************5678", "denied",
          "denied: a search by ID number needs --reason (e.g. 'phone appointment')"),
     ]  # fmt: skip
 
 
 def test_a_search_by_id_number_finds_the_customer_masked_and_audits_the_customer_number(branch):
     code, out, _ = branch.cli(
-        "customers", "search", "--id-number", f" {BO_ID} ", "--reason", "phone appointment", who="cm1"
+        "customers", "search", "--id-number", f" {BO_ID} ", "--reason", "phone appointment", who="boss"
     )
     assert code == 0
     assert out.splitlines()[:4] == [
@@ -111,19 +112,55 @@ def test_a_search_by_id_number_finds_the_customer_masked_and_audits_the_customer
         "  ID number:  **************5678",
     ]
     assert BO_ID not in out
-    assert branch.entries() == [("cm1", "client_manager", "lookup", "C2", "success", "phone appointment")]
+    assert branch.entries() == [("boss", "branch_manager", "lookup", "C2", "success", "phone appointment")]
     assert BO_ID not in audit_text(branch)
 
 
 def test_a_search_without_a_match_says_so_and_is_still_audited(branch):
     code, out, err = branch.cli(
-        "customers", "search", "--id-number", "110101199003079999", "--reason", "phone appointment", who="cm1"
+        "customers", "search", "--id-number", "110101199003079999", "--reason", "appointment", who="boss"
     )
     assert (code, out, err) == (1, "", "vipsense: no customer has that ID number\n")
     assert branch.entries() == [
-        ("cm1", "client_manager", "lookup", "id_number **************9999", "success",
-         "phone appointment (no match)"),
+        ("boss", "branch_manager", "lookup", "id_number **************9999", "success",
+         "appointment (no match)"),
     ]  # fmt: skip
+
+
+def test_a_client_manager_may_not_search_by_id_number(branch):
+    """Pen test point 1, at the command line: the right to search by ID number is not every user's."""
+    code, out, err = branch.cli("customers", "search", "--id-number", BO_ID, "--reason", "x", who="cm1")
+    assert (code, out) == (1, "")
+    assert err.startswith("vipsense: cm1 (client_manager) may not search customers by ID number")
+    assert [e[4] for e in branch.entries()] == ["denied"]
+
+
+def test_a_search_by_id_number_answers_only_for_a_whole_valid_number(branch):
+    """Pen test point 1: a guess at the digits a mask hides is refused before any store is asked,
+    whether it is short, has the wrong check character or an impossible birth date."""
+    for guess in ("5678", BO_ID[:-1] + "9", "110105199013075678", "110105199003075678 OR 1=1"):
+        code, out, err = branch.cli("customers", "search", "--id-number", guess, "--reason", "x", who="boss")
+        assert (code, out) == (1, ""), guess
+        assert err.startswith("vipsense: not a whole ID number"), err
+    entries = branch.entries()
+    assert [e[4] for e in entries] == ["denied"] * 5  # the third refusal is also a security alert
+    assert [e[3] for e in entries].index("security alert: id_lookup_limit") == 3
+
+
+def test_guessing_by_id_number_at_the_command_line_hits_the_limit_and_alerts(branch):
+    """Pen test point 1: ``web.id_lookup``'s limits hold at the command line too, counted from the
+    audit log; the third refusal in a day is a security alert."""
+    numbers = ["110101199003079999"] * 10
+    for n in numbers:
+        assert branch.cli("customers", "search", "--id-number", n, "--reason", "x", who="boss")[0] == 1
+    refused = []
+    for _ in range(3):
+        code, _, err = branch.cli("customers", "search", "--id-number", BO_ID, "--reason", "x", who="boss")
+        refused.append((code, err))
+    assert refused == [(1, "vipsense: more than 10 look-ups by ID number a minute; wait a minute\n")] * 3
+    alerts = [e for e in branch.entries() if e[3] == "security alert: id_lookup_limit"]
+    assert len(alerts) == 1 and alerts[0][5].startswith("3 refused look-ups by ID number")
+    assert BO_ID not in audit_text(branch)
 
 
 def test_a_search_by_customer_number_and_unmasked(branch):
@@ -139,9 +176,9 @@ def test_a_search_by_customer_number_and_unmasked(branch):
 
 
 def test_a_store_that_cannot_search_by_id_number_says_so(tmp_path, capsys, monkeypatch):
-    branch = make_branch(tmp_path, capsys, stores="  - {id: dir, type: directory-only}")
+    branch = keyed_branch(tmp_path, capsys, stores="  - {id: dir, type: directory-only}")
     monkeypatch.setattr("vipsense.cli.load_host", host_with_directory)
-    code, _, err = branch.cli("customers", "search", "--id-number", BO_ID, "--reason", "x", who="cm1")
+    code, _, err = branch.cli("customers", "search", "--id-number", BO_ID, "--reason", "x", who="boss")
     assert (code, err) == (1, "vipsense: DirectoryOnly cannot search by ID number\n")  # the only store
     code, _, err = branch.cli("customers", "search", "--customer-no", "C1", "--store", "dir", who="cm1")
     assert (code, err) == (1, "vipsense: no customer has customer number C1\n")
@@ -179,12 +216,14 @@ def test_import_keeps_every_good_row_and_reports_each_rejected_one(branch):
         "  line 5: consent: must be yes or no (1/0, true/false)",
         "  line 7: 2 fields, the header has 5",
     ]
-    rows = branch.rows("SELECT customer_no, name, tier, mobile, consent FROM customers ORDER BY customer_no")
-    assert [r for r in rows if r[0] in ("C7", "C11")] == [
-        ("C11", "Second New", "gold", None, 0),
-        ("C7", "New Customer", "diamond", "13900001111", 1),
-    ]
+    rows = branch.rows("SELECT customer_no FROM customers ORDER BY customer_no")
     assert len(rows) == 5  # the three seeded and the two good rows
+    got = [branch.customer(no) for no in ("C7", "C11")]
+    assert [(c.customer_no, c.name, c.tier, c.mobile, c.consent) for c in got] == [
+        ("C7", "New Customer", "diamond", "13900001111", True),
+        ("C11", "Second New", "gold", None, False),
+    ]
+    assert b"13900001111" not in branch.identity_bytes()  # stored encrypted
     assert branch.entries() == [
         ("issuer", "card_issuer", "import", "customers.csv: 2 customers imported, 4 rejected", "success",
          "monthly refresh"),
@@ -192,7 +231,7 @@ def test_import_keeps_every_good_row_and_reports_each_rejected_one(branch):
 
 
 def test_reimport_without_consent_columns_keeps_consent_photo_and_columns_the_file_lacks(tmp_path, capsys):
-    branch = make_branch(tmp_path, capsys, seed="customers: []\n")
+    branch = keyed_branch(tmp_path, capsys, seed="customers: []\n")
     path = tmp_path / "customers.csv"
     path.write_text("customer_no,name,tier,id_number\nC7,Ann Lee,gold,110101199003071234\n", encoding="utf-8")
     assert branch.cli("customers", "import", str(path), who="boss")[0] == 0
@@ -206,11 +245,24 @@ def test_reimport_without_consent_columns_keeps_consent_photo_and_columns_the_fi
         0,
         "1 customer imported, 0 rejected of 1 row\n",
     )
-    assert branch.rows(
-        "SELECT name, tier, id_number, company, photo, consent, consent_date FROM customers"
-    ) == [
-        ("Ann Lee-Wu", "platinum", "110101199003071234", "Acme", b"\xff\xd8", 1, dt.date.today().isoformat())
-    ]
+    ann = branch.customer("C7")
+    assert (
+        ann.name,
+        ann.tier,
+        ann.id_number,
+        ann.company,
+        ann.photo.data,
+        ann.consent,
+        ann.consent_date,
+    ) == (
+        "Ann Lee-Wu",
+        "platinum",
+        "110101199003071234",
+        "Acme",
+        b"\xff\xd8",
+        True,
+        dt.date.today(),
+    )
 
 
 def test_a_second_import_of_the_same_file_writes_nothing_and_says_so(branch):

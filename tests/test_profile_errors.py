@@ -1658,6 +1658,14 @@ def test_check_good_profile(capsys, tmp_path):
         " while it starts\n"
         "  note: no routing rule for 'unresolved': a card that no identity store can look up is shown on"
         " the status page only; add {event: unresolved, to: lobby_manager, via: [...]}\n"
+        f"  note: no privacy.data_key: ID and mobile numbers are encrypted with a key kept in the data"
+        f" directory ({tmp_path / 'data' / 't1' / 'data.key'}), so whoever copies the directory has the key"
+        " too; a real branch sets data_key: !secret data_key and keeps the key in its secrets file"
+        " (vipsense keys new makes one)\n"
+        f"  note: the audit log's key and anchors are kept in the data directory"
+        f" ({tmp_path / 'data' / 't1' / 'audit.key'}, {tmp_path / 'data' / 't1' / 'audit-anchors'}), where"
+        " whoever can change the log can change them too; a branch sets privacy.audit_key: !secret"
+        " audit_key and privacy.audit_anchors: a directory on write-once (WORM) storage\n"
     )
 
 

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from vipsense.audit import AuditAction, AuditResult
+from vipsense.audit import AuditAction, AuditLog, AuditResult
 from vipsense.cli.users import TOKEN_FIELDS
 from vipsense.model import Role
 from vipsense.web import api, api_spec
+from vipsense.web.refusals import RefusalGuard
 
 from .conftest import REPO, wait_for
 from .web_support import CARD
@@ -432,6 +433,144 @@ def test_rate_limiter_window_slides():
     assert limiter.take("a", 2) == 0.0
     now[0] += 9
     assert limiter.take("a", 1) == pytest.approx(51.0)  # a lowered limit: wait until both expired
+
+
+# -- refusals cannot flood the audit log (pentest point 7) -------------------------------------------
+
+FLOOD = 300
+
+
+def _refusal_profile(budget: int, window: str) -> str:
+    from .web_support import WEB_PROFILE
+
+    return WEB_PROFILE + f"privacy: {{audit_refusals: {budget}, audit_refusal_window: {window}}}\n"
+
+
+def _flood(w: Any, n: int, headers: dict[str, str]) -> list[int]:
+    """``n`` calls over one keep-alive connection, as fast as the server answers: their statuses."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", w.server.bound_port, timeout=10)
+    statuses = []
+    try:
+        for _ in range(n):
+            conn.request("GET", "/api/v1/customers/C1", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        conn.close()
+    return statuses
+
+
+def _counted(entries: list) -> int:
+    """How many calls the counted entries stand for."""
+    return sum(int(e.object.split()[0]) for e in entries if e.object.endswith("calls refused and counted"))
+
+
+def test_a_flood_with_the_default_settings_writes_few_audit_entries(web_branch):
+    """ATTACK (pentest point 7: 5,000 unauthenticated calls wrote 5,000 synced audit rows).  300 calls
+    without a token, with the profile's defaults: before, 300 entries; now the first 20 of the window
+    one by one, and nothing is written for the rest until their window closes."""
+    w = web_branch(accounts={})
+    statuses = _flood(w, FLOOD, {})
+    written = [e for e in api_entries(w) if e.actor == "token:(none)"]
+    assert len(written) <= 20, len(written)
+    assert statuses == [401] * FLOOD
+
+
+def test_a_flood_of_unauthenticated_calls_is_counted_not_written_one_by_one(web_branch):
+    """ATTACK (pentest point 7): 300 calls without a token.  Before, each wrote one synced audit entry;
+    now 5 per window are written one by one and the rest become one entry with their count, written
+    when the window closes.  Every call still gets its 401, and a valid token still gets through."""
+    w = web_branch(text=_refusal_profile(5, "3s"), accounts={})
+    token = token_for(w)
+    statuses = _flood(w, FLOOD, {})
+    assert statuses == [401] * FLOOD
+    assert call(w, "/api/v1/customers/C1", token)[0] == 200  # the same source, with a valid token
+    one_by_one = [e for e in api_entries(w) if e.object == "customer C1" and e.actor == "token:(none)"]
+    assert 5 <= len(one_by_one) < FLOOD // 10, len(one_by_one)
+    assert [e.actor for e in api_entries(w)].count("token:crm") == 1
+    assert wait_for(lambda: _counted(api_entries(w)) == FLOOD - len(one_by_one), timeout=15)
+    counted = [e for e in api_entries(w) if e.object.endswith("calls refused and counted")]
+    assert len(counted) <= len(one_by_one) // 5 + 1  # one per window
+    entry = counted[0]
+    assert (entry.actor, entry.role, entry.action, entry.result) == (
+        "token:(none)", "api", AuditAction.LOOKUP, AuditResult.DENIED
+    )  # fmt: skip
+    assert entry.source == "web:127.0.0.1" and "no bearer token x" in entry.reason
+    assert len(api_entries(w)) < FLOOD // 10
+    assert w.branch.audit.verify().ok
+
+
+def test_counted_refusals_are_written_at_stop(web_branch):
+    """A window still open when the branch stops is written as it closes its audit log."""
+    w = web_branch(text=_refusal_profile(3, "10m"), accounts={})
+    statuses = _flood(w, 40, {"Authorization": "Bearer vst_" + "x" * 43})
+    assert statuses == [401] * 40
+    assert _counted(api_entries(w)) == 0  # the window is still open
+    w.server.stop()
+    w.branch.stop()
+    log = AuditLog(w.branch.audit.path)
+    try:
+        entries = [e for e in log.entries() if e.role == "api"]
+    finally:
+        log.close()
+    assert [e.actor for e in entries] == ["token:(unknown)"] * 4
+    assert _counted(entries) == 37 and "unknown or revoked token x37" in entries[-1].reason
+
+
+def test_a_flood_over_a_tokens_rate_is_counted_too(web_branch):
+    w = web_branch(text=_refusal_profile(4, "10m"), accounts={})
+    token = token_for(w, per_minute=2)
+    statuses = _flood(w, 60, {"Authorization": f"Bearer {token}"})
+    assert statuses == [200, 200] + [429] * 58
+    assert [e.reason for e in api_entries(w)][2:] == ["rate limited (2/min)"] * 4
+    assert len(api_entries(w)) == 6
+    w.branch.audit.close()  # as the branch does at stop
+    entries = [e for e in AuditLog(w.branch.audit.path).entries() if e.role == "api"]
+    assert _counted(entries) == 54 and "rate limited (2/min) x54" in entries[-1].reason
+
+
+def test_the_refusal_budget_is_per_source_and_slides(tmp_path):
+    now = [100.0]
+    log = AuditLog(tmp_path / "audit.sqlite3")
+    guard = RefusalGuard(log, budget=2, window=10.0, clock=lambda: now[0], wall=lambda: 1_717_000_000.0)
+    try:
+        assert [guard.admit("web:a") for _ in range(2)] == [0.0, 0.0]
+        assert guard.admit("web:a") == pytest.approx(10.0)
+        assert guard.admit("web:b") == 0.0  # another source has its own budget
+        for why in ("no bearer token", "no bearer token", "unknown or revoked token"):
+            guard.count("web:a", "token:(none)", "api", "B1", AuditAction.LOOKUP, AuditResult.DENIED, why)
+        assert guard.flush() == 0  # its window is still open
+        now[0] += 10.0
+        assert guard.admit("web:a") == 0.0  # the budget slid on
+        assert guard.flush() == 1
+        [entry] = list(log.entries())
+        assert (entry.object, entry.source, entry.at) == (
+            "3 calls refused and counted",
+            "web:a",
+            1_717_000_000.0,
+        )
+        assert entry.reason.endswith(": no bearer token x2, unknown or revoked token x1")
+    finally:
+        log.close()
+
+
+def test_many_sources_together_cannot_multiply_the_budget(tmp_path):
+    """ATTACK: a flood from many addresses (an IPv6 prefix gives an attacker millions) had a budget per
+    address each; a budget for all sources together bounds what is written one by one."""
+    now = [100.0]
+    log = AuditLog(tmp_path / "audit.sqlite3")
+    guard = RefusalGuard(log, budget=2, window=10.0, total=5, clock=lambda: now[0])
+    try:
+        admitted = [guard.admit(f"web:2001:db8::{n}") == 0.0 for n in range(50)]
+        assert admitted == [True] * 5 + [False] * 45
+        assert guard.admit("web:2001:db8::1") == pytest.approx(10.0)
+        now[0] += 10.0
+        assert guard.admit("web:2001:db8::99") == 0.0  # the window slid on
+    finally:
+        log.close()
 
 
 # -- visits ------------------------------------------------------------------------------------------

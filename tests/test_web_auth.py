@@ -109,17 +109,35 @@ def test_a_login_is_audited_and_a_wrong_password_says_nothing_about_which_part_w
     assert PASSWORD not in json.dumps([e.reason for e in entries])
 
 
-def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(web_branch):
-    w = web_branch()
+def from_address(w, address: str):
+    """A test client whose requests come from ``address`` (the WSGI REMOTE_ADDR)."""
     client = w.app.test_client()
-    for _ in range(5):
-        assert login(client, "lobby", "Wrong-Password-1!").status_code == 401
-    locked = login(client, "lobby")
-    assert locked.status_code == 401 and "locked" in locked.text
-    assert w.server.users.get("lobby").locked_until > time.time() + 800
-    assert login(w.app.test_client(), "cm1").status_code == 302  # other accounts are not affected
-    w.server.users.unlock("lobby")
-    assert login(client, "lobby").status_code == 302
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_wrong_passwords_make_that_address_wait_longer_each_time(web_branch, monkeypatch):
+    w = web_branch()
+    attacker = from_address(w, "127.0.0.9")
+    first = login(attacker, "lobby", "Wrong-Password-1!")
+    for _ in range(4):
+        assert login(attacker, "lobby", "Wrong-Password-1!").status_code == 401
+    waiting = login(attacker, "lobby")  # the right password, but the wait is not over
+    assert waiting.status_code == 401
+    assert waiting.text.replace(csrf_from(waiting.text), "") == first.text.replace(csrf_from(first.text), "")
+    denied = [e for e in login_entries(w) if e.actor == "lobby"]
+    assert denied[-1].reason.startswith("too many failures, not checked")
+    assert login(from_address(w, "127.0.0.1"), "lobby").status_code == 302  # the real user, elsewhere
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 2)  # past the 1 s wait after the fifth failure
+    assert login(attacker, "lobby").status_code == 302
+    assert w.server.users.get("lobby").failures == 0
+    monkeypatch.setattr(time, "time", real)
+    for _ in range(6):
+        login(attacker, "cm1", "Wrong-Password-1!")
+    assert login(attacker, "cm1").status_code == 401
+    w.server.users.unlock("cm1")  # vipsense users unlock: no wait any more
+    assert login(attacker, "cm1").status_code == 302
 
 
 def test_the_session_ends_after_the_timeout_without_requests(web_branch, monkeypatch):
@@ -371,3 +389,18 @@ def test_admin_and_auditor_are_accounts_not_staff(write_profile):
         "staff[4].role: auditor is a web account, not a member of staff: make it with vipsense users add"
         in str(exc.value)
     )
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(web_branch):
+    text = WEB_PROFILE.replace(
+        "web: {bind: 127.0.0.1,", "web: {trusted_proxies: [127.0.0.5], bind: 127.0.0.1,"
+    )
+    w = web_branch(text=text)
+    spoofed = {"X-Forwarded-For": "10.9.9.9"}
+    for proxy, expected in (("127.0.0.5", "web:10.9.9.9"), ("127.0.0.6", "web:127.0.0.6")):
+        client = from_address(w, proxy)
+        token = csrf_from(client.get("/login").text)
+        client.post(
+            "/login", data={"username": "boss", "password": "x", "csrf_token": token}, headers=spoofed
+        )
+        assert login_entries(w)[-1].source == expected, proxy

@@ -17,7 +17,7 @@ from vipsense.audit import AuditAction, AuditResult
 from vipsense.responses import load
 
 from .conftest import wait_for
-from .web_support import CARD, WebBranch, csrf_of
+from .web_support import CARD, WEB_SEED, WebBranch, csrf_of
 
 JSON = {"Accept": "application/json"}
 C1_ID, C2_ID = "110101199003071234", "310101198512125678"
@@ -95,7 +95,7 @@ def test_stream_needs_a_console_role(web_branch):
 
 
 class Stream:
-    """An SSE stream over a real socket to the waitress server, read line by line with a timeout."""
+    """An SSE stream over a real socket to the branch web's server, read line by line with a timeout."""
 
     def __init__(self, w: Any, username: str) -> None:
         client = w.client(username)
@@ -215,15 +215,19 @@ def test_client_manager_never_sees_another_managers_customer(web_branch):
         "/console/customer/C2",
         "/console/photo/C2",
         "/console/lookup?q=C2",
-        f"/console/lookup?q={C2_ID}",
     ):
         response = cm1.get(url, headers=JSON)
         assert response.status_code == 404, url
         assert "李秀英" not in response.text and "东方医药集团" not in response.text, url
         assert not response.json.get("customers") and "4321" not in response.text
+    by_id = cm1.post(
+        "/console/lookup", data={"q": C2_ID, "reason": "x"}, headers={**JSON, "X-CSRF-Token": csrf_of(cm1)}
+    )
+    assert by_id.status_code == 403  # a client manager may not search by ID number at all
+    assert "李秀英" not in by_id.text and "4321" not in by_id.text
     denied = [e for e in audit_entries(w, AuditAction.LOOKUP, "cm1") if e.result is AuditResult.DENIED]
-    assert [e.object for e in denied] == ["C2", "C2"]
-    assert C2_ID not in "".join(e.reason for e in denied)
+    assert [e.object for e in denied] == ["C2", "id_number **************5678"]
+    assert C2_ID not in "".join(e.reason + e.object for e in denied)
 
     cm2 = w.client("cm2")
     assert {v["customer_no"] for v in snapshot(cm2)["visits"]} == {"C2"}
@@ -328,31 +332,65 @@ def test_hostile_customer_fields_are_escaped(web_branch):
     assert 'src="/static/console.js"' in page.text
 
 
-def test_lookup_by_customer_number_and_id_number(web_branch):
-    w = web_branch()
+def test_a_number_typed_into_a_free_text_field_is_masked_on_every_console_view(web_branch):
+    """Pen test point 10: an ID number typed into the name field, a mobile into the company, were
+    shown in clear on the console (live feed, customer page, look-up)."""
+    typed = 'name: "Cai Yun 310102198002081033", company: "tel 139 0000 7919",'
+    seed = WEB_SEED.replace("name: Cai Yun,", typed)
+    w = web_branch(seed=seed)
+    arrive(w, 3)
     cm1 = w.client("cm1")
-    token = csrf_of(cm1)
+    texts = [json.dumps(snapshot(cm1), ensure_ascii=False)]
+    pages = ("/console/customer/C3", "/console/lookup?q=C3", "/console/visits")
+    texts += [cm1.get(url).text for url in pages]
+    for text in texts:
+        assert "310102198002081033" not in text and "139 0000 7919" not in text
+    assert "Cai Yun **************1033" in texts[0] and "Cai Yun **************1033" in texts[1]
+
+
+VALID_ID = "110101199003071233"  #: C1's ID number with its right check digit (GB 11643)
+VALID_SEED = WEB_SEED.replace(C1_ID, VALID_ID)
+
+
+def test_lookup_by_customer_number_and_id_number(web_branch):
+    w = web_branch(seed=VALID_SEED)
+    cm1, boss = w.client("cm1"), w.client("boss")
     by_no = cm1.get("/console/lookup", query_string={"q": "C1"}, headers=JSON)
     assert by_no.status_code == 200 and [c["customer_no"] for c in by_no.json["customers"]] == ["C1"]
-    by_id = cm1.post(
-        "/console/lookup", data={"q": C1_ID, "reason": "phone"}, headers={**JSON, "X-CSRF-Token": token}
+    token = csrf_of(boss)
+    by_id = boss.post(
+        "/console/lookup", data={"q": VALID_ID, "reason": "phone"}, headers={**JSON, "X-CSRF-Token": token}
     )
-    assert by_id.status_code == 200 and [c["name"] for c in by_id.json["customers"]] == [
-        "王建国 Wang Jianguo"
-    ]
-    assert C1_ID not in by_id.text and by_id.json["query"] == "id_number **************1234"
-    lower_x = cm1.get("/console/lookup", query_string={"q": "44030519900101002x"}, headers=JSON)
-    assert lower_x.status_code in (200, 404)  # validated as an ID number, never a 400
+    assert by_id.status_code == 200
+    assert [c["name"] for c in by_id.json["customers"]] == ["王建国 Wang Jianguo"]
+    assert VALID_ID not in by_id.text and by_id.json["query"] == "id_number **************1233"
+    lower_x = boss.post(
+        "/console/lookup",
+        data={"q": "44030519900101002x", "reason": "phone"},
+        headers={**JSON, "X-CSRF-Token": token},
+    )
+    assert lower_x.status_code == 400 and "check digit" in lower_x.json["error"]  # validated as an ID number
+    no_reason = boss.post("/console/lookup", data={"q": VALID_ID}, headers={**JSON, "X-CSRF-Token": token})
+    assert no_reason.status_code == 400 and "reason" in no_reason.json["error"]
+    in_the_address = boss.get("/console/lookup", query_string={"q": VALID_ID, "reason": "x"}, headers=JSON)
+    assert in_the_address.status_code == 400 and "POST" in in_the_address.json["error"]
     nothing = cm1.get("/console/lookup", query_string={"q": "C99"}, headers=JSON)
     assert nothing.status_code == 404
     bad = cm1.get("/console/lookup", query_string={"q": "<b>x</b>"}, headers=JSON)
     assert bad.status_code == 400 and "customer number" in bad.json["error"]
 
     lookups = audit_entries(w, AuditAction.LOOKUP, "cm1")
-    assert [(e.object, e.result) for e in lookups[:2]] == [("C1", AuditResult.SUCCESS)] * 2
-    assert lookups[1].reason == "phone"
-    assert all(C1_ID not in e.object + e.reason for e in lookups)
-    assert lookups[-1].reason.endswith("no match") and lookups[-1].object == "C99"
+    assert [(e.object, e.result) for e in lookups] == [
+        ("C1", AuditResult.SUCCESS),
+        ("C99", AuditResult.SUCCESS),
+    ]
+    assert lookups[-1].reason.endswith("no match")
+    mine = audit_entries(w, AuditAction.LOOKUP, "boss")
+    assert [(e.object, e.result, e.reason) for e in mine] == [
+        ("C1", AuditResult.SUCCESS, "phone"),
+        ("id_number **************1233", AuditResult.DENIED, "denied: no reason given"),
+    ]
+    assert all(VALID_ID not in e.object + e.reason for e in lookups + mine)
 
 
 def test_history_by_date_and_time_range(web_branch):

@@ -9,10 +9,13 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 import urllib.parse
+
+import yaml
 
 from .conftest import REPO
 from .web_support import PASSWORD, csrf_from
@@ -109,3 +112,26 @@ def test_the_demo_serves_its_web_to_each_role_and_stays_up_after_the_replay(tmp_
             proc.wait()
     assert proc.returncode == 0, err
     assert "22 greeted, 3 rejected" in out
+    assert_private(data)
+
+
+def assert_private(data) -> None:
+    """Pen test point 2: after a demo run with its web, no file or directory in the data directory is
+    open to another account, and no byte of any file (WAL and journal included) holds a customer's ID
+    or mobile number in clear."""
+    paths = [data, *sorted(data.rglob("*"))]
+    modes = {str(p.relative_to(data)): stat.S_IMODE(p.lstat().st_mode) for p in paths}
+    assert {name: oct(mode) for name, mode in modes.items() if mode & 0o077} == {}
+    assert any(name.endswith("visits.sqlite3") for name in modes) and len(modes) > 5, modes
+    seed = yaml.safe_load((REPO / "profiles" / "demo" / "customers.yaml").read_text(encoding="utf-8"))
+    numbers = {c[k] for c in seed["customers"] for k in ("id_number", "mobile") if c.get(k)}
+    assert len(numbers) > 40
+    found = {
+        (str(p.relative_to(data)), n)
+        for p in paths
+        if p.is_file()
+        for blob in [p.read_bytes()]
+        for n in numbers
+        if n.encode() in blob or n.encode("utf-16-le") in blob
+    }
+    assert found == set()

@@ -98,7 +98,7 @@ def test_every_section_is_on_the_page_and_in_the_api(rich, side):
     for section in ("readers", "stores", "notifiers", "pdas", "today", "plugins", "web"):
         assert f'<section id="{section}">' in html, section
     assert "status.js" in html and "<script>" not in html
-    for item in ("door", "side", "local", "screen", "hook", "pda", "王芳的PDA", "waitress"):
+    for item in ("door", "side", "local", "screen", "hook", "pda", "王芳的PDA", "cheroot"):
         assert item in html or item in json.dumps(status, ensure_ascii=False), item
     reader = next(r for r in status["readers"] if r["id"] == "side")
     assert reader["state"] == "connected" and reader["reads"] >= 3 and reader["last_read_at"]
@@ -119,7 +119,7 @@ def test_api_shape_is_the_documented_one(web_branch):
     status = fresh_status(web.client("lobby"), lambda s: s["today"]["arrivals"] >= 2)
     assert list(status) == [
         "ok", "state", "problems", "generated_at", "branch", "started_at", "readers", "stores",
-        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held",
+        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held", "storage",
     ]  # fmt: skip
     assert isinstance(status["ok"], bool) and status["state"] in ("ok", "degraded", "down", "finished")
     assert status["branch"] == {"id": "web-branch", "name": "Web Test Branch"}

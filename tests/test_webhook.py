@@ -1,5 +1,6 @@
 """The webhook notifier against a real HTTP server on 127.0.0.1: signatures, masking, the status
-codes that are retried and those that are not, timeouts, and one arrival through a real Branch."""
+codes that are retried and those that are not, redirects (never followed), timeouts, and one arrival
+through a real Branch."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def verify(headers, body: bytes, key: str = KEY) -> bool:
 class Receiver:
     """An HTTP server on a free 127.0.0.1 port that checks each post's signature and records it."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0):
-        self.status, self.delay, self.posts = status, delay, []
+    def __init__(self, status: int = 200, delay: float = 0.0, location: str | None = None):
+        self.status, self.delay, self.location, self.posts = status, delay, location, []
+        self.others: list[tuple[str, str]] = []  #: (method, path) of every request but a POST
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,10 +53,18 @@ class Receiver:
                     time.sleep(outer.delay)
                 try:
                     self.send_response(outer.status)
+                    if outer.location is not None:
+                        self.send_header("Location", outer.location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:
                     pass
+
+            def do_GET(self):  # where a followed redirect would land: the body is gone by then
+                outer.others.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -144,6 +154,41 @@ def test_status_codes(receiver, status, retry):
         notifier(r.url).send(notification())
     assert e.value.retry is retry
     assert str(status) in str(e.value)
+
+
+@pytest.mark.parametrize("status,retry", [(301, False), (302, True), (303, True), (307, True), (308, False)])
+def test_a_redirect_is_a_failure_that_says_where_it_pointed(receiver, status, retry):
+    """Attack: an endpoint (or someone in its path) answers the POST with a redirect.  urllib used to
+    follow a 301/302/303 as a GET without the body and count its 200 as a delivery."""
+    r = receiver(status=status)
+    port = r.server.server_address[1]
+    r.location = f"http://127.0.0.1:{port}/elsewhere?token=q-secret#frag"
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url).send(notification())
+    message = str(e.value)
+    where = f"http://127.0.0.1:{port}/elsewhere"
+    assert message == f"{r.url} redirected to {where} (HTTP {status}): not followed, not delivered"
+    assert e.value.retry is retry
+    assert "q-secret" not in message
+    assert len(r.posts) == 1 and r.others == []  # posted once, and nothing went where it pointed
+
+
+def test_a_redirect_without_location_or_with_control_characters_is_shown_safely(receiver):
+    r = receiver(status=302)
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url).send(notification())
+    assert str(e.value) == f"{r.url} answered HTTP 302, a redirect without a Location: not delivered"
+    r.location = "/moved\x1b[2J\xe2\x80\xaeevil"  # relative; an escape sequence, a bidi override (UTF-8)
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url).send(notification())
+    port = r.server.server_address[1]
+    assert f"redirected to http://127.0.0.1:{port}/moved%1B[2J%E2%80%AEevil (HTTP 302)" in str(e.value)
+    r.status, r.location = 308, f"http://lure:pa55@127.0.0.1:{port}/x"  # credentials stay out too
+    with pytest.raises(DeliveryFailed) as e:
+        notifier(r.url).send(notification())
+    message = str(e.value)
+    assert f"redirected to http://127.0.0.1:{port}/x (HTTP 308)" in message and "pa55" not in message
+    assert r.others == []
 
 
 def test_credentials_in_the_url_stay_out_of_status_and_errors(receiver):

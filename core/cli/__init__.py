@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "customers": ("customers", "import, show and look up customers"),
     "visits": ("visits", "the branch's visit log: a day's visits and response times, purge"),
     "sync": ("sync", "refresh the branch replica from the central store once"),
+    "keys": ("keys", "the data key of ID and mobile numbers at rest: rotate, new"),
     "plugins": ("plugins", "list installed plugins and the types they provide"),
     "users": ("users", "web accounts: add, list, passwd, disable, enable, unlock"),
     "tokens": ("users", "third-party API tokens: add, list, revoke"),
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:  # the fastest answer, nothing imported; exits as argparse's would
         print(f"vipsense {__version__}")
         raise SystemExit(EXIT_OK)
+    from ..files import private_umask
     from .common import CliError, ProfileFailed, setup_logging
+
+    private_umask()  # every file a command creates (data, exports) is its owner's alone
 
     host = None
     if command not in BUILT_IN:  # help, a plugin's command, or a misspelt one: list them all

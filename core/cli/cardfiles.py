@@ -131,10 +131,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _write_cards(path: Path, cards: Any) -> int:
-    """Write the file readable by its owner only (it maps cards to customers), complete or not at all."""
+    """Write the file readable by its owner only (it maps cards to customers), complete or not at all.
+    The partial file is made new (``O_EXCL``, never through a link), so one left behind, or planted
+    with other permissions, cannot make the export readable by others or send it elsewhere."""
     partial = path.with_name(path.name + ".partial")
     n = 0
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
     try:
         with open(fd, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)

@@ -18,6 +18,7 @@ from ..issuing import ReadError, read_card
 from ..lifecycle import TransitionError, check
 from ..model import CardAction
 from ..permissions import Permission
+from ..privacy import printable, shown
 from ..records import (
     check_validity,
     parse_date,
@@ -108,7 +109,7 @@ def _record_consent(s: Session, registry: CardRegistry, customer: Customer | Non
 def _customer(registry: CardRegistry, customer_no: str) -> Customer:
     customer = registry.find_customer(customer_no)
     if customer is None:
-        raise CliError(f"unknown customer {customer_no}")
+        raise CliError(f"unknown customer {printable(customer_no)}")
     return customer
 
 
@@ -151,7 +152,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
             )
             _record_consent(s, registry, consent)
             registry.issue_card(card, CardEvent(epc, CardAction.ISSUED, now(), s.actor, args.reason))
-    print(f"issued card {epc} to customer {customer.customer_no}{_describe_terms(card)}")
+    print(f"issued card {epc} to customer {printable(customer.customer_no)}{_describe_terms(card)}")
     return EXIT_OK
 
 
@@ -190,7 +191,8 @@ def cmd_reissue(args: argparse.Namespace) -> int:
                     new_epc, CardAction.REISSUED, at, s.actor, args.reason, detail=f"replaces {old_epc}"
                 ),
             )
-    print(f"card {old_epc} revoked; card {new_epc} issued to customer {card.customer_no} in its place")
+    customer_no = printable(card.customer_no)
+    print(f"card {old_epc} revoked; card {new_epc} issued to customer {customer_no} in its place")
     return EXIT_OK
 
 
@@ -215,7 +217,7 @@ def _describe_terms(card: Card) -> str:
         parts.append(f"only at {', '.join(card.allowed_branches)}")
     if card.tid:
         parts.append(f"bound to TID {card.tid}")
-    return f" ({'; '.join(parts)})" if parts else ""
+    return printable(f" ({'; '.join(parts)})") if parts else ""
 
 
 # -- lost, found, revoke ---------------------------------------------------------------------------
@@ -235,7 +237,7 @@ def cmd_change(args: argparse.Namespace) -> int:
         card = _card(registry, epc)
         status = check(card, card_action)
         card = registry.set_card_status(epc, status, CardEvent(epc, card_action, now(), s.actor, args.reason))
-    print(f"card {epc} of customer {card.customer_no} is now {card.status.value}")
+    print(f"card {epc} of customer {printable(card.customer_no)} is now {card.status.value}")
     return EXIT_OK
 
 
@@ -284,11 +286,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("TID", card.tid or "- (not bound)"),
         ("last seen", seen),
     ):
-        print(f"  {name + ':':<13}{value}")
+        print(f"  {name + ':':<13}{printable(value)}")
     print("history:")
     for e in history:
-        extra = "; ".join(x for x in (e.reason, e.detail) if x)
-        print(f"  {when(e.at, tz)}  {e.action.value:<9} by {e.actor}" + (f": {extra}" if extra else ""))
+        extra = "; ".join(shown(x) for x in (e.reason, e.detail) if x)  # free text: numbers masked
+        tail = f": {extra}" if extra else ""
+        print(f"  {when(e.at, tz)}  {e.action.value:<9} by {printable(e.actor)}{tail}")
     if not history:
         print("  (none: the card came from a seed file or predates card histories)")
     return EXIT_OK

@@ -12,6 +12,8 @@ import attrs
 import yaml
 
 from ..config import Secret
+from ..config.profile import audit_note
+from ..crypto import local_key_note
 from ..privacy import mask_field
 from . import help_of
 from .common import EXIT_OK, load, plugin_host
@@ -72,6 +74,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             "  note: no routing rule for 'unresolved': a card that no identity store can look up is "
             "shown on the status page only; add {event: unresolved, to: lobby_manager, via: [...]}"
         )
+    for note in (
+        local_key_note(profile.privacy.data_key, profile.data_dir),
+        audit_note(profile.privacy, profile.data_dir),
+    ):
+        if note:
+            print(f"  note: {note}")
     return EXIT_OK
 
 

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from ..api import CardExists, CardRegistry, IdentityStore, StoreUnsupported, UnknownCard
-from ..audit import AuditAction, AuditLog, AuditResult, audit_path
+from ..audit import AuditAction, AuditKeyError, AuditLog, AuditResult, audit_path, open_audit_log
 from ..config import ProfileError
 from ..config.errors import in_file_order
 from ..config.profile import ItemConfig, Profile, load_profile
@@ -40,6 +40,7 @@ from ..model import Staff
 from ..output import Output, display_width, pad
 from ..permissions import DOES, Permission, allowed, roles_for
 from ..pluginhost import PluginHost
+from ..privacy import printable, shown
 from ..records import FieldError, ImportResult
 from ..standalone import build
 from ..timezone import local
@@ -154,8 +155,8 @@ class Session:
     def audit(self) -> AuditLog:
         if self._audit is None:
             try:
-                self._audit = AuditLog(audit_path(self.profile))
-            except (OSError, sqlite3.Error) as exc:
+                self._audit = open_audit_log(self.profile)
+            except (OSError, sqlite3.Error, AuditKeyError) as exc:
                 raise CliError(f"cannot open the audit log {audit_path(self.profile)}: {exc}") from None
         return self._audit
 
@@ -313,12 +314,12 @@ def checked(parse: Callable[..., T], *args: Any) -> T:
 
 def table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     """Rows as aligned text columns under ``head``, by the width a terminal gives each character (a
-    Chinese name takes two columns per character), not by how many characters it has."""
-    widths = [max(display_width(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
-    return [
-        "  ".join(pad(str(x), w) for x, w in zip(line, widths, strict=True)).rstrip()
-        for line in (head, *rows)
-    ]
+    Chinese name takes two columns per character), not by how many characters it has.  Every cell is
+    printed through :func:`vipsense.privacy.printable`: data from a store or a file cannot send a
+    control sequence to the terminal, nor break a row in two."""
+    cells = [[printable(str(x)) for x in line] for line in (head, *rows)]
+    widths = [max(display_width(x) for x in col) for col in zip(*cells, strict=False)]
+    return ["  ".join(pad(x, w) for x, w in zip(line, widths, strict=True)).rstrip() for line in cells]
 
 
 def add_common(parser: argparse.ArgumentParser, store: bool = True) -> None:
@@ -361,8 +362,8 @@ def import_summary(result: ImportResult, kind: str) -> str:
 def report_import(result: ImportResult, kind: str) -> int:
     """An import's outcome for people: rejected rows by line on stderr; exit 1 if any was rejected."""
     print(f"{import_summary(result, kind)} of {plural(result.rows, 'rows')}")
-    for r in result.reasons:
-        print(f"  line {r.line}: {r.reason}", file=sys.stderr)
+    for r in result.reasons:  # a reason may quote a bad value: printable, and any number in it masked
+        print(f"  line {r.line}: {shown(r.reason)}", file=sys.stderr)
     if result.rejected > len(result.reasons):
         print(f"  ... and {result.rejected - len(result.reasons):,} more rejected rows", file=sys.stderr)
     return EXIT_FAILED if result.rejected else EXIT_OK

@@ -2,8 +2,11 @@
 for phone appointments and customers without their card.
 
 Every look-up is audited (``view`` for show, ``lookup`` for search).  ID and mobile numbers are masked
-by :mod:`vipsense.privacy`; ``--unmask`` shows them in clear only to a role that may unmask, with a
-reason, and is audited as ``unmask``.  A refused unmask is audited as ``denied``.
+by :mod:`vipsense.privacy`, and so is any ID- or phone-shaped number in the free text (a name, a
+company); ``--unmask`` shows them in clear only to a role that may unmask, with a reason, and is
+audited as ``unmask``.  A refused unmask is audited as ``denied``.  Every value is printed through
+:func:`vipsense.privacy.printable`: a control character in the data is shown as an escape, so a
+customer's name cannot clear the screen, retitle the terminal or forge a line of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import contextlib
 import operator
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,13 @@ import attrs
 
 from ..api import Customer, IdentityStore, StoreUnsupported
 from ..audit import AuditAction, AuditResult
+from ..crypto import normalise_id_number
+from ..idnumber import valid_id_number
 from ..permissions import Permission
-from ..privacy import mask_id_number, mask_mobile
+from ..privacy import mask_id_number, mask_mobile, printable, shown
 from ..progress import ProgressBar
 from ..records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult, estimate_csv_rows
+from ..web.settings import IdLookup
 from . import help_of
 from .common import (
     EXIT_FAILED,
@@ -123,6 +130,9 @@ def _merge(registry: IdentityStore, fields: dict[str, Any]) -> Customer | None:
     return None if customer == stored else customer
 
 
+ID_LOOKUP_PREFIX = "id_number "  #: the audit object of a look-up by ID number, before its masked number
+
+
 # -- show and search -------------------------------------------------------------------------------
 
 
@@ -141,22 +151,22 @@ def describe(c: Customer, s: Session, store: IdentityStore, unmask: bool) -> lis
     cm = f"{c.client_manager} ({staff[c.client_manager]})" if c.client_manager in staff else c.client_manager
     consent = f"given {c.consent_date or '(date not recorded)'}" if c.consent else "not given"
     photo = f"{c.photo.mime}, {len(c.photo.data):,} bytes" if c.photo else "none"
-    lines = [f"customer {c.customer_no}  {c.name}"]
+    lines = [f"customer {printable(c.customer_no)}  {shown(c.name, unmask)}"]
     for name, value in (
-        ("tier", c.tier),
-        ("company", c.company),
-        ("ID number", c.id_number if unmask else mask_id_number(c.id_number)),
-        ("mobile", c.mobile if unmask else mask_mobile(c.mobile)),
-        ("business", c.usual_business),
-        ("client mgr", cm),
+        ("tier", printable(c.tier)),
+        ("company", shown(c.company, unmask)),
+        ("ID number", printable(c.id_number if unmask else mask_id_number(c.id_number))),
+        ("mobile", printable(c.mobile if unmask else mask_mobile(c.mobile))),
+        ("business", shown(c.usual_business, unmask)),
+        ("client mgr", shown(cm, unmask)),
         ("consent", consent),
-        ("photo", photo),
+        ("photo", printable(photo)),
     ):
         lines.append(f"  {name + ':':<12}{value or '-'}")
     list_cards = getattr(store, "list_cards", None)
     if list_cards is not None:
         cards = ", ".join(f"{card.epc} {card.status.value}" for card in list_cards(customer_no=c.customer_no))
-        lines.append(f"  {'cards:':<12}{cards or 'none'}")
+        lines.append(f"  {'cards:':<12}{printable(cards) or 'none'}")
     return lines
 
 
@@ -168,7 +178,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             store = s.store(args.store, registry=False)
             customer = store.find_customer(args.customer_no)
             if customer is None:
-                raise CliError(f"unknown customer {args.customer_no}")
+                raise CliError(f"unknown customer {printable(args.customer_no)}")
             lines = describe(customer, s, store, args.unmask)
         print("\n".join(lines))
         if args.unmask:
@@ -176,19 +186,52 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_id_lookup(s: Session, key: str, object_: str, reason: str) -> None:
+    """The console's rule for a look-up by ID number, at the command line too (pen test point 1): the
+    right to search by ID number, a reason, a whole checksum-valid number, and ``web.id_lookup``'s
+    limits for this member of staff, counted from the audit log (a command has no other memory).
+    Every refusal is audited; the ``alert_after``-th in a day is also a security alert."""
+    s.authorize(Permission.CUSTOMER_SEARCH_ID, AuditAction.LOOKUP, Act(object_, reason))
+    limits = s.profile.web.id_lookup if s.profile.web is not None else IdLookup()
+    now = time.time()
+    earlier = [
+        e
+        for e in s.audit.entries(since=now - 86400, actor=s.actor, action=AuditAction.LOOKUP)
+        if e.object.startswith(ID_LOOKUP_PREFIX)
+    ]
+    problem = ""
+    if not reason.strip():
+        problem = "a search by ID number needs --reason (e.g. 'phone appointment')"
+    elif not valid_id_number(normalise_id_number(key)):
+        problem = "not a whole ID number: 18 characters, a real birth date and the right check character"
+    elif sum(e.at >= now - 60 for e in earlier) >= limits.per_minute:
+        problem = f"more than {limits.per_minute} look-ups by ID number a minute; wait a minute"
+    elif len(earlier) >= limits.per_day:
+        problem = f"more than {limits.per_day} look-ups by ID number today; ask the branch manager"
+    if not problem:
+        return
+    s.record(AuditAction.LOOKUP, object_, AuditResult.DENIED, f"denied: {problem}")
+    refused = sum(e.result is AuditResult.DENIED for e in earlier) + 1
+    if refused == limits.alert_after:
+        detail = f"{refused} refused look-ups by ID number in 24 h at the command line"
+        s.record(AuditAction.LOOKUP, "security alert: id_lookup_limit", AuditResult.DENIED, detail)
+        s.host.broadcast(
+            "vipsense_security_alert", kind="id_lookup_limit", actor=s.actor, source=s.source, detail=detail
+        )
+    raise Denied(problem)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     by_id = args.id_number is not None
     key = args.id_number.strip() if by_id else args.customer_no
-    object_ = f"id_number {mask_id_number(key)}" if by_id else key
+    object_ = f"{ID_LOOKUP_PREFIX}{mask_id_number(key)}" if by_id else key
     with Session(args) as s:
-        if by_id and not args.reason.strip():
-            problem = "a search by ID number needs --reason (e.g. 'phone appointment')"
-            s.authorize(Permission.CUSTOMER_VIEW, AuditAction.LOOKUP, Act(object_, args.reason))
-            s.record(AuditAction.LOOKUP, object_, AuditResult.DENIED, f"denied: {problem}")
-            raise Denied(problem)
+        if by_id:
+            _check_id_lookup(s, key, object_, args.reason)
         if args.unmask:
             _authorize_unmask(s, object_, args.reason)
-        with s.act(Permission.CUSTOMER_VIEW, AuditAction.LOOKUP, object_, args.reason) as act:
+        permission = Permission.CUSTOMER_SEARCH_ID if by_id else Permission.CUSTOMER_VIEW
+        with s.act(permission, AuditAction.LOOKUP, object_, args.reason) as act:
             store = s.store(args.store, registry=False)
             if by_id:
                 found = store.find_customers_by_id_number(key)
@@ -200,10 +243,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 act.reason = join_reason(args.reason, "no match")
             lines = [line for c in found for line in describe(c, s, store, args.unmask)]
         if not found:
-            print(
-                f"vipsense: no customer has {'that ID number' if by_id else 'customer number ' + key}",
-                file=sys.stderr,
-            )
+            what = "that ID number" if by_id else f"customer number {printable(key)}"
+            print(f"vipsense: no customer has {what}", file=sys.stderr)
             return EXIT_FAILED
         print("\n".join(lines))
         if args.unmask:

@@ -39,6 +39,9 @@ def _status_line(branch: Branch) -> str:
         line += f" · {waiting} waiting for a starting store"
     if down:
         line += f" · DOWN: {', '.join(down)}"
+    storage = branch.status.storage.problem()  # a full disk: records are held in memory meanwhile
+    if storage:
+        line += f" · degraded: {storage}"
     return line
 
 

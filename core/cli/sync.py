@@ -8,6 +8,7 @@ installation without it.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import help_of
 from .common import EXIT_OK, CliError, load, plugin_host
@@ -30,6 +31,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"synced {result.source} -> {result.target}: {result.cards:,} cards and {result.customers:,}"
         f" customers in {result.seconds:.1f} s"
     )
+    if result.n_skipped:
+        more = result.n_skipped - len(result.skipped)
+        print(f"left out {result.n_skipped:,} that could not be stored:", file=sys.stderr)
+        for line in result.skipped:
+            print(f"  {line}", file=sys.stderr)
+        if more:
+            print(f"  … and {more:,} more (the log names each)", file=sys.stderr)
     return EXIT_OK
 
 

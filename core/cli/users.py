@@ -1,6 +1,8 @@
 """``vipsense users`` and ``vipsense tokens``: the branch web's accounts and the third-party API's tokens.
 
-There is no default account; the first administrator is made here.  These commands act on the data
+There is no default account; the first administrator is made here.  ``users logout-all`` ends
+sessions of the running web at once (they are records in the same file); so do ``passwd`` and
+``disable`` for their account.  These commands act on the data
 directory's ``users.sqlite3`` directly, so whoever may run them is whoever the operating system lets
 write that file (it is created mode 0600).  Every change is audited as ``permission_change`` with the
 OS account as its source.  Passwords are read without echo (twice), or from standard input with
@@ -14,7 +16,8 @@ import getpass
 import sys
 import time
 
-from ..audit import AuditAction, AuditLog, AuditResult, audit_path
+from ..audit import AuditAction, AuditResult, open_audit_log
+from ..config.types import Duration
 from ..model import Role
 from ..permissions import STAFF_ROLES
 from ..web.users import DEFAULT_TOKEN_FIELDS, MIN_PASSWORD, TOKEN_FIELDS, AccountError, UserStore, users_path
@@ -26,7 +29,7 @@ class _Accounts:
     def __init__(self, args: argparse.Namespace) -> None:
         self.profile = load(args.profile, plugin_host(), getattr(args, "data_dir", None))
         self.store = UserStore(users_path(self.profile.data_dir))
-        self.audit = AuditLog(audit_path(self.profile))
+        self.audit = open_audit_log(self.profile)
         self.source = audit_source()
 
     def __enter__(self) -> _Accounts:
@@ -105,11 +108,12 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, what: str) -> int:
     with _Accounts(args) as a:
+        ended = 0
         try:
             if what == "passwd":
-                a.store.set_password(args.name, _password(args))
+                ended = a.store.set_password(args.name, _password(args))
             elif what in ("disable", "enable"):
-                a.store.set_disabled(args.name, what == "disable")
+                ended = a.store.set_disabled(args.name, what == "disable")
             else:
                 a.store.unlock(args.name)
         except AccountError as exc:
@@ -120,8 +124,20 @@ def _change(args: argparse.Namespace, what: str) -> int:
             "enable": "enabled",
             "unlock": "unlocked",
         }
-        a.record(f"user {args.name}: {done[what]}")
-        print(f"{args.name}: {done[what]}")
+        a.record(f"user {args.name}: {done[what]}" + (f", {ended} sessions ended" if ended else ""))
+        print(f"{args.name}: {done[what]}" + (f"; {ended} sessions ended" if ended else ""))
+    return EXIT_OK
+
+
+def cmd_logout_all(args: argparse.Namespace) -> int:
+    """End every session (of one account, or of all): for a stolen laptop, or a suspected breach."""
+    with _Accounts(args) as a:
+        if args.name is not None and a.store.get(args.name) is None:
+            raise CliError(f"no account {args.name!r}")
+        ended = a.store.end_sessions(args.name)
+        whose = f"user {args.name}" if args.name else "every account"
+        a.record(f"{whose}: all sessions ended ({ended})")
+        print(f"{whose}: {ended} sessions ended")
     return EXIT_OK
 
 
@@ -131,11 +147,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         users = a.store.list()
         if not users:
             print(f"no accounts yet: {_again(args, 'users add')} NAME --role admin")
+        sessions: dict[str, int] = {}
+        for session in a.store.sessions():
+            sessions[session.username] = sessions.get(session.username, 0) + 1
         for u in users:
-            state = "disabled" if u.disabled else "locked" if u.locked_until > now else "active"
+            state = "disabled" if u.disabled else "waiting" if u.locked_until > now else "active"
             last = when(u.last_login, a.profile.tz) if u.last_login else "never"
             how = "ldap" if u.ldap else "password"
-            print(f"{u.username:<20} {u.role.value:<15} {state:<9} {how:<9} last login {last}")
+            print(
+                f"{u.username:<20} {u.role.value:<15} {state:<9} {how:<9} last login {last}"
+                f"  sessions {sessions.get(u.username, 0)}"
+            )
     return EXIT_OK
 
 
@@ -144,13 +166,22 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     unknown = [f for f in fields if f not in TOKEN_FIELDS]
     if unknown:
         raise CliError(f"unknown field {unknown[0]!r}; the fields are {', '.join(TOKEN_FIELDS)}")
+    expires = None
+    if args.expires is not None:
+        try:
+            expires = float(Duration.parse(args.expires))
+        except ValueError:
+            raise CliError(f"--expires {args.expires!r}: give a time such as 90d, 12h or 30m") from None
+        if expires <= 0:
+            raise CliError("--expires must be longer than 0s, e.g. 90d")
     with _Accounts(args) as a:
         try:
-            token = a.store.add_token(args.name, fields, args.per_minute)
+            token = a.store.add_token(args.name, fields, args.per_minute, expires_in=expires)
         except AccountError as exc:
             raise CliError(str(exc)) from None
-        a.record(f"token {args.name}: added, fields {','.join(fields)}, {args.per_minute}/min")
-        print(f"token for {args.name} (shown once; store it in that system's secret store):")
+        until = f", expires {when(time.time() + expires, a.profile.tz)}" if expires else ""
+        a.record(f"token {args.name}: added, fields {','.join(fields)}, {args.per_minute}/min{until}")
+        print(f"token for {args.name} (shown once; store it in that system's secret store){until}:")
         print(token)
     return EXIT_OK
 
@@ -160,9 +191,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         tokens = a.store.tokens()
         if not tokens:
             print(f"no tokens yet: {_again(args, 'tokens add')} NAME --fields customer_no,name,tier")
+        now = time.time()
         for t in tokens:
-            state = "revoked" if t.revoked_at else "active"
-            print(f"{t.name:<24} {state:<8} {t.per_minute:>5}/min  fields {','.join(t.fields)}")
+            state = "revoked" if t.revoked_at else "expired" if t.expired(now) else "active"
+            expires = when(t.expires_at, a.profile.tz) if t.expires_at else "never"
+            used = when(t.last_used_at, a.profile.tz) if t.last_used_at else "never"
+            print(
+                f"{t.name:<24} {state:<8} {t.per_minute:>5}/min  expires {expires}  last used {used}"
+                f"  fields {','.join(t.fields)}"
+            )
     return EXIT_OK
 
 
@@ -199,7 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("passwd", "set a new password"),
         ("disable", "stop an account logging in (its sessions end at once)"),
         ("enable", "let a disabled account log in again"),
-        ("unlock", "clear an account's lockout after wrong passwords"),
+        ("unlock", "let an account log in at once after wrong passwords (clears its waits)"),
     ):
         p = action(name, help)
         p.add_argument("name")
@@ -208,6 +245,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "--password-stdin", action="store_true", help="read the password from standard input"
             )
         p.set_defaults(func=lambda args, what=name: _change(args, what))
+    p = action("logout-all", "end every session of the web at once: of NAME, or of everyone")
+    p.add_argument("name", nargs="?", help="only this account's sessions (default: everyone's)")
+    p.set_defaults(func=cmd_logout_all)
 
     tokens = sub.add_parser("tokens", help=help_of("tokens"))
     tactions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -221,6 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"of {', '.join(TOKEN_FIELDS)})",
     )
     p.add_argument("--per-minute", type=int, default=60, help="calls a minute (default 60)")
+    p.add_argument("--expires", metavar="TIME", help="refuse it after this long, e.g. 90d (default: never)")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_token_add)
     p = tactions.add_parser("list", help="list the tokens")

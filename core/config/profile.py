@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import os
 import zoneinfo
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from ..policy import ALERT_REASONS
 from ..web.settings import WebSettings
 from .errors import ConfigError, ProfileError, in_file_order
 from .structure import INVALID, Structurer, closest, suggest
-from .types import Duration
+from .types import Duration, Secret
 from .yamlload import KeyPath, LoadedYaml, format_path, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
@@ -96,15 +97,70 @@ class PresenceSettings:
     depart_after: Duration = attrs.field(default=Duration(2.0), validator=_positive)
 
 
+def _data_key(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A data key comes from the secrets file (or the environment), never from the profile's own text,
+    and is long enough to be a key (``vipsense keys new`` makes one)."""
+    from ..crypto import key_problem
+
+    for secret in value if isinstance(value, tuple) else (value,):
+        if secret is None:
+            continue
+        if not secret.source:
+            raise ValueError(
+                "a data key is a secret: write !secret NAME and keep the key in the secrets file"
+            )
+        problem = key_problem(secret.reveal())
+        if problem:
+            raise ValueError(problem)
+
+
+def _audit_key(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """The audit key comes from the secrets file (or the environment), never from the profile's own
+    text, and is long enough to be a key."""
+    if value is None:
+        return
+    if not value.source:
+        raise ValueError(
+            "the audit key is a secret: write !secret audit_key and keep the key in the secrets file"
+        )
+    if len(value.reveal().strip()) < 32:
+        raise ValueError(
+            "the audit key needs at least 32 characters; make one with"
+            " python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+
+
 @attrs.frozen
 class PrivacySettings:
-    """Consent and retention (``privacy-security.md`` §2 PIPL Art. 26/29, §3 retention)."""
+    """Consent, retention and encryption at rest (``privacy-security.md`` §2 PIPL Art. 26/29, §3
+    retention, §1 and §4 item 7: C2 data encrypted at rest)."""
 
     #: visits (a whereabouts record) older than this are purged, by ``vipsense visits purge`` or daily
     #: while the branch runs; 0 keeps them for ever
     visit_retention: Duration = HALF_A_YEAR
     #: cards are issued only to customers who gave separate consent to recognition at the door
     consent_required: bool = True
+    #: the key that encrypts ID and mobile numbers in the identity store (``!secret data_key``); unset,
+    #: a key is made once for the data directory, in ``data.key`` beside the data, and ``vipsense check``
+    #: notes that a branch names its own (:func:`vipsense.crypto.local_key_note`, docs/cards.md)
+    data_key: Secret | None = attrs.field(default=None, validator=_data_key, repr=False)
+    #: keys used before, still needed to read values written under them until ``vipsense keys rotate``
+    retired_data_keys: tuple[Secret, ...] = attrs.field(default=(), validator=_data_key, repr=False)
+    #: the key of the audit log's hash chain (HMAC-SHA256), ``!secret audit_key``; unset, a key is made
+    #: once for the data directory, in ``audit.key`` beside the log, and ``vipsense check`` warns
+    audit_key: Secret | None = attrs.field(default=None, validator=_audit_key, repr=False)
+    #: the directory the audit chain's signed anchors are appended to: write-once (WORM) storage the
+    #: branch cannot rewrite; relative to the file that sets it; unset, ``<data dir>/audit-anchors``
+    audit_anchors: str | None = None
+    #: an anchor at least every this many audit entries, and at least this often while entries come
+    audit_anchor_every: int = attrs.field(default=1000, validator=_positive)
+    audit_anchor_interval: Duration = attrs.field(default=TEN_MINUTES, validator=_positive)
+    #: refused query-API calls (no valid token, or over the token's rate) audited one by one per source
+    #: within ``audit_refusal_window``; beyond that they are answered the same and counted into one entry
+    audit_refusals: int = attrs.field(default=20, validator=_positive)
+    #: and from all addresses together, so that many addresses (an IPv6 prefix) cannot multiply it
+    audit_refusals_total: int = attrs.field(default=200, validator=_positive)
+    audit_refusal_window: Duration = attrs.field(default=Duration(60), validator=_positive)
 
 
 @attrs.frozen
@@ -372,6 +428,8 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
         _check_sync(follow_ons, top["sync"], groups["stores"])
     if top["web"] not in (None, INVALID) and top["web"].tls is not None:
         _check_tls(st, top["web"], path.resolve().parent)
+    if top["web"] not in (None, INVALID):
+        _warn_plain_web(st, top["web"])
     follow_ons.fold()
     if st.errors:
         raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
@@ -386,6 +444,7 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
             ddir = (Path(where).resolve().parent / ddir).resolve()
     else:
         ddir = default_data_dir(top["branch"].id)
+    top["privacy"] = _audit_settings(loaded, top["privacy"])
     return Profile(
         source=source,
         data_dir=ddir,
@@ -409,6 +468,44 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
         },
         warnings=tuple(in_file_order(st.warnings)),
     )
+
+
+def _audit_settings(loaded: LoadedYaml, privacy: PrivacySettings) -> PrivacySettings:
+    """``privacy.audit_anchors`` made absolute, relative to the file that set it."""
+    anchors = privacy.audit_anchors
+    if anchors:
+        folder = Path(os.path.expanduser(anchors))
+        if not folder.is_absolute():
+            folder = (Path(loaded.where(("privacy", "audit_anchors"))[0]).resolve().parent / folder).resolve()
+        privacy = attrs.evolve(privacy, audit_anchors=str(folder))
+    return privacy
+
+
+def audit_note(privacy: PrivacySettings, ddir: Path) -> str | None:
+    """What ``vipsense check`` says when the audit key or the anchors are kept in the data directory,
+    beside the log they protect (whoever can change the log there can reach them too;
+    privacy-security.md §3: protected from overwrite), or None when the profile names both.
+
+    A note, not a profile warning: the demo and tests run on the data directory's key and must start
+    without a warning, while the operator checking a real branch's profile learns the trade-off."""
+    key, folder_default = ddir / "audit.key", ddir / "audit-anchors"
+    if privacy.audit_key is None and not privacy.audit_anchors:
+        return (
+            f"the audit log's key and anchors are kept in the data directory ({key}, {folder_default}), where"
+            " whoever can change the log can change them too; a branch sets privacy.audit_key: !secret"
+            " audit_key and privacy.audit_anchors: a directory on write-once (WORM) storage"
+        )
+    if privacy.audit_key is None:
+        return (
+            f"no privacy.audit_key: the audit log is chained with a key kept in the data directory ({key}),"
+            " where whoever can change the log can read it; a branch sets audit_key: !secret audit_key"
+        )
+    if not privacy.audit_anchors:
+        return (
+            f"no privacy.audit_anchors: the audit log's anchors go to {folder_default}, where whoever can"
+            " change the log can change them too; a branch names a directory on write-once (WORM) storage"
+        )
+    return None
 
 
 def _broken_sections(loaded: LoadedYaml, top: dict[str, Any]) -> dict[str, KeyPath]:
@@ -478,6 +575,17 @@ def _check_tls(st: Structurer, web: WebSettings, profile_dir: Path) -> None:
         if not file.is_file():
             what = "certificate" if key == "cert" else "private key"
             st.error(("web", "tls", key), f"no {what} file at {file}; give the path of a PEM file")
+
+
+def _warn_plain_web(st: Structurer, web: WebSettings) -> None:
+    """Passwords and customer data must not cross the network in clear (``privacy-security.md`` §4
+    item 7): a web on another address than loopback needs ``web.tls`` (or a TLS proxy in front)."""
+    if web.tls is None and not ipaddress.ip_address(web.bind).is_loopback:
+        st.warn(
+            ("web", "bind"),
+            f"the branch web listens on {web.bind} without web.tls: logins and customer data would cross"
+            " the network in clear; set web.tls, or bind 127.0.0.1 behind the bank's TLS proxy",
+        )
 
 
 def _raw_ids(items: list[Any]) -> set[str]:

@@ -1,5 +1,5 @@
 """The branch web: the status page, the client-manager console, the third-party query API, and the
-logins and roles in front of them.  ``vipsense run`` serves it (waitress) when the profile has
+logins and roles in front of them.  ``vipsense run`` serves it (cheroot) when the profile has
 ``web:``; :func:`vipsense.web.app.create_app` builds the Flask application.
 
 This package's ``__init__`` imports nothing from Flask, so profiles validate without the web stack.

@@ -10,6 +10,10 @@ every call audited, and its OpenAPI document at ``/api/v1/openapi.json`` (:mod:`
   more get 429 with ``Retry-After``.
 * Every call is one audit entry (``lookup`` for customers, ``view`` for visits) with actor
   ``token:<name>``, written before the answer goes out: if it cannot be written, no data goes out.
+  Refusals before any handler runs (401 without a valid token, 429 over the token's rate) are the
+  exception: per source, beyond ``privacy.audit_refusals`` in ``privacy.audit_refusal_window`` they
+  are answered the same but only counted, into one entry per window (:mod:`.refusals`), so a flood
+  of them cannot flood the audit log.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
 import logging
 import math
 import sqlite3
@@ -39,6 +44,7 @@ from ..privacy import mask_field, mask_id_number
 from ..timezone import day_bounds, local
 from . import api_spec
 from .auth import source, web
+from .refusals import RefusalGuard
 from .users import TOKEN_FIELDS, Token
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,29 @@ def limiter() -> RateLimiter:
     return web().extensions.setdefault("api", RateLimiter())
 
 
+_GUARD_MADE = threading.Lock()
+
+
+def guard() -> RefusalGuard:
+    """This web's guard of the audit log against floods of refusals (``web().extensions["refusals"]``),
+    made on first use with the profile's ``privacy.audit_refusals`` and ``audit_refusal_window``."""
+    ctx = web()
+    found = ctx.extensions.get("refusals")
+    if found is None:
+        with _GUARD_MADE:
+            found = ctx.extensions.get("refusals")
+            if found is None:
+                p = ctx.profile.privacy
+                found = RefusalGuard(
+                    ctx.audit,
+                    int(p.audit_refusals),
+                    float(p.audit_refusal_window),
+                    int(p.audit_refusals_total),
+                )
+                ctx.extensions["refusals"] = found
+    return found
+
+
 # -- answering ---------------------------------------------------------------------------------------
 
 
@@ -148,13 +177,13 @@ def _serve(call: Call, handler: Callable[[Call, Token], dict[str, Any]]) -> Resp
     token, problem = _authenticate()
     if token is None:
         call.actor = "token:(unknown)" if problem != "no bearer token" else call.actor
-        return _finish(call, _unauthorized(problem), AuditResult.DENIED, problem)
+        return _refused(call, _unauthorized(problem), problem)
     call.actor = f"token:{token.name}"
     wait = limiter().take(token.name, token.per_minute)
     if wait:
         response = _error(429, f"rate limit: {token.per_minute} calls a minute; retry later")
-        response.headers["Retry-After"] = str(min(60, max(1, math.ceil(wait))))
-        return _finish(call, response, AuditResult.DENIED, f"rate limited ({token.per_minute}/min)")
+        response.headers["Retry-After"] = _seconds(wait)
+        return _refused(call, response, f"rate limited ({token.per_minute}/min)")
     try:
         body = handler(call, token)
     except ApiError as exc:
@@ -163,6 +192,22 @@ def _serve(call: Call, handler: Callable[[Call, Token], dict[str, Any]]) -> Resp
         log.exception("api: %s %s failed", request.method, request.path)
         return _finish(call, _error(500, "internal error; the branch log has the details"), AuditResult.ERROR)
     return _finish(call, jsonify(body), AuditResult.SUCCESS, call.reason)
+
+
+def _seconds(wait: float) -> str:
+    return str(min(60, max(1, math.ceil(wait))))
+
+
+def _refused(call: Call, response: Response, why: str) -> Response:
+    """A call refused before any handler ran (401, or 429 over its token's rate): audited one by one
+    within its source's budget of refusals; beyond it, counted with nothing written now
+    (:mod:`.refusals`).  Checked before the audit log is touched.  The answer is the same either way:
+    the costly part of a flood was the synced audit write, and a standard 401 keeps clients right."""
+    where, keeper = source(), guard()
+    if not keeper.admit(where):
+        return _finish(call, response, AuditResult.DENIED, why)
+    keeper.count(where, call.actor, ROLE, web().profile.branch.id, call.action, AuditResult.DENIED, why)
+    return response
 
 
 def _finish(call: Call, response: Response, result: AuditResult, reason: str = "") -> Response:
@@ -289,14 +334,26 @@ def customers_by_query() -> Response:
     return _serve(call, _by_id_number(number, request.args.get("reason")))
 
 
+def _json_object() -> dict[str, Any] | None:
+    """The request's body when it is a JSON object, else None: not JSON, not an object, not UTF-8, or
+    nested too deep for the parser (a 30,000-deep array recursed past Python's limit: a 500 before
+    anything was audited, pen test point 11).  The body is at most ``MAX_CONTENT_LENGTH`` long."""
+    if not request.is_json:
+        return None
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return body if isinstance(body, dict) else None
+
+
 @bp.route("/api/v1/customers/search", methods=["POST"])
 def customers_search() -> Response:
-    body = request.get_json(silent=True)
-    body = body if isinstance(body, dict) else {}
-    call = Call(AuditAction.LOOKUP, _id_object(body.get("id_number")))
+    body = _json_object()
+    call = Call(AuditAction.LOOKUP, _id_object(body.get("id_number") if body is not None else None))
 
     def handler(call: Call, token: Token) -> dict[str, Any]:
-        if not request.is_json or set(body) - {"id_number", "reason"}:
+        if body is None or set(body) - {"id_number", "reason"}:
             raise ApiError(400, 'a JSON object {"id_number": ..., "reason": ...} and nothing else')
         return _by_id_number(body.get("id_number"), body.get("reason"))(call, token)
 

@@ -4,6 +4,12 @@ time, with the chain's verification at the top.
 Reading the log is itself recorded (``view`` of ``audit log``, with the filter), before the page is
 read, so the auditor's own view is on it.  The page reads through a read-only connection of its
 own: it never holds the lock the door's audit writer appends under while it pages.
+
+The chain is not walked again on every view: that took seconds at a million entries, and held the
+writers' lock meanwhile.  :class:`vipsense.audit.ChainCheck` remembers the last verified entry and
+its hash, checks only what was added since (and that the remembered entry is unchanged), and walks
+the whole chain again once an hour, on a thread of its own.  A view waits for it at most
+:data:`CHECK_WAIT` seconds; a first walk of a long log shows how far it got.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
+import threading
 from typing import Any
 
 import attrs
 from flask import Blueprint, render_template, request
 
-from ..audit import AuditAction, AuditResult
+from ..audit import AuditAction, AuditResult, ChainCheck
 from ..permissions import Permission
 from ..timezone import day_bounds, local
 from .auth import audit, refuse, require, web
@@ -24,6 +31,8 @@ from .auth import audit, refuse, require, web
 bp = Blueprint("audit_page", __name__)
 
 PER_PAGE = 200
+CHECK_WAIT = 0.15  #: seconds a view waits for the chain check to catch up
+FULL_EVERY = 3600.0  #: seconds between walks of the whole chain
 _COLUMNS = "seq, at, actor, role, branch, action, object, source, reason, result, prev_hash, hash"
 
 
@@ -104,6 +113,23 @@ def query(path: Any, f: Filter) -> tuple[list[dict[str, Any]], int]:
     return [dict(zip(names, row, strict=True)) for row in rows], total
 
 
+_CHECK_MADE = threading.Lock()
+
+
+def chain_check() -> ChainCheck:
+    """This web's incremental check of the branch's audit chain, made at the first view."""
+    ctx = web()
+    found = ctx.extensions.get("audit_check")
+    if found is None:
+        with _CHECK_MADE:
+            found = ctx.extensions.get("audit_check")
+            if found is None:
+                log = ctx.audit
+                found = ChainCheck(log.path, log.keys, log.anchors, full_every=FULL_EVERY)
+                ctx.extensions["audit_check"] = found
+    return found
+
+
 def when_text(at: float) -> str:
     """An entry's time on the branch's clock."""
     return local(at, web().branch.profile.tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -119,7 +145,7 @@ def page() -> Any:
         return refuse(400, str(exc))
     log = web().audit
     audit(AuditAction.VIEW, "audit log", AuditResult.SUCCESS, reason=f.describe())
-    verified = log.verify()
+    chain = chain_check().look(CHECK_WAIT)
     entries, total = query(log.path, f)
     pages = max(1, -(-total // PER_PAGE))
     return render_template(
@@ -128,7 +154,8 @@ def page() -> Any:
         total=total,
         f=f,
         pages=pages,
-        verified=verified,
+        chain=chain,
+        verified=chain.result,
         actions=[a.value for a in AuditAction],
         when=when_text,
     )

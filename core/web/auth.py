@@ -1,21 +1,28 @@
 """Logins, sessions, roles and CSRF for the branch web.
 
-* A session is Flask's signed cookie (HttpOnly, SameSite=Strict, Secure under TLS) holding the user
-  name, a CSRF token and the time of the last request.  It ends after ``web.session_timeout`` without
-  a request, at logout, and at once when the account is disabled or its role changes.
+* A session is a record in ``users.sqlite3`` (:mod:`.users`: user, role, created, last seen, source
+  address); Flask's signed cookie (HttpOnly, SameSite=Strict, Secure under TLS) carries only its random
+  id and the CSRF token.  It ends after ``web.session_timeout`` without a request, ``web.session_lifetime``
+  after the login whatever the use, at logout, at a password change, when the account is disabled or
+  its role changes, and at ``vipsense users logout-all``: the record is deleted, so a cookie copied
+  before is refused from then on (pen test point 3).  An open live stream ends with its session.
 * :func:`require` guards a view with one permission from :mod:`vipsense.permissions`: no session gives
   401 (JSON, live streams) or a redirect to the login page (pages); a session without the permission
   gives 403.  Every view of the web is guarded, or listed in :data:`PUBLIC`.
 * Every POST of a session carries the CSRF token (form field ``csrf_token`` or header
   ``X-CSRF-Token``).  The query API (blueprint ``api``) takes bearer tokens only, never the session
   cookie, so it needs none.
-* Logins are audited (``login``, success or denied, with the reason only the audit log sees).
+* Logins are throttled per address and account (:meth:`.users.UserStore.login`), and every failure
+  gets the same page, status and work; they are audited (``login``, success or denied, with the reason
+  only the audit log sees).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -53,6 +60,7 @@ class Viewer:
 
     user: User
     staff: Staff | None
+    session_id: str = attrs.field(default="", repr=False)  #: to check the session again (live streams)
 
     @property
     def username(self) -> str:
@@ -71,13 +79,22 @@ def web() -> Any:
     return current_app.extensions["vipsense"]
 
 
+def address() -> str:
+    """The client's address: the connection's, or behind one of ``web.trusted_proxies`` the last
+    address that proxy appended to ``X-Forwarded-For`` (anything a client wrote there itself comes
+    before it).  Other clients' forwarded headers are ignored: anyone can write one."""
+    remote = request.remote_addr or "?"
+    if remote in web().settings.trusted_proxies:
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        if forwarded:
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(forwarded[-1]))
+    return remote
+
+
 def source() -> str:
     """The audit source of this request."""
-    address = request.remote_addr
-    tls = web().extensions.get("tls")  # behind the TLS terminator: the client it piped for us
-    if tls is not None:
-        address = tls.client_of(request.environ.get("REMOTE_PORT")) or address
-    return f"web:{address or '?'}"
+    return f"web:{address()}"
 
 
 def audit(
@@ -98,26 +115,44 @@ def audit(
 
 
 def viewer() -> Viewer | None:
-    """The logged-in viewer of this request, checking the session's age and the account's state."""
+    """The logged-in viewer of this request: its session record must exist and be neither idle nor
+    too old, and the account must be enabled and of the role it logged in with."""
     if "viewer" in g:
         return g.viewer
     g.viewer = None
-    name = session.get("user")
-    if not name:
+    session_id = session.get("sid")
+    if not session_id or not isinstance(session_id, str):
         return None
     ctx = web()
-    now = time.time()
-    if now - float(session.get("seen", 0)) > float(ctx.settings.session_timeout):
+    found, why = ctx.users.session(
+        session_id, float(ctx.settings.session_timeout), float(ctx.settings.session_lifetime), time.time()
+    )
+    if found is None:
         session.clear()
-        g.session_expired = True
+        g.session_expired = bool(why)
         return None
-    user = ctx.users.get(name)
-    if user is None or user.disabled or user.role.value != session.get("role"):
+    user = ctx.users.get(found.username)
+    if user is None or user.disabled or user.role.value != found.role:
+        ctx.users.end_session(session_id)
         session.clear()
         return None
-    session["seen"] = now
-    g.viewer = Viewer(user, ctx.staff.get(user.username))
+    g.viewer = Viewer(user, ctx.staff.get(user.username), session_id)
     return g.viewer
+
+
+def still_valid(who: Viewer) -> Callable[[], bool]:
+    """For work that outlives its request (a live stream): is ``who``'s session still on?"""
+    ctx = web()
+    idle, lifetime = float(ctx.settings.session_timeout), float(ctx.settings.session_lifetime)
+
+    def check() -> bool:
+        # an open stream is use: its keep-alives keep the session from going idle, never past its
+        # lifetime, and it ends at once when the session is ended
+        found, _ = ctx.users.session(who.session_id, idle, lifetime, time.time())
+        user = ctx.users.get(who.username) if found is not None else None
+        return user is not None and not user.disabled and user.role.value == found.role
+
+    return check
 
 
 def wants_json() -> bool:
@@ -147,7 +182,8 @@ def require(permission: Permission, denied: AuditAction | None = None) -> Callab
             if who is None:
                 if wants_json():
                     return refuse(401, "log in first")
-                return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+                expired = 1 if g.get("session_expired") else None
+                return redirect(url_for("auth.login", next=request.full_path.rstrip("?"), expired=expired))
             if not who.may(permission):
                 why = (
                     f"{who.username} ({who.role.value}) may not {DOES[permission]}"
@@ -178,7 +214,7 @@ def check_csrf() -> Response | None:
     """Before every request: a POST with a session cookie must carry the session's CSRF token."""
     if request.method in ("GET", "HEAD", "OPTIONS") or request.blueprint == "api":
         return None  # the query API authenticates by bearer token only: a cookie gives it no authority
-    if "user" not in session and request.endpoint != "auth.login":
+    if "sid" not in session and request.endpoint != "auth.login":
         return None  # no session to ride on: the view's guard refuses the anonymous request
     presented = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     expected = session.get("csrf", "")
@@ -209,31 +245,43 @@ def login() -> Any:
     if request.method == "POST":
         username = request.form.get("username", "").strip()[:64]
         password = request.form.get("password", "")
-        result = ctx.users.login(username, password, ctx.settings.lockout, ctx.ldap_check)
+        result = ctx.users.login(username, password, ctx.settings.lockout, ctx.ldap_check, source=address())
         if result.user is None:
             ctx.audit.append(
                 username or "(none)", "", ctx.profile.branch.id, AuditAction.LOGIN, "web", source(),
                 AuditResult.DENIED, reason=result.problem,
             )  # fmt: skip
-            error = "Wrong user name or password."
-            if result.locked:
-                error = "Too many wrong passwords: this account is locked for a while. Ask an administrator."
+            # one answer to every failure, whatever it was (pen test point 6): no oracle
+            longest = max(1, round(float(ctx.settings.lockout.lock_for) / 60))
+            error = (
+                "Wrong user name or password. After repeated failures each new try must wait longer,"
+                f" up to {longest} minutes."
+            )
             return render_template("login.html", error=error, next=request.form.get("next", "")), 401
-        session.clear()  # a fresh session (and CSRF token) at every login: no fixation
+        now = time.time()
+        old = session.get("sid")
+        if isinstance(old, str):
+            ctx.users.end_session(old)  # a login replaces this browser's session: no fixation
+        session.clear()
         session.permanent = False
-        session["user"] = result.user.username
-        session["role"] = result.user.role.value
-        session["seen"] = time.time()
+        ctx.users.purge_sessions(
+            float(ctx.settings.session_timeout), float(ctx.settings.session_lifetime), now
+        )
+        session["sid"] = ctx.users.start_session(result.user, address(), now)
         csrf_token()
         who = Viewer(result.user, ctx.staff.get(result.user.username))
         audit(AuditAction.LOGIN, "web", AuditResult.SUCCESS, viewer=who)
         return redirect(_safe_next(request.form.get("next")))
     if request.args.get("expired"):
-        error = "Your session ended after a period without use. Log in again."
+        error = "Your session ended (a period without use, or its longest time). Log in again."
     return render_template("login.html", error=error, next=request.args.get("next", ""))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    """Ends the session record, so the cookie is worthless wherever a copy of it is."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        web().users.end_session(session_id)
     session.clear()
     return redirect(url_for("auth.login"))

@@ -15,20 +15,24 @@ Routes (all guarded by ``console.view`` unless noted):
 * ``GET /console/visits?date=YYYY-MM-DD&from=HH:MM&to=HH:MM`` -- a day's visits (JSON or a table);
 * ``GET /console/visit/<visit_id>``, ``GET /console/customer/<customer_no>`` -- details;
 * ``POST /console/customer/<customer_no>/unmask`` -- ``customers.unmask`` and a ``reason``;
-* ``GET|POST /console/lookup`` -- ``q``: a customer number or an 18-character ID number;
+* ``GET|POST /console/lookup`` -- ``q``: a customer number, or (POST only, with
+  ``customers.search_id`` and a ``reason``) a whole, valid ID number, limited per user and address;
 * ``GET /console/photo/<customer_no>`` -- the store's photo, else a drawn portrait;
 * ``POST /console/ack/<visit_id>`` -- ``visits.acknowledge``: the notification sent to oneself.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import math
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
@@ -36,14 +40,16 @@ from ..api import Customer, IdentityStore
 from ..audit import AuditAction, AuditResult
 from ..avatar import avatar_svg
 from ..devices import Reply
+from ..idnumber import valid_id_number
 from ..lookup import Outcome, ask
 from ..model import Role, notification_key
 from ..permissions import Permission
 from ..privacy import mask_id_number
 from ..responses import VisitRow, load, told_by_visit
 from ..timezone import day_bounds, day_of, local, moment
-from .auth import Viewer, audit, refuse, require, viewer, wants_json, web
-from .live import LiveFeed, customer_dict
+from .auth import Viewer, address, audit, refuse, require, source, still_valid, viewer, wants_json, web
+from .live import LiveFeed, StreamRefused, customer_dict
+from .settings import IdLookup
 
 bp = Blueprint("console", __name__)
 
@@ -56,22 +62,101 @@ PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"}) 
 ID_NUMBER = re.compile(r"\d{17}[\dXx]")
 CUSTOMER_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 VISIT_ID = re.compile(r"[0-9a-f]{8,64}")
-_feed_lock = threading.Lock()
+_made_lock = threading.Lock()
+T = TypeVar("T")
 
 
 # -- the live feed, made on first use ---------------------------------------------------------------
 
 
+def made_once(name: str, make: Callable[[Any], T]) -> T:
+    """This app's ``extensions[name]``, made by ``make(web context)`` on first use, once."""
+    ctx = web()
+    made = ctx.extensions.get(name)
+    if made is None:
+        with _made_lock:
+            made = ctx.extensions.get(name)
+            if made is None:
+                made = ctx.extensions[name] = make(ctx)
+    return made
+
+
 def feed() -> LiveFeed:
     """This app's live feed; server.stop() closes it (``extensions["live"]``)."""
-    ctx = web()
-    live = ctx.extensions.get("live")
-    if live is None:
-        with _feed_lock:
-            live = ctx.extensions.get("live")
-            if live is None:
-                live = ctx.extensions["live"] = LiveFeed(ctx.branch)
-    return live
+    return made_once(
+        "live",
+        lambda ctx: LiveFeed(
+            ctx.branch, per_user=ctx.settings.streams.per_user, max_total=ctx.settings.max_streams
+        ),
+    )
+
+
+# -- how often one may look up by ID number --------------------------------------------------------------
+
+DAY = 86400.0
+
+
+class IdLookupLimits:
+    """Look-ups by ID number per user and per source address, in this process's memory: at most
+    ``per_minute`` in any 60 s and ``per_day`` in any 24 h under each (pen test point 1: a masked
+    number's hidden digits must not be guessable faster than the audit log is read).  Refusals are
+    counted too; the ``alert_after``-th in 24 h under one key raises an alert, once a day."""
+
+    def __init__(self, settings: IdLookup) -> None:
+        self.settings = settings
+        self._calls: dict[str, collections.deque[float]] = {}
+        self._refusals: dict[str, collections.deque[float]] = {}
+        self._alerted: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def take(self, keys: list[str], now: float) -> tuple[float, str]:
+        """``(0, "")`` when a look-up may go ahead (counted under every key); else how many seconds
+        until it may, and which limit."""
+        per_minute, per_day = self.settings.per_minute, self.settings.per_day
+        with self._lock:
+            for key in keys:
+                calls = self._calls.setdefault(key, collections.deque())
+                while calls and calls[0] <= now - DAY:
+                    calls.popleft()
+                if len(calls) >= per_day:
+                    return calls[0] + DAY - now, f"{per_day} a day"
+                recent = [t for t in calls if t > now - 60]
+                if len(recent) >= per_minute:
+                    return recent[0] + 60 - now, f"{per_minute} a minute"
+            for key in keys:
+                self._calls[key].append(now)
+        return 0.0, ""
+
+    def refused(self, keys: list[str], now: float) -> list[tuple[str, int]]:
+        """Count a refusal under each key; the keys that have just reached the alert threshold, each
+        with its count of refusals in the last 24 h."""
+        due = []
+        with self._lock:
+            for key in keys:
+                refusals = self._refusals.setdefault(key, collections.deque())
+                while refusals and refusals[0] <= now - DAY:
+                    refusals.popleft()
+                refusals.append(now)
+                alerted = self._alerted.get(key)
+                if len(refusals) >= self.settings.alert_after and (alerted is None or alerted <= now - DAY):
+                    self._alerted[key] = now
+                    due.append((key, len(refusals)))
+        return due
+
+
+def id_limits() -> IdLookupLimits:
+    """This app's look-up counts (``extensions["id_lookup"]``), made on first use."""
+    return made_once("id_lookup", lambda ctx: IdLookupLimits(ctx.settings.id_lookup))
+
+
+def security_alert(who: Viewer, kind: str, detail: str) -> None:
+    """Tell the branch: an audit entry, the ``vipsense_security_alert`` hook (for routing to the
+    branch manager) and the consoles that receive alerts.  ``detail`` holds no ID or mobile number."""
+    audit(AuditAction.LOOKUP, f"security alert: {kind}", AuditResult.DENIED, detail, viewer=who)
+    web().branch.host.broadcast(
+        "vipsense_security_alert", kind=kind, actor=who.username, source=source(), detail=detail
+    )
+    feed().alert({"type": "alert", "kind": kind, "actor": who.username, "message": detail})
 
 
 # -- who may see which customer -----------------------------------------------------------------------
@@ -254,8 +339,14 @@ def page() -> Any:
         who=who,
         may_ack=who.may(Permission.VISITS_ACK),
         may_unmask=who.may(Permission.CUSTOMER_UNMASK),
+        may_search_id=who.may(Permission.CUSTOMER_SEARCH_ID),
         today=today().isoformat(),
     )
+
+
+def receives_alerts(who: Viewer) -> bool:
+    """Security alerts go to the branch manager's consoles (the role answerable for the branch)."""
+    return who.role is Role.BRANCH_MANAGER
 
 
 @bp.route("/console/events")
@@ -263,7 +354,12 @@ def page() -> Any:
 def events() -> Any:
     who = me()
     live = feed()
-    sub = live.subscribe(accepts(who))  # before the snapshot, so nothing falls in the gap
+    try:  # before the snapshot, so nothing falls in the gap
+        sub = live.subscribe(accepts(who), who.username, receives_alerts(who), still_valid(who))
+    except StreamRefused as exc:
+        response = refuse(exc.status, exc.message)
+        response.headers["Retry-After"] = "30"
+        return response
     try:
         first = snapshot(who, live)
     except Exception:
@@ -375,7 +471,12 @@ def unmask(customer_no: str) -> Any:
 @bp.route("/console/lookup", methods=["GET", "POST"])
 @require(Permission.CONSOLE_VIEW)
 def lookup() -> Any:
-    """Manual look-up by customer number or ID number; the query is audited masked, never echoed."""
+    """Manual look-up by customer number or ID number; the query is audited masked, never echoed.
+
+    By ID number (pen test point 1) only with ``customers.search_id``, by POST (an address ends up in
+    logs), for a whole number with the right check character, with a reason, and within the limits
+    per user and per address.  A number nobody has answers exactly like the number of a customer this
+    viewer may not see."""
     who = me()
     q = (request.values.get("q") or "").strip()
     reason = (request.values.get("reason") or "").strip()[:200]
@@ -385,7 +486,14 @@ def lookup() -> Any:
     if not by_id and not CUSTOMER_NO.fullmatch(q):
         return bad("enter a customer number (letters and digits) or an 18-character ID number")
     shown_query = f"id_number {mask_id_number(q)}" if by_id else q
-    found = find_by_id_number(q) if by_id else [c for c in (find_customer(q),) if c is not None]
+    if by_id:
+        q = q.upper()
+        refused = id_lookup_refused(who, q, reason, shown_query)
+        if refused is not None:
+            return refused
+        found = find_by_id_number(q)
+    else:
+        found = [c for c in (find_customer(q),) if c is not None]
     visible = [c for c in found if may_see(who, c)]
     hidden = [c.customer_no for c in found if not may_see(who, c)]
     if hidden:
@@ -398,6 +506,52 @@ def lookup() -> Any:
     customers = [customer_dict(c) for c in visible]
     status = 200 if customers else 404
     return answer("console_lookup.html", status, query=shown_query, customers=customers, searched=True)
+
+
+def id_lookup_refused(who: Viewer, id_number: str, reason: str, shown_query: str) -> Response | None:
+    """Why this look-up by ID number may not go ahead (an answer to send), or None when it may."""
+    keys = [f"user {who.username}", f"address {address()}"]
+    if not who.may(Permission.CUSTOMER_SEARCH_ID):
+        audit(AuditAction.LOOKUP, shown_query, AuditResult.DENIED, "denied: no right to search by ID number")
+        # the pen test's own attack (a lobby manager guessing): refused, and repeated, alerted
+        for key, count in id_limits().refused(keys, time.time()):
+            security_alert(
+                who,
+                "id_lookup_forbidden",
+                f"{count} look-ups by ID number in 24 h for {key} without the right to search by ID"
+                " number: guessing a masked number's digits? The audit log has each one.",
+            )
+        return refuse(
+            403,
+            f"{who.username} ({who.role.value}) may not search customers by ID number; look them up by"
+            " customer number",
+        )
+    if request.method != "POST":
+        return bad(
+            "send an ID number with the look-up form (POST), never in the address: addresses are logged"
+        )
+    if not valid_id_number(id_number):
+        return bad("this is not a valid ID number: check every digit (the last character is a check digit)")
+    if not reason:
+        audit(AuditAction.LOOKUP, shown_query, AuditResult.DENIED, "denied: no reason given")
+        return bad("say why you search by ID number (a reason is required and audited)")
+    now = time.time()
+    wait, limit = id_limits().take(keys, now)
+    if not wait:
+        return None
+    audit(
+        AuditAction.LOOKUP, shown_query, AuditResult.DENIED, f"denied: over the limit of {limit} ({reason})"
+    )
+    for key, count in id_limits().refused(keys, now):
+        security_alert(
+            who,
+            "id_lookup_limit",
+            f"{count} look-ups by ID number refused in 24 h for {key} (limit {limit}): guessing a masked"
+            " number's digits? The audit log has each one.",
+        )
+    response = refuse(429, f"too many look-ups by ID number ({limit} at most); try again later")
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
 
 
 @bp.route("/console/photo/<customer_no>")

@@ -8,6 +8,12 @@ dropped (its browser reconnects and gets a fresh snapshot) instead of slowing th
 
 Every event carries ``visit_id`` and ``arrived_unix`` (the wall-clock time of the arrival), so a
 client can measure push latency; ID and mobile numbers are masked before anything is queued.
+
+Each open stream holds a request thread, so one user cannot open more than ``web.streams.per_user``
+and all together no more than ``web.max_streams``, below ``web.threads`` (pen test point 13): a
+stream past a cap is refused (:class:`StreamRefused`).  A stream ends as soon as its session does
+(logout, revocation, lifetime), checked before each event and at each keep-alive.  Security alerts
+(:meth:`LiveFeed.alert`) go to the streams of viewers who receive them (the branch manager).
 """
 
 from __future__ import annotations
@@ -27,14 +33,14 @@ import attrs
 import vipsense
 
 from ..model import Acknowledgement, Customer, Visit
-from ..privacy import mask_id_number, mask_mobile
+from ..privacy import mask_id_number, mask_mobile, mask_personal_numbers
 
 if TYPE_CHECKING:
     from ..branch import Branch
 
 PLUGIN_NAME = "vipsense-web-live"
 QUEUE_SIZE = 100  #: events a subscriber may lag behind before it is dropped
-KEEPALIVE = 15.0  #: seconds between keep-alive comments (shorter than waitress' channel_timeout)
+KEEPALIVE = 15.0  #: seconds between keep-alive comments (and session checks); inside a proxy's read timeout
 REMEMBER = 2000  #: visits whose client manager is kept, to route their acknowledgements
 RETRY_MS = 3000  #: the browser's reconnect delay
 
@@ -42,15 +48,16 @@ _CLOSE = object()  #: queued to wake a stream when the feed closes
 
 
 def customer_dict(c: Customer | None) -> dict[str, Any] | None:
-    """A customer as the console shows it: ID and mobile numbers masked, the photo as a URL."""
+    """A customer as the console shows it: ID and mobile numbers masked, and so is any number of
+    their shape typed into the free text (an ID number in the name field), the photo as a URL."""
     if c is None:
         return None
     return {
         "customer_no": c.customer_no,
-        "name": c.name,
+        "name": mask_personal_numbers(c.name),
         "tier": c.tier,
-        "company": c.company,
-        "usual_business": c.usual_business,
+        "company": mask_personal_numbers(c.company),
+        "usual_business": mask_personal_numbers(c.usual_business),
         "id_number": mask_id_number(c.id_number),
         "mobile": mask_mobile(c.mobile),
         "client_manager": c.client_manager,
@@ -82,6 +89,15 @@ def sse(event: str, data: str, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
+class StreamRefused(Exception):
+    """A stream past a cap: ``status`` 429 (this user's) or 503 (the server's), and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 @attrs.define(eq=False)
 class Subscriber:
     """One open stream: its queue and whether it may see an event (a client manager: their own)."""
@@ -90,14 +106,22 @@ class Subscriber:
     queue: queue.Queue = attrs.Factory(lambda: queue.Queue(maxsize=QUEUE_SIZE))
     closed: bool = False
     dropped: bool = False
+    user: str = ""  #: whose stream (the per-user cap)
+    alerts: bool = False  #: receives security alerts
+    #: whether its session is still on; the stream ends when it is not
+    still_valid: Callable[[], bool] = lambda: True
 
 
 class LiveFeed:
     """Door events of one branch for the console streams; ``close()`` ends every stream promptly."""
 
-    def __init__(self, branch: Branch, keepalive: float = KEEPALIVE) -> None:
+    def __init__(
+        self, branch: Branch, keepalive: float = KEEPALIVE, per_user: int = 4, max_total: int = 32
+    ) -> None:
         self.branch = branch
         self.keepalive = keepalive
+        self.per_user = per_user
+        self.max_total = max_total
         self.closed = False
         self.last_id = 0
         self.dropped = 0  #: subscribers dropped for lagging, since start
@@ -186,13 +210,49 @@ class LiveFeed:
                 self._subs.discard(sub)
                 self.dropped += 1
 
-    def subscribe(self, accept: Callable[[str | None], bool]) -> Subscriber:
-        sub = Subscriber(accept)
+    def alert(self, event: dict[str, Any]) -> int:
+        """Queue a security alert for the streams that receive alerts; returns how many."""
+        with self._lock:
+            self.last_id += 1
+            event_id = self.last_id
+            subs = [s for s in self._subs if s.alerts and not s.closed]
+        event["id"] = event_id
+        event["sent_unix"] = time.time()
+        message = sse("alert", json.dumps(event, ensure_ascii=False, separators=(",", ":")), event_id)
+        for sub in subs:
+            try:
+                sub.queue.put_nowait(message)
+            except queue.Full:
+                self._drop(sub)
+        return len(subs)
+
+    def subscribe(
+        self,
+        accept: Callable[[str | None], bool],
+        user: str = "",
+        alerts: bool = False,
+        still_valid: Callable[[], bool] | None = None,
+    ) -> Subscriber:
+        """A new stream for ``user``; :class:`StreamRefused` past a cap."""
+        sub = Subscriber(accept, user=user, alerts=alerts, still_valid=still_valid or (lambda: True))
         with self._lock:
             if self.closed:
                 sub.closed = True
-            else:
-                self._subs.add(sub)
+                return sub
+            if len(self._subs) >= self.max_total:
+                raise StreamRefused(
+                    503,
+                    f"the branch web has {len(self._subs)} live streams open, the most it serves;"
+                    " try again in a minute",
+                )
+            mine = sum(1 for s in self._subs if s.user == user)
+            if user and mine >= self.per_user:
+                raise StreamRefused(
+                    429,
+                    f"{user} has {mine} live streams open already, the most for one person;"
+                    " close a console tab or window",
+                )
+            self._subs.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -215,9 +275,11 @@ class LiveFeed:
                 try:
                     item = sub.queue.get(timeout=self.keepalive)
                 except queue.Empty:
-                    yield ": keep-alive\n\n"
-                    continue
+                    item = ": keep-alive\n\n"
                 if item is _CLOSE:
+                    break
+                if not sub.still_valid():  # logged out, revoked or too old: nothing more goes out
+                    yield sse("ended", '{"reason":"session"}')
                     break
                 yield item
         finally:

@@ -33,9 +33,11 @@ and no customer record is ever read.
       "pipeline": {"reads", "reads_per_s", "stages": {"presence": {"count", "errors", "last_error",
                    "latency_ms_p50", "latency_ms_p99"}, ...}},
       "sync": {},                      # the replica refresh, when the profile has ``sync:``
-      "web": {"type": "waitress", "state", "reason", "since", "url", "threads"},
+      "web": {"type": "cheroot", "state", "reason", "since", "url", "threads"},
       "held": [{"visit_id", "epc", "reader_id", "arrived_at", "present",
-                "state": "waiting|unresolved"}]  # cards seen, identity stores not answering (yet)
+                "state": "waiting|unresolved"}],  # cards seen, identity stores not answering (yet)
+      "storage": {"state": "ok|degraded", "problem": "disk full at ...: outbox cannot be written; ...",
+                  "files": [{"name", "path", "cause", "error", "since", "held"}]}  # files not written
     }
 
 Keys are only ever added to this shape, never renamed or removed.
@@ -60,9 +62,9 @@ import attrs
 from flask import Blueprint, Response, render_template
 from flask.blueprints import BlueprintSetupState
 
-from ..audit import mask_personal_numbers
 from ..config.types import Secret
 from ..permissions import Permission
+from ..privacy import mask_personal_numbers
 from ..timezone import day_bounds, day_of, local
 from .auth import require, web
 
@@ -383,6 +385,7 @@ class StatusView:
                 {k: h.get(k) for k in ("visit_id", "epc", "reader_id", "arrived_at", "present", "state")}
                 for h in snap.get("held", [])
             ],
+            "storage": scrub(snap["storage"], self.secrets),
         }
         problems, down = judge(out, self.branch.profile.tz)
         replayed = bool(readers) and all(r["state"] in ("finished", "stopped") for r in readers)
@@ -487,6 +490,8 @@ def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str]
             f"{len(unresolved)} card(s) seen, identity stores not answering: whose they are is not known yet "
             f"(first at {clock_text(min(h['arrived_at'] for h in unresolved), tz)})"
         )
+    if status.get("storage", {}).get("state", "ok") != "ok":  # a full disk (vipsense.status.Storage)
+        problems.append(status["storage"]["problem"])
     if status["web"]["state"] not in ("ready", "unknown"):
         problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
     # a replay that reached its end is finished, not down: its page stays up for people to read

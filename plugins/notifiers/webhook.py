@@ -24,14 +24,18 @@ once: the outbox delivers at least once), ``X-Vipsense-Timestamp: <unix seconds>
     ok = ok and abs(time.time() - int(ts)) <= 300   # reject stale (replayed) posts
 
 A 2xx answer is a delivery.  4xx (but 408 and 429) fails for good (``DeliveryFailed(retry=False)``);
-5xx, 408, 429, timeouts and connection errors are retried by the outbox with backoff.  Neither the
-secret nor the body is ever logged.
+5xx, 408, 429, timeouts and connection errors are retried by the outbox with backoff.  Redirects are
+never followed: urllib would resend a POST that meets a 301, 302 or 303 as a GET without its body and
+count the answer as a delivery.  A 3xx is a failure that names where it pointed (without credentials
+or query); 301 and 308 (moved for good) fail for good, the others are retried.  Neither the secret nor
+the body is ever logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -47,6 +51,30 @@ from vipsense.signing import signed_headers
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
 DEFAULT_FIELDS = ("customer_no", "name", "tier", "company", "usual_business")
 _REASON_MAX = 120  #: characters of a response's status text kept in an error
+_LOCATION_MAX = 200  #: characters of a redirect's target kept in an error
+_MOVED_FOR_GOOD = (301, 308)  #: redirects that a retry cannot mend
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]+")  #: a Location is printable ASCII; anything else: %XX
+
+
+def bare_url(url: str) -> str:
+    """``url`` without credentials, query or fragment (any of them may hold a token): what status,
+    errors and logs show."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+
+
+def _percent(match: re.Match[str]) -> str:
+    # http.client reads header bytes as Latin-1, so each such character is one byte as sent
+    raw = b"".join(c.encode("latin-1") if ord(c) < 256 else c.encode("utf-8") for c in match.group())
+    return "".join(f"%{b:02X}" for b in raw)
+
+
+def redirect_target(base: str, location: str) -> str:
+    """Where a redirect pointed, fit for an error: resolved against ``base``, bare, anything
+    unprintable (a control character, an escape sequence) shown as ``%XX``, and cut short."""
+    shown = bare_url(urllib.parse.urljoin(base, location.strip()))
+    shown = _UNPRINTABLE.sub(_percent, shown)
+    return shown if len(shown) <= _LOCATION_MAX else shown[: _LOCATION_MAX - 3] + "..."
 
 
 def _check_url(instance: Any, attribute: Any, value: str) -> None:
@@ -97,13 +125,21 @@ class WebhookNotifier(Notifier):
         self.settings = settings
         self.ctx = ctx
         self._key = settings.secret.reveal().encode("utf-8")
-        parts = urllib.parse.urlsplit(settings.url)  # shown in status and errors: no credentials
-        self._where = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+        self._where = bare_url(settings.url)  # shown in status and errors: no credentials
         # the HTTP stack is imported when a webhook notifier is built, not by every command
         import ssl
-        from urllib.request import BaseHandler, HTTPSHandler, ProxyHandler, build_opener
+        from urllib.request import BaseHandler, HTTPRedirectHandler, HTTPSHandler, ProxyHandler, build_opener
 
-        handlers: list[BaseHandler] = [ProxyHandler({})]
+        class RefuseRedirects(HTTPRedirectHandler):
+            """Hands every 3xx back as an ``HTTPError``: followed, a POST would become a GET without its
+            body, and its answer would pass for a delivery; one that kept the body would hand its C2
+            fields to a receiver nobody vetted (``privacy-security.md`` §2, §4 item 8).  (Replaces
+            urllib's default handler.)"""
+
+            def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str):
+                return None
+
+        handlers: list[BaseHandler] = [ProxyHandler({}), RefuseRedirects()]
         if self._where.startswith("https:"):
             cafile = str(ctx.resolve(settings.ca_file)) if settings.ca_file else None
             handlers.append(HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
@@ -130,7 +166,21 @@ class WebhookNotifier(Notifier):
                 status = response.status
         except HTTPError as e:
             status, reason = e.code, str(e.reason or "")[:_REASON_MAX]
+            location = e.headers.get("Location") if e.headers is not None else None
             e.close()
+            if 300 <= status < 400:
+                self._health["last_error"] = f"HTTP {status} redirect"
+                retry = status not in _MOVED_FOR_GOOD
+                if not location:
+                    raise DeliveryFailed(
+                        f"{self._where} answered HTTP {status}, a redirect without a Location: not delivered",
+                        retry=retry,
+                    ) from None
+                target = redirect_target(self.settings.url, location)
+                raise DeliveryFailed(
+                    f"{self._where} redirected to {target} (HTTP {status}): not followed, not delivered",
+                    retry=retry,
+                ) from None
             retry = status >= 500 or status in (408, 429)
             self._health["last_error"] = f"HTTP {status}"
             raise DeliveryFailed(

@@ -337,6 +337,18 @@
       const a = JSON.parse(e.data);
       markAcknowledged(a.visit_id, a.staff_id);
     });
+    source.addEventListener("alert", (e) => {
+      // a security alert for the branch manager (e.g. look-ups by ID number refused past the limit)
+      const a = JSON.parse(e.data);
+      const node = $("security-alert");
+      node.textContent = "Security alert: " + a.message;
+      node.hidden = false;
+    });
+    source.addEventListener("ended", () => {
+      // the session ended (logout elsewhere, revoked, too old): stop, and log in again
+      source.close();
+      window.location.assign("/login?expired=1");
+    });
   }
 
   $("ack-btn").addEventListener("click", acknowledge);

@@ -3,9 +3,12 @@
 An SMS leaves the bank through the operator, so it says as little as does the job: time, name, tier,
 door, the client manager; and for a rejected or suspect card a clear alert with the last four
 characters of the ID number at most.  No phone number, no full ID number, no customer number in
-clear.  Whatever the data holds, :func:`vipsense.plugins.notifiers.gsm.at.mask_numbers` masks every
-phone- or ID-like run of digits in the finished text (``privacy-security.md`` §1: masked on every
-notification).
+clear.  Whatever the data holds, :func:`vipsense.privacy.mask_personal_numbers` masks every ID-,
+mobile- or landline-shaped number in the names that go in (however written: ``tel+86...``, spaces),
+and :func:`vipsense.plugins.notifiers.gsm.at.mask_numbers` every phone- or ID-like run of digits in the
+finished text (``privacy-security.md`` §1: masked on every notification).  Names and tiers go in
+through :func:`vipsense.privacy.printable`: a control character or a line break in the data is shown as
+an escape, never sent, so a text cannot carry a line the bank did not write.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from vipsense.model import Staff, Visit, VisitKind
-from vipsense.privacy import mask_id_number, mask_tail
+from vipsense.privacy import mask_id_number, mask_tail, printable, shown
 
 from .at import mask_numbers
 
@@ -75,15 +78,15 @@ _WORDS = {
 def _tier(tier: str | None, language: str) -> str:
     if not tier:
         return ""
-    return _TIERS_ZH.get(tier.lower(), tier) if language == "zh" else tier.upper()
+    return printable(_TIERS_ZH.get(tier.lower(), tier) if language == "zh" else tier.upper())
 
 
 def _who(visit: Visit, language: str) -> str:
     words = _WORDS[language]
     if visit.customer is not None:
-        name = visit.customer.name
+        name = shown(visit.customer.name)
     elif visit.card is not None:
-        name = words["unresolved"].format(mask_tail(visit.card.customer_no, 4))
+        name = words["unresolved"].format(printable(mask_tail(visit.card.customer_no, 4)))
     else:
         name = "?"
     tier = _tier(visit.tier, language)
@@ -96,7 +99,7 @@ def _id_tail(visit: Visit) -> str:
     """The last four characters of the ID number (what ``mask_id_number`` leaves), or ""."""
     if visit.customer is None:
         return ""
-    return mask_id_number(visit.customer.id_number).lstrip("*")
+    return printable(mask_id_number(visit.customer.id_number).lstrip("*"))
 
 
 def render(
@@ -110,7 +113,8 @@ def render(
     """The text for one visit.  Chinese texts go out as UCS2, others as GSM 7-bit where they can."""
     words = _WORDS[language]
     at = dt.datetime.fromtimestamp(visit.arrived_at, tz).strftime("%H:%M")  # the branch's clock
-    where = words["at"].format(visit.arrival.reader_id)
+    where = words["at"].format(printable(visit.arrival.reader_id))
+    branch_name = printable(branch_name)
     stale = words["stale"] if visit.stale else ""
     if visit.kind is VisitKind.UNRESOLVED:
         seen = words["card_seen_text"].format(visit.arrival.epc[-4:])
@@ -132,7 +136,7 @@ def render(
         manager = ""
         cm = visit.customer.client_manager if visit.customer else None
         if cm:
-            manager = words["manager"].format(staff[cm].name if cm in staff else cm)
+            manager = words["manager"].format(shown(staff[cm].name if cm in staff else cm))
         if language == "zh":
             text = f"{at} {words['arrival']}：{_who(visit, language)}{where}。{stale}{manager}"
         else:

@@ -126,12 +126,13 @@ class Agent:
         self._acker = threading.Thread(target=self._ack_loop, name="pda-acks", daemon=True)
 
     def say(self, text: str) -> None:
-        """Print to the PDA's screen.  A screen that is gone (the pipe of a parent killed with
-        ``kill -9``) must not stop the agent from withdrawing its advertisement: it is silenced."""
+        """Print to the PDA's screen, every line made printable first (:func:`.display.screen`): much
+        of what is shown came from the network.  A screen that is gone (the pipe of a parent killed
+        with ``kill -9``) must not stop the agent from withdrawing its advertisement: it is silenced."""
         if self._screen_gone:
             return
         try:
-            self.out.write(text)
+            self.out.write(display.screen(text))
         except (BrokenPipeError, ConnectionResetError):
             self._screen_gone = True
             with contextlib.suppress(OSError, ValueError):  # so the flush at exit does not fail too
@@ -153,7 +154,8 @@ class Agent:
             f"push server: http://{self.interface}:{self.server.port}{PUSH_PATH}"
         )
         for w in self.state.waiting():
-            self.say(f"still to acknowledge (from before a restart): {w.get('label', '')} [{w['key']}]")
+            key = display.clean(w["key"])
+            self.say(f"still to acknowledge (from before a restart): {w.get('label', '')} [{key}]")
         self._acker.start()
         self.zc = open_zeroconf([self.interface])
         txt = pda_txt(
@@ -219,10 +221,11 @@ class Agent:
             note = f" (hub instance {hub.instance}, not {bound}: ignored)"
         else:
             note = ""
+        branch = display.clean(hub.branch)  # anyone on the LAN can announce a hub: keep to one line
         if peer.state == "gone":
-            self.say(f"hub gone: {hub.branch} at {peer.address}:{peer.port}{note}")
+            self.say(f"hub gone: {branch} at {peer.address}:{peer.port}{note}")
         elif peer.state == "appeared":
-            self.say(f"hub found: {hub.branch} at {peer.address}:{peer.port}{note}")
+            self.say(f"hub found: {branch} at {peer.address}:{peer.port}{note}")
 
     def _follow(self, old: str, new: str, service_name: str) -> None:
         moved = self.binding.follow(old, new, service_name)
@@ -349,7 +352,7 @@ class Agent:
                 self._wake.wait(max(0.0, min([1.0, *waits])))
 
     def _post_ack(self, ack: dict[str, Any]) -> None:
-        key = ack["key"]
+        key = display.clean(ack["key"])
         try:
             reply = post_signed(ack["url"], self._key, encode(ack["doc"]), ACK_TIMEOUT)
         except (Unreachable, ValueError) as exc:
@@ -375,7 +378,7 @@ class Agent:
         failures = self._backoff.get(ack["key"], (0.0, 0))[1] + 1
         delay = min(ACK_FIRST * 2 ** (failures - 1), ACK_MAX)
         self._backoff[ack["key"]] = (time.monotonic() + delay, failures)
-        self.say(f"ack not sent: {ack['key']}: {why}; retrying in {delay:g} s")
+        self.say(f"ack not sent: {display.clean(ack['key'])}: {display.clean(why)}; retrying in {delay:g} s")
         if moved:
             self._follow_hub(ack)
 

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,11 +25,17 @@ import attrs
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceInfo
 
+from .protocol import UnusableTxt, decode_txt
+
 log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT_MS = 3000
 REGISTER_TIMEOUT = 15.0  #: seconds: probing and announcing take about 1.5 s; more means a stuck loop
 KEEP_GONE = 200  #: entries of departed peers kept for the status page
+KEEP_LOGGED = 1000  #: (record, reason) pairs remembered so that each ignored record is logged once
+#: categories of ignored records that say something is wrong (logged as warnings); the others are
+#: a neighbour's business (another branch, another demo's hub instance), logged for information
+WRONG = frozenset({"unusable", "other_proto"})
 
 
 def check_interfaces(values: Iterable[str]) -> list[str]:
@@ -186,6 +193,11 @@ class Directory:
     zeroconf's own event loop and keep a reference to it.  ``parse(txt, port)`` turns a TXT record
     into what the owner needs, or raises ``ValueError`` (with a ``category`` attribute, see
     :class:`.protocol.UnusableTxt`) to have the instance ignored and counted.
+
+    Before ``parse`` sees it, a record is refused (category ``unusable``) when its instance name or
+    TXT record is not UTF-8, its SRV port is 0, or it has no usable IPv4 address.  Each ignored
+    record is logged once with the reason (again only after it was usable meanwhile, or for another
+    reason); every value from the record is quoted with ``repr`` so a log line cannot be forged.
     """
 
     def __init__(
@@ -194,14 +206,17 @@ class Directory:
         type_: str,
         parse: Callable[[dict[str, str], int], Any],
         on_change: Callable[[Peer], None] | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.zc = zc
         self.type = type_
         self._parse = parse
         self._on_change = on_change
+        self._log = logger or log
         self._lock = threading.RLock()  #: re-entrant: ``wait``'s condition may read the table
         self._peers: dict[str, Peer] = {}
         self._ignored: dict[str, tuple[str, str]] = {}  #: name -> (category, reason)
+        self._logged: OrderedDict[tuple[str, str], None] = OrderedDict()  #: (name, reason) logged
         self._generation: dict[str, int] = {}
         self._tasks: set[concurrent.futures.Future] = set()
         self.changed = threading.Condition(self._lock)  #: notified on every change (tests wait on it)
@@ -244,26 +259,30 @@ class Directory:
         if not info.load_from_cache(self.zc) and not await info.async_request(self.zc, RESOLVE_TIMEOUT_MS):
             log.debug("could not resolve %s", name)
             return
-        addresses = [a for a in info.parsed_addresses(IPVersion.V4Only) if _usable(a)]
-        if not addresses or info.port is None:
-            log.debug("%s has no usable IPv4 address", name)
+        if info.port is None:
+            log.debug("%s has no SRV record", name)
             return
-        txt = {k: v or "" for k, v in info.decoded_properties.items()}
-        now = time.time()
+        addresses = [a for a in info.parsed_addresses(IPVersion.V4Only) if _usable(a)]
         try:
+            if "\ufffd" in name:  # zeroconf decodes a label that is not UTF-8 with replacements
+                raise UnusableTxt("the instance name is not UTF-8")
+            if not addresses:
+                raise UnusableTxt("no usable IPv4 address")
+            if info.port == 0:
+                raise UnusableTxt("SRV port 0")
+            txt = decode_txt(info.properties)
             parsed = self._parse(txt, info.port)
         except ValueError as exc:
-            with self._lock:
-                if self._generation.get(name) == generation:
-                    self._ignored[name] = (getattr(exc, "category", "unusable"), str(exc))
-                    self._peers.pop(name, None)
-                    self.changed.notify_all()
+            self._ignore(name, generation, getattr(exc, "category", "unusable"), str(exc))
             return
+        now = time.time()
         instance = name[: -len(self.type) - 1]
         with self._lock:
             if self._generation.get(name) != generation:  # removed (or changed again) meanwhile
                 return
             self._ignored.pop(name, None)
+            for seen in [k for k in self._logged if k[0] == name]:  # usable now: log a relapse again
+                del self._logged[seen]
             old = self._peers.get(name)
             if old is not None and old.state != "gone":
                 old.address, old.port, old.txt, old.parsed = addresses[0], info.port, txt, parsed
@@ -275,6 +294,23 @@ class Directory:
                 )
             self.changed.notify_all()
         self._notify(peer)
+
+    def _ignore(self, name: str, generation: int, category: str, reason: str) -> None:
+        """Put ``name`` in the ignored list (unless it changed meanwhile) and log it, once per reason."""
+        with self._lock:
+            if self._generation.get(name) != generation:
+                return
+            self._ignored[name] = (category, reason)
+            self._peers.pop(name, None)
+            self.changed.notify_all()
+            first = (name, reason) not in self._logged
+            if first:
+                self._logged[(name, reason)] = None
+                while len(self._logged) > KEEP_LOGGED:
+                    self._logged.popitem(last=False)
+        if first:
+            level = logging.WARNING if category in WRONG else logging.INFO
+            self._log.log(level, "ignored %s record %r: %s", self.type, name[: -len(self.type) - 1], reason)
 
     def _notify(self, peer: Peer) -> None:
         if self._on_change is not None:

@@ -1,14 +1,20 @@
 """How a PDA shows one push in a terminal: a framed block a busy lobby manager reads at a glance.
 
-Text from the network is stripped of control characters before it is printed, so a push cannot
-move the cursor or change the terminal; an ID number that somehow arrives unmasked is masked here
-too (defence in depth: the hub already masks it).
+Everything the agent prints goes through :func:`printable` first (its ``say``), and every value from
+the network through :func:`clean` before it is put in a line: a push or a zeroconf record must not be
+able to move the cursor, retitle or recolour the terminal, reorder text, or forge a line of the block.
+So escape sequences are dropped whole (CSI, OSC, DCS and the rest, in their ESC and C1 forms), other
+control characters become spaces (a newline in a name stays on its line), and format characters go
+(the bidirectional overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width characters).
+An ID number that somehow arrives unmasked is masked here too (defence in depth: the hub already
+masks it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Any
 
 from vipsense.privacy import MASK_CHAR, mask_id_number
@@ -17,15 +23,46 @@ from .protocol import EVENT_TITLES
 
 HINT = "press Enter (or a) to acknowledge"
 REF_LABEL = "Ref"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 WIDTH = 46
+#: An escape sequence as a terminal (ECMA-48) reads it, in its 7-bit (ESC ...) or 8-bit (C1) form.
+_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"  # CSI: parameters, intermediates, final
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC DCS SOS PM APC
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"  # any other ESC sequence
+)
+#: Unicode categories replaced by a space (controls, line and paragraph separators) or dropped
+#: (format characters such as the bidi overrides, and lone surrogates, which cannot even be encoded).
+_AS_SPACE = frozenset({"Cc", "Zl", "Zp"})
+_DROPPED = frozenset({"Cf", "Cs"})
+
+
+def printable(text: str) -> str:
+    """``text`` without escape sequences, control or format characters; line breaks become spaces.
+    Private-use and unassigned characters stay: rare characters in Chinese names use them."""
+    text = _ESCAPE.sub("", text)
+    out = []
+    for char in text:
+        if char.isprintable():  # the quick path: most characters
+            out.append(char)
+            continue
+        category = unicodedata.category(char)
+        if category in _AS_SPACE:
+            out.append(" ")
+        elif category not in _DROPPED:
+            out.append(char)
+    return "".join(out)
+
+
+def screen(text: str) -> str:
+    """A block of lines as the agent prints it: each line made :func:`printable`, the line breaks kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def clean(value: Any) -> str:
-    """A value fit to print: a string without control characters, or ``-``."""
+    """A value from the network fit to put in one line: :func:`printable`, trimmed, or ``-``."""
     if value is None or value == "":
         return "-"
-    return _CONTROL.sub(" ", str(value)).strip() or "-"
+    return printable(str(value)).strip() or "-"
 
 
 def masked_id(value: Any) -> str:

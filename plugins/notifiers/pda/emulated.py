@@ -19,6 +19,7 @@ from pathlib import Path
 from vipsense.output import Output
 
 from .agent import KEY_ENV
+from .display import printable
 from .settings import EmulatedPda
 
 MODULE = "vipsense.plugins.notifiers.pda.agent"
@@ -87,8 +88,8 @@ class EmulatedAgent:
         finally:
             self._started.set()
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.write(f"[{self.pda.name}] {line.rstrip()}")
+        for line in self.proc.stdout:  # stderr too: a log line may quote what a zeroconf record said
+            self.output.write(f"[{self.pda.name}] {printable(line.rstrip())}")
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

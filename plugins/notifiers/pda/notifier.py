@@ -8,6 +8,15 @@ names the recipient's staff id and this branch; the table only says where to kno
 does the rest.  Nobody there, or no answer: ``DeliveryFailed(retry=True)``, and the core's outbox
 tries again with backoff until the notification's TTL.
 
+The pushes of one ``send`` run at once, each on its own thread with its own deadline
+(``push_timeout``, connect to last byte), and ``send`` returns as soon as one PDA has shown the
+notification.  So a PDA that accepts the connection and never answers (a hung handheld, or anyone on
+the LAN announcing a staff id) delays no other PDA's push; its own push ends at its deadline and is
+logged then.  The core sends one notification after another, so a ``send`` that waits also holds
+up the notifications queued behind it: a PDA whose last push got no answer by its deadline is
+therefore still pushed to but not waited for, until it answers again.  A silent PDA costs the
+notifier's thread one deadline, not one per notification and retry.
+
 Each start is a new hub instance with a random id, announced in the TXT record and carried in every
 push, so a PDA takes pushes from its own hub only.  A profile whose PDAs are all emulated may leave
 ``key`` out: the notifier then makes a key for this run and hands it to its own agents only.
@@ -15,11 +24,14 @@ push, so a PDA takes pushes from its own hub only.  A profile whose PDAs are all
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+import attrs
 
 from vipsense.api import DeliveryFailed, DeliveryResult, Notifier, PluginContext
 from vipsense.model import DeliveryState, Notification
@@ -34,6 +46,7 @@ from .discovery import (
     host_name,
     open_zeroconf,
 )
+from .display import clean, printable
 from .emulated import EmulatedAgent
 from .protocol import (
     ACK_PATH,
@@ -58,8 +71,59 @@ from .transport import JsonHandler, Reply, Server, Unreachable, post_signed
 
 _REASON_MAX = 160
 EMULATED_WAIT = 10.0  #: seconds the notifier waits at start for its emulated PDAs to be found
+PUSH_GRACE = 1.0  #: seconds past ``push_timeout`` that ``send`` waits for a push thread to report
 #: answers that mean "not now, or not this PDA": the table was out of date, or the PDA is busy
 RETRY_STATUSES = (403, 408, 409, 429, MISDIRECTED)
+
+
+PeerKey = tuple[str, str, int]  #: a PDA as pushed to: service name, address, port
+
+
+def peer_key(peer: Peer) -> PeerKey:
+    return (peer.name, peer.address, peer.port)
+
+
+@attrs.frozen
+class Outcome:
+    """How one push of one notification to one PDA went."""
+
+    peer: PeerKey
+    shown: str = ""  #: for the delivery's detail when the PDA took it, else empty
+    error: str = ""  #: why not, when it did not
+    retry: bool = False  #: whether a retry may mend that
+    silent: bool = False  #: no answer by the deadline: the PDA is not waited for until it answers
+
+
+class PushRound:
+    """The pushes of one ``send``: outcomes go to ``send`` until it stops collecting (``close``);
+    after that each push thread reports its own outcome (logged, and in ``last_error``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._open = True
+
+    def report(self, outcome: Outcome) -> bool:
+        """Hand ``outcome`` to ``send``; ``False`` when ``send`` has already returned."""
+        with self._lock:
+            if self._open:
+                self._outcomes.put(outcome)
+            return self._open
+
+    def next(self, timeout: float) -> Outcome | None:
+        try:
+            return self._outcomes.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close(self) -> list[Outcome]:
+        """Stop collecting; the outcomes reported meanwhile."""
+        with self._lock:
+            self._open = False
+            left: list[Outcome] = []
+            while not self._outcomes.empty():
+                left.append(self._outcomes.get_nowait())
+            return left
 
 
 class PdaNotifier(Notifier):
@@ -87,6 +151,7 @@ class PdaNotifier(Notifier):
             0,
         )
         self.last_error = ""
+        self._silent: set[PeerKey] = set()  #: PDAs whose last push got no answer: not waited for
         self.hub_service = ""  #: the registered instance name, once announced
         self.agents: list[EmulatedAgent] = []
         self.servers: list[Server] = []
@@ -119,7 +184,9 @@ class PdaNotifier(Notifier):
         )
         self._announcing = threading.Thread(target=self._announce, name="pda-hub-announce", daemon=True)
         self._announcing.start()  # probing takes ~1.5 s: the branch does not wait for it
-        self.pdas = Directory(self.zc, PDA_TYPE, self._parse_pda, on_change=self._pda_changed)
+        self.pdas = Directory(
+            self.zc, PDA_TYPE, self._parse_pda, on_change=self._pda_changed, logger=self.ctx.log
+        )
         for i, pda in enumerate(self.settings.emulate):
             data_dir = self.ctx.data_dir / f"{self.ctx.item_id}-emulated-pda-{i + 1}"
             self.agents.append(
@@ -176,8 +243,8 @@ class PdaNotifier(Notifier):
 
     def _pda_changed(self, peer: Peer) -> None:  # zeroconf's thread: log and return
         pda = peer.parsed
-        self.ctx.log.info(
-            "PDA %s %r: staff %s (%s) at %s:%s",
+        self.ctx.log.info(  # staff and role as the record said them: quoted, so no line can be forged
+            "PDA %s %r: staff %r (%r) at %s:%s",
             peer.state,
             peer.instance,
             pda.staff,
@@ -209,33 +276,31 @@ class PdaNotifier(Notifier):
 
     def send(self, notification: Notification) -> DeliveryResult:
         staff = notification.recipient.id
-        peers = [p for p in (self.pdas.peers() if self.pdas else []) if p.parsed.staff == staff]
+        present = self.pdas.peers() if self.pdas else []
+        peers = [p for p in present if p.parsed.staff == staff]
         if not peers:
             raise self._failed(f"no PDA of staff {staff} is on the network", retry=True, count=False)
-        shown: list[str] = []
-        errors: list[str] = []
-        retry = False
-        for peer in peers:
-            where = f"PDA {peer.instance!r} ({peer.address}:{peer.port})"
-            try:
-                reply = self._push(peer, notification)
-            except Unreachable as exc:
-                errors.append(f"{where}: {exc}")
-                retry = True
-                continue
-            status = reply.status
-            why = str((reply.doc or {}).get("error", ""))[:_REASON_MAX]
-            if 200 <= status < 300:
-                again = bool((reply.doc or {}).get("duplicate"))
-                shown.append(f"{peer.instance} ({'already shown' if again else 'shown'})")
-                self.ctx.log.info("pushed %s to %s in %.0f ms", notification.key, where, reply.elapsed * 1000)
-            elif status == 401:
-                errors.append(f"{where}: PDA rejected the signature: check the branch key ({why})")
-            elif status >= 500 or status in RETRY_STATUSES:
-                errors.append(f"{where} answered HTTP {status} {why}".rstrip())  # a stale table, or busy
-                retry = True
-            else:
-                errors.append(f"{where} answered HTTP {status} {why}".rstrip())
+        with self._lock:
+            self._silent &= {peer_key(p) for p in present}  # forget PDAs that left the table
+            waited = {peer_key(p) for p in peers} - self._silent
+        pushes = PushRound()
+        for peer in peers:  # all at once, each with its own deadline: no PDA waits for another
+            threading.Thread(
+                target=self._push_one,
+                args=(peer, notification, pushes),
+                name=f"pda-push:{peer.address}:{peer.port}",
+                daemon=True,
+            ).start()
+        outcomes: list[Outcome] = []
+        limit = time.monotonic() + float(self.settings.push_timeout) + PUSH_GRACE
+        while waited - {o.peer for o in outcomes} and not any(o.shown for o in outcomes):
+            outcome = pushes.next(limit - time.monotonic())
+            if outcome is None:  # a push thread overran its deadline: it reports itself later
+                break
+            outcomes.append(outcome)
+        outcomes += pushes.close()  # and what came in meanwhile, from the PDAs not waited for too
+        shown = [o.shown for o in outcomes if o.shown]
+        errors = [o.error for o in outcomes if o.error]
         if shown:
             with self._lock:
                 self.counts["pushes_ok"] += 1
@@ -248,7 +313,55 @@ class PdaNotifier(Notifier):
                 self.ctx.clock.wall(),
                 detail,
             )
+        answered = {o.peer for o in outcomes}
+        timeout = float(self.settings.push_timeout)
+        for peer in peers:
+            if peer_key(peer) in answered:
+                continue
+            where = self._where(peer)
+            if peer_key(peer) in waited:
+                errors.append(f"{where}: no answer within {timeout:g} s")
+            else:
+                errors.append(f"{where}: no answer to its last push; pushed again, not waited for")
+        retry = len(answered) < len(peers) or any(o.retry for o in outcomes)
         raise self._failed("; ".join(errors), retry=retry)
+
+    @staticmethod
+    def _where(peer: Peer) -> str:
+        return f"PDA {peer.instance!r} ({peer.address}:{peer.port})"
+
+    def _push_one(self, peer: Peer, notification: Notification, pushes: PushRound) -> None:
+        """One push, on its own thread: its outcome to ``send``, or logged if ``send`` has returned."""
+        where, key = self._where(peer), peer_key(peer)
+        try:
+            outcome = self._judge(where, peer, self._push(peer, notification), notification)
+        except Unreachable as exc:
+            outcome = Outcome(key, error=f"{where}: {exc}", retry=True, silent=exc.timed_out)
+        except Exception as exc:  # a thread of ours must not die silently
+            self.ctx.log.exception("pushing %s to %s failed", notification.key, where)
+            outcome = Outcome(key, error=f"{where}: {type(exc).__name__}", retry=True)
+        with self._lock:
+            if outcome.silent:
+                self._silent.add(key)
+            else:
+                self._silent.discard(key)
+        if pushes.report(outcome) or not outcome.error:
+            return
+        self.ctx.log.info("push of %s ended after send() had returned: %s", notification.key, outcome.error)
+        with self._lock:
+            self.last_error = outcome.error
+
+    def _judge(self, where: str, peer: Peer, reply: Reply, notification: Notification) -> Outcome:
+        key, status = peer_key(peer), reply.status
+        why = printable(str((reply.doc or {}).get("error", ""))).strip()[:_REASON_MAX]
+        if 200 <= status < 300:
+            again = bool((reply.doc or {}).get("duplicate"))
+            self.ctx.log.info("pushed %s to %s in %.0f ms", notification.key, where, reply.elapsed * 1000)
+            return Outcome(key, shown=f"{clean(peer.instance)} ({'already shown' if again else 'shown'})")
+        if status == 401:
+            return Outcome(key, error=f"{where}: PDA rejected the signature: check the branch key ({why})")
+        retry = status >= 500 or status in RETRY_STATUSES  # a stale table, or busy
+        return Outcome(key, error=f"{where} answered HTTP {status} {why}".rstrip(), retry=retry)
 
     def _push(self, peer: Peer, notification: Notification) -> Reply:
         def body(local: str) -> bytes:

@@ -48,7 +48,7 @@ from typing import Any
 import attrs
 
 from vipsense.model import Notification, Role, event_of
-from vipsense.privacy import mask_id_number
+from vipsense.privacy import mask_id_number, mask_personal_numbers
 
 PROTO = "2"  #: 2 added the hub instance; see docs/pda.md
 TXTVERS = "1"
@@ -166,6 +166,26 @@ class UnusableTxt(ValueError):
         self.category = category
 
 
+def decode_txt(properties: Mapping[bytes, bytes | None]) -> dict[str, str]:
+    """A TXT record's raw properties as text: keys ASCII, values UTF-8 (RFC 6763 §6.4-6.5), a key
+    without ``=`` as an empty value.  Raises :class:`UnusableTxt` naming the first key that is not:
+    a record decoded with replacement characters would be a different record."""
+    txt: dict[str, str] = {}
+    for key, value in properties.items():
+        try:
+            txt[key.decode("ascii")] = (value or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnusableTxt(f"TXT {key!r} is not UTF-8") from None
+    return txt
+
+
+def check_port(port: int, where: str) -> int:
+    """``port`` if a peer can listen on it (1-65535); :class:`UnusableTxt` otherwise."""
+    if not 1 <= port <= 65535:
+        raise UnusableTxt(f"{where} port {port} is out of range (1 to 65535)")
+    return port
+
+
 def parse_pda_txt(props: Mapping[str, str | None], srv_port: int) -> PdaTxt:
     """A PDA's TXT properties as :class:`PdaTxt`; raises :class:`UnusableTxt`."""
     if props.get("proto") != PROTO:
@@ -173,10 +193,13 @@ def parse_pda_txt(props: Mapping[str, str | None], srv_port: int) -> PdaTxt:
     missing = [k for k in ("staff", "branch") if not props.get(k)]
     if missing:
         raise UnusableTxt(f"TXT lacks {', '.join(missing)}")
-    try:
-        port = int(props.get("port") or srv_port)
-    except ValueError:
-        raise UnusableTxt(f"TXT port {props.get('port')!r} is not a number") from None
+    text = props.get("port")
+    if text:
+        if not re.fullmatch(r"[0-9]+", text):  # int() would take "+80", " 80" and other digits
+            raise UnusableTxt(f"TXT port {text!r} is not a number")
+        port = check_port(int(text), "TXT")
+    else:
+        port = check_port(srv_port, "SRV")
     role = props.get("role") or ""
     hub = props.get("hub") or ""
     if hub and not _INSTANCE.fullmatch(hub):
@@ -220,8 +243,8 @@ def iso_utc(at: float) -> str:
 
 
 def push_body(notification: Notification, branch_id: str, ack_url: str, *, hub: str) -> dict[str, Any]:
-    """The JSON document of one push from hub instance ``hub``.  The customer's ID number is masked;
-    the mobile is left out.
+    """The JSON document of one push from hub instance ``hub``.  The customer's ID number is masked,
+    and so is any ID- or phone-shaped number in the free text; the mobile is left out.
 
     ``expires_at`` tells the PDA how long to remember the key (it will never be sent after that).
     """
@@ -230,6 +253,9 @@ def push_body(notification: Notification, branch_id: str, ack_url: str, *, hub: 
     if visit.customer is not None:
         c = visit.customer
         customer = {f: getattr(c, f) for f in CUSTOMER_FIELDS if f != "id_number"}
+        for free_text in ("name", "company", "usual_business"):  # an ID typed into a name, say
+            if customer[free_text]:
+                customer[free_text] = mask_personal_numbers(customer[free_text])
         customer["id_number"] = mask_id_number(c.id_number) or None
     return {
         "proto": int(PROTO),

@@ -3,13 +3,18 @@
 The standard library only (``http.client``, ``http.server``): a handheld needs nothing else.  No proxy
 is ever consulted (the peers are on the LAN), bodies are capped at :data:`protocol.MAX_BODY`, and the
 key is used for signing only: it is never logged or put in an error.
+
+Every request has one deadline, connect to last byte.  A socket timeout alone bounds each read, not
+the whole answer: a peer that sends one byte a second would hold the caller for as long as it liked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -32,7 +37,34 @@ class Reply:
 
 
 class Unreachable(OSError):
-    """The peer did not answer: refused, timed out, reset.  The text says which."""
+    """The peer did not answer: refused, timed out, reset.  The text says which; ``timed_out`` is
+    true when the deadline passed without an answer (the peer may be listening and silent)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class _Deadline:
+    """Cuts a connection's socket when its deadline passes, so whatever reads or writes it fails
+    at once (``expired`` then says why).  A timer thread, not a per-read timeout (see above)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, left: float) -> None:
+        self.expired = threading.Event()
+        self._conn = conn
+        self._timer = threading.Timer(max(0.0, left), self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        self.expired.set()
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def post_signed(
@@ -43,16 +75,18 @@ def post_signed(
     headers: Mapping[str, str] | None = None,
 ) -> Reply:
     """POST ``body`` signed with ``key``.  ``body`` may be a function of our local address, called
-    once connected, so a push can tell the PDA the hub address that reaches it.  Raises
-    :class:`Unreachable`."""
+    once connected, so a push can tell the PDA the hub address that reaches it.  ``timeout`` is the
+    deadline for all of it, connect to last byte.  Raises :class:`Unreachable`."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"expected an http:// URL, got {url!r}")
     start = time.monotonic()
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    deadline: _Deadline | None = None
     try:
         try:
             conn.connect()
+            deadline = _Deadline(conn, timeout - (time.monotonic() - start))
             local = conn.sock.getsockname()[0]
             data = body(local) if callable(body) else body
             all_headers = {"Content-Type": "application/json", **(headers or {})}
@@ -61,12 +95,18 @@ def post_signed(
             response = conn.getresponse()
             raw = response.read(MAX_BODY)
         except TimeoutError:
-            raise Unreachable(f"no answer within {timeout:g} s") from None
+            raise Unreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         except ConnectionRefusedError:
             raise Unreachable("connection refused") from None
         except (OSError, http.client.HTTPException) as exc:
+            if deadline is not None and deadline.expired.is_set():
+                raise Unreachable(f"no answer within {timeout:g} s", timed_out=True) from None
             raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        if deadline.expired.is_set():  # cut just as the last byte came: too late all the same
+            raise Unreachable(f"no answer within {timeout:g} s", timed_out=True)
     finally:
+        if deadline is not None:
+            deadline.cancel()
         conn.close()
     try:
         doc = json.loads(raw.decode("utf-8")) if raw else None
@@ -81,17 +121,29 @@ def hub_instance_at(url: str, timeout: float) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"expected an http:// URL, got {url!r}")
+    start = time.monotonic()
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    deadline: _Deadline | None = None
     try:
+        conn.connect()
+        deadline = _Deadline(conn, timeout - (time.monotonic() - start))
         conn.request("GET", parts.path or "/")
         response = conn.getresponse()
         response.read(MAX_BODY)
+        if deadline.expired.is_set():
+            raise Unreachable(f"no answer within {timeout:g} s", timed_out=True)
         return response.getheader(HUB_HEADER) or ""
     except TimeoutError:
-        raise Unreachable(f"no answer within {timeout:g} s") from None
+        raise Unreachable(f"no answer within {timeout:g} s", timed_out=True) from None
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, Unreachable):
+            raise
+        if deadline is not None and deadline.expired.is_set():
+            raise Unreachable(f"no answer within {timeout:g} s", timed_out=True) from None
         raise Unreachable(f"{type(exc).__name__}: {exc}") from None
     finally:
+        if deadline is not None:
+            deadline.cancel()
         conn.close()
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vipsense.crypto import FieldCipher
 from vipsense.records import CsvFileError, CsvTable, ImportResult, count_csv_rows
 
 from .schema import storage_converter, upsert_sql
@@ -31,8 +32,13 @@ def import_csv(
     progress: Callable[[int, int], None] | None = None,
     *,
     batch: int = IMPORT_BATCH,
+    cipher: FieldCipher | None = None,
 ) -> ImportResult:
     """Upsert a customers (or, with an ``epc`` column, cards) CSV file into ``db``, streaming.
+
+    ID and mobile numbers are sealed with ``cipher``, by default the one of ``db`` when it is a
+    :class:`SqliteStore`'s connection (``store.db``); a connection without one is refused, so nothing
+    is ever written in clear.
 
     A bad row is rejected with its line and reason and the import goes on; an unknown, duplicated or
     missing required column refuses the whole file with :class:`CsvImportError` before anything is
@@ -46,6 +52,9 @@ def import_csv(
     Normal operation never changes ``synchronous``.
     """
     path = Path(path)
+    cipher = cipher or getattr(db, "cipher", None)
+    if cipher is None:
+        raise TypeError("import_csv needs the store's cipher: pass the store's connection or cipher=")
     total = count_csv_rows(path) if progress else 0
     try:
         table = CsvTable(path)
@@ -53,8 +62,8 @@ def import_csv(
         raise CsvImportError(str(exc)) from None
     result = table.result
     with table:
-        sql = upsert_sql(table.kind, table.columns, seed=True)
-        store = storage_converter(table.kind, table.columns)
+        columns, store = storage_converter(table.kind, table.columns, cipher)
+        sql = upsert_sql(table.kind, columns, seed=True)
         saved_sync = db.execute("PRAGMA synchronous").fetchone()[0]
         db.execute("PRAGMA synchronous=OFF")
         try:

@@ -5,6 +5,10 @@ column, else as customers.
 A seed never undoes the card registry's work: a card that has a history (issued, reported lost,
 revoked or reissued through the registry) keeps its status whatever the seed says, and consent recorded
 at a card issue stays unless the seed itself says otherwise.
+
+A YAML seed's values pass the checks a CSV import's do (:mod:`vipsense.records`: lengths, a plain
+customer number, text without control characters), and its ID and mobile numbers are sealed like
+every other write (:func:`.schema.seal_row`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,19 @@ import attrs
 from vipsense.avatar import avatar_svg
 from vipsense.config.structure import INVALID, Structurer
 from vipsense.config.yamlload import load_profile_yaml
+from vipsense.crypto import FieldCipher
 from vipsense.model import CardStatus, Photo
-from vipsense.records import CARD_COLUMNS, CUSTOMER_COLUMNS
+from vipsense.records import (
+    CARD_COLUMNS,
+    CUSTOMER_COLUMNS,
+    FieldError,
+    check_length,
+    parse_customer_no,
+    parse_text,
+)
 
 from .importer import SeedError, import_csv
-from .schema import CUSTOMER_ROW, upsert_sql
+from .schema import CUSTOMER_STORED, seal_row, upsert_sql
 
 
 @attrs.frozen
@@ -59,47 +71,69 @@ class _SeedFile:
     cards: tuple[SeedCard, ...] = ()
 
 
-def load_seed(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
+def load_seed(db: sqlite3.Connection, path: Path, cipher: FieldCipher) -> tuple[int, int]:
     """Upsert one seed file; returns ``(customers, cards)``.  Raises :class:`SeedError` with every
     problem, each as ``file:line: key.path: message``.  A CSV seed goes through :func:`import_csv`
     (good rows are loaded, and the rejected ones are reported in the error)."""
     if path.suffix.lower() == ".csv":
-        result = import_csv(db, path)
+        result = import_csv(db, path, cipher=cipher)
         if result.rejected:
             shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in result.reasons)
             raise SeedError(f"{result.rejected} rows rejected, the others were loaded: {shown}")
         return (result.upserted, 0) if result.kind == "customers" else (0, result.upserted)
     customers, cards = _read_yaml(path)
     with db:
-        db.executemany(upsert_sql("customers", CUSTOMER_ROW, seed=True), customers)
+        db.executemany(
+            upsert_sql("customers", CUSTOMER_STORED, seed=True), [seal_row(c, cipher) for c in customers]
+        )
         db.executemany(upsert_sql("cards", CARD_COLUMNS, seed=True), cards)
     return len(customers), len(cards)
 
 
+def _text(c: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The seed entry's text fields checked as a CSV import checks them (:mod:`vipsense.records`)."""
+    out = {}
+    for name in names:
+        value = getattr(c, name)
+        if name == "customer_no":
+            out[name] = parse_customer_no(value)
+        elif isinstance(value, str):
+            out[name] = parse_text(name, value)
+        else:
+            out[name] = value
+    return out
+
+
 def _customer_row(c: SeedCustomer, base: Path) -> tuple[Any, ...]:
-    """A row to upsert; without a photo file a YAML seed gets a generated portrait."""
+    """A row to upsert, in :data:`.schema.CUSTOMER_ROW` order; without a photo file a YAML seed gets a
+    generated portrait."""
+    fields = _text(c, CUSTOMER_COLUMNS)
     if c.photo:
         file = base / c.photo
         mime = {".png": "image/png", ".svg": "image/svg+xml"}.get(file.suffix.lower(), "image/jpeg")
         photo = Photo(file.read_bytes(), mime)
     else:
-        photo = avatar_svg(c.name)
-    values = tuple(getattr(c, col) for col in CUSTOMER_COLUMNS)
+        photo = avatar_svg(fields["name"])
     consent = None if c.consent is None else int(c.consent)
     date = c.consent_date.isoformat() if c.consent_date else None
-    return (*values, photo.data, photo.mime, consent, date)
+    return (*fields.values(), photo.data, photo.mime, consent, date)
 
 
 def _card_row(c: SeedCard) -> tuple[Any, ...]:
+    fields = _text(c, ("customer_no", "tier"))
+    branches = ",".join(parse_text("allowed_branches", b) for b in c.allowed_branches)
+    check_length("allowed_branches", branches)
+    for name in ("epc", "tid"):
+        check_length(name, getattr(c, name) or "")
     return (
         c.epc.upper(),
-        c.customer_no,
+        fields["customer_no"],
         c.tid,
         c.status.value,
-        c.tier,
+        fields["tier"],
         c.valid_from.isoformat() if c.valid_from else None,
         c.valid_until.isoformat() if c.valid_until else None,
-        ",".join(c.allowed_branches),
+        branches,
     )
 
 
@@ -110,8 +144,17 @@ def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     seed = st.structure_attrs(loaded.data, _SeedFile, ()) if loaded.data is not None else INVALID
     if st.errors or seed is INVALID:
         raise SeedError("; ".join(str(e) for e in st.errors))
-    try:
-        customers = [_customer_row(c, path.parent) for c in seed.customers]
-    except OSError as exc:
-        raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
-    return customers, [_card_row(c) for c in seed.cards]
+    customers, cards, problems = [], [], []
+    for key, entries, row in (("customers", seed.customers, None), ("cards", seed.cards, _card_row)):
+        for i, entry in enumerate(entries):
+            try:
+                made = _customer_row(entry, path.parent) if row is None else row(entry)
+            except FieldError as exc:
+                problems.append(f"{loaded.error((key, i), str(exc))}")
+                continue
+            except OSError as exc:
+                raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
+            (customers if row is None else cards).append(made)
+    if problems:
+        raise SeedError("; ".join(problems))
+    return customers, cards

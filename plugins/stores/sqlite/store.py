@@ -4,12 +4,22 @@ Lookups and registry writes share the store's connection (WAL, ``synchronous=NOR
 status change is one cheap commit, durable against a crash of the process).  Listing everything and
 replacing everything use connections of their own, so a sync running on another thread never shows
 half-written data to the lookups: they keep reading the old snapshot until the switch commits.
+
+Every customer written, whichever way (a seed, ``customers import``, ``upsert_customers``, the
+``replace_all`` of a sync from LDAP), goes through :func:`.schema.customer_row` or the importer's
+:func:`.schema.storage_converter`, which seal the ID and mobile numbers with the cipher the core gave
+this store (``ctx.cipher``); the store never reads a key itself.  The database file, its WAL and its
+shared-memory file are readable by their owner only (``privacy-security.md`` §4 item 7).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import sqlite3
+import stat
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,15 +36,15 @@ from vipsense.api import (
     PluginContext,
     UnknownCard,
 )
+from vipsense.crypto import FieldCipher, key_id_of, normalise_id_number
 from vipsense.model import CardAction
 
 from .schema import (
     CARD_HISTORY_SQL,
     CARD_ROW,
     CARD_SELECT,
-    CUSTOMER_ROW,
     CUSTOMER_SELECT,
-    FIND_BY_ID_NUMBER_SQL,
+    CUSTOMER_STORED,
     FIND_CARD_SQL,
     FIND_CUSTOMER_SQL,
     INSERT_HISTORY_SQL,
@@ -44,10 +54,15 @@ from .schema import (
     customer_row,
     event_from_row,
     event_row,
+    find_by_id_index_sql,
+    key_ids_in_use,
     migrate,
+    reseal,
     upsert_sql,
 )
 from .seed import load_seed
+
+log = logging.getLogger(__name__)
 
 CHUNK = 10_000  #: rows per executemany (and per transaction, for upserts)
 BUSY_TIMEOUT = 10.0  #: seconds a write waits for another process's transaction (a running branch)
@@ -61,17 +76,44 @@ _STATUS_ACTION = {
 
 _INSERT_CARD_SQL = f"INSERT INTO cards ({', '.join(CARD_ROW)}) VALUES ({', '.join('?' * len(CARD_ROW))})"
 _INSERT_CUSTOMER_SQL = (
-    f"INSERT INTO customers ({', '.join(CUSTOMER_ROW)}) VALUES ({', '.join('?' * len(CUSTOMER_ROW))})"
+    f"INSERT INTO customers ({', '.join(CUSTOMER_STORED)}) VALUES ({', '.join('?' * len(CUSTOMER_STORED))})"
 )
 #: An import or registry write never touches a card's sightings; the store records those itself.
 _UPSERT_CARD_SQL = upsert_sql("cards", CARD_ROW[:-2])
-_UPSERT_CUSTOMER_SQL = upsert_sql("customers", CUSTOMER_ROW)
+_UPSERT_CUSTOMER_SQL = upsert_sql("customers", CUSTOMER_STORED)
 
 
 @attrs.frozen
 class SqliteSettings:
     path: str | None = None  #: the database file; default ``identity.sqlite3`` in the data directory
     seed: tuple[str, ...] = ()  #: YAML or CSV files upserted when the store opens
+
+
+class Connection(sqlite3.Connection):
+    """The store's connection, carrying the store's cipher, so :func:`.importer.import_csv` given the
+    connection seals what it writes the same way."""
+
+    cipher: FieldCipher | None = None
+
+
+def owner_only(path: Path) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its WAL and
+    shared-memory files the same mode), and make an existing one so, with a warning."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            file.chmod(mode & 0o700)
+            log.warning("%s was readable by other users (mode %o); it is now owner-only", file, mode)
+
+
+def _key_id(value: Any) -> str:
+    return key_id_of(value) or "clear"
 
 
 def _chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
@@ -84,28 +126,39 @@ class SqliteStore(CardRegistry):
     def __init__(self, settings: SqliteSettings, ctx: PluginContext) -> None:
         self.path = ctx.resolve(settings.path) if settings.path else ctx.data_dir / "identity.sqlite3"
         self.seeds = [ctx.resolve(p) for p in settings.seed]
-        self.db: sqlite3.Connection | None = None
+        self.cipher: FieldCipher = ctx.cipher
+        self.db: Connection | None = None
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=BUSY_TIMEOUT)
+    def _connect(self) -> Connection:
+        db = sqlite3.connect(
+            str(self.path), check_same_thread=False, timeout=BUSY_TIMEOUT, factory=Connection
+        )
+        db.cipher = self.cipher
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # What is deleted or rewritten (a number sealed in place, a replica's old rows) is overwritten
+        # with zeros, not left in free space for someone reading the file's bytes.
+        db.execute("PRAGMA secure_delete=ON")
         return db
 
     def open(self) -> None:
         from . import READ_PRAGMAS  # the package's, so bench/stores.py --tuned-reads can set it
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        owner_only(self.path)
         db = self._connect()
         try:
             for pragma in READ_PRAGMAS:
                 db.execute(pragma)
-            migrate(db)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            migrate(db, self.cipher, time.time())
+            if 0 < version < 3:  # numbers were in clear: leave none in an old WAL frame either
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             for seed in self.seeds:
-                load_seed(db, seed)
+                load_seed(db, seed, self.cipher)
         except BaseException:
             db.close()
             raise
+        owner_only(self.path)  # the WAL and shared-memory files now exist: check them too
         self.db = db
 
     # -- lookups ----------------------------------------------------------------------------------
@@ -116,11 +169,16 @@ class SqliteStore(CardRegistry):
 
     def find_customer(self, customer_no: str) -> Customer | None:
         row = self.db.execute(FIND_CUSTOMER_SQL, (customer_no,)).fetchone()
-        return customer_from_row(row) if row else None
+        return customer_from_row(row, self.cipher) if row else None
 
     def find_customers_by_id_number(self, id_number: str) -> list[Customer]:
-        rows = self.db.execute(FIND_BY_ID_NUMBER_SQL, (id_number.strip(),)).fetchall()
-        return [customer_from_row(r) for r in rows]
+        """Exact: the blind index finds the candidates (one indexed lookup per key held), and each one's
+        decrypted number must equal the one asked for, both normalised."""
+        indexes = self.cipher.indexes(id_number)
+        rows = self.db.execute(find_by_id_index_sql(len(indexes)), indexes).fetchall()
+        wanted = normalise_id_number(id_number)
+        found = [customer_from_row(r, self.cipher) for r in rows]
+        return [c for c in found if c.id_number is not None and normalise_id_number(c.id_number) == wanted]
 
     def card_seen(self, epc: str, branch_id: str, at: float) -> None:
         self.cards_seen([(epc, branch_id, at)])
@@ -137,7 +195,9 @@ class SqliteStore(CardRegistry):
         return (card_from_row(r) for r in self._stream(f"SELECT {CARD_SELECT} FROM cards"))
 
     def iter_customers(self) -> Iterator[Customer]:
-        return (customer_from_row(r) for r in self._stream(f"SELECT {CUSTOMER_SELECT} FROM customers"))
+        cipher = self.cipher
+        rows = self._stream(f"SELECT {CUSTOMER_SELECT} FROM customers")
+        return (customer_from_row(r, cipher) for r in rows)
 
     def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
         """Rows of one query on a read-only connection of its own: one consistent snapshot, fetched a
@@ -239,7 +299,7 @@ class SqliteStore(CardRegistry):
             nonlocal done
             for c in customers:
                 done += 1
-                yield customer_row(c)
+                yield customer_row(c, self.cipher)
 
         with self.db:
             self.db.executemany(_UPSERT_CUSTOMER_SQL, rows())
@@ -261,7 +321,7 @@ class SqliteStore(CardRegistry):
             db.execute("DELETE FROM cards")
             db.execute("DELETE FROM customers")
             for chunk in _chunks(customers):
-                db.executemany(_INSERT_CUSTOMER_SQL, [customer_row(c) for c in chunk])
+                db.executemany(_INSERT_CUSTOMER_SQL, [customer_row(c, self.cipher) for c in chunk])
                 n_customers += len(chunk)
             for chunk in _chunks(cards):
                 db.executemany(_INSERT_CARD_SQL, [card_row(c) for c in chunk])
@@ -282,6 +342,66 @@ class SqliteStore(CardRegistry):
         finally:
             db.close()
         return n_cards, n_customers
+
+    # -- keys -------------------------------------------------------------------------------------------
+
+    def data_key_ids(self) -> dict[str, int]:
+        """How many stored values are under each data key id (``clear``: not encrypted).  A full scan.
+        Before :meth:`open` it reads the file as it is (read-only, no migration, no seed): what a key
+        rotation starts from, since opening re-seals every customer a seed file lists."""
+        if self.db is not None:
+            return key_ids_in_use(self.db)
+        if not self.path.exists():
+            return {}
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        try:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customers'")
+            return key_ids_in_use(db) if found.fetchone() else {}
+        finally:
+            db.close()
+
+    def reencrypt(self) -> dict[str, int]:
+        """Every ID and mobile number sealed again under the cipher's current key, and every blind index
+        made under it, in one transaction on a connection of its own (lookups see the old values until
+        it commits).  Returns how many values were under each other key id before (``clear`` counted
+        too); afterwards ``data_keys`` lists the current key only."""
+        current = self.cipher.current.key_id
+        db = self._connect()
+        moved: dict[str, int] = {}
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            last = ""
+            while rows := db.execute(
+                "SELECT customer_no, id_number, mobile FROM customers WHERE customer_no > ?"
+                " ORDER BY customer_no LIMIT ?",
+                (last, CHUNK),
+            ).fetchall():
+                stale = []
+                for no, id_number, mobile in rows:
+                    old = [
+                        k for k in (_key_id(v) for v in (id_number, mobile) if v is not None) if k != current
+                    ]
+                    for kid in old:
+                        moved[kid] = moved.get(kid, 0) + 1
+                    if old:
+                        stale.append((*reseal(self.cipher, no, id_number, mobile), no))
+                db.executemany(
+                    "UPDATE customers SET id_number = ?, mobile = ?, id_index = ? WHERE customer_no = ?",
+                    stale,
+                )
+                last = rows[-1][0]
+            db.execute("DELETE FROM data_keys WHERE key_id != ?", (current,))
+            db.execute(
+                "INSERT OR IGNORE INTO data_keys (key_id, since) VALUES (?, ?)", (current, time.time())
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+        return moved
 
     def close(self) -> None:
         if self.db is not None:
