@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import pytest
+
 import vipsense
 from vipsense.idnumber import check_character
 
@@ -250,6 +252,7 @@ def wait_until(condition: Any, timeout: float) -> bool:
     return bool(condition())
 
 
+@pytest.mark.slow
 def test_idle_and_slowloris_connections_do_not_take_plain_http_down(web_branch):
     from vipsense.model import Role
 
@@ -257,6 +260,7 @@ def test_idle_and_slowloris_connections_do_not_take_plain_http_down(web_branch):
     run_attack(w, None, None)
 
 
+@pytest.mark.slow
 def test_idle_and_slowloris_connections_do_not_take_https_down(web_branch, tmp_path):
     cert, key = make_certificate(tmp_path / "tls")
     text = ATTACK_PROFILE.replace("port: 0,", f"port: 0, tls: {{cert: '{cert}', key: '{key}'}},", 1)
@@ -304,6 +308,7 @@ class SlowBody:
             s.close()
 
 
+@pytest.mark.slow
 def test_a_slowly_sent_chunked_body_does_not_hold_a_thread(web_branch):
     """More slow chunked uploads than there are threads: pages still answer, and each upload is closed
     ``request_timeout`` after it began (a body counts as part of the request)."""
@@ -358,6 +363,7 @@ def test_one_source_cannot_hold_more_than_its_cap(web_branch):
 SESSION_PROFILE = WEB_PROFILE.replace("session_timeout: 15m,", "session_timeout: 15m, session_lifetime: 1h,")
 
 
+@pytest.mark.slow
 def test_a_cookie_copied_before_logout_reads_nothing_after_it(web_branch):
     w = web_branch()
     owner = Browser(w.url)
@@ -371,6 +377,7 @@ def test_a_cookie_copied_before_logout_reads_nothing_after_it(web_branch):
     assert thief.request("GET", "/api/status")[0] == 401
 
 
+@pytest.mark.slow
 def test_a_password_change_disabling_and_logout_all_end_sessions_at_once(web_branch, write_profile, tmp_path):
     w = web_branch()
     browsers = {name: Browser(w.url) for name in ("boss", "lobby", "cm1", "cm2")}
@@ -393,6 +400,7 @@ def test_a_password_change_disabling_and_logout_all_end_sessions_at_once(web_bra
     assert browsers["cm1"].login("cm1") == 302  # a new login is a new session
 
 
+@pytest.mark.slow
 def test_a_session_in_use_still_ends_at_its_lifetime(web_branch, monkeypatch):
     w = web_branch(text=SESSION_PROFILE)
     client = w.client("boss")
@@ -439,6 +447,7 @@ class LiveStream:
         self.conn.close()
 
 
+@pytest.mark.slow
 def test_an_open_live_stream_ends_with_its_session(web_branch):
     from .web_support import CARD
 
@@ -459,6 +468,7 @@ def test_an_open_live_stream_ends_with_its_session(web_branch):
 # -- point 6: lockout is neither a weapon nor an oracle ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_attacker_cannot_shut_a_real_user_out(web_branch, monkeypatch):
     from vipsense.audit import AuditAction
 
@@ -475,6 +485,7 @@ def test_an_attacker_cannot_shut_a_real_user_out(web_branch, monkeypatch):
     assert sum(r.startswith("too many failures, not checked") for r in reasons) == 8
 
 
+@pytest.mark.slow
 def test_every_failed_login_answers_alike_and_costs_one_password_check(web_branch, monkeypatch):
     import vipsense.web.users as users
 
@@ -484,6 +495,8 @@ def test_every_failed_login_answers_alike_and_costs_one_password_check(web_branc
     monkeypatch.setattr(
         users, "_matches", lambda digest, password: checks.append(1) or real_matches(digest, password)
     )
+    frozen = time.time()
+    w.server.users.clock = lambda: frozen  # cm2's wait must not run out on a slow machine mid-test
     attacker = Browser(w.url, src="127.0.0.10")
     for _ in range(5):
         attacker.login("cm2", "Wrong-Password-1!")  # cm2 now waits, from this address
@@ -550,6 +563,7 @@ def post_lookup(browser: Browser, token: str, q: str, reason: str = "phone appoi
     return browser.request("POST", "/console/lookup", {"q": q, "reason": reason, "csrf_token": token})[0]
 
 
+@pytest.mark.slow
 def test_guessing_a_masked_id_number_is_refused_limited_and_alerted(web_branch):
     from vipsense.audit import AuditAction
 
@@ -599,6 +613,7 @@ def json_dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+@pytest.mark.slow
 def test_a_number_nobody_has_answers_like_a_customer_one_may_not_see(web_branch, monkeypatch):
     """Were a client manager given the right to search by ID number, a hit on another manager's
     customer and a number nobody has would still be the same answer."""
@@ -641,6 +656,7 @@ STREAMS_PROFILE = WEB_PROFILE.replace(
 )
 
 
+@pytest.mark.slow
 def test_live_streams_are_capped_per_user_and_in_total(web_branch):
     w = web_branch(text=STREAMS_PROFILE)
     browsers = {name: Browser(w.url) for name in ("lobby", "boss", "cm1")}
@@ -670,6 +686,7 @@ def test_live_streams_are_capped_per_user_and_in_total(web_branch):
 # -- point 14: API tokens expire, and their last use shows ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_expired_token_is_refused_like_an_unknown_one(web_branch, monkeypatch, write_profile):
     w = web_branch(accounts={})
     token = w.server.users.add_token("crm", ("customer_no", "name", "tier"), 60, expires_in=3600)
@@ -707,6 +724,7 @@ def test_an_expired_token_is_refused_like_an_unknown_one(web_branch, monkeypatch
         assert "Traceback" not in made.stderr
 
 
+@pytest.mark.slow
 def test_check_warns_about_a_web_on_the_network_without_tls(write_profile):
     profile = write_profile(WEB_PROFILE.replace("bind: 127.0.0.1", "bind: 0.0.0.0"))
     done = subprocess.run(
