@@ -22,13 +22,14 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from machine import cpu_model  # bench/machine.py, beside this script
+
+from vipsense.stats import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION_TARGET = (0.12, 30.0)  #: seconds, MB
@@ -54,10 +55,9 @@ def sample(cmd: list[str]) -> tuple[float, float]:
 def measure(cmd: list[str], runs: int) -> dict[str, float]:
     sample(cmd)  # warm the page cache and the .pyc files
     times, rss = zip(*(sample(cmd) for _ in range(runs)), strict=True)
-    ordered = sorted(times)
     return {
-        "p50": statistics.median(times),
-        "p90": ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))],
+        "p50": percentile(times, 0.5),
+        "p90": percentile(times, 0.9),
         "rss": max(rss),
     }
 

@@ -1,4 +1,4 @@
-"""What the notification and web benchmarks share: the seed of bench cards, percentiles, and the
+"""What the notification and web benchmarks share: the seed of bench cards and the
 background door load (cards standing in the door zone read at a steady rate, plus new VIPs)."""
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ def wait_until(
             raise SystemExit(1)
         time.sleep(0.005)
     return time.monotonic() - t0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def write_seed(tmp: Path, cards: int, extra: str = "") -> None:

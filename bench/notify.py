@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from load import NEW_EVERY, Feeder, percentile, wait_until, write_seed  # bench/load.py, beside this script
+from load import NEW_EVERY, Feeder, wait_until, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 import vipsense
@@ -56,6 +56,7 @@ from vipsense.model import (
 from vipsense.outbox import Outbox, OutboxWriter
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
+from vipsense.stats import percentile
 from vipsense.status import DeviceStatus, Stats
 
 OUTBOX_TARGET = 2000.0  #: notifications/s

@@ -61,6 +61,7 @@ from vipsense.output import Output
 from vipsense.pipeline import BATCH, TICK_SECONDS
 from vipsense.pluginhost import PluginHost, load_host
 from vipsense.plugins.stores.sqlite import SqliteSettings, SqliteStore
+from vipsense.stats import percentile
 
 # -- targets ---------------------------------------------------------------------------------------
 
@@ -502,12 +503,6 @@ def phase_latency(
     if warmup:
         res.warmup_p99_ms = percentile(warmup, 0.99) * 1000
     return branch
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, -(-len(sorted_values) * q // 1))  # ceil(n * q), at least 1
-    return sorted_values[int(rank) - 1]
 
 
 # -- reporting -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from vipsense.api import ReaderContext
 from vipsense.clock import Clock
 from vipsense.plugins.readers.thingmagic import protocol as tm
 from vipsense.plugins.readers.thingmagic.driver import Session
+from vipsense.stats import percentile
 
 BAUD = 115200
 BYTE_SECONDS = 10 / BAUD  # start bit, 8 data bits, stop bit
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  machine  : {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     rate, tags = parse_throughput(args.frames)
     lat = latency(args.latency_frames, args.rate)
-    p50 = lat[len(lat) // 2] * 1000
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    p50 = percentile(lat, 0.5) * 1000
+    p99 = percentile(lat, 0.99) * 1000
     rss = peak_rss_mb()
     ok_rate, ok_p99 = rate >= 200_000, p99 <= 2.0
     verdict = {True: "PASS", False: "MISS"}

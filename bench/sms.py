@@ -14,7 +14,6 @@ import argparse
 import io
 import logging
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from vipsense.plugins.notifiers.gsm import GsmSettings, make_notifier
 from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator, ModemLink
 from vipsense.plugins.notifiers.gsm.pdu import encode_message
 from vipsense.plugins.notifiers.gsm.receiver import decode_submit
+from vipsense.stats import percentile
 
 NUMBER = "+8613800138001"
 SHORT = "09:41 贵宾到店：张伟 Zhang Wei（金卡），door。客户经理：王芳 Wang Fang。"
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"encode, {len(pdus)}-part Chinese text:  {long:,.0f} messages/s")
     print(f"decode (emulator), {len(pdus)} parts:   {decode:,.0f} messages/s")
     times = sorted(send_latency(args.sends))
-    p50, p99 = statistics.median(times), times[max(0, int(len(times) * 0.99) - 1)]
+    p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
     print(f"send() over a pty, 1 part: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     return 0

@@ -46,6 +46,7 @@ from vipsense.clock import Clock
 from vipsense.output import Output
 from vipsense.plugins.stores import sqlite as sqlite_store
 from vipsense.plugins.stores.sqlite import ImportResult, ProgressBar, SqliteSettings, SqliteStore, import_csv
+from vipsense.stats import percentile
 
 # -- targets ---------------------------------------------------------------------------------------
 
@@ -161,12 +162,6 @@ def timed_import(db: sqlite3.Connection, path: Path) -> tuple[ImportResult, floa
     finally:
         bar.close()
     return result, time.perf_counter() - t0
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, -(-len(sorted_values) * q // 1))
-    return sorted_values[int(rank) - 1]
 
 
 def bench_sqlite(cfg: Config, details: list[str]) -> list[Row]:

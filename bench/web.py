@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from load import NEW_EVERY, Feeder, percentile, write_seed  # bench/load.py, beside this script
+from load import NEW_EVERY, Feeder, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
 from vipsense.audit import AuditAction, AuditLog, AuditRecord, AuditResult
@@ -67,6 +67,7 @@ from vipsense.config.profile import load_profile
 from vipsense.model import Role
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
+from vipsense.stats import percentile
 from vipsense.web.server import WebServer
 
 PRESENT = 1000  #: cards in the door zone

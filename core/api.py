@@ -7,7 +7,6 @@ through ``context``, never through globals.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,16 +16,19 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
+from .backoff import Backoff
 from .clock import Clock
 from .config.types import Duration, Secret, SerialPort
-from .crypto import FieldCipher, profile_cipher
+from .crypto import FieldCipher
+from .errors import describe
 from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
+from .states import DeviceState
 
 if TYPE_CHECKING:
-    from .config.profile import ItemConfig, Profile
     from .output import Output
 
 __all__ = [
+    "Backoff",
     "Card",
     "CardEvent",
     "CardExists",
@@ -35,6 +37,7 @@ __all__ = [
     "Customer",
     "DeliveryFailed",
     "DeliveryResult",
+    "DeviceState",
     "Duration",
     "IdentityStore",
     "Notifier",
@@ -50,6 +53,7 @@ __all__ = [
     "StoreUnsupported",
     "TagRead",
     "UnknownCard",
+    "describe",
 ]
 
 
@@ -109,50 +113,15 @@ class PluginContext:
         eq=False,
     )
 
-    @classmethod
-    def for_item(
-        cls,
-        profile: Profile,
-        item: ItemConfig,
-        clock: Clock,
-        output: Output,
-        report: Callable[[Notification, DeliveryResult], None] | None = None,
-        acknowledge: Callable[..., bool] | None = None,
-    ) -> PluginContext:
-        """The context a profile item's factory gets (the core's one way of making it)."""
-        extra: dict[str, Any] = {} if report is None else {"report": report}
-        if acknowledge is not None:
-            extra["acknowledge"] = acknowledge
-        return cls(
-            branch_id=profile.branch.id,
-            branch_name=profile.branch.name,
-            item_id=item.id,
-            data_dir=profile.data_dir,
-            profile_dir=profile.profile_dir,
-            clock=clock,
-            output=output,
-            log=logging.getLogger(f"vipsense.{item.kind.value}.{item.id}"),
-            staff={s.id: s for s in profile.staff},
-            tz=profile.tz,
-            cipher=profile_cipher(
-                profile.privacy.data_key, profile.privacy.retired_data_keys, profile.data_dir
-            ),
-            **extra,
-        )
-
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against the profile's directory."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.profile_dir / p)
 
 
-class ReaderState(str, enum.Enum):
-    STARTING = "starting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"  #: the core will call ``run`` again after a backoff
-    FAILED = "failed"  #: the factory failed: the reader cannot start until the profile changes
-    FINISHED = "finished"  #: ``run`` returned by itself (a replay that reached its end)
-    STOPPED = "stopped"
+#: A reader's states are :class:`DeviceState`'s (one enum for readers, stores and notifiers); the
+#: name stays for readers written against it.
+ReaderState = DeviceState
 
 
 @attrs.frozen

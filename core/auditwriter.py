@@ -19,7 +19,7 @@ import queue
 import threading
 
 from .audit import AuditAction, AuditLog, AuditRecord, AuditResult
-from .devices import describe
+from .errors import describe
 from .model import Visit
 from .status import Storage
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .api import PluginContext, ReaderState, ReaderStatus
+from .api import ReaderStatus
 from .audit import open_audit_log
 from .auditwriter import AuditWriter
 from .clock import Clock
 from .config.profile import DEFAULT_START_GRACE, DEFAULT_STORE_TIMEOUT, ItemConfig, Profile
-from .devices import NotifierRunner, ReaderRunner, StoreRunner, describe
+from .devices import NotifierRunner, ReaderRunner, StoreRunner
+from .errors import describe
 from .escalation import Escalator
 from .files import secure_tree
 from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification, parse_notification_key
@@ -22,6 +23,7 @@ from .outbox import Outbox, OutboxWriter
 from .output import Output
 from .pipeline import Pipeline
 from .pluginhost import Kind, PluginHost
+from .states import DeviceState
 from .status import BranchStatus
 from .visitlog import VisitLog
 
@@ -52,7 +54,7 @@ class Branch:
         self.visit_log = VisitLog(self.data_dir / "visits.sqlite3")
         # the profile's audit key and anchors (docs/audit.md); every anchor goes to the observers
         self.audit = open_audit_log(
-            profile, on_anchor=lambda anchor: host.broadcast("vipsense_audit_anchor", anchor=anchor)
+            profile, on_anchor=lambda anchor: host.hook.vipsense_audit_anchor(anchor=anchor)
         )
         self.audit_writer = AuditWriter(self.audit, self.status.storage)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
@@ -126,8 +128,7 @@ class Branch:
                         cfg,
                         ptype.factory(
                             cfg.settings,
-                            PluginContext.for_item(
-                                self.profile,
+                            self.profile.plugin_context(
                                 cfg,
                                 self.clock,
                                 self.output,
@@ -139,7 +140,7 @@ class Branch:
                 )
             except Exception as exc:
                 reason = describe(exc)
-                dev.set(ReaderState.FAILED.value, reason)
+                dev.set(DeviceState.FAILED, reason)
                 dev.stats.fail(reason)
                 log.error("%s %s (plugin %s) failed to start: %s", kind.value, cfg.id, ptype.plugin, reason)
         return built
@@ -165,7 +166,7 @@ class Branch:
                     result.detail,
                 )
             self.outbox.result(notification, result)
-        self.host.broadcast("vipsense_delivery_result", notification=notification, result=result)
+        self.host.hook.vipsense_delivery_result(notification=notification, result=result)
 
     def _acknowledger(self, via: str) -> Callable[..., bool]:
         def acknowledge(key: str, staff_id: str, at: float | None = None) -> bool:
@@ -196,7 +197,7 @@ class Branch:
             if not unresolved_alert:
                 self.pipeline.acknowledged(ack)
             self.status.counters["acknowledged"] += 1
-            self.host.broadcast("vipsense_acknowledged", ack=ack)
+            self.host.hook.vipsense_acknowledged(ack=ack)
         return True
 
     def _dispatch(self, notification: Notification) -> None:
@@ -257,7 +258,7 @@ class Branch:
             reader.start()
         self._chores.start()
         self._started = True
-        self.host.broadcast("vipsense_branch_started", branch=self)
+        self.host.hook.vipsense_branch_started(branch=self)
 
     def wait_stores_open(self, timeout: float) -> bool:
         """Block until every store that was built has opened (True), or ``timeout`` passes (False).
@@ -371,4 +372,4 @@ class Branch:
         self.visit_log.close()
         if not self._chores.is_alive():  # a refresh still running finishes or dies with the process
             self.audit.close()
-        self.host.broadcast("vipsense_branch_stopped", branch=self)
+        self.host.hook.vipsense_branch_stopped(branch=self)

@@ -15,9 +15,12 @@ from typing import Any
 
 import attrs
 
-from .api import DeliveryFailed, IdentityStore, Notifier, Reader, ReaderContext, ReaderState, ReaderStatus
+from .api import DeliveryFailed, IdentityStore, Notifier, Reader, ReaderContext, ReaderStatus
+from .backoff import Backoff, doubled
 from .clock import Clock
+from .errors import describe
 from .model import CANONICAL_EPC, DeliveryResult, DeliveryState, Notification, TagRead, normalise_epc
+from .states import DeviceState
 from .status import DeviceStatus, Stats
 
 log = logging.getLogger(__name__)
@@ -26,11 +29,6 @@ BACKOFF_START = 0.1
 BACKOFF_CAP = 1.6  #: seconds (0.1 doubled four times); a device that comes back is read again within 2 s
 #: a notifier's status counters: gauges (pending, retrying) and totals since start
 NOTIFIER_COUNTERS = ("pending", "retrying", "retries", "delivered", "failed", "expired")
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ReaderRunner:
@@ -51,7 +49,7 @@ class ReaderRunner:
         self.status = status
         self.stop_event = threading.Event()
         self._on_state = on_state
-        self._backoff = BACKOFF_START
+        self._backoff = Backoff(BACKOFF_START, BACKOFF_CAP)
         self.ctx = ReaderContext(
             reader_id,
             clock,
@@ -94,17 +92,17 @@ class ReaderRunner:
                 shown,
             )
 
-    def _set_state(self, state: ReaderState, reason: str = "") -> None:
-        if state is ReaderState.CONNECTED:
-            self._backoff = BACKOFF_START
-            if self.status.state == ReaderState.DISCONNECTED.value:
+    def _set_state(self, state: DeviceState, reason: str = "") -> None:
+        if state is DeviceState.CONNECTED:
+            self._backoff.succeeded()
+            if self.status.state == DeviceState.DISCONNECTED:
                 log.warning("reader %s connected again: %s", self.reader_id, reason)
-        if self.status.set(state.value, reason):
+        if self.status.set(state, reason):
             self._on_state(self.reader_id, ReaderStatus(state, reason, self.status.since))
 
     @property
     def finished(self) -> bool:
-        return self.status.state in (ReaderState.FINISHED.value, ReaderState.FAILED.value)
+        return self.status.state in (DeviceState.FINISHED, DeviceState.FAILED)
 
     def start(self) -> None:
         self.thread.start()
@@ -118,18 +116,17 @@ class ReaderRunner:
                     break
                 reason = describe(exc)
                 self.status.stats.fail(reason)
-                if (self.status.state, self.status.reason) != (ReaderState.DISCONNECTED.value, reason):
+                if (self.status.state, self.status.reason) != (DeviceState.DISCONNECTED, reason):
                     # log changes only: a reader that stays away would otherwise log every retry
                     log.warning("reader %s disconnected: %s (retrying)", self.reader_id, reason)
-                self._set_state(ReaderState.DISCONNECTED, reason)
-                if self.stop_event.wait(self._backoff):
+                self._set_state(DeviceState.DISCONNECTED, reason)
+                if self.stop_event.wait(self._backoff.failed()):
                     break
-                self._backoff = min(self._backoff * 2, BACKOFF_CAP)
                 continue
             if not self.stop_event.is_set():
-                self._set_state(ReaderState.FINISHED, "replay complete")
+                self._set_state(DeviceState.FINISHED, "replay complete")
                 return
-        self._set_state(ReaderState.STOPPED)
+        self._set_state(DeviceState.STOPPED)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -199,7 +196,7 @@ class StoreRunner:
         """Start opening in the background, so the first arrival does not pay for it; arrivals that
         need this store meanwhile wait up to ``grace`` seconds."""
         self._grace_until = time.monotonic() + self.grace
-        self.status.set("starting", f"opening; arrivals wait for it up to {self.grace:g} s")
+        self.status.set(DeviceState.STARTING, f"opening; arrivals wait for it up to {self.grace:g} s")
         self._grace_timer = threading.Timer(self.grace, self._grace_over)
         self._grace_timer.daemon = True
         self._grace_timer.start()
@@ -214,7 +211,7 @@ class StoreRunner:
         return self._opened.wait(timeout)
 
     def _open_until_done(self) -> None:
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_CAP)
         while not self._closing.is_set():
             try:
                 self.store.open()
@@ -222,12 +219,13 @@ class StoreRunner:
                 reason = describe(exc)
                 self.status.stats.fail(f"open: {reason}")
                 if self.in_grace:
-                    self.status.set("starting", f"opening (last attempt: {reason}); arrivals wait for it")
-                elif self.status.set("unavailable", f"cannot open: {reason}"):
+                    self.status.set(
+                        DeviceState.STARTING, f"opening (last attempt: {reason}); arrivals wait for it"
+                    )
+                elif self.status.set(DeviceState.UNAVAILABLE, f"cannot open: {reason}"):
                     log.error("store %s cannot open (retrying): %s", self.store_id, reason)
-                if self._closing.wait(backoff):
+                if self._closing.wait(backoff.failed()):
                     break
-                backoff = min(backoff * 2, BACKOFF_CAP)
                 continue
             if self._closing.is_set():  # the branch stopped while the store was opening
                 self.store.close()
@@ -242,9 +240,9 @@ class StoreRunner:
         """The grace period ended with the store still not open: arrivals stop waiting for it."""
         if self._opened.is_set() or self._closing.is_set():
             return
-        if self.status.state == "starting":
+        if self.status.state is DeviceState.STARTING:
             self.status.set(
-                "starting",
+                DeviceState.STARTING,
                 f"still opening after {self.grace:g} s: arrivals are judged without it until it opens",
             )
             log.warning("store %s is still opening after its %g s grace period", self.store_id, self.grace)
@@ -272,7 +270,7 @@ class StoreRunner:
                 self._stuck_call(fut)
                 return Reply.NO_ANSWER, None
             self.status.stats.fail(describe(exc))
-            if self.status.set("unavailable", describe(exc)):  # log changes, not every lookup
+            if self.status.set(DeviceState.UNAVAILABLE, describe(exc)):  # log changes, not every lookup
                 log.warning("store %s unavailable: %s", self.store_id, describe(exc))
             return Reply.NO_ANSWER, None
         self.status.stats.ok(time.perf_counter() - t0)
@@ -285,7 +283,7 @@ class StoreRunner:
             self._stuck, self._stuck_since = fut, time.monotonic()
         self.status.stats.fail(f"timed out after {ms}")
         if self.status.set(
-            "stuck", f"a call has not returned after {ms}; look-ups skip this store until it does"
+            DeviceState.STUCK, f"a call has not returned after {ms}; look-ups skip this store until it does"
         ):
             log.warning("store %s is stuck: a call has not returned after %s", self.store_id, ms)
         fut.add_done_callback(self._unstuck)  # runs at once if the call finished meanwhile
@@ -314,18 +312,18 @@ class StoreRunner:
         except Exception as exc:
             reason = f"degraded() raised {describe(exc)}"
         previous = self.status.state
-        if not self.status.set("degraded" if reason else "ready", reason):
+        if not self.status.set(DeviceState.DEGRADED if reason else DeviceState.READY, reason):
             return
         if reason:
             log.warning("store %s degraded: %s", self.store_id, reason)
-        elif previous != "starting":
+        elif previous is not DeviceState.STARTING:
             log.warning("store %s is available again", self.store_id)
 
     def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
         """Record ``(epc, branch_id, at)`` sightings on the store's own thread without waiting.
         Skipped for stores that do not record them, and while the store is unavailable or stuck, so
         a dead store costs nothing."""
-        if not self.records_sightings or self.status.state not in ("ready", "degraded"):
+        if not self.records_sightings or self.status.state not in (DeviceState.READY, DeviceState.DEGRADED):
             return
         if self._stuck is not None or not self._opened.is_set():
             return
@@ -396,7 +394,7 @@ class NotifierRunner:
         self.thread = threading.Thread(target=self._main, name=f"notifier:{notifier_id}", daemon=True)
 
     def start(self) -> None:
-        self.status.set("ready")
+        self.status.set(DeviceState.READY)
         self.thread.start()
 
     def put(self, notification: Notification, attempts: int = 0) -> None:
@@ -467,7 +465,7 @@ class NotifierRunner:
                     log.warning("notifier %s failed (retrying): %s", self.notifier_id, reason)
                 # a failure a retry may mend is the channel's (modem, network, device away):
                 # the device shows it until the next delivery goes through
-                self.status.set("degraded", reason)
+                self.status.set(DeviceState.DEGRADED, reason)
                 self._retry(n, reason, attempt)
             return
         if result is not None and result.state is DeliveryState.RETRYING:
@@ -479,8 +477,8 @@ class NotifierRunner:
         self.status.stats.ok(latency)
         self.stage.ok(latency)
         self.status.counters["delivered"] += 1
-        if self.status.state != "ready":
-            self.status.set("ready")
+        if self.status.state is not DeviceState.READY:
+            self.status.set(DeviceState.READY)
         if result is None:
             result = DeliveryResult(
                 n.key, self.notifier_id, DeliveryState.DELIVERED, self.clock.wall(), attempt=attempt
@@ -498,7 +496,7 @@ class NotifierRunner:
 
     def _retry(self, n: Notification, reason: str, attempt: int) -> None:
         # Backoff in real seconds (the channel's time), but never past the TTL (the branch's time).
-        delay = min(self.retry_first * 2 ** (attempt - 1), self.retry_max)
+        delay = doubled(self.retry_first, self.retry_max, attempt)
         until_expiry = max(0.0, n.expires_at - self.clock.wall())
         due = time.monotonic() + min(delay, until_expiry + 0.001)  # just past it: then it expires
         self._seq += 1

@@ -10,9 +10,12 @@ There are two families of hooks, and no other kind:
   :class:`~vipsense.api.Notifier`), never through hooks.
 
 * **Broadcast hooks** (every other hook) tell observing plugins what the pipeline did.  The core calls
-  every implementation, one at a time; an implementation that raises is logged with its plugin's name,
-  counted in the branch status and skipped, and the others still run.  Broadcast hooks return nothing.
-  They run on the pipeline thread, so they must return quickly: hand slow work to a thread of your own.
+  every implementation, one at a time, in pluggy's order: the last registered first, except that
+  ``@vipsense.hookimpl(tryfirst=True)`` runs before and ``trylast=True`` after the others, and a
+  ``wrapper=True`` implementation runs around them all.  An implementation that raises is logged with its
+  plugin's name, counted in the branch status and skipped, and the others still run.  Broadcast hooks
+  return nothing.  They run on the pipeline thread, so they must return quickly: hand slow work to a
+  thread of your own.
 
 No hook here uses ``firstresult``: registration collects from every plugin and broadcasts fan out.
 

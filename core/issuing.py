@@ -13,7 +13,8 @@ import time
 
 from .clock import Clock
 from .config.profile import Profile
-from .devices import ReaderRunner, describe
+from .devices import ReaderRunner
+from .errors import describe
 from .model import TagRead
 from .pluginhost import PluginHost
 from .standalone import build

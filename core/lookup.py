@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .api import IdentityStore
 from .devices import Reply, StoreRunner
 
 
@@ -37,6 +38,12 @@ class Answer:
     def answered(self) -> bool:
         """A conclusive answer: found, or not found by every store."""
         return self.outcome in (Outcome.FOUND, Outcome.NOT_FOUND)
+
+
+def supports(store: IdentityStore, method: str) -> bool:
+    """Whether the store implements an optional method (asking one that does not would mark it
+    unavailable on the status page)."""
+    return method == "find_customer" or getattr(type(store), method) is not getattr(IdentityStore, method)
 
 
 def _stale(result: Any) -> bool:

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from .clock import Clock
+from .migrations import adding_columns, migrate
 from .model import (
     Arrival,
     Card,
@@ -96,13 +97,19 @@ CREATE INDEX IF NOT EXISTS outbox_arrived ON outbox (arrived_at);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key);
 """
 
-#: Columns added after the first release, with their definitions: added to older files at open.
-_ADDED = {
-    "escalate_at": "REAL",
-    "escalate_to": "TEXT",
-    "escalated_at": "REAL",
-    "escalated_from": "TEXT NOT NULL DEFAULT ''",
-}
+#: ``PRAGMA user_version`` 1: escalation (a file from the first release gets the columns)
+MIGRATIONS = (
+    adding_columns(
+        {
+            "outbox": (
+                ("escalate_at", "REAL"),
+                ("escalate_to", "TEXT"),
+                ("escalated_at", "REAL"),
+                ("escalated_from", "TEXT NOT NULL DEFAULT ''"),
+            )
+        }
+    ),
+)
 _ESCALATE_INDEX = (
     "CREATE INDEX IF NOT EXISTS outbox_escalate ON outbox (escalate_at) WHERE escalated_at IS NULL"
 )
@@ -177,10 +184,7 @@ class Outbox:
         self._file = WalFile(path, SCHEMA, synchronous, name="outbox")
         self.path = path
         self.db = self._file.db
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
-        for name, definition in _ADDED.items():
-            if name not in have:
-                self.db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {definition}")
+        migrate(self.db, MIGRATIONS)
         self.db.execute(_ESCALATE_INDEX)
         self._lock = threading.Lock()  # the pipeline thread, and the main thread at start and stop
         self._results: queue.SimpleQueue[tuple[Notification, DeliveryResult]] = queue.SimpleQueue()

@@ -19,7 +19,9 @@ from typing import Any
 
 import attrs
 
+from . import hookspecs
 from .api import ReaderStatus
+from .backoff import Backoff
 from .clock import Clock
 from .config.profile import Profile
 from .devices import NotifierRunner, StoreRunner
@@ -56,11 +58,11 @@ SIGHTINGS_EVERY = 2.0  #: real seconds between writes of the last sighting of ca
 _QUIET = frozenset({VisitKind.GREETED, VisitKind.SUPPRESSED})
 
 _BROADCAST = {
-    VisitKind.GREETED: "vipsense_arrival",
-    VisitKind.REJECTED: "vipsense_card_rejected",
-    VisitKind.UNKNOWN: "vipsense_unknown_tag",
-    VisitKind.SUSPECT: "vipsense_card_suspect",
-    VisitKind.UNRESOLVED: "vipsense_arrival_unresolved",
+    VisitKind.GREETED: hookspecs.vipsense_arrival,
+    VisitKind.REJECTED: hookspecs.vipsense_card_rejected,
+    VisitKind.UNKNOWN: hookspecs.vipsense_unknown_tag,
+    VisitKind.SUSPECT: hookspecs.vipsense_card_suspect,
+    VisitKind.UNRESOLVED: hookspecs.vipsense_arrival_unresolved,
 }
 
 #: Visits whose customer data was looked up for staff to see: these leave an audit entry.
@@ -86,7 +88,7 @@ class Held:
     reentry: bool
     waiting: bool  #: held for a store inside its start-up grace period; no alert yet
     next_try: float = 0.0  #: time.monotonic()
-    backoff: float = RETRY_FIRST
+    retry: Backoff = attrs.Factory(lambda: Backoff(RETRY_FIRST, RETRY_MAX))
     present: bool = True  #: the card is still in the door zone
     departed: float | None = None  #: its last sighting (branch mono), once it left the door zone
 
@@ -230,7 +232,7 @@ class Pipeline:
             elif type(item) is Acknowledgement:
                 acks.append((item.visit_id, item.staff_id, item.at))
             else:
-                self.host.broadcast("vipsense_reader_status_changed", reader_id=item[0], status=item[1])
+                self.host.hook.vipsense_reader_status_changed(reader_id=item[0], status=item[1])
         if reads:
             self._counters["reads"] += reads
             self._stages["presence"].ok(time.perf_counter() - t0, n=reads)
@@ -289,7 +291,7 @@ class Pipeline:
                         del self._held[visit_id]
         self._write_departures()
         for arrival, last in departed:
-            self.host.broadcast("vipsense_departure", arrival=arrival, departed_at=to_wall(last))
+            self.host.hook.vipsense_departure(arrival=arrival, departed_at=to_wall(last))
         self._counters["departures"] += len(departed)
 
     def _write_departures(self) -> None:
@@ -424,8 +426,7 @@ class Pipeline:
                     alerts.append(h)
                     if not h.present:
                         del self._held[visit_id]
-                h.next_try = real + h.backoff
-                h.backoff = min(h.backoff * 2, RETRY_MAX)
+                h.next_try = real + h.retry.failed()
                 continue
             assert not isinstance(outcome, Outcome)
             del self._held[visit_id]
@@ -445,7 +446,7 @@ class Pipeline:
         self._counters["unresolved"] += len(held)
         routed: list[Notification] = []
         for h in held:
-            self.host.broadcast("vipsense_arrival_unresolved", visit=h.visit)
+            self.host.hook.vipsense_arrival_unresolved(visit=h.visit)
             routed += self._route(h.visit)
         if routed:
             self._dispatch(routed)
@@ -465,9 +466,9 @@ class Pipeline:
             counters["stale"] += visit.stale
             if visit.kind in _QUIET:  # its departure starts the card's re-entry window
                 self.presence.quiet(visit.arrival.epc, departed.get(visit.visit_id))
-            hook = _BROADCAST.get(visit.kind)
-            if hook:
-                self.host.broadcast(hook, visit=visit)
+            spec = _BROADCAST.get(visit.kind)
+            if spec:
+                getattr(self.host.hook, spec.__name__)(visit=visit)
             routed += self._route(visit)
         if routed:
             self._dispatch(routed)

@@ -15,6 +15,7 @@ from a table in the core: reference/anchors-style.md §3.2 on pytest-embedded.)
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.metadata as md
 import importlib.util
 import inspect
@@ -22,14 +23,16 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import pluggy
 
 from . import PROJECT, hookspecs
-from .config.structure import suggest
+from .commands import RESERVED_COMMANDS
+from .didyoumean import suggest
+from .errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,10 @@ _REGISTER_HOOKS = {
     Kind.STORE: "vipsense_register_store_types",
     Kind.NOTIFIER: "vipsense_register_notifier_types",
 }
+#: Hooks that tell observers what happened; every other hook registers types or commands.
+BROADCAST_HOOKS = frozenset(
+    n for n in dir(hookspecs) if n.startswith(HOOK_PREFIX) and not n.startswith("vipsense_register_")
+)
 
 
 class PluginState(str, enum.Enum):
@@ -99,26 +106,6 @@ class PluginCommand:
     help: str = ""
 
 
-#: Names plugins may not take: the built-in commands (kept in step by a test).
-RESERVED_COMMANDS = frozenset(
-    {
-        "run",
-        "check",
-        "audit",
-        "cards",
-        "customers",
-        "visits",
-        "sync",
-        "plugins",
-        "users",
-        "tokens",
-        "keys",
-        "help",
-        "version",
-    }
-)
-
-
 @attrs.define
 class PluginInfo:
     name: str
@@ -137,7 +124,18 @@ class PluginLoadError(Exception):
 
 class _Manager(pluggy.PluginManager):
     """Also treat unmarked ``vipsense_*`` functions as hook implementations, so a misspelt one is
-    caught by the unknown-hook check rather than silently ignored."""
+    caught by the unknown-hook check rather than silently ignored.
+
+    Broadcast hooks are called by pluggy itself (its order: last registered first, ``tryfirst`` and
+    ``trylast`` honoured, wrappers around the rest), but each plain implementation runs inside
+    ``on_error``'s isolation: one that raises is reported and the others still run.  (Every hook call
+    of pluggy goes through ``_hookexec``; its tracing wraps what is below it.)"""
+
+    def __init__(self, project_name: str, on_error: Callable[[str, str, Exception], None]) -> None:
+        super().__init__(project_name)
+        self._on_error = on_error
+        #: each implementation of a broadcast hook, and the isolated copy pluggy is given instead
+        self._isolated: dict[pluggy.HookImpl, pluggy.HookImpl] = {}
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -147,10 +145,46 @@ class _Manager(pluggy.PluginManager):
                 return {}
         return opts
 
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        self._isolated = {i: c for i, c in self._isolated.items() if i.plugin is not removed}
+        return removed
+
+    def _hookexec(
+        self,
+        hook_name: str,
+        methods: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, object],
+        firstresult: bool,
+    ) -> Any:
+        if hook_name in BROADCAST_HOOKS:
+            methods = [self._isolate(hook_name, impl) for impl in methods]
+        return super()._hookexec(hook_name, methods, kwargs, firstresult)
+
+    def _isolate(self, hook_name: str, impl: pluggy.HookImpl) -> pluggy.HookImpl:
+        """``impl`` with its failure kept to itself; a wrapper is returned as it is (it must see the
+        others' outcome to do its job)."""
+        if impl.wrapper or impl.hookwrapper:
+            return impl
+        isolated = self._isolated.get(impl)
+        if isolated is None:
+            function, on_error = impl.function, self._on_error
+
+            @functools.wraps(function)
+            def call(*args: Any) -> Any:
+                try:
+                    return function(*args)
+                except Exception as exc:
+                    on_error(impl.plugin_name, hook_name, exc)
+                    return None
+
+            isolated = self._isolated[impl] = pluggy.HookImpl(impl.plugin, impl.plugin_name, call, impl.opts)
+        return isolated
+
 
 class PluginHost:
     def __init__(self) -> None:
-        self.pm = _Manager(PROJECT)
+        self.pm = _Manager(PROJECT, self._hook_failed)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.types: dict[Kind, dict[str, PluginType]] = {k: {} for k in Kind}
@@ -201,7 +235,7 @@ class PluginHost:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not stop the others
-                self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+                self._fail(info, f"import failed: {describe(exc)}")
                 continue
             self._register(obj, info)
         self.pm.check_pending()
@@ -249,7 +283,7 @@ class PluginHost:
                 self.commands.pop(c.name, None)
             info.types.clear()
             info.commands.clear()
-            self._fail(info, f"{type(exc).__name__}: {exc}")
+            self._fail(info, describe(exc))
             return
         unusable = [t.unavailable for t in info.types if t.unavailable]
         if unusable:
@@ -325,17 +359,19 @@ class PluginHost:
 
     # -- broadcasting -------------------------------------------------------------------------
 
-    def broadcast(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of a broadcast hook; one that raises is logged and counted."""
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
-            except Exception as exc:
-                key = (impl.plugin_name, hook)
-                with self._lock:
-                    count, _ = self.hook_errors.get(key, (0, ""))
-                    self.hook_errors[key] = (count + 1, f"{type(exc).__name__}: {exc}")
-                log.exception("plugin %s raised in %s", impl.plugin_name, hook)
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """The hooks, called as pluggy calls them: ``host.hook.vipsense_arrival(visit=visit)``.  Every
+        implementation of a broadcast hook runs even when another raises (see :class:`_Manager`)."""
+        return self.pm.hook
+
+    def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
+        """Log and count an implementation that raised; the status page shows the count."""
+        key = (plugin, hook)
+        with self._lock:
+            count, _ = self.hook_errors.get(key, (0, ""))
+            self.hook_errors[key] = (count + 1, describe(exc))
+        log.error("plugin %s raised in %s", plugin, hook, exc_info=exc)
 
     def failed_plugins(self) -> list[PluginInfo]:
         """Plugins that provide no types: they failed to load or were blocked (an unavailable one

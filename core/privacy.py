@@ -37,6 +37,9 @@ def mask_mobile(value: str | None) -> str:
     return value[:3] + MASK_CHAR * (len(value) - 7) + value[-4:]
 
 
+#: The customer fields a notifier may send off the branch (a profile lists which); the masked ones masked.
+CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
+
 #: Fields masked wherever a record is shown, by field name.
 MASKED_FIELDS = {"id_number": mask_id_number, "mobile": mask_mobile}
 

@@ -18,6 +18,7 @@ import attrs
 
 from .model import parse_notification_key
 from .outbox import DeliveryRecord
+from .stats import percentile
 
 
 @attrs.frozen
@@ -52,10 +53,7 @@ _RANK = {"acknowledged": 5, "delivered": 4, "retrying": 3, "pending": 2, "failed
 
 
 def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(len(values) * q))], 3)
+    return round(percentile(values, q), 3) if values else None
 
 
 def told_by_visit(records: Iterable[DeliveryRecord]) -> dict[str, list[Told]]:

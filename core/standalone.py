@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import PluginContext
 from .clock import Clock
 from .config.profile import ItemConfig, Profile
 from .output import Output
@@ -16,5 +15,5 @@ from .pluginhost import PluginHost
 
 def build(host: PluginHost, profile: Profile, cfg: ItemConfig, clock: Clock | None = None) -> Any:
     """Call the item's factory; whatever it raises is the caller's to report."""
-    ctx = PluginContext.for_item(profile, cfg, clock or Clock(), Output(live=False))
+    ctx = profile.plugin_context(cfg, clock or Clock(), Output(live=False))
     return host.types[cfg.kind][cfg.type].factory(cfg.settings, ctx)

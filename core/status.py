@@ -13,6 +13,9 @@ from typing import Any
 
 import attrs
 
+from .states import DeviceState
+from .stats import percentile
+
 _RING = 2048
 
 
@@ -69,7 +72,7 @@ class Stats:
             lat = sorted(self._lat)
         if not lat:
             return None, None
-        return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        return percentile(lat, 0.5), percentile(lat, 0.99)
 
     def snapshot(self) -> dict[str, Any]:
         p50, p99 = self.percentiles()
@@ -207,11 +210,11 @@ class Storage:
 
 @attrs.define
 class DeviceStatus:
-    """A reader, store or notifier: its state in words, and its stats."""
+    """A reader, store or notifier: its state, and its stats."""
 
     kind: str
     type: str
-    state: str = "starting"
+    state: DeviceState = attrs.field(default=DeviceState.STARTING, converter=DeviceState)
     reason: str = ""
     since: float = attrs.Factory(time.time)
     stats: Stats = attrs.Factory(Stats)
@@ -221,7 +224,8 @@ class DeviceStatus:
     reads: int = 0  #: readers: reads handed to the pipeline (written by the reader's thread only)
     last_read_at: float | None = None  #: readers: wall-clock time of the last read
 
-    def set(self, state: str, reason: str = "") -> bool:
+    def set(self, state: DeviceState | str, reason: str = "") -> bool:
+        state = DeviceState(state)
         changed = (state, reason) != (self.state, self.reason)
         if changed:
             self.state, self.reason, self.since = state, reason, time.time()
@@ -231,7 +235,7 @@ class DeviceStatus:
         return {
             "kind": self.kind,
             "type": self.type,
-            "state": self.state,
+            "state": self.state.value,
             "reason": self.reason,
             "since": self.since,
             "counters": dict(self.counters),

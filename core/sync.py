@@ -32,7 +32,7 @@ from .api import CardRegistry, IdentityStore, StoreUnsupported
 from .audit import AuditAction, AuditLog, AuditResult, open_audit_log
 from .clock import Clock
 from .config.profile import Profile
-from .devices import describe
+from .errors import describe
 from .model import Card, Customer
 from .pluginhost import PluginHost
 from .privacy import printable

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from .migrations import adding_columns, migrate
 from .model import Visit
 from .walfile import WalFile
 
@@ -49,6 +50,21 @@ CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
 #: visits whose card had not departed when the branch stopped (or crashed): restored at the next start
 OPEN_INDEX = "CREATE INDEX IF NOT EXISTS visits_open ON visits (arrived_at) WHERE departed_at IS NULL"
 
+#: ``PRAGMA user_version`` 1: acknowledgements, resolution and sightings (a file from before them gets
+#: the columns)
+MIGRATIONS = (
+    adding_columns(
+        {
+            "visits": (
+                ("acknowledged_at", "REAL"),
+                ("acknowledged_by", "TEXT"),
+                ("resolved_at", "REAL"),
+                ("last_seen_at", "REAL"),
+            )
+        }
+    ),
+)
+
 #: kinds whose departure starts a re-entry window: the holder was greeted (or this was a re-entry)
 QUIET_KINDS = ("greeted", "suppressed")
 
@@ -78,15 +94,7 @@ class VisitLog:
         self._file = WalFile(path, SCHEMA, synchronous, name="visitlog")
         self.path = path
         self.db = self._file.db
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(visits)")}
-        for name, definition in (
-            ("acknowledged_at", "REAL"),
-            ("acknowledged_by", "TEXT"),
-            ("resolved_at", "REAL"),
-            ("last_seen_at", "REAL"),
-        ):
-            if name not in have:  # a file from before acknowledgements
-                self.db.execute(f"ALTER TABLE visits ADD COLUMN {name} {definition}")
+        migrate(self.db, MIGRATIONS)
         self.db.execute(OPEN_INDEX)
 
     def record(self, visits: Iterable[Visit]) -> None:

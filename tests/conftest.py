@@ -1,4 +1,14 @@
-"""Shared fixtures: real entry-point distributions written on disk, and small valid profiles."""
+"""Shared fixtures: real entry-point distributions written on disk, small valid profiles (built by
+``tests/profiles.py``), and a running branch.
+
+CI runs everything (``python -m pytest -q``).  While you work, the fast core runs in under a minute:
+
+    python -m pytest -q -m "not slow and not netns and not browser and not slapd"
+
+``slow``: takes more than about half a second; ``netns``: needs root and network namespaces;
+``browser``: a headless Chromium through Playwright; ``slapd``: a real OpenLDAP server
+(``tests/test_markers.py`` checks that the last three are marked where they are used).
+"""
 
 from __future__ import annotations
 
@@ -13,28 +23,12 @@ import pytest
 
 from vipsense.pluginhost import PluginHost, load_host
 
+from .profiles import branch_profile
+
 REPO = Path(__file__).resolve().parent.parent
 
-BASE_PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: screen, type: console, color: never}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [screen]}
-  - {event: arrival, to: client_manager, via: [screen]}
-  - {event: rejected, to: lobby_manager, via: [screen]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
-  - {event: suspect, to: branch_manager, via: [screen]}
-"""
+#: a valid small branch: one door, the SQLite store, a console screen, three staff, the usual routes
+BASE_PROFILE = branch_profile()
 
 SEED = """\
 customers:

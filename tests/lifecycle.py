@@ -17,36 +17,35 @@ from vipsense.audit import AuditLog
 from vipsense.cli import main
 from vipsense.pluginhost import load_host
 
+from .profiles import BOSS, CM1, DOOR, LOBBY, branch_profile, routes
+
 ADA_ID, ADA_MOBILE = "110101199003071234", "13812345678"
 BO_ID = "110105199003075678"  # a whole, checksum-valid number: the one a search by ID number can find
 DESK_EPC, DESK_TID = "E200000000000000000000AA", "E2801160200000000000ABCD"
 ADA_CARD, CY_CARD = "E20000000000000000000001", "E20000000000000000000002"
 
-PROFILE = """\
-branch: {id: sh-test, name: Test Branch}
-data_dir: data
-privacy: {visit_retention: 30d, consent_required: %(consent)s}
-readers:
-  - {id: door, type: simulated, visitors: []}
-  - id: desk
-    type: simulated
-    visitors: [{card: e200000000000000000000aa, at: 0.05s, reads: 3, tid: E2801160200000000000ABCD}]
-  - {id: slow-desk, type: simulated, loop: true, visitors: [{card: E200000000000000000000BB, at: 1h}]}
-stores:
-%(stores)s
-notifiers:
-  - {id: screen, type: console, color: never}
-staff:
-  - {id: issuer, name: Card Issuer, role: card_issuer}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: hq, name: Head Office, role: head_office}
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [screen]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
-  - {event: suspect, to: branch_manager, via: [screen]}
-"""
+PROFILE = branch_profile(
+    branch="{id: sh-test, name: Test Branch}",
+    readers=[
+        DOOR,
+        """\
+id: desk
+type: simulated
+visitors: [{card: e200000000000000000000aa, at: 0.05s, reads: 3, tid: E2801160200000000000ABCD}]""",
+        "{id: slow-desk, type: simulated, loop: true, visitors: [{card: E200000000000000000000BB, at: 1h}]}",
+    ],
+    stores="%(stores)s",
+    presence=None,
+    extra=["data_dir: data", "privacy: {visit_retention: 30d, consent_required: %(consent)s}"],
+    staff=[
+        "{id: issuer, name: Card Issuer, role: card_issuer}",
+        BOSS,
+        "{id: hq, name: Head Office, role: head_office}",
+        LOBBY,
+        CM1,
+    ],
+    routing=routes("screen", client_manager=False, rejected_to_lobby=False),
+)
 
 LOCAL = "  - {id: local, type: sqlite, path: identity.sqlite3, seed: [seed.yaml]}"
 

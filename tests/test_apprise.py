@@ -41,6 +41,7 @@ from vipsense.output import Output
 from vipsense.plugins.notifiers.apprise_sink import AppriseNotifier, AppriseSettings, url_secrets
 
 from .conftest import REPO, wait_for
+from .profiles import BOSS, LOBBY, branch_profile, routes
 
 ID_NUMBER, MOBILE, STAFF_MOBILE = "110101199003071234", "13812345678", "13900001111"
 PASSWORD = "s3cretPassw0rd"
@@ -188,6 +189,7 @@ def test_a_server_error_is_retried(receiver):
     assert_private(str(exc.value))
 
 
+@pytest.mark.slow
 def test_a_slow_server_runs_into_the_timeout(receiver):
     r = receiver(delay=3.0)
     n = notifier(r.url(), timeout=Duration(0.5))
@@ -272,42 +274,28 @@ def test_without_apprise_the_error_says_what_to_install(monkeypatch):
         notifier("json://127.0.0.1/x")
 
 
-PROFILE = """\
-branch: {id: chat-branch, name: Chat Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: chat, type: apprise, urls: [!secret chat_url], fields: [name, tier, mobile], timeout: 2s}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [chat]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [chat]}
-  - {event: suspect, to: branch_manager, via: [chat]}
-"""
+PROFILE = branch_profile(
+    branch="{id: chat-branch, name: Chat Branch}",
+    notifiers=[
+        "{id: chat, type: apprise, urls: [!secret chat_url], fields: [name, tier, mobile], timeout: 2s}"
+    ],
+    staff=[LOBBY, BOSS],
+    routing=routes("chat", client_manager=False, rejected_to_lobby=False),
+)
 
 
-def test_an_arrival_through_a_real_branch(receiver, write_profile, host, tmp_path):
+def test_an_arrival_through_a_real_branch(receiver, running_branch, tmp_path):
     r = receiver()
     (tmp_path / "secrets.yaml").write_text(f"chat_url: {r.url()}\n", encoding="utf-8")
-    profile = load_profile(write_profile(PROFILE), host, data_dir=tmp_path / "data")
-    assert PASSWORD not in repr(profile.notifiers[0].settings)
-    branch = Branch(profile, host, output=Output(io.StringIO(), live=False))
-    branch.start()
-    try:
-        for _ in range(3):
-            branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
-        assert wait_for(lambda: len(r.posts) == 1)
-        [(_, _, doc)] = r.posts
-        assert doc["title"] == "Chat Branch: VIP arrival Ada Wong"
-        assert doc["message"].splitlines()[2:] == ["Name: Ada Wong", "Tier: gold", "Mobile: 138****5678"]
-        assert_private(json.dumps(doc, ensure_ascii=False))
-    finally:
-        branch.stop()
+    branch = running_branch(PROFILE, wait_open=False)
+    assert PASSWORD not in repr(branch.profile.notifiers[0].settings)
+    for _ in range(3):
+        branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
+    assert wait_for(lambda: len(r.posts) == 1)
+    [(_, _, doc)] = r.posts
+    assert doc["title"] == "Chat Branch: VIP arrival Ada Wong"
+    assert doc["message"].splitlines()[2:] == ["Name: Ada Wong", "Tier: gold", "Mobile: 138****5678"]
+    assert_private(json.dumps(doc, ensure_ascii=False))
 
 
 def test_a_bad_url_in_a_profile_leaves_the_notifier_failed_naming_its_index(write_profile, host, tmp_path):

@@ -277,6 +277,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_appending_at_once_form_one_chain(tmp_path):
     path, go = tmp_path / "audit.db", tmp_path / "go"
     AuditLog(path).close()
@@ -360,6 +361,7 @@ def flipped(name: str, value, n: int):
     return value + "Δ"
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(appends=st.lists(APPEND, min_size=1, max_size=8), data=st.data())
 def test_any_appends_verify_and_any_single_flip_is_caught_there(appends, data):
@@ -705,7 +707,7 @@ def test_the_anchor_hook_reaches_observing_plugins(write_profile, tmp_path):
     profile = branch_profile(
         write_profile, tmp_path, "audit_key: !secret audit_key, audit_anchors: worm", SECRET
     )
-    log = open_audit_log(profile, on_anchor=lambda a: host.broadcast("vipsense_audit_anchor", anchor=a))
+    log = open_audit_log(profile, on_anchor=lambda a: host.hook.vipsense_audit_anchor(anchor=a))
     fill(log, 3)
     log.close()
     assert [a["count"] for a in uplink.shipped] == [1, 3]

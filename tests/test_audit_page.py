@@ -8,6 +8,8 @@ import re
 import sqlite3
 from contextlib import closing
 
+import pytest
+
 from vipsense.audit import AuditAction, AuditLog, AuditRecord, ChainCheck
 
 from .conftest import wait_for
@@ -28,6 +30,7 @@ def records(n: int, start: int = 0) -> list[AuditRecord]:
     ]
 
 
+@pytest.mark.slow
 def test_the_page_checks_only_what_was_added_since_the_last_view(web_branch):
     """ATTACK (pentest point 7): every view of /audit walked the whole chain again (seconds at a million
     entries, under the writers' lock).  Now a view reads only the entries added since the last one."""
@@ -45,6 +48,7 @@ def test_the_page_checks_only_what_was_added_since_the_last_view(web_branch):
     assert "(8 just now)" in again["text"]
 
 
+@pytest.mark.slow
 def test_the_entry_verified_last_is_checked_again_at_each_view(web_branch):
     """An edit of the newest verified entry, even with its hash left alone, shows at the next view."""
     web = web_branch()
@@ -62,6 +66,7 @@ def test_the_entry_verified_last_is_checked_again_at_each_view(web_branch):
     )
 
 
+@pytest.mark.slow
 def test_a_long_first_walk_shows_its_progress_then_the_result(tmp_path):
     log = AuditLog(tmp_path / "audit.sqlite3", synchronous="OFF")
     for start in range(0, 40_000, 10_000):

@@ -211,6 +211,7 @@ def test_the_permission_table_in_the_docstring_is_the_one_enforced():
 # -- lost, found, revoke, reissue --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_session_of_lifecycle_commands_leaves_exactly_the_expected_entries_and_a_valid_chain(branch):
     steps = [
         (("cards", "lost", ADA_CARD, "--reason", "left in a taxi"), "cm1", 0,
@@ -406,6 +407,7 @@ def test_a_card_issuer_may_not_export(branch):
 # -- end to end --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_console_script_end_to_end(branch):
     """The installed ``vipsense`` command in a process of its own: issue from the desk reader, report
     the card lost, reissue it, and verify the audit chain."""

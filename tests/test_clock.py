@@ -56,6 +56,7 @@ def test_clock_converts_between_branch_and_wall_time():
         manual.advance(-1)
 
 
+@pytest.mark.slow
 def test_a_replay_at_ten_times_speed_records_true_times_and_no_negative_response(
     running_branch, write_profile, tmp_path, capsys, monkeypatch
 ):

@@ -147,6 +147,7 @@ def test_a_search_by_id_number_answers_only_for_a_whole_valid_number(branch):
     assert [e[3] for e in entries].index("security alert: id_lookup_limit") == 3
 
 
+@pytest.mark.slow
 def test_guessing_by_id_number_at_the_command_line_hits_the_limit_and_alerts(branch):
     """Pen test point 1: ``web.id_lookup``'s limits hold at the command line too, counted from the
     audit log; the third refusal in a day is a security alert."""

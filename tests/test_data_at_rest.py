@@ -74,6 +74,7 @@ def test_an_import_leaves_no_id_or_mobile_number_in_clear_in_any_byte_of_the_sto
     assert b.customer("C1").mobile == ADA_MOBILE  # the seeded customer too
 
 
+@pytest.mark.slow
 def test_the_demo_data_directory_holds_no_id_or_mobile_number_in_clear(tmp_path):
     """The shipped demo, as a user runs a command on it, in a subprocess: its seed's numbers are
     encrypted with a key made for the data directory, in an owner-only file."""
@@ -107,6 +108,7 @@ def test_the_demo_data_directory_holds_no_id_or_mobile_number_in_clear(tmp_path)
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
 
 
+@pytest.mark.slow
 def test_a_whole_demo_morning_leaves_no_id_or_mobile_number_in_clear_anywhere_in_its_data(tmp_path):
     """The demo run as a user runs it (every store, the outbox, the visits, the audit log, the PDA
     state): no file of the data directory holds a seeded number, as text, as UTF-16 (an SMS in UCS2)

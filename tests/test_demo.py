@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from vipsense.config.yamlload import load_profile_yaml
@@ -23,6 +24,7 @@ def epc(n: int) -> str:
     return f"E2801160600002084C1A{n:04X}"
 
 
+@pytest.mark.slow
 def test_demo_morning_exact_outcome(tmp_path):
     proc = subprocess.run(
         [
@@ -129,6 +131,7 @@ def test_lingering_cards_are_read_hundreds_of_times():
     assert len(long_stays) >= 3
 
 
+@pytest.mark.slow
 def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
     proc = subprocess.Popen(
         [

@@ -17,28 +17,17 @@ from vipsense.outbox import Outbox
 from vipsense.pluginhost import load_host
 
 from .conftest import wait_for
+from .profiles import alarm_routes, branch_profile
 from .test_outbox import ADA, SEED, Types, walk_in
 
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pda, type: scripted, %(pda)s}
-  - {id: pager, type: scripted, %(pager)s}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: client_manager, via: [pda, pager],
-     escalate: {after: %(after)s, to: branch_manager, via: [pager]}}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+PROFILE = branch_profile(
+    notifiers=["{id: pda, type: scripted, %(pda)s}", "{id: pager, type: scripted, %(pager)s}"],
+    routing=[
+        "{event: arrival, to: client_manager, via: [pda, pager],\n"
+        " escalate: {after: %(after)s, to: branch_manager, via: [pager]}}",
+        *alarm_routes("pda"),
+    ],
+)
 FAST = "retry: {first: 50ms, max: 100ms}"
 
 
@@ -83,6 +72,7 @@ def visit_ack(branch):
         db.close()
 
 
+@pytest.mark.slow
 def test_no_acknowledgement_in_time_tells_the_fallback_once(start):
     branch, types, _ = start()
     walk_in(branch, ADA)
@@ -105,6 +95,7 @@ def test_no_acknowledgement_in_time_tells_the_fallback_once(start):
     )
 
 
+@pytest.mark.slow
 def test_an_acknowledgement_is_recorded_on_the_visit_and_stops_the_escalation(start):
     branch, types, acks = start(after="1s")
     walk_in(branch, ADA)
@@ -126,6 +117,7 @@ def test_an_acknowledgement_is_recorded_on_the_visit_and_stops_the_escalation(st
     assert branch.status.counters["acknowledged"] == 1
 
 
+@pytest.mark.slow
 def test_an_acknowledgement_on_one_channel_stops_retries_on_the_other(start):
     branch, types, _ = start(pager="away: [cm1], retry: {first: 300ms, max: 300ms}", after="5s")
     walk_in(branch, ADA)
@@ -148,6 +140,7 @@ def test_a_notification_that_fails_for_good_escalates_at_once(start):
     assert any(r.state is DeliveryState.FAILED for r in types.results)
 
 
+@pytest.mark.slow
 def test_an_escalation_due_while_the_hub_was_down_happens_after_the_restart(start):
     branch, types, _ = start(after="600ms")
     walk_in(branch, ADA)
@@ -238,6 +231,7 @@ def cli(monkeypatch):
     return vipsense.cli.main
 
 
+@pytest.mark.slow
 def test_response_times_in_the_status_and_in_visits_today(start, cli, capsys):
     main = cli
 

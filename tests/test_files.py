@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from vipsense.files import secure_tree
 
 from .conftest import BASE_PROFILE, REPO
@@ -41,6 +43,7 @@ def test_an_over_open_data_directory_is_made_owner_only_at_start(running_branch,
     assert branch.data_dir == data
 
 
+@pytest.mark.slow
 def test_a_command_creates_nothing_that_another_account_can_read(write_profile, tmp_path):
     """The whole data directory of a real run of ``vipsense run`` (visit log, outbox, audit log,
     identity store, their -wal and -shm files, keys) is owner-only, whatever the caller's umask."""

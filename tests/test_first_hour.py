@@ -13,11 +13,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from vipsense.cli import main
 
 from .conftest import BASE_PROFILE, REPO, wait_for
 
 
+@pytest.mark.slow
 def test_a_finished_replay_is_finished_on_the_status_page_not_down(web_branch):
     w = web_branch()
     assert wait_for(lambda: w.branch.readers_finished)  # the door replays an empty scenario
@@ -40,6 +43,7 @@ def test_empty_account_and_token_lists_say_what_to_type(write_profile, tmp_path,
     ]
 
 
+@pytest.mark.slow
 def test_run_names_the_data_directory_in_the_first_account_hint(write_profile, tmp_path):
     profile = str(write_profile(BASE_PROFILE))
     data = str(tmp_path / "elsewhere")

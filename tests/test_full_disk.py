@@ -94,6 +94,7 @@ def on_disk(data: Path) -> tuple[int, int, int]:
     )
 
 
+@pytest.mark.slow
 def test_a_full_disk_loses_no_record_and_is_a_status_problem(running_branch, small_disk, caplog):
     """ATTACK (pentest point 8): with the disk full for a while, the outbox lost delivery records
     (58 of 96), ``/api/status`` stayed ``ok``, and the audit writer logged ``cannot rollback - no

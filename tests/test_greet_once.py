@@ -19,6 +19,7 @@ from vipsense.model import TagRead, VisitKind
 
 from .branch_support import Door, Types, visit_rows
 from .conftest import REPO, wait_for
+from .profiles import BOSS, LOBBY, alarm_routes, branch_profile
 
 VIP = "E2801160600002084C1A0001"  # customer C1, active
 LOST = "E2801160600002084C1A0002"  # customer C2, reported lost
@@ -35,26 +36,18 @@ cards:
   - {{epc: {OTHER}, customer_no: C3}}
 """
 
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: gated-sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pda, type: recording}
-presence: {min_reads: 2, window: 1s, depart_after: 3s, reentry_suppress: %(window)s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: issuer, name: Card Issuer, role: card_issuer}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: unresolved, to: lobby_manager, via: [pda]}
-  - {event: rejected, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+PROFILE = branch_profile(
+    stores=["{id: local, type: gated-sqlite, seed: [seed.yaml]}"],
+    notifiers=["{id: pda, type: recording}"],
+    presence="{min_reads: 2, window: 1s, depart_after: 3s, reentry_suppress: %(window)s}",
+    staff=[LOBBY, BOSS, "{id: issuer, name: Card Issuer, role: card_issuer}"],
+    routing=[
+        "{event: arrival, to: lobby_manager, via: [pda]}",
+        "{event: unresolved, to: lobby_manager, via: [pda]}",
+        "{event: rejected, to: lobby_manager, via: [pda]}",
+        *alarm_routes("pda"),
+    ],
+)
 
 
 @pytest.fixture
@@ -85,6 +78,7 @@ def greetings(types: Types) -> list[str]:
     return types.told(VisitKind.GREETED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("restart_at", [5, 13], ids=["inside-the-window", "after-the-window"])
 def test_a_restart_does_not_greet_a_vip_who_is_still_standing_there(branch_on, types, tmp_path, restart_at):
     """reentry_suppress 10 s, the VIP present for 20 s, the branch restarted (stopped, then started
@@ -132,6 +126,7 @@ def test_a_visit_left_open_by_a_long_stop_is_closed_at_its_last_sighting(branch_
     assert greetings(types) == [VIP, VIP]
 
 
+@pytest.mark.slow
 def test_a_crashed_branch_continues_the_visits_of_cards_still_there(running_branch, types, tmp_path):
     """kill -9 while two cards stand at the door; at the next start the one still there continues its
     visit (no second greeting) and the one gone is closed at the last sighting the crashed run wrote."""
@@ -209,6 +204,7 @@ def test_lost_then_found_then_back_is_greeted(branch_on, types, tmp_path):
     assert [kind for _, kind, *_ in visit_rows(tmp_path / "data")] == ["rejected", "greeted"]
 
 
+@pytest.mark.slow
 def test_back_after_the_stores_were_down_is_greeted(branch_on, types, tmp_path):
     clock = ManualClock()
     branch = branch_on(clock)
@@ -225,6 +221,7 @@ def test_back_after_the_stores_were_down_is_greeted(branch_on, types, tmp_path):
     assert [kind for _, kind, *_ in visit_rows(tmp_path / "data")] == ["unresolved", "greeted"]
 
 
+@pytest.mark.slow
 def test_twelve_minutes_in_then_a_minute_outside_is_not_greeted_again(branch_on, types, tmp_path):
     clock = ManualClock()
     door = Door(branch_on(clock), clock)
@@ -235,6 +232,7 @@ def test_twelve_minutes_in_then_a_minute_outside_is_not_greeted_again(branch_on,
     assert [kind for _, kind, *_ in visit_rows(tmp_path / "data")] == ["greeted", "suppressed"]
 
 
+@pytest.mark.slow
 def test_a_four_second_dropout_is_not_a_second_greeting(branch_on, types, tmp_path):
     clock = ManualClock()
     door = Door(branch_on(clock), clock)
@@ -244,6 +242,7 @@ def test_a_four_second_dropout_is_not_a_second_greeting(branch_on, types, tmp_pa
     assert greetings(types) == [VIP]
 
 
+@pytest.mark.slow
 def test_arrivals_at_0_9_and_11_minutes_greet_once(branch_on, types, tmp_path):
     clock = ManualClock()
     door = Door(branch_on(clock), clock)
@@ -255,6 +254,7 @@ def test_arrivals_at_0_9_and_11_minutes_greet_once(branch_on, types, tmp_path):
     assert [kind for _, kind, *_ in visit_rows(tmp_path / "data")] == ["greeted", "suppressed", "suppressed"]
 
 
+@pytest.mark.slow
 def test_after_the_window_since_the_last_sighting_the_vip_is_greeted_again(branch_on, types, tmp_path):
     clock = ManualClock()
     door = Door(branch_on(clock), clock)
@@ -290,6 +290,7 @@ def test_a_rejected_arrival_never_silences_the_greeting_of_another_card(branch_o
     assert types.told(VisitKind.REJECTED) == [LOST] and greetings(types) == [OTHER]
 
 
+@pytest.mark.slow
 def test_the_run_note_says_what_was_restored(tmp_path, capsys):
     (tmp_path / "seed.yaml").write_text(SEED, encoding="utf-8")
     text = PROFILE.replace("type: gated-sqlite", "type: sqlite").replace("type: recording", "type: console")

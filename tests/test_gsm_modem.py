@@ -29,10 +29,11 @@ from vipsense.model import DeliveryState, Notification, Role, Staff, TagRead
 from vipsense.output import Output
 from vipsense.plugins.notifiers.gsm import GsmSettings, make_notifier
 from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator, ModemLink
-from vipsense.plugins.notifiers.gsm.pdu import segment
+from vipsense.sms import segment
 
 from .conftest import wait_for
 from .processes import stop
+from .profiles import CM1, SCREEN, alarm_routes, branch_profile
 from .test_gsm_pdu import MOBILE, STAFF, YOSHI, assert_private, visit
 
 LOBBY = "+8613800138001"
@@ -199,6 +200,7 @@ def test_sim_faults(rig, sim, message):
     assert message in str(exc) and exc.retry is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("registration", "message", "retry"),
     [
@@ -289,6 +291,7 @@ def test_unsolicited_codes_are_ignored(rig):
     assert len(emulator.received) == 2 and notifier.health()["state"] == "ready"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stall", ["all", "send"])
 def test_a_stalled_modem_fails_within_the_timeout_and_recovers(rig, stall):
     notifier, emulator, link = rig(send_timeout=Duration(1))
@@ -384,6 +387,7 @@ def test_unplugged_modem_fails_the_send_and_works_once_back(tmp_path, rig):
         adapter.close()
 
 
+@pytest.mark.slow
 def test_socket_url(rig):
     emulator = ModemEmulator()
     notifier, _, link = rig(emulator=emulator, link=ModemLink.on_tcp(emulator))
@@ -419,6 +423,7 @@ def terminal(tmp_path):
         term.port.close()
 
 
+@pytest.mark.slow
 def test_emulator_dialogue(terminal):
     term, emulator, _ = terminal
     assert term.ask("AT\r") == "AT\r\r\nOK\r\n"  # echo is on after power-up
@@ -436,6 +441,7 @@ def test_emulator_dialogue(terminal):
     assert emulator.commands[-1] == 'AT+CPIN="****"'
 
 
+@pytest.mark.slow
 def test_emulator_pdu_mode(terminal):
     term, emulator, record = terminal
     term.ask("ATE0;+CMEE=1\r")
@@ -473,6 +479,7 @@ def test_emulator_text_mode(terminal):
     ]
 
 
+@pytest.mark.slow
 def test_emulator_command_line(tmp_path):
     record = tmp_path / "sms.jsonl"
     module = "vipsense.plugins.notifiers.gsm.emulator"
@@ -506,27 +513,23 @@ cards:
   - {epc: E20000000000000000000002, customer_no: C2, status: lost}
   - {epc: E20000000000000000000003, customer_no: C2, tid: E2801160200000000000AAAA}
 """
-BRANCH_PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: screen, type: console, color: never}
-  - {id: sms, type: sms-modem, emulate: {show: false, record: sms.jsonl}, command_timeout: 1s}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}
-  - {id: boss, name: Branch Boss, role: branch_manager, mobile: "13800138002"}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [screen, sms]}
-  - {event: arrival, to: client_manager, via: [sms]}
-  - {event: rejected, to: lobby_manager, via: [screen]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [sms]}
-  - {event: suspect, to: branch_manager, via: [sms]}
-"""
+BRANCH_PROFILE = branch_profile(
+    notifiers=[
+        SCREEN,
+        "{id: sms, type: sms-modem, emulate: {show: false, record: sms.jsonl}, command_timeout: 1s}",
+    ],
+    staff=[
+        '{id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}',
+        '{id: boss, name: Branch Boss, role: branch_manager, mobile: "13800138002"}',
+        CM1,
+    ],
+    routing=[
+        "{event: arrival, to: lobby_manager, via: [screen, sms]}",
+        "{event: arrival, to: client_manager, via: [sms]}",
+        "{event: rejected, to: lobby_manager, via: [screen]}",
+        *alarm_routes("sms"),
+    ],
+)
 
 
 class Deliveries:
@@ -602,6 +605,7 @@ def test_profile_errors(write_profile, host):
 
 
 # -- an independent AT client --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("gammu") is None, reason="gammu is not installed (tests/install.sh installs it from Debian)"
 )

@@ -12,17 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vipsense import sms
 from vipsense.model import Arrival, Card, Customer, RejectReason, Role, Staff, Visit, VisitKind
 from vipsense.plugins.notifiers.gsm import errors, pdu
-from vipsense.plugins.notifiers.gsm.at import mask_numbers, parse_final
-from vipsense.plugins.notifiers.gsm.message import render
+from vipsense.plugins.notifiers.gsm.at import parse_final
 from vipsense.plugins.notifiers.gsm.receiver import BadPdu, Inbox, decode_submit
+from vipsense.sms import mask_numbers, render
 
 NUMBER = "+8613800138000"
 YOSHI = "𠮷"  # U+20BB7, CJK Ext-B: a surrogate pair in UTF-16
 
 
-def deliver(text: str, max_parts: int = 10, **kwargs) -> tuple[pdu.Segments, list[pdu.Pdu], Inbox]:
+def deliver(text: str, max_parts: int = 10, **kwargs) -> tuple[sms.Segments, list[pdu.Pdu], Inbox]:
     """Encode with the notifier's encoder, decode every PDU with the emulator's decoder."""
     segments, pdus = pdu.encode_message(NUMBER, text, reference=0x42, max_parts=max_parts, **kwargs)
     inbox = Inbox()
@@ -34,12 +35,12 @@ def deliver(text: str, max_parts: int = 10, **kwargs) -> tuple[pdu.Segments, lis
 
 # -- known vectors -------------------------------------------------------------------------------------
 def test_worked_example_single_ucs2_from_the_reference():
-    p = pdu.encode_submit(NUMBER, "张伟", pdu.Alphabet.UCS2)
+    p = pdu.encode_submit(NUMBER, "张伟", sms.Alphabet.UCS2)
     assert (p.hex, p.tpdu_length) == ("0001000D91683108108300F00008045F204F1F", 18)
 
 
 def test_worked_example_concatenated_part_from_the_reference():
-    p = pdu.encode_submit(NUMBER, "贵宾到达", pdu.Alphabet.UCS2, concat=pdu.Concat(0xA7, 2, 1))
+    p = pdu.encode_submit(NUMBER, "贵宾到达", sms.Alphabet.UCS2, concat=sms.Concat(0xA7, 2, 1))
     assert (p.hex, p.tpdu_length) == ("0041000D91683108108300F000080E050003A702018D355BBE52308FBE", 28)
     decoded = decode_submit(bytes.fromhex(p.hex), 28)
     assert (decoded.text, decoded.reference, decoded.total, decoded.seq) == ("贵宾到达", 0xA7, 2, 1)
@@ -47,16 +48,16 @@ def test_worked_example_concatenated_part_from_the_reference():
 
 def test_gsm7_packing_vector():
     # TS 23.038 §6.1.2.1.1 packing; the classic "hellohello" example
-    assert pdu.pack_septets(pdu.gsm7_septets("hellohello")).hex().upper() == "E8329BFD4697D9EC37"
-    p = pdu.encode_submit(NUMBER, "hellohello", pdu.Alphabet.GSM7)
+    assert pdu.pack_septets(sms.gsm7_septets("hellohello")).hex().upper() == "E8329BFD4697D9EC37"
+    p = pdu.encode_submit(NUMBER, "hellohello", sms.Alphabet.GSM7)
     assert p.hex == "0001000D91683108108300F000000A" + "E8329BFD4697D9EC37"
 
 
 def test_the_two_alphabet_tables_agree():
     from vipsense.plugins.notifiers.gsm.receiver import DEFAULT_ALPHABET, EXTENSION
 
-    assert pdu.GSM7_BASIC == DEFAULT_ALPHABET
-    assert {v: k for k, v in pdu.GSM7_EXTENSION.items()} == EXTENSION
+    assert sms.GSM7_BASIC == DEFAULT_ALPHABET
+    assert {v: k for k, v in sms.GSM7_EXTENSION.items()} == EXTENSION
 
 
 # -- addresses -----------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ def test_not_a_number(bad):
 
 
 def test_smsc_part_is_counted_apart_from_the_tpdu():
-    without = pdu.encode_submit(NUMBER, "hi", pdu.Alphabet.GSM7)
-    with_smsc = pdu.encode_submit(NUMBER, "hi", pdu.Alphabet.GSM7, smsc="+8613800210500")
+    without = pdu.encode_submit(NUMBER, "hi", sms.Alphabet.GSM7)
+    with_smsc = pdu.encode_submit(NUMBER, "hi", sms.Alphabet.GSM7, smsc="+8613800210500")
     assert with_smsc.hex.startswith("0891683108200105F0")
     assert with_smsc.tpdu_length == without.tpdu_length  # AT+CMGS never counts the SMSC part
     assert decode_submit(bytes.fromhex(with_smsc.hex), with_smsc.tpdu_length).smsc == "+8613800210500"
@@ -89,9 +90,9 @@ def test_smsc_part_is_counted_apart_from_the_tpdu():
 
 # -- segmentation --------------------------------------------------------------------------------------
 def test_one_non_gsm_character_makes_the_whole_message_ucs2():
-    assert pdu.segment("Hello world").alphabet is pdu.Alphabet.GSM7
-    assert pdu.segment("Hello world 张").alphabet is pdu.Alphabet.UCS2
-    assert pdu.segment("Hello … world").alphabet is pdu.Alphabet.UCS2
+    assert sms.segment("Hello world").alphabet is sms.Alphabet.GSM7
+    assert sms.segment("Hello world 张").alphabet is sms.Alphabet.UCS2
+    assert sms.segment("Hello … world").alphabet is sms.Alphabet.UCS2
 
 
 @pytest.mark.parametrize(
@@ -132,20 +133,20 @@ def test_long_chinese_text_in_several_parts_with_astral_characters():
 def test_gsm7_with_extension_characters_round_trips():
     text = "Vault [B2] {x} ~ | \\ ^ costs €5; @ £ ¥ è é Ä Ö Ñ Ü § ¿ ä ö ñ ü à Δ Φ Γ Λ Ω Π Ψ Σ Θ Ξ\n" * 3
     segments, pdus, inbox = deliver(text)
-    assert segments.alphabet is pdu.Alphabet.GSM7 and len(pdus) > 1
+    assert segments.alphabet is sms.Alphabet.GSM7 and len(pdus) > 1
     assert inbox.messages[0].text == text
     assert {p.alphabet for p in inbox.messages[0].parts} == {"gsm7"}
 
 
 def test_too_long_a_text_is_cut_with_an_ellipsis():
-    segments = pdu.segment("张" * 500, max_parts=4)
+    segments = sms.segment("张" * 500, max_parts=4)
     assert segments.truncated and len(segments.parts) == 4
     assert segments.text.endswith("…") and len(segments.parts[-1]) == 67
-    gsm = pdu.segment("word " * 200, max_parts=2)
+    gsm = sms.segment("word " * 200, max_parts=2)
     assert gsm.truncated and gsm.text.endswith("word...") and len(gsm.parts[-1]) <= 153
-    single = pdu.segment("a" * 200, max_parts=1)
+    single = sms.segment("a" * 200, max_parts=1)
     assert single.parts == ("a" * 157 + "...",)
-    astral = pdu.segment(YOSHI * 100, max_parts=1)
+    astral = sms.segment(YOSHI * 100, max_parts=1)
     assert astral.parts == (YOSHI * 34 + "…",)  # 69 units: the next pair would not fit
 
 
@@ -178,14 +179,14 @@ def test_astral_heavy_text_survives_the_trip(text):
     assert all(u <= (70 if len(pdus) == 1 else 67) for u in units)
 
 
-GSM_CHARS = st.sampled_from([c for c in pdu.GSM7_BASIC if c != "\x1b"] + list(pdu.GSM7_EXTENSION))
+GSM_CHARS = st.sampled_from([c for c in sms.GSM7_BASIC if c != "\x1b"] + list(sms.GSM7_EXTENSION))
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(GSM_CHARS, max_size=700))
 def test_any_gsm7_text_survives_the_trip(text):
     segments, _, inbox = deliver(text)
-    assert segments.alphabet is pdu.Alphabet.GSM7
+    assert segments.alphabet is sms.Alphabet.GSM7
     assert inbox.messages[0].text == text and inbox.messages[0].errors == ()
 
 
@@ -202,6 +203,7 @@ def test_decoder_rejects_bad_pdus():
         decode_submit(bytes.fromhex("0001000D91683108108300F000000AE832"))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.one_of(st.none(), st.integers(0, 200)))
 def test_decoder_raises_only_bad_pdu_on_garbage(data, length):
@@ -227,7 +229,7 @@ def test_decoder_notices_a_surrogate_pair_split_across_parts():
     high, low = YOSHI.encode("utf-16-be")[:2], YOSHI.encode("utf-16-be")[2:]
     inbox = Inbox()
     for seq, body in ((1, b"\x00a" + high), (2, low + b"\x00b")):
-        ud = pdu.Concat(9, 2, seq).udh() + body
+        ud = sms.Concat(9, 2, seq).udh() + body
         raw = bytes.fromhex("0041000D91683108108300F00008") + bytes((len(ud),)) + ud
         inbox.add(decode_submit(raw), seq)
     (message,) = inbox.messages
@@ -245,7 +247,7 @@ def test_validity_period_is_encoded_and_read_back():
         196,
         197,
     ]
-    p = pdu.encode_submit(NUMBER, "hi", pdu.Alphabet.GSM7, validity=86400)
+    p = pdu.encode_submit(NUMBER, "hi", sms.Alphabet.GSM7, validity=86400)
     assert p.hex.startswith("0011") and decode_submit(bytes.fromhex(p.hex)).validity == 167
 
 

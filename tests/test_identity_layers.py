@@ -22,6 +22,7 @@ from vipsense.pluginhost import load_host
 from vipsense.sync import SyncError, sync_once
 
 from .conftest import wait_for
+from .profiles import branch_profile
 
 ADA = "E20000000000000000000001"  # customer C1, active, bound to TID ADA_TID
 BO = "E20000000000000000000002"  # customer C2, active, valid only at the other branch
@@ -92,27 +93,14 @@ cards:
   - {{epc: {BO}, customer_no: C2, allowed_branches: [bj-west]}}
 """
 
-PROFILE = """\
-branch: {id: %(branch)s, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-%(stores)s
-notifiers:
-  - {id: pda, type: recording}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-security: {min_travel: %(travel)s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: arrival, to: client_manager, via: [pda]}
-  - {event: rejected, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-%(tail)s"""
+PROFILE = branch_profile(
+    branch="{id: %(branch)s, name: Test Branch}",
+    stores="%(stores)s",
+    notifiers=["{id: pda, type: recording}"],
+    extra=["security: {min_travel: %(travel)s}"],
+    via="pda",
+    tail="%(tail)s",
+)
 
 LOCAL = "  - {id: local, type: sqlite, path: local.sqlite3, seed: [seed.yaml]}"
 
@@ -180,6 +168,7 @@ def test_the_enrolled_tid_or_a_read_without_tid_is_greeted(make_branch, tid):
     assert {n.visit.kind for n in plugin.pda.sent} == {VisitKind.GREETED}
 
 
+@pytest.mark.slow
 def test_a_card_seen_at_another_branch_moments_ago_is_suspect(make_branch):
     # Both branches use one identity store file (as they would a central store); it records sightings.
     shared = "  - {id: central, type: sqlite, path: central.sqlite3, seed: [seed.yaml]}"
@@ -196,6 +185,7 @@ def test_a_card_seen_at_another_branch_moments_ago_is_suspect(make_branch):
     assert shanghai.status.counters["greeted"] == 0
 
 
+@pytest.mark.slow
 def test_travel_check_is_off_with_zero_and_a_return_to_the_same_branch_is_fine(make_branch):
     shared = "  - {id: central, type: sqlite, path: central.sqlite3, seed: [seed.yaml]}"
     first, _ = make_branch(stores=shared, branch="bj-west")
@@ -313,6 +303,7 @@ def test_sync_copies_this_branchs_cards_and_their_customers(make_branch, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_a_central_revocation_reaches_the_running_branchs_replica_within_the_interval(make_branch, tmp_path):
     tail = "sync: {source: central, target: local, interval: 300ms}\n"
     branch, _ = make_branch(stores=CENTRAL_AND_REPLICA, tail=tail)
@@ -395,6 +386,7 @@ def test_a_running_branch_purges_visits_past_retention_at_start(make_branch):
 # -- the centre unreachable: the replica carries the branch -----------------------------------------
 
 
+@pytest.mark.slapd
 def test_with_the_central_directory_down_the_replica_greets_every_card_it_holds(make_branch, tmp_path):
     """Central LDAP first, the SQLite replica second.  One refresh, then slapd is killed: every card in
     the replica is still greeted, and a card revoked centrally before that refresh is refused."""

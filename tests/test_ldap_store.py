@@ -31,6 +31,7 @@ from vipsense.model import Card, CardAction, CardEvent, Customer, Photo
 from vipsense.output import Output
 
 from .conftest import REPO, wait_for
+from .profiles import branch_profile
 from .slapd import (
     BASE_LDIF,
     CARDS,
@@ -51,6 +52,8 @@ from .slapd import (
     missing_tools,
     population_ldif,
 )
+
+pytestmark = [pytest.mark.slapd, pytest.mark.slow]  # 10,000 entries loaded, outages waited out
 
 if missing_tools():
     pytest.skip(
@@ -217,14 +220,12 @@ def test_a_profile_item_gets_the_defaults_and_typos_are_caught(tmp_path, host, m
     (tmp_path / "secrets.yaml").write_text(f"ldap_password: {SERVICE_PW!r}\n", encoding="utf-8")
     monkeypatch.delenv("VIPSENSE_SECRETS", raising=False)
     (tmp_path / "seed.yaml").write_text("customers: []\n", encoding="utf-8")
-    profile = (REPO / "tests" / "conftest.py").read_text(encoding="utf-8")
-    text = profile.split('BASE_PROFILE = """\\\n', 1)[1].split('"""', 1)[0]
     item = (
         "{id: directory, type: ldap, uri: !env VIPSENSE_LDAP_URI, bind_dn: 'cn=x,dc=bank,dc=example',"
         f" password: !secret ldap_password, timeout: 400ms, customers: {{base: '{CUSTOMERS}'}},"
         f" cards: {{base: '{CARDS}'}}}}"
     )
-    good = text.replace("{id: local, type: sqlite, seed: [seed.yaml]}", item)
+    good = branch_profile(stores=[item])
     (tmp_path / "branch.yaml").write_text(good, encoding="utf-8")
     loaded = load_profile(tmp_path / "branch.yaml", host, data_dir=tmp_path / "data")
     [cfg] = loaded.stores
@@ -454,7 +455,7 @@ def test_killed_directory_serves_stale_fails_fast_and_recovers(small_directory, 
         time.sleep(0.01)
     assert len(reasons) == 1, reasons  # stable while down: the core logs changes, not every answer
     assert max(durations) < 0.5, f"slowest call {max(durations) * 1000:.0f} ms"
-    assert failures > 20 and store.link.backoff >= 0.4  # retried only after each backoff
+    assert failures > 20 and store.link.retry.delay >= 0.4  # retried only after each backoff
     reply, result = runner.lookup("find_card", card_epc(16))  # the core sees "unavailable"
     assert (reply, result) == (Reply.NO_ANSWER, None)
     reply, result = runner.lookup("find_card", warm[0])
@@ -503,12 +504,12 @@ def test_backoff_doubles_to_its_cap(tmp_path):
     store = make_store(settings_for(f"ldap://127.0.0.1:{free_port()}"), context(tmp_path))
     with pytest.raises(DirectoryDown):
         store.open()
-    schedule = [store.link.backoff]
+    schedule = [store.link.retry.delay]
     for _ in range(6):
         store.link.next_retry = 0.0
         with pytest.raises(DirectoryDown):
             store.find_card(card_epc(1))
-        schedule.append(store.link.backoff)
+        schedule.append(store.link.retry.delay)
     assert schedule == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
     before = store.link.next_retry
     with pytest.raises(DirectoryDown):

@@ -294,6 +294,7 @@ def test_captured_bytes_in_any_chunks_reach_the_pipeline_through_the_live_callba
 # -- 2. end to end against the emulator ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_branch_greets_a_card_read_by_an_llrp_reader(emulator, llrp_branch):
     emu = emulator()
     branch, out, log = llrp_branch(emu.port)
@@ -315,6 +316,7 @@ def test_branch_greets_a_card_read_by_an_llrp_reader(emulator, llrp_branch):
     assert -58 <= rssi <= -42  # the emulator's -50 dBm with 1.5 dB of noise
 
 
+@pytest.mark.slow
 def test_driver_configures_the_reader_for_a_door_and_cleans_up(emulator, llrp_branch):
     """What went over the wire: the connect sequence of llrp.md §2, the door settings, and the polite
     DELETE_ACCESSSPEC / DELETE_ROSPEC when the branch stops."""
@@ -358,6 +360,7 @@ def test_driver_configures_the_reader_for_a_door_and_cleans_up(emulator, llrp_br
 # -- 3. link loss ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reader_that_goes_away_is_reported_and_reconnected_on_return(emulator, llrp_branch):
     emu = emulator()
     branch, _, log = llrp_branch(emu.port)
@@ -379,6 +382,7 @@ def test_reader_that_goes_away_is_reported_and_reconnected_on_return(emulator, l
 # -- 4. keepalive watchdog -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reader_that_falls_silent_trips_the_keepalive_watchdog(emulator, llrp_branch):
     emu = emulator()
     branch, _, log = llrp_branch(emu.port)
@@ -450,6 +454,7 @@ def test_without_the_events_shim_the_readers_error_message_is_the_reason(emulato
     )
 
 
+@pytest.mark.slow
 def test_without_the_delete_all_shim_connect_times_out_naming_the_refusal(emulator):
     """llrpkit refuses DELETE_ROSPEC 0 (incompatibility 2); sllurp then waits for ever."""
     emu = emulator(shims=ALL_SHIMS - {"delete-all"})
@@ -556,6 +561,7 @@ ANY_VALUE = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(st.one_of(st.dictionaries(st.sampled_from(TAG_KEYS) | st.text(max_size=5), ANY_VALUE), ANY_VALUE))
 def test_normalise_takes_anything_and_raises_only_its_protocol_error(tag):
@@ -609,6 +615,7 @@ def test_a_valid_header_on_any_body_raises_only_the_protocol_error(msg_type, bod
 NOT_A_HEADER_START = st.binary(max_size=30).map(lambda b: bytes(x for x in b if not 0x04 <= x <= 0x07))
 
 
+@pytest.mark.slow
 @given(st.lists(NOT_A_HEADER_START, min_size=45, max_size=45))
 def test_every_captured_message_is_recovered_from_between_garbage(garbage):
     """Bytes 0x04-0x07 are the only ones that can start an LLRP 1 header (3 reserved bits 0, version

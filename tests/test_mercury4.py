@@ -194,6 +194,7 @@ def test_parse_row_raises_only_rql_error(text):
         parse_row(text)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=8))
 def test_the_response_parser_never_raises_on_arbitrary_bytes(chunks):
@@ -203,6 +204,7 @@ def test_the_response_parser_never_raises_on_arbitrary_bytes(chunks):
             assert all(isinstance(r, TagRow) for r in answer.rows)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -296,12 +298,14 @@ def test_emulator_answers_the_columns_asked_for_on_the_antennas_asked_for(emulat
     assert text == f"0x{ADA}|1|3\n0x{STRANGER}|2|1\n\n"
 
 
+@pytest.mark.slow
 def test_emulator_waits_time_out_before_answering(emulator):
     t0 = time.monotonic()
     assert ask(emulator.port, select_statement((), 300).encode()) == "\n"
     assert time.monotonic() - t0 >= 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("statement", "error"),
     [
@@ -523,6 +527,7 @@ def test_malformed_rows_are_dropped_and_the_good_ones_still_read(start_branch, f
     assert rig.door.state == "connected"
 
 
+@pytest.mark.slow
 def test_a_dropped_link_is_reported_and_reconnected(start_branch, field, emulator):
     rig = start_branch()
     field.put(ADA)
@@ -542,6 +547,7 @@ def test_a_dropped_link_is_reported_and_reconnected(start_branch, field, emulato
     assert wait_for(lambda: rig.branch.status.counters["reads"] > reads + 2)
 
 
+@pytest.mark.slow
 def test_a_reader_that_goes_away_is_used_again_on_the_same_port(start_branch, field, emulator):
     rig = start_branch()
     field.put(ADA)
@@ -558,6 +564,7 @@ def test_a_reader_that_goes_away_is_used_again_on_the_same_port(start_branch, fi
     assert wait_for(lambda: rig.branch.status.counters["reads"] > reads + 2)
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_answering_is_disconnected_after_silence_timeout(start_branch, field, emulator):
     rig = start_branch(silence_timeout="500ms")
     field.put(ADA)

@@ -14,6 +14,7 @@ from vipsense.branch import Branch
 from vipsense.model import DeliveryState, TagRead
 
 from .conftest import wait_for
+from .profiles import branch_profile, routes
 
 ADA = "E20000000000000000000001"
 SEED = """\
@@ -22,25 +23,18 @@ customers:
 cards:
   - {epc: E20000000000000000000001, customer_no: C1}
 """
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: sms, type: sms-modem, emulate: {show: false}, command_timeout: 300ms, send_timeout: 1s,
-     retry: {first: 200ms, max: 400ms}}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-notification_ttl: %(ttl)s
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}
-  - {id: boss, name: Branch Boss, role: branch_manager, mobile: "13800138002"}
-routing:
-  - {event: arrival, to: lobby_manager, via: [sms]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [sms]}
-  - {event: suspect, to: branch_manager, via: [sms]}
-"""
+PROFILE = branch_profile(
+    notifiers=[
+        "{id: sms, type: sms-modem, emulate: {show: false}, command_timeout: 300ms, send_timeout: 1s,\n"
+        " retry: {first: 200ms, max: 400ms}}"
+    ],
+    extra=["notification_ttl: %(ttl)s"],
+    staff=[
+        '{id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}',
+        '{id: boss, name: Branch Boss, role: branch_manager, mobile: "13800138002"}',
+    ],
+    routing=routes("sms", client_manager=False, rejected_to_lobby=False),
+)
 
 
 class Results:
@@ -77,6 +71,7 @@ def outbox(b: Branch) -> list[tuple]:
         db.close()
 
 
+@pytest.mark.slow
 def test_a_temporary_cms_error_is_retried_and_texted_once(branch):
     b, emulator, results = branch()
     emulator.fail_sends(332, times=2)  # network timeout, twice
@@ -94,6 +89,7 @@ def test_a_temporary_cms_error_is_retried_and_texted_once(branch):
     assert wait_for(lambda: outbox(b) == [("delivered", 3, "")])
 
 
+@pytest.mark.slow
 def test_a_permanent_cms_error_is_reported_not_retried(branch, caplog):
     b, emulator, results = branch()
     emulator.fail_sends(1, times=5)  # unassigned number
@@ -110,6 +106,7 @@ def test_a_permanent_cms_error_is_reported_not_retried(branch, caplog):
     assert any("failed for good" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_modem_that_disappears_is_retried_until_it_is_back(branch):
     b, emulator, results = branch()
     emulator.stall = "all"  # hangs: nothing answered, not even the echo
@@ -126,6 +123,7 @@ def test_a_modem_that_disappears_is_retried_until_it_is_back(branch):
     assert wait_for(lambda: outbox(b)[0][0] == "delivered")
 
 
+@pytest.mark.slow
 def test_a_modem_that_never_comes_back_is_reported_when_the_text_expires(branch):
     b, emulator, results = branch(ttl="2s")
     emulator.stall = "all"

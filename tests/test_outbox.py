@@ -38,6 +38,7 @@ from vipsense.outbox import Outbox
 from vipsense.pluginhost import load_host
 
 from .conftest import REPO, wait_for
+from .profiles import BOSS, LOBBY, branch_profile, routes
 
 ADA = "E20000000000000000000001"  # customer C1 (client manager cm1)
 CAI = "E20000000000000000000003"  # customer C3 (client manager cm1)
@@ -93,26 +94,11 @@ class Types:
         self.results.append(result)
 
 
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pda, type: scripted, %(settings)s}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-notification_ttl: %(ttl)s
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: arrival, to: client_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+PROFILE = branch_profile(
+    notifiers=["{id: pda, type: scripted, %(settings)s}"],
+    extra=["notification_ttl: %(ttl)s"],
+    routing=routes("pda", rejected_to_lobby=False),
+)
 
 
 @pytest.fixture
@@ -141,6 +127,7 @@ def rows(branch, columns="recipient_id, state, attempts"):
 # -- delivery, retries, backoff ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failures_are_retried_with_backoff_until_delivered(start):
     branch, types = start("fail_times: 2, retry: {first: 100ms, max: 150ms}")
     t0 = time.monotonic()
@@ -206,6 +193,7 @@ def test_each_batch_is_stored_before_delivery(start):
 # -- stopping, restarting, expiry ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pending_notifications_survive_a_stop_and_go_out_at_the_next_start(start, tmp_path):
     branch, _ = start("away: [lobby, cm1], retry: {first: 10s, max: 10s}")
     walk_in(branch)
@@ -222,6 +210,7 @@ def test_pending_notifications_survive_a_stop_and_go_out_at_the_next_start(start
     assert wait_for(lambda: rows(again, "state, attempts, payload IS NULL") == [("delivered", 2, 1)] * 2)
 
 
+@pytest.mark.slow
 def test_notifications_whose_ttl_passed_while_stopped_are_expired_not_sent(start):
     branch, _ = start("away: [lobby, cm1], retry: {first: 10s, max: 10s}", ttl="1s")
     walk_in(branch)
@@ -235,6 +224,7 @@ def test_notifications_whose_ttl_passed_while_stopped_are_expired_not_sent(start
     assert again.status.devices["pda"].counters["expired"] == 2
 
 
+@pytest.mark.slow
 def test_a_retry_past_the_ttl_is_expired(start):
     branch, types = start("away: [lobby], retry: {first: 5s, max: 5s}", ttl="300ms")
     walk_in(branch)
@@ -383,26 +373,19 @@ def vipsense_register_notifier_types(register):
     register("file", FileSettings, FileNotifier, summary="appends messages to a file")
 """
 
-KILL_PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
+KILL_PROFILE = branch_profile(
+    readers="""\
   - id: door
     type: simulated
     visitors:
 %(visitors)s      - {card: E20000000000000000000001, at: 1h, reads: 1}   # keeps the replay running
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pager, type: file, marker: %(marker)s, out: %(out)s, retry: {first: 100ms, max: 300ms}}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pager]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pager]}
-  - {event: suspect, to: branch_manager, via: [pager]}
-"""
+""",
+    notifiers=[
+        "{id: pager, type: file, marker: %(marker)s, out: %(out)s, retry: {first: 100ms, max: 300ms}}"
+    ],
+    staff=[LOBBY, BOSS],
+    routing=routes("pager", client_manager=False, rejected_to_lobby=False),
+)
 
 MORNING = """\
       - {card: E20000000000000000000001, at: 0.2s, reads: 3, rate: 20}
@@ -434,6 +417,7 @@ def _query(path: Path, sql: str) -> list[tuple]:
         db.close()
 
 
+@pytest.mark.slow
 def test_kill_9_then_restart_delivers_everything_that_was_pending(fake_distribution, write_profile, tmp_path):
     fake_distribution("vipsense-filepager", {"filepager": FILE_NOTIFIER})
     marker, out, data = tmp_path / "offline", tmp_path / "delivered.txt", tmp_path / "data"

@@ -55,6 +55,7 @@ from vipsense.plugins.notifiers.pda.transport import JsonHandler, Server, post_s
 from vipsense.signing import signed_headers
 
 from .conftest import REPO, wait_for
+from .profiles import BOSS, branch_profile, routes
 
 AGENT = [sys.executable, "-m", "vipsense.plugins.notifiers.pda.agent"]
 CLI = [sys.executable, "-m", "vipsense.cli", "pda"]
@@ -309,6 +310,7 @@ def raw_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tupl
 # -- 1. discovery ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_discovery_shows_the_agent_with_its_txt_and_then_gone(hub, agents, branch_id):
     h = hub()
     t0 = time.monotonic()
@@ -352,6 +354,7 @@ def test_discovery_shows_the_agent_with_its_txt_and_then_gone(hub, agents, branc
 # -- 2. pushes shown once, refused pushes not shown ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_push_is_shown_once_with_the_masked_id_and_the_chinese_name(hub, agents, branch_id):
     h = hub()
     a = agents(name="李娜的PDA", staff="lobby1", branch=branch_id)
@@ -382,6 +385,7 @@ def test_a_push_is_shown_once_with_the_masked_id_and_the_chinese_name(hub, agent
     print(f"\npush: send() to shown and answered {took * 1000:.1f} ms")
 
 
+@pytest.mark.slow
 def test_unsigned_wrong_key_stale_malformed_and_misaddressed_pushes_are_refused(agents, branch_id):
     a = agents(name="PDA-refuse", staff="lobby1", branch=branch_id)
     url = f"http://127.0.0.1:{a.port}/v1/push"
@@ -409,6 +413,7 @@ def test_unsigned_wrong_key_stale_malformed_and_misaddressed_pushes_are_refused(
     assert a.wait_for("already shown") and a.shown(n.key) == 1
 
 
+@pytest.mark.slow
 def test_a_restarted_pda_remembers_what_it_showed(agents, branch_id, tmp_path):
     data = tmp_path / "pda-data"
     n = notification(branch_id)
@@ -428,6 +433,7 @@ def test_a_restarted_pda_remembers_what_it_showed(agents, branch_id, tmp_path):
 # -- 3. acknowledgements ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_auto_ack_reaches_the_hub_and_ctx_acknowledge(hub, agents, branch_id):
     h = hub()
     a = agents(name="PDA-auto", staff="lobby1", branch=branch_id, auto_ack=0.1)
@@ -442,6 +448,7 @@ def test_auto_ack_reaches_the_hub_and_ctx_acknowledge(hub, agents, branch_id):
     assert h.n.health()["acks_received"] == 1
 
 
+@pytest.mark.slow
 def test_enter_acknowledges_the_oldest_arrival_through_the_vipsense_pda_command(
     hub, agents, branch_id, tmp_path
 ):
@@ -464,6 +471,7 @@ def test_enter_acknowledges_the_oldest_arrival_through_the_vipsense_pda_command(
     assert a.wait_for("nothing to acknowledge")
 
 
+@pytest.mark.slow
 def test_an_acknowledgement_the_branch_does_not_know_is_dropped_with_404(hub, agents, branch_id):
     h = hub(known=False)
     a = agents(name="PDA-unknown", staff="lobby1", branch=branch_id, auto_ack=0)
@@ -500,6 +508,7 @@ def test_no_pda_of_the_recipient_is_a_failure_worth_a_retry(hub, branch_id):
     assert str(e.value) == "no PDA of staff lobby1 is on the network"
 
 
+@pytest.mark.slow
 def test_a_pda_with_another_key_fails_for_good(hub, agents, branch_id):
     h = hub()
     a = agents(name="PDA-other-key", staff="lobby1", branch=branch_id, key="not-the-branch-key")
@@ -512,6 +521,7 @@ def test_a_pda_with_another_key_fails_for_good(hub, agents, branch_id):
     assert h.n.health()["pushes_failed"] == 1
 
 
+@pytest.mark.slow
 def test_a_pda_that_vanished_without_goodbye_is_retried(hub, agents, branch_id):
     h = hub()
     a = agents(name="PDA-vanish", staff="lobby1", branch=branch_id)
@@ -588,25 +598,15 @@ def test_good_settings_load_and_hide_the_key(write_profile, tmp_path):
 
 # -- 4. a whole Branch -----------------------------------------------------------------------------
 
-BRANCH_PROFILE = """\
-branch: {id: %(branch)s, name: PDA Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pda, type: pda, key: !secret pda_key, interfaces: [127.0.0.1], retry: {first: 0.5s, max: 2s}}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-notification_ttl: 10m
-staff:
-  - {id: lobby1, name: 王芳, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: rejected, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+BRANCH_PROFILE = branch_profile(
+    branch="{id: %(branch)s, name: PDA Branch}",
+    notifiers=[
+        "{id: pda, type: pda, key: !secret pda_key, interfaces: [127.0.0.1], retry: {first: 0.5s, max: 2s}}"
+    ],
+    extra=["notification_ttl: 10m"],
+    staff=["{id: lobby1, name: 王芳, role: lobby_manager}", BOSS],
+    routing=routes("pda", client_manager=False),
+)
 
 
 @pytest.fixture
@@ -636,6 +636,7 @@ def outbox_rows(data: Path, sql: str = "SELECT key, state, attempts FROM outbox"
         db.close()
 
 
+@pytest.mark.slow
 def test_an_arrival_through_a_branch_appears_on_the_pda_and_its_ack_is_recorded(branch, agents, branch_id):
     b = branch()
     notifier = b.notifiers["pda"].notifier
@@ -661,6 +662,7 @@ def test_an_arrival_through_a_branch_appears_on_the_pda_and_its_ack_is_recorded(
 # -- 7. secrets ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_key_never_appears_in_repr_logs_or_agent_output(hub, agents, branch_id, caplog):
     caplog.set_level(logging.DEBUG)
     h = hub()
@@ -674,6 +676,7 @@ def test_the_key_never_appears_in_repr_logs_or_agent_output(hub, agents, branch_
     a.stop()  # asserts the key is in neither its stdout nor its stderr
 
 
+@pytest.mark.slow
 def test_emulated_pdas_are_real_agents_whose_screen_reaches_the_branch_output(hub, branch_id):
     h = hub(emulate=(EmulatedPda("演示PDA", "lobby", "lobby1", auto_ack=0.1),))
     h.wait_present()
@@ -694,6 +697,7 @@ def test_emulated_pdas_are_real_agents_whose_screen_reaches_the_branch_output(hu
 # -- 5. a PDA away for a minute --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_pda_away_for_a_minute_gets_every_arrival_once_when_it_returns(branch, agents, branch_id, tmp_path):
     b = branch()
     notifier = b.notifiers["pda"].notifier
@@ -736,28 +740,22 @@ def key_state(data: Path, key: str) -> str | None:
 
 # -- 6. the hub killed with kill -9 ----------------------------------------------------------------
 
-KILL_PROFILE = """\
-branch: {id: %(branch)s, name: PDA Kill Branch}
-readers:
+KILL_PROFILE = branch_profile(
+    branch="{id: %(branch)s, name: PDA Kill Branch}",
+    readers="""\
   - id: door
     type: simulated
     visitors:
 %(visitors)s      - {card: E20000000000000000000001, at: 1h, reads: 1}   # keeps the replay running
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: pda, type: pda, key: !secret pda_key, interfaces: [127.0.0.1], retry: {first: 100ms, max: 300ms}}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-notification_ttl: 10m
-staff:
-  - {id: lobby1, name: 王芳, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: rejected, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+""",
+    notifiers=[
+        "{id: pda, type: pda, key: !secret pda_key, interfaces: [127.0.0.1],"
+        " retry: {first: 100ms, max: 300ms}}"
+    ],
+    extra=["notification_ttl: 10m"],
+    staff=["{id: lobby1, name: 王芳, role: lobby_manager}", BOSS],
+    routing=routes("pda", client_manager=False),
+)
 
 MORNING = """\
       - {card: E20000000000000000000001, at: 0.2s, reads: 3, rate: 20}
@@ -766,6 +764,7 @@ MORNING = """\
 """
 
 
+@pytest.mark.slow
 def test_hub_killed_with_pushes_pending_delivers_them_once_after_restart(
     write_profile, agents, branch_id, tmp_path
 ):
@@ -836,6 +835,7 @@ def ack_server(instance: str) -> Server:
     return Server("127.0.0.1", 0, Answering).start()
 
 
+@pytest.mark.slow
 def test_a_pinned_agent_refuses_a_push_from_another_hub_instance_and_takes_its_own(agents, branch_id):
     mine, other = "a1b2c3d4e5f60718", "ffeeddccbbaa9988"
     a = agents(name="PDA-pinned", staff="lobby1", branch=branch_id, hub_instance=mine)
@@ -850,6 +850,7 @@ def test_a_pinned_agent_refuses_a_push_from_another_hub_instance_and_takes_its_o
     assert a.blocks() == 1 and a.shown("f1:lobby1") == a.shown("f2:lobby1") == 0
 
 
+@pytest.mark.slow
 def test_an_agent_binds_to_the_first_hub_instance_and_moves_only_when_it_no_longer_answers(agents, branch_id):
     first, second = "1111aaaa2222bbbb", "3333cccc4444dddd"
     first_hub, second_hub = ack_server(first), ack_server(second)
@@ -891,6 +892,7 @@ def test_a_restarted_hub_that_takes_its_service_name_back_is_followed_once_the_o
     assert not pinned.admit("bbbb2222").accept
 
 
+@pytest.mark.slow
 def test_two_hubs_of_one_branch_never_mix_and_a_restarted_hub_is_followed(hub, agents, branch_id):
     first = hub(data="first")
     a = agents(name="PDA-two-hubs", staff="lobby1", branch=branch_id, auto_ack=0)
@@ -914,6 +916,7 @@ def test_two_hubs_of_one_branch_never_mix_and_a_restarted_hub_is_followed(hub, a
     assert "hub answered 404" not in a.out
 
 
+@pytest.mark.slow
 def test_emulated_pdas_without_a_profile_key_get_one_per_run_and_serve_their_own_hub_only(hub, branch_id):
     def start(data: str) -> Hub:
         return hub(data=data, key=None, emulate=(EmulatedPda("演示PDA", "lobby", "lobby1", auto_ack=0.1),))
@@ -964,6 +967,7 @@ def test_a_hub_closed_while_it_announces_itself_stops_announcing_and_closes_once
     assert h.n.hub_service == "" and h.n.last_error == ""
 
 
+@pytest.mark.slow
 def test_withdrawing_after_zeroconf_has_closed_hands_nothing_to_its_closed_loop(caplog):
     zc = open_zeroconf(["127.0.0.1"])
     advert = Advertisement(

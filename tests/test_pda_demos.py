@@ -83,6 +83,7 @@ def test_the_demo_needs_no_pda_key_in_a_secrets_file(tmp_path, monkeypatch):
     assert pda.settings.key is None and pda.settings.emulate
 
 
+@pytest.mark.slow
 def test_two_demos_on_one_machine_each_show_their_own_arrivals_once(tmp_path):
     data = {name: tmp_path / f"data-{name}" for name in ("first", "second")}
     procs: list[subprocess.Popen] = []
@@ -134,6 +135,7 @@ def _subreaper(on: bool) -> None:
         pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses prctl")
 def test_an_emulated_pda_stops_when_its_demo_is_killed_with_kill_9(tmp_path):
     data = tmp_path / "data"

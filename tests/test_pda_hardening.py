@@ -173,6 +173,7 @@ def silent_pda() -> Iterator[SilentPda]:
 # -- a PDA that never answers holds up no other ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_pda_that_accepts_and_never_answers_holds_up_no_other_pda(
     hub, agents, announcer, silent_pda, branch_id, caplog
 ):
@@ -205,6 +206,7 @@ def test_a_pda_that_accepts_and_never_answers_holds_up_no_other_pda(
     print(f"\nsilent PDA first: healthy PDA shown in {shown * 1000:.0f} ms, send() {returned * 1000:.0f} ms")
 
 
+@pytest.mark.slow
 def test_a_pda_that_never_answered_holds_up_no_later_notification(
     hub, agents, announcer, silent_pda, branch_id, caplog
 ):
@@ -252,6 +254,7 @@ def test_a_pda_that_never_answered_holds_up_no_later_notification(
     assert results[-1] == "on silent PDA (shown)", results
 
 
+@pytest.mark.slow
 def test_only_silent_pdas_is_a_failure_worth_a_retry_at_the_deadline(hub, announcer, silent_pda, branch_id):
     h = hub(push_timeout=Duration(1))
     for name in ("silent one", "silent two"):  # both on the one silent socket
@@ -298,6 +301,7 @@ class TricklingServer:
         self.listener.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("call", ["push", "hub probe"])
 def test_a_peer_that_answers_a_byte_at_a_time_is_cut_at_the_deadline(call):
     """Attack: a socket timeout bounds each read, not the answer; a peer that trickles held the
@@ -356,6 +360,7 @@ def bad_records(branch: str) -> dict[str, tuple[int, dict[str, str | bytes], str
     }
 
 
+@pytest.mark.slow
 def test_ignored_discovery_records_are_logged_once_with_the_reason(hub, announcer, branch_id, caplog):
     """Attack: records a neighbour or an attacker announces.  Port 0 and TXT values that are not
     UTF-8 used to be taken (the latter with replacement characters); nothing ignored was logged."""
@@ -437,6 +442,7 @@ NASTY = (
 )
 
 
+@pytest.mark.slow
 def test_nothing_a_push_or_an_announcement_carries_can_drive_the_agents_terminal(
     agents, announcer, branch_id
 ):

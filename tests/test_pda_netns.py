@@ -21,6 +21,8 @@ import pytest
 from .conftest import REPO, wait_for
 from .test_pda import KEY, SEED, AgentProcess, outbox_rows
 
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
 PROFILE = """\
 branch: {id: %(branch)s, name: Two Host Branch}
 readers:

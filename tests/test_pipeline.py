@@ -22,6 +22,7 @@ from vipsense.pluginhost import load_host
 from vipsense.policy import judge
 
 from .conftest import wait_for
+from .profiles import LOCAL_SQLITE, SCREEN, alarm_routes, branch_profile
 
 ADA = "E20000000000000000000001"  # customer C1, active
 LOST = "E20000000000000000000002"  # customer C2, lost
@@ -107,56 +108,36 @@ class TypesForTests:
         self.events.append(("unknown", visit.arrival.epc))
 
 
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-%(stores)s
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: screen, type: console, color: never}
-  - {id: pda, type: recording}
-  - {id: pager, type: broken-pager}
-presence: {min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 10m}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [screen, pda, pager]}
-  - {event: arrival, to: client_manager, via: [pda]}
-  - {event: arrival, tiers: [gold], to: lobby_manager, via: [pda]}
-  - {event: rejected, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+PROFILE = branch_profile(
+    stores="%(stores)s\n  - " + LOCAL_SQLITE,
+    notifiers=[SCREEN, "{id: pda, type: recording}", "{id: pager, type: broken-pager}"],
+    presence="{min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 10m}",
+    routing=[
+        "{event: arrival, to: lobby_manager, via: [screen, pda, pager]}",
+        "{event: arrival, to: client_manager, via: [pda]}",
+        "{event: arrival, tiers: [gold], to: lobby_manager, via: [pda]}",
+        "{event: rejected, to: lobby_manager, via: [pda]}",
+        *alarm_routes("pda"),
+    ],
+)
 
 
 @pytest.fixture
-def branch_factory(write_profile, tmp_path):
-    made = []
+def branch_factory(running_branch):
+    """``make(stores, data_dir, local)``: a started branch of :data:`PROFILE`, its test types and output."""
 
     def make(stores: str = "", data_dir=None, local: bool = True):
         plugin = TypesForTests()
-        host = load_host()
-        host.add(plugin, "test-types")
         text = PROFILE % {"stores": stores}
         if not local:
             text = text.replace("  - {id: local, type: sqlite, seed: [seed.yaml]}\n", "")
-        path = write_profile(text)
-        profile = load_profile(path, host, data_dir=data_dir or tmp_path / "data")
         out = io.StringIO()
-        branch = Branch(profile, host, output=Output(out, live=False))
-        branch.start()
-        made.append(branch)
-        assert branch.wait_stores_open(5.0), "the stores did not open"
+        branch = running_branch(
+            text, plugins={"test-types": plugin}, data_dir=data_dir, output=Output(out, live=False)
+        )
         return branch, plugin, out
 
-    yield make
-    for b in made:
-        if not b.stopping:
-            b.stop()
+    return make
 
 
 def walk_in(branch, epc, n=3):
@@ -231,6 +212,7 @@ def test_lost_card_is_rejected_and_alerts_branch_manager(branch_factory):
     assert "VIP ARRIVAL" not in out.getvalue()
 
 
+@pytest.mark.slow
 def test_unknown_tag_is_counted_and_nobody_is_told(branch_factory):
     branch, plugin, out = branch_factory()
     walk_in(branch, STRANGER)
@@ -280,6 +262,7 @@ def test_no_store_answering_is_recorded_as_unresolved_and_nobody_is_greeted(bran
     assert (cards.errors, cards.last_error) == (1, "no identity store could answer")
 
 
+@pytest.mark.slow
 def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
     branch, plugin, _ = branch_factory(stores="  - {id: central, type: flaky, mode: hang, timeout: 200ms}")
     t0 = time.monotonic()
@@ -299,6 +282,7 @@ def test_hanging_store_costs_one_timeout_then_is_skipped(branch_factory):
     assert wait_for(lambda: branch.status.devices["central"].state != "stuck", 2.0)
 
 
+@pytest.mark.slow
 def test_a_card_still_at_the_door_across_a_restart_continues_its_visit(branch_factory, tmp_path):
     branch, _, _ = branch_factory(data_dir=tmp_path / "d")
     walk_in(branch, ADA)
@@ -321,6 +305,7 @@ def test_a_card_still_at_the_door_across_a_restart_continues_its_visit(branch_fa
     assert kind == "greeted" and departed is not None and departed == last_seen
 
 
+@pytest.mark.slow
 def test_a_card_that_left_before_a_restart_and_returns_is_a_re_entry(branch_factory, tmp_path):
     branch, _, _ = branch_factory(data_dir=tmp_path / "d")
     walk_in(branch, ADA)
@@ -401,6 +386,7 @@ class FlakyReader(Reader):
         ctx.stop.wait()
 
 
+@pytest.mark.slow
 def test_reader_that_fails_is_reconnected_and_factory_failure_is_isolated(tmp_path, write_profile):
     flaky = FlakyReader()
     states = []

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import vipsense
 from vipsense import hookspecs
 from vipsense.config import ProfileError
 from vipsense.config.profile import load_profile
@@ -196,12 +197,48 @@ def test_failing_broadcast_hook_is_counted_and_others_still_run():
 
     host.add(Bad, "bad-observer")
     host.add(Good, "good-observer")
-    host.broadcast("vipsense_departure", arrival=None, departed_at=1.0)
-    host.broadcast("vipsense_departure", arrival=None, departed_at=2.0)
+    host.hook.vipsense_departure(arrival=None, departed_at=1.0)
+    host.hook.vipsense_departure(arrival=None, departed_at=2.0)
     assert seen == [1.0, 2.0]
     assert host.hook_errors[("bad-observer", "vipsense_departure")] == (2, "ValueError: observer bug")
 
 
+def test_broadcast_hooks_run_in_pluggy_order_and_a_raising_one_stops_none():
+    """Last registered first, ``tryfirst`` before and ``trylast`` after the rest, wrappers around them
+    all; a raising implementation is counted and the others (and the wrapper) still run."""
+    host = load_host()
+    calls = []
+
+    def observer(label: str, **order: bool) -> type:
+        class Observer:
+            @staticmethod
+            @vipsense.hookimpl(**order)
+            def vipsense_departure(arrival, departed_at):
+                calls.append(label)
+                if label == "first":
+                    raise RuntimeError("first broke")
+
+        return Observer
+
+    class Around:
+        @staticmethod
+        @vipsense.hookimpl(wrapper=True)
+        def vipsense_departure(arrival, departed_at):
+            calls.append("before")
+            result = yield
+            calls.append("after")
+            return result
+
+    host.add(observer("last", trylast=True), "last")
+    host.add(observer("first", tryfirst=True), "first")
+    host.add(observer("plain"), "plain")
+    host.add(Around, "around")
+    host.hook.vipsense_departure(arrival=None, departed_at=1.0)
+    assert calls == ["before", "first", "plain", "last", "after"]
+    assert host.hook_errors[("first", "vipsense_departure")] == (1, "RuntimeError: first broke")
+
+
+@pytest.mark.slow
 def test_cli_lists_failed_plugin_with_reason(tmp_path, fake_distribution):
     fake_distribution("sick-vendor", {"sick": "raise OSError('cannot open /dev/acme0')\n"}, version="0.9")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
@@ -237,6 +274,7 @@ def vipsense_register_commands(register):
 """
 
 
+@pytest.mark.slow
 def test_plugin_command_runs_through_the_cli(tmp_path, fake_distribution):
     fake_distribution("acme-tools", {"acme-tools": TOOL}, version="1.0")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
@@ -285,11 +323,11 @@ def test_two_plugins_cannot_claim_one_command(fake_distribution):
 
 
 def test_reserved_command_names_cover_the_built_in_commands():
-    from vipsense.cli import BUILT_IN, build_parser
+    from vipsense.cli import BUILT_IN, COMMANDS, build_parser
     from vipsense.pluginhost import RESERVED_COMMANDS
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == BUILT_IN
+    assert set(sub.choices) == set(COMMANDS) == BUILT_IN
     assert BUILT_IN <= RESERVED_COMMANDS
 
 
@@ -378,6 +416,7 @@ def test_built_in_types_declare_their_optional_dependencies(host, kind, name, mo
     assert (ptype.requires, ptype.extra, ptype.unavailable) == (modules, extra, "")
 
 
+@pytest.mark.slow
 def test_cli_lists_an_unavailable_plugin_with_its_reason(tmp_path, fake_distribution):
     fake_distribution("acme-doors", {"acme-usb": NEEDS_SDK}, version="0.9")
     env = {

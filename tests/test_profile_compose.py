@@ -448,6 +448,7 @@ def test_data_dir_argument_overrides_the_profile(host, tmp_path):
     assert load_profile(path, host, data_dir=str(tmp_path / "o2")).data_dir == tmp_path / "o2"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("restore_process_state")
 def test_run_data_dir_option_overrides_the_profile(tmp_path, capsys):
     """``vipsense run --data-dir`` puts the branch's files there, not in the profile's data_dir."""

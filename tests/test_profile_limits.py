@@ -132,6 +132,7 @@ def test_a_profile_over_1_mb_is_refused_before_it_is_read():
     ]
 
 
+@pytest.mark.slow
 def test_a_profile_with_too_many_values_is_refused():
     text = "tiers: [" + "a," * 20_001 + "a]\n"
     # values: the mapping, the key 'tiers', the list, then its items: item 19,997 is value 20,001
@@ -142,6 +143,7 @@ def test_a_profile_with_too_many_values_is_refused():
     ]
 
 
+@pytest.mark.slow
 def test_a_seed_file_is_not_held_to_a_profiles_size():
     """Seed files of customers share the loader; they may be larger than a profile."""
     text = "customers:\n" + "".join(f"  - {{customer_no: C{i}, name: N{i}}}\n" for i in range(8_000))
@@ -183,6 +185,7 @@ def _secrets_bomb(path: Path) -> None:
     Path("seed.yaml").write_text("customers: []\ncards: []\n", encoding="utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "error"),
     [

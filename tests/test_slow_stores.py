@@ -17,6 +17,9 @@ from vipsense.model import TagRead, VisitKind
 
 from .branch_support import Types
 from .conftest import wait_for
+from .profiles import alarm_routes, branch_profile
+
+pytestmark = pytest.mark.slow  # each test waits out store delays and stalls of a second or more
 
 VIPS = [f"E2801160600002084C{i:06X}" for i in range(1, 51)]
 
@@ -30,25 +33,16 @@ SEED = (
     + "".join(f"  - {{epc: {epc}, customer_no: C{i:03d}}}\n" for i, epc in enumerate(VIPS, 1))
 )
 
-PROFILE = """\
-branch: {id: test-branch, name: Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: gated-sqlite, seed: [seed.yaml], open_delay: %(open_delay)s, timeout: 500ms}
-notifiers:
-  - {id: pda, type: recording}
-presence: {min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 10m}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: Client Manager One, role: client_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [pda]}
-  - {event: unresolved, to: lobby_manager, via: [pda]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [pda]}
-  - {event: suspect, to: branch_manager, via: [pda]}
-"""
+PROFILE = branch_profile(
+    stores=["{id: local, type: gated-sqlite, seed: [seed.yaml], open_delay: %(open_delay)s, timeout: 500ms}"],
+    notifiers=["{id: pda, type: recording}"],
+    presence="{min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 10m}",
+    routing=[
+        "{event: arrival, to: lobby_manager, via: [pda]}",
+        "{event: unresolved, to: lobby_manager, via: [pda]}",
+        *alarm_routes("pda"),
+    ],
+)
 
 
 class Zone(threading.Thread):

@@ -23,7 +23,6 @@ smpplib_gsm = pytest.importorskip("smpplib.gsm")
 pytest.importorskip("smpp34")
 
 from vipsense.api import DeliveryFailed, Duration, PluginContext, Secret  # noqa: E402
-from vipsense.branch import Branch  # noqa: E402
 from vipsense.clock import Clock  # noqa: E402
 from vipsense.config import ProfileError  # noqa: E402
 from vipsense.config.profile import load_profile  # noqa: E402
@@ -33,6 +32,7 @@ from vipsense.plugins.notifiers.smpp import SmppNotifier, SmppSettings, encode_t
 
 from .conftest import REPO, wait_for  # noqa: E402
 from .processes import stop  # noqa: E402
+from .profiles import BOSS, branch_profile, routes  # noqa: E402
 from .test_gsm_pdu import ID_NUMBER, MOBILE, STAFF, YOSHI, assert_private, visit  # noqa: E402
 
 PEER = Path(__file__).with_name("smsc_peer.py")
@@ -256,6 +256,7 @@ def test_an_smsc_that_is_down_is_retried_and_used_once_it_is_up(smsc, make):
     assert len(peer.wait("message")) == 1 and notifier.health()["bound"] is True
 
 
+@pytest.mark.slow
 def test_an_smsc_that_does_not_answer_the_bind_times_out_as_retryable(make):
     with socket.socket() as silent:  # accepts the TCP connection, never speaks SMPP
         silent.bind(("127.0.0.1", 0))
@@ -314,6 +315,7 @@ def test_a_recipient_without_a_usable_mobile_fails_for_good(make, mobile, words)
 
 
 # -- the bind between sends ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_delivery_reports_and_enquire_link_on_an_idle_bind(smsc, make):
     peer = smsc("--dlr")
     notifier = make(peer.port, enquire_link=Duration(1))
@@ -376,50 +378,39 @@ def test_without_smpplib_the_error_says_what_to_install(make, monkeypatch):
 
 
 # -- through a branch ------------------------------------------------------------------------------------
-PROFILE = """\
-branch: {id: smpp-branch, name: 陆家嘴支行}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - id: sms
-    type: sms-smpp
-    host: 127.0.0.1
-    port: %(port)d
-    system_id: vipsense
-    password: !secret smpp_password
-    source_addr: "106900001"
-    language: zh
-    request_timeout: 2s
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [sms]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [sms]}
-  - {event: suspect, to: branch_manager, via: [sms]}
-"""
+PROFILE = branch_profile(
+    branch="{id: smpp-branch, name: 陆家嘴支行}",
+    notifiers=[
+        """\
+id: sms
+type: sms-smpp
+host: 127.0.0.1
+port: %(port)d
+system_id: vipsense
+password: !secret smpp_password
+source_addr: "106900001"
+language: zh
+request_timeout: 2s"""
+    ],
+    staff=['{id: lobby, name: Lobby Person, role: lobby_manager, mobile: "+8613800138001"}', BOSS],
+    routing=routes("sms", client_manager=False, rejected_to_lobby=False),
+)
 
 
-def test_an_arrival_through_a_real_branch_reaches_the_smsc(smsc, write_profile, host, tmp_path):
+@pytest.mark.slow
+def test_an_arrival_through_a_real_branch_reaches_the_smsc(smsc, running_branch, tmp_path):
     peer = smsc()
     (tmp_path / "secrets.yaml").write_text(f"smpp_password: {PASSWORD}\n", encoding="utf-8")
-    profile = load_profile(write_profile(PROFILE % {"port": peer.port}), host, data_dir=tmp_path / "data")
-    assert PASSWORD not in repr(profile.notifiers[0].settings)
-    branch = Branch(profile, host, output=Output(io.StringIO(), live=False))
-    branch.start()
-    try:
-        for _ in range(3):
-            branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
-        [message] = peer.wait("message")
-        assert message["destination_addr"] == "8613800138001"
-        assert "贵宾到店：Ada Wong（金卡）" in message["text"]
-        assert "110101199003071234" not in message["text"] and "13812345678" not in message["text"]
-        assert wait_for(lambda: branch.status.devices["sms"].snapshot()["details"].get("sent") == 1)
-    finally:
-        branch.stop()
+    branch = running_branch(PROFILE % {"port": peer.port}, wait_open=False)
+    assert PASSWORD not in repr(branch.profile.notifiers[0].settings)
+    for _ in range(3):
+        branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
+    [message] = peer.wait("message")
+    assert message["destination_addr"] == "8613800138001"
+    assert "贵宾到店：Ada Wong（金卡）" in message["text"]
+    assert "110101199003071234" not in message["text"] and "13812345678" not in message["text"]
+    assert wait_for(lambda: branch.status.devices["sms"].snapshot()["details"].get("sent") == 1)
+    branch.stop()
     assert peer.wait("unbound")
 
 

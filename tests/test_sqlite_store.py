@@ -286,6 +286,7 @@ required = st.text(_TEXT, min_size=1, max_size=30).filter(lambda s: clean_text(s
 optional = st.one_of(st.just(""), st.text(_TEXT, min_size=1, max_size=30))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     rows=st.lists(

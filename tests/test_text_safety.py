@@ -186,7 +186,7 @@ def test_the_console_notifier_escapes_a_customer_stored_before_the_rule(tmp_path
 
 
 def test_the_sms_text_carries_no_control_character_and_no_number(tmp_path):
-    from vipsense.plugins.notifiers.gsm.message import render
+    from vipsense.sms import render
 
     for language in ("en", "zh"):
         text = render(visit(DIRTY), branch_name=f"B{CLEAR}", staff=STAFF, language=language)

@@ -17,7 +17,7 @@ import pytest
 from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
 from vipsense.output import Output
-from vipsense.plugins.readers.thingmagic.emulator import EmulatedRead, EmulatorLink, ModuleEmulator, ReadQueue
+from vipsense.plugins.readers.thingmagic.emulator import EmulatedRead, ModuleEmulator, ModuleLink, ReadQueue
 
 from .conftest import BASE_PROFILE, wait_for
 from .processes import stop
@@ -53,9 +53,9 @@ def module():
     """An emulated module on a fresh pty, with a hand-fed read queue."""
     links = []
 
-    def make(**kwargs) -> tuple[EmulatorLink, ReadQueue]:
+    def make(**kwargs) -> tuple[ModuleLink, ReadQueue]:
         reads = ReadQueue()
-        link = EmulatorLink.on_pty(ModuleEmulator(reads, **kwargs)).start()
+        link = ModuleLink.on_pty(ModuleEmulator(reads, **kwargs)).start()
         links.append(link)
         return link, reads
 
@@ -87,9 +87,10 @@ def test_bring_up_then_stream_greets_a_customer(module, branch_on):
     assert rows.fetchall() == [("greeted", ADA, -48.0)]
 
 
+@pytest.mark.slow
 def test_socket_url_works_like_a_serial_port(branch_on):
     reads = ReadQueue()
-    with EmulatorLink.on_tcp(ModuleEmulator(reads)) as link:
+    with ModuleLink.on_tcp(ModuleEmulator(reads)) as link:
         branch, out = branch_on(link.url)
         assert wait_for(lambda: door(branch).state == "connected")
         assert link.url.startswith("socket://127.0.0.1:")
@@ -98,6 +99,7 @@ def test_socket_url_works_like_a_serial_port(branch_on):
         branch.stop()
 
 
+@pytest.mark.slow
 def test_module_that_cannot_stream_is_polled(module, branch_on):
     link, reads = module(streaming=False)
     branch, out = branch_on(link.url)
@@ -109,6 +111,7 @@ def test_module_that_cannot_stream_is_polled(module, branch_on):
     assert wait_for(lambda: "Ada Wong" in out.getvalue())
 
 
+@pytest.mark.slow
 def test_polling_fetches_a_tag_buffer_larger_than_one_reply(module, branch_on):
     link, reads = module(streaming=False)
     branch, _ = branch_on(link.url)
@@ -159,6 +162,7 @@ def test_power_cycle_is_noticed_and_the_module_reconfigured(module, branch_on):
     assert wait_for(lambda: "Ada Wong" in out.getvalue())
 
 
+@pytest.mark.slow
 def test_silent_link_is_detected_and_recovers(module, branch_on):
     link, reads = module(keepalive_interval=0.2)
     branch, out = branch_on(link.url)
@@ -196,7 +200,7 @@ class Adapter:
         self.host = directory / "ttyHOST"
         self.dev = directory / "ttyDEV"
         self.proc: subprocess.Popen | None = None
-        self.link: EmulatorLink | None = None
+        self.link: ModuleLink | None = None
         self.reads = ReadQueue()
 
     def plug(self) -> None:
@@ -207,7 +211,7 @@ class Adapter:
         )
         assert wait_for(lambda: self.host.exists() and self.dev.exists())
         fd = os.open(self.dev, os.O_RDWR | os.O_NOCTTY)
-        self.link = EmulatorLink.on_fd(ModuleEmulator(self.reads), fd).start()
+        self.link = ModuleLink.on_fd(ModuleEmulator(self.reads), fd).start()
 
     def unplug(self) -> None:
         """Pull the adapter: socat ends (SIGTERM, then SIGKILL), reaped; the emulator stops."""
@@ -219,6 +223,7 @@ class Adapter:
         assert wait_for(lambda: not self.host.exists())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is installed by tests/install.sh")
 def test_unplugged_adapter_shows_disconnected_and_recovers_by_itself(tmp_path, branch_on):
     adapter = Adapter(tmp_path)
@@ -241,6 +246,7 @@ def test_unplugged_adapter_shows_disconnected_and_recovers_by_itself(tmp_path, b
         adapter.unplug()  # whatever happened: socat reaped, the emulator stopped
 
 
+@pytest.mark.slow
 def test_emulated_door_in_a_profile_finishes_with_its_scenario(write_profile, host, tmp_path):
     reader = (
         "{id: door, type: thingmagic, region: PRC, emulate: {visitors: ["

@@ -17,8 +17,8 @@ import serial
 from vipsense.plugins.readers.thingmagic import protocol as tm
 from vipsense.plugins.readers.thingmagic.emulator import (
     EmulatedRead,
-    EmulatorLink,
     ModuleEmulator,
+    ModuleLink,
     PeriodicReads,
     ReadQueue,
 )
@@ -298,9 +298,9 @@ def running():
     """Start links and hosts; stop and close them all in teardown."""
     links, hosts = [], []
 
-    def start(kind: str, source, **options) -> tuple[EmulatorLink, Host]:
+    def start(kind: str, source, **options) -> tuple[ModuleLink, Host]:
         emulator = ModuleEmulator(source, **options)
-        link = EmulatorLink.on_pty(emulator) if kind == "pty" else EmulatorLink.on_tcp(emulator)
+        link = ModuleLink.on_pty(emulator) if kind == "pty" else ModuleLink.on_tcp(emulator)
         links.append(link.start())
         hosts.append(Host(link.url))
         return link, hosts[-1]
@@ -312,6 +312,7 @@ def running():
         link.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pty", "tcp"])
 def test_continuous_reading_over_a_real_link(running, kind):
     source = PeriodicReads([CARD_A, CARD_B], rate=400)  # 800 reads/s in all
@@ -339,6 +340,7 @@ def test_continuous_reading_over_a_real_link(running, kind):
     assert tm.decode_read_tag_multiple(host.command(tm.read_tag_multiple(100), timeout=2.0)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pty", "tcp"])
 def test_reboot_arrives_unsolicited(running, kind):
     link, host = running(kind, PeriodicReads([CARD_A], rate=50), keepalive_interval=0.1)
@@ -380,7 +382,7 @@ def test_a_damaged_command_does_not_hold_the_next_one_back(running):
 def test_on_fd_serves_a_caller_opened_terminal():
     master, slave = os.openpty()
     slave_path = os.ttyname(slave)
-    link = EmulatorLink.on_fd(ModuleEmulator(ReadQueue()), master).start()
+    link = ModuleLink.on_fd(ModuleEmulator(ReadQueue()), master).start()
     host = Host(slave_path)
     try:
         assert tm.decode_current_program(host.command(tm.get_current_program()).data) is True
@@ -392,6 +394,7 @@ def test_on_fd_serves_a_caller_opened_terminal():
         os.fstat(master)  # closed with the link
 
 
+@pytest.mark.slow
 def test_tcp_client_can_reconnect_and_finds_the_module_as_it_left_it(running):
     link, host = running("tcp", ReadQueue())
     host.bring_up()
@@ -416,7 +419,7 @@ def test_pty_survives_the_host_reopening_it(running):
 
 
 def test_stop_is_idempotent_and_closes_the_pty():
-    link = EmulatorLink.on_pty(ModuleEmulator(ReadQueue())).start()
+    link = ModuleLink.on_pty(ModuleEmulator(ReadQueue())).start()
     path = link.device_path
     assert os.path.exists(path)
     link.stop()
@@ -426,9 +429,10 @@ def test_stop_is_idempotent_and_closes_the_pty():
 
 def test_tcp_is_loopback_only():
     with pytest.raises(ValueError, match="loopback"):
-        EmulatorLink.on_tcp(ModuleEmulator(ReadQueue()), host="0.0.0.0")
+        ModuleLink.on_tcp(ModuleEmulator(ReadQueue()), host="0.0.0.0")
 
 
+@pytest.mark.slow
 def test_command_line_emulator():
     process = subprocess.Popen(
         [sys.executable, "-m", "vipsense.plugins.readers.thingmagic.emulator", "--tcp", "0", "--tag", CARD_A],
@@ -468,6 +472,7 @@ STARTER = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sent", "sigint"),
     [

@@ -458,6 +458,7 @@ def frame_size(item) -> int:
     return len(item.data) + (7 if isinstance(item, Frame) else 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parser_class", [FrameParser, CommandParser])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chunks=st.lists(st.binary(max_size=80) | st.sampled_from(CAPTURED_RESPONSES + CAPTURED_COMMANDS)))
@@ -499,6 +500,7 @@ def accidental_frame_starts(stream: bytes, garbage_ranges: list[range]) -> bool:
     return False
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     items=st.lists(st.tuples(st.binary(max_size=40), frames_strategy), max_size=12),
@@ -572,6 +574,7 @@ FIELD_FLAGS = {
 }
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(record=tag_records(), flags=st.integers(0, tm.META_ALL), prefix=st.binary(max_size=8))
 def test_tag_record_round_trip(record, flags, prefix):
@@ -590,6 +593,7 @@ def test_tag_record_round_trip(record, flags, prefix):
     assert end == len(prefix) + len(wire)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(record=tag_records(), flags=st.integers(0, tm.META_ALL))
 def test_streamed_tag_frames_round_trip_through_the_parser(record, flags):
@@ -601,6 +605,7 @@ def test_streamed_tag_frames_round_trip_through_the_parser(record, flags):
     assert event.record == tm.decode_tag_record(body, 0, flags)[0]
 
 
+@pytest.mark.slow
 @settings(max_examples=1000)
 @given(buf=st.binary(max_size=120), offset=st.integers(-2, 130), flags=st.integers(0, 0xFFFF))
 def test_decode_tag_record_on_random_bytes_raises_only_protocol_error(buf, offset, flags):
@@ -611,6 +616,7 @@ def test_decode_tag_record_on_random_bytes_raises_only_protocol_error(buf, offse
     assert offset <= end <= len(buf) and isinstance(record.epc, str)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000)
 @given(
     frame=st.builds(

@@ -255,6 +255,7 @@ def card_numbers(draw) -> str:
     return "".join(c.upper() if draw(st.booleans()) else c for c in text)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.data(), st.lists(card_numbers(), min_size=1, max_size=4))
 def test_epcs_typed_any_way_after_any_garbage_are_decoded_exactly(data, numbers):
@@ -588,6 +589,7 @@ def test_only_the_configured_ids_are_taken(sessions):
 # -- through a real branch -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_branch_greets_a_card_typed_on_the_usb_reader_and_rides_out_an_unplug(write_profile, tmp_path):
     backend = FakeBackend(FakeKeyboard(address=1))
     states: list[tuple[str, str, str]] = []

@@ -77,6 +77,7 @@ def cli_env(site: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_plugins_lists_the_vendor_package(site: Path, tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "vipsense.cli", "plugins", "--json"],
@@ -209,6 +210,7 @@ def write_profile(tmp_path: Path, port: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_branch_runs_with_the_vendor_reader(site: Path, tmp_path: Path):
     fake = FakeAcmeReader(reader_lines())
     profile = write_profile(tmp_path, fake.port)
@@ -271,6 +273,7 @@ def _docstring_lines(source: str) -> set[int]:
     return lines
 
 
+@pytest.mark.slow
 def test_core_has_no_mention_of_the_vendor():
     files = [p for p in CORE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert files

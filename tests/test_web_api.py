@@ -220,6 +220,7 @@ def test_every_pattern_reads_the_same_in_every_dialect():
         assert not re.search(r"(?<!\\)\\[sSdDwWbB]", pattern), name
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @example("reason", "\x1c")  # the kind --hypothesis-seed=188768179600844902081040007903427430616 found
 @example("reason", "a\n")
@@ -247,6 +248,7 @@ def test_the_docs_list_the_characters_the_reason_rule_names():
     assert listed == named
 
 
+@pytest.mark.slow
 def test_the_api_refuses_exactly_what_the_document_forbids(w):
     """Both ways, over HTTP: a reason or ID number the document allows is never a 400, one it forbids
     always is."""
@@ -398,6 +400,7 @@ def test_a_revoked_token_gets_the_same_answer_as_an_unknown_one(w):
     assert revoked[1]["WWW-Authenticate"] == unknown[1]["WWW-Authenticate"] != ""
 
 
+@pytest.mark.slow
 def test_a_session_cookie_is_no_way_in(web_branch):
     w = web_branch(accounts={"boss": Role.BRANCH_MANAGER})
     client = w.client("boss")
@@ -468,6 +471,7 @@ def _counted(entries: list) -> int:
     return sum(int(e.object.split()[0]) for e in entries if e.object.endswith("calls refused and counted"))
 
 
+@pytest.mark.slow
 def test_a_flood_with_the_default_settings_writes_few_audit_entries(web_branch):
     """ATTACK (pentest point 7: 5,000 unauthenticated calls wrote 5,000 synced audit rows).  300 calls
     without a token, with the profile's defaults: before, 300 entries; now the first 20 of the window
@@ -479,6 +483,7 @@ def test_a_flood_with_the_default_settings_writes_few_audit_entries(web_branch):
     assert statuses == [401] * FLOOD
 
 
+@pytest.mark.slow
 def test_a_flood_of_unauthenticated_calls_is_counted_not_written_one_by_one(web_branch):
     """ATTACK (pentest point 7): 300 calls without a token.  Before, each wrote one synced audit entry;
     now 5 per window are written one by one and the rest become one entry with their count, written
@@ -520,6 +525,7 @@ def test_counted_refusals_are_written_at_stop(web_branch):
     assert _counted(entries) == 37 and "unknown or revoked token x37" in entries[-1].reason
 
 
+@pytest.mark.slow
 def test_a_flood_over_a_tokens_rate_is_counted_too(web_branch):
     w = web_branch(text=_refusal_profile(4, "10m"), accounts={})
     token = token_for(w, per_minute=2)
@@ -676,6 +682,7 @@ def test_thirty_one_days_is_the_longest_range(w):
 # -- the CLI-made token ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_token_made_by_the_cli_works_end_to_end(w):
     profile = w.branch.profile
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -702,6 +709,7 @@ def test_token_made_by_the_cli_works_end_to_end(w):
 # -- the OpenAPI document ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_openapi_document_is_public_and_describes_every_route(w):
     status, _, doc = call(w, "/api/v1/openapi.json")
     assert status == 200 and doc == api_spec.document()
@@ -716,6 +724,7 @@ def test_openapi_document_is_public_and_describes_every_route(w):
     assert not api_entries(w)  # reading the document is no data access
 
 
+@pytest.mark.slow
 def test_the_implementation_conforms_to_its_openapi_document(w):
     """schemathesis generates valid and invalid calls for every operation from the document the
     server serves, sends them over real HTTP with a token, and checks every answer against it."""

@@ -49,6 +49,7 @@ def guarded_routes(app) -> list[tuple[str, str, object]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_guarded_route_answers_each_role_as_the_permission_table_says(web_branch):
     w = web_branch()
     routes = guarded_routes(w.app)
@@ -74,6 +75,7 @@ def test_every_guarded_route_answers_each_role_as_the_permission_table_says(web_
                 assert "may not" in r.get_json()["error"]
 
 
+@pytest.mark.slow
 def test_home_sends_each_role_to_its_page(web_branch):
     w = web_branch()
     expected = {"admin1": "/status", "auditor1": "/audit", "boss": "/console", "lobby": "/console",
@@ -90,6 +92,7 @@ def login_entries(w) -> list:
     return [e for e in w.branch.audit.entries(action=AuditAction.LOGIN)]
 
 
+@pytest.mark.slow
 def test_a_login_is_audited_and_a_wrong_password_says_nothing_about_which_part_was_wrong(web_branch):
     w = web_branch()
     client = w.app.test_client()
@@ -116,6 +119,7 @@ def from_address(w, address: str):
     return client
 
 
+@pytest.mark.slow
 def test_wrong_passwords_make_that_address_wait_longer_each_time(web_branch, monkeypatch):
     w = web_branch()
     attacker = from_address(w, "127.0.0.9")
@@ -140,6 +144,7 @@ def test_wrong_passwords_make_that_address_wait_longer_each_time(web_branch, mon
     assert login(attacker, "cm1").status_code == 302
 
 
+@pytest.mark.slow
 def test_the_session_ends_after_the_timeout_without_requests(web_branch, monkeypatch):
     w = web_branch()
     client = w.client("boss")
@@ -151,6 +156,7 @@ def test_the_session_ends_after_the_timeout_without_requests(web_branch, monkeyp
     assert client.get("/api/status").status_code == 401
 
 
+@pytest.mark.slow
 def test_a_disabled_account_loses_its_session_at_once(web_branch):
     w = web_branch()
     client = w.client("cm1")
@@ -160,6 +166,7 @@ def test_a_disabled_account_loses_its_session_at_once(web_branch):
     assert login(w.app.test_client(), "cm1").status_code == 401
 
 
+@pytest.mark.slow
 def test_posts_without_the_csrf_token_are_refused(web_branch):
     w = web_branch()
     client = w.app.test_client()
@@ -174,6 +181,7 @@ def test_posts_without_the_csrf_token_are_refused(web_branch):
     assert client.get("/api/status").status_code == 401
 
 
+@pytest.mark.slow
 def test_next_never_leads_off_the_site(web_branch):
     w = web_branch()
     for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)", "status"):
@@ -191,6 +199,7 @@ def test_next_never_leads_off_the_site(web_branch):
     assert r.headers["Location"] == "/status"
 
 
+@pytest.mark.slow
 def test_pages_carry_the_security_headers_and_the_cookie_is_httponly_and_strict(web_branch):
     w = web_branch()
     client = w.app.test_client()
@@ -224,6 +233,7 @@ def users_cli(profile, data, *args: str, password: str | None = None) -> subproc
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_first_admin_comes_from_vipsense_users_add_and_can_log_in(write_profile, tmp_path, web_branch):
     profile = write_profile(WEB_PROFILE)
     data = tmp_path / "data"
@@ -281,6 +291,8 @@ userPassword: Directory-Pass-7
 """
 
 
+@pytest.mark.slapd
+@pytest.mark.slow
 def test_an_ldap_account_logs_in_with_its_directory_password(web_branch, tmp_path):
     pytest.importorskip("ldap")
     from .slapd import Slapd, missing_tools
@@ -314,6 +326,7 @@ def test_an_ldap_account_logs_in_with_its_directory_password(web_branch, tmp_pat
 # -- serving -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_https_through_the_tls_terminator_records_the_client_address(web_branch, tmp_path):
     from .slapd import make_tls
 
@@ -346,6 +359,7 @@ def test_https_through_the_tls_terminator_records_the_client_address(web_branch,
         bad.request("GET", "/login")
 
 
+@pytest.mark.slow
 def test_a_taken_port_leaves_the_branch_running_and_the_status_says_why(web_branch):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -362,6 +376,7 @@ def test_a_taken_port_leaves_the_branch_running_and_the_status_says_why(web_bran
         taken.close()
 
 
+@pytest.mark.slow
 def test_token_routes_ignore_sessions(web_branch):
     """The query API answers 401 to every session, whatever its role: a logged-in browser cannot be
     made to call it (no cookie authority, so no CSRF either)."""
@@ -391,6 +406,7 @@ def test_admin_and_auditor_are_accounts_not_staff(write_profile):
     )
 
 
+@pytest.mark.slow
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(web_branch):
     text = WEB_PROFILE.replace(
         "web: {bind: 127.0.0.1,", "web: {trusted_proxies: [127.0.0.5], bind: 127.0.0.1,"

@@ -43,7 +43,11 @@ ARGS = [
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TIMEOUT = 5000  #: ms for anything the page must show
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
+]
 
 
 @pytest.fixture(scope="module")

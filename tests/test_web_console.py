@@ -19,6 +19,8 @@ from vipsense.responses import load
 from .conftest import wait_for
 from .web_support import CARD, WEB_SEED, WebBranch, csrf_of
 
+pytestmark = pytest.mark.slow  # every test runs a branch and its web server
+
 JSON = {"Accept": "application/json"}
 C1_ID, C2_ID = "110101199003071234", "310101198512125678"
 C1_MOBILE = "13812345678"

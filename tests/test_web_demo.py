@@ -15,10 +15,13 @@ import sys
 import time
 import urllib.parse
 
+import pytest
 import yaml
 
 from .conftest import REPO
 from .web_support import PASSWORD, csrf_from
+
+pytestmark = pytest.mark.slow  # the demo morning, in a subprocess
 
 DEMO = REPO / "profiles" / "demo.yaml"
 

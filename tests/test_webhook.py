@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.server
-import io
 import json
 import socket
 import threading
@@ -17,14 +16,11 @@ import types
 import pytest
 
 from vipsense.api import DeliveryFailed, Duration, Secret
-from vipsense.branch import Branch
-from vipsense.config.profile import load_profile
 from vipsense.model import Arrival, Customer, Notification, Role, Staff, TagRead, Visit, VisitKind
-from vipsense.output import Output
-from vipsense.pluginhost import load_host
 from vipsense.plugins.notifiers.webhook import WebhookNotifier, WebhookSettings
 
 from .conftest import wait_for
+from .profiles import BOSS, LOBBY, branch_profile, routes
 
 KEY = "test-hmac-key"
 ID_NUMBER = "110101199003071234"
@@ -107,6 +103,7 @@ def notification(fields_customer=True) -> Notification:
     return Notification("v1:boss", visit, boss, "hook", 0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_post_is_signed_keyed_and_masked(receiver):
     r = receiver()
     notifier(r.url, fields=("customer_no", "name", "id_number", "mobile")).send(notification())
@@ -130,6 +127,7 @@ def test_post_is_signed_keyed_and_masked(receiver):
     assert not verify(headers, body, key="another-key")
 
 
+@pytest.mark.slow
 def test_default_fields_leave_out_id_and_mobile(receiver):
     r = receiver()
     notifier(r.url).send(notification())
@@ -147,6 +145,7 @@ def test_settings_repr_masks_the_secret():
         WebhookSettings(url="https://example.invalid/x", secret=Secret(KEY), fields=("photo",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status,retry", [(500, True), (503, True), (429, True), (408, True), (400, False)])
 def test_status_codes(receiver, status, retry):
     r = receiver(status=status)
@@ -156,6 +155,7 @@ def test_status_codes(receiver, status, retry):
     assert str(status) in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status,retry", [(301, False), (302, True), (303, True), (307, True), (308, False)])
 def test_a_redirect_is_a_failure_that_says_where_it_pointed(receiver, status, retry):
     """Attack: an endpoint (or someone in its path) answers the POST with a redirect.  urllib used to
@@ -173,6 +173,7 @@ def test_a_redirect_is_a_failure_that_says_where_it_pointed(receiver, status, re
     assert len(r.posts) == 1 and r.others == []  # posted once, and nothing went where it pointed
 
 
+@pytest.mark.slow
 def test_a_redirect_without_location_or_with_control_characters_is_shown_safely(receiver):
     r = receiver(status=302)
     with pytest.raises(DeliveryFailed) as e:
@@ -191,6 +192,7 @@ def test_a_redirect_without_location_or_with_control_characters_is_shown_safely(
     assert r.others == []
 
 
+@pytest.mark.slow
 def test_credentials_in_the_url_stay_out_of_status_and_errors(receiver):
     r = receiver(status=500)
     url = r.url.replace("http://", "http://hookuser:hook-pa55@") + "?token=q-secret"
@@ -214,6 +216,7 @@ def test_closed_port_is_retried_quickly():
     assert time.monotonic() - start < 1.5
 
 
+@pytest.mark.slow
 def test_slow_server_times_out_and_is_retried(receiver):
     r = receiver(delay=2.0)
     start = time.monotonic()
@@ -224,42 +227,25 @@ def test_slow_server_times_out_and_is_retried(receiver):
     assert 0.4 < took < 1.5
 
 
-PROFILE = """\
-branch: {id: hook-branch, name: Hook Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: hook, type: webhook, url: "%(url)s", secret: !secret hook_key, request_timeout: 2s}
-presence: {min_reads: 2, window: 1s, depart_after: 1s}
-staff:
-  - {id: lobby, name: Lobby Person, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-routing:
-  - {event: arrival, to: lobby_manager, via: [hook]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [hook]}
-  - {event: suspect, to: branch_manager, via: [hook]}
-"""
+PROFILE = branch_profile(
+    branch="{id: hook-branch, name: Hook Branch}",
+    notifiers=['{id: hook, type: webhook, url: "%(url)s", secret: !secret hook_key, request_timeout: 2s}'],
+    staff=[LOBBY, BOSS],
+    routing=routes("hook", client_manager=False, rejected_to_lobby=False),
+)
 
 
-def test_arrival_through_a_real_branch(receiver, write_profile, tmp_path):
+@pytest.mark.slow
+def test_arrival_through_a_real_branch(receiver, running_branch, tmp_path):
     r = receiver()
     (tmp_path / "secrets.yaml").write_text(f"hook_key: {KEY}\n", encoding="utf-8")
-    path = write_profile(PROFILE % {"url": r.url})
-    host = load_host()
-    profile = load_profile(path, host, data_dir=tmp_path / "data")
-    branch = Branch(profile, host, output=Output(io.StringIO(), live=False))
-    branch.start()
-    try:
-        for _ in range(3):
-            branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
-        assert wait_for(lambda: len(r.posts) == 1)
-        headers, body, ok = r.posts[0]
-        doc = json.loads(body)
-        assert ok and doc["event"] == "arrival" and doc["branch"] == "hook-branch"
-        assert doc["customer"]["name"] == "Ada Wong" and doc["recipient"]["id"] == "lobby"
-        assert headers["Idempotency-Key"] == doc["key"] == f"{doc['visit_id']}:lobby"
-        assert ID_NUMBER not in body.decode() and MOBILE not in body.decode()
-    finally:
-        branch.stop()
+    branch = running_branch(PROFILE % {"url": r.url}, wait_open=False)
+    for _ in range(3):
+        branch.pipeline.submit(TagRead("door", 1, "E20000000000000000000001", -50.0, branch.clock.mono()))
+    assert wait_for(lambda: len(r.posts) == 1)
+    headers, body, ok = r.posts[0]
+    doc = json.loads(body)
+    assert ok and doc["event"] == "arrival" and doc["branch"] == "hook-branch"
+    assert doc["customer"]["name"] == "Ada Wong" and doc["recipient"]["id"] == "lobby"
+    assert headers["Idempotency-Key"] == doc["key"] == f"{doc['visit_id']}:lobby"
+    assert ID_NUMBER not in body.decode() and MOBILE not in body.decode()

@@ -11,30 +11,21 @@ from typing import Any
 
 from vipsense.model import Role, TagRead
 
-WEB_PROFILE = """\
-branch: {id: web-branch, name: Web Test Branch}
-readers:
-  - {id: door, type: simulated, visitors: []}
-stores:
-  - {id: local, type: sqlite, seed: [seed.yaml]}
-notifiers:
-  - {id: screen, type: console, color: never}
-presence: {min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 1s}
-staff:
-  - {id: lobby, name: 王芳 Lobby, role: lobby_manager}
-  - {id: boss, name: Branch Boss, role: branch_manager}
-  - {id: cm1, name: 李梅 Li Mei, role: client_manager}
-  - {id: cm2, name: 赵磊 Zhao Lei, role: client_manager}
-  - {id: issuer, name: Card Issuer, role: card_issuer}
-  - {id: hq, name: Head Office, role: head_office}
-routing:
-  - {event: arrival, to: lobby_manager, via: [screen]}
-  - {event: arrival, to: client_manager, via: [screen]}
-  - {event: rejected, to: lobby_manager, via: [screen]}
-  - {event: rejected, reasons: [lost, revoked], to: branch_manager, via: [screen]}
-  - {event: suspect, to: branch_manager, via: [screen]}
-web: {bind: 127.0.0.1, port: 0, session_timeout: 15m, lockout: {attempts: 5, lock_for: 15m}}
-"""
+from .profiles import branch_profile
+
+WEB_PROFILE = branch_profile(
+    branch="{id: web-branch, name: Web Test Branch}",
+    presence="{min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 1s}",
+    staff=[
+        "{id: lobby, name: 王芳 Lobby, role: lobby_manager}",
+        "{id: boss, name: Branch Boss, role: branch_manager}",
+        "{id: cm1, name: 李梅 Li Mei, role: client_manager}",
+        "{id: cm2, name: 赵磊 Zhao Lei, role: client_manager}",
+        "{id: issuer, name: Card Issuer, role: card_issuer}",
+        "{id: hq, name: Head Office, role: head_office}",
+    ],
+    tail="web: {bind: 127.0.0.1, port: 0, session_timeout: 15m, lockout: {attempts: 5, lock_for: 15m}}\n",
+)
 
 #: customers of cm1 (C1, C3) and cm2 (C2); C4 has hostile strings in every text field
 WEB_SEED = """\

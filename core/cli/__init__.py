@@ -22,6 +22,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..commands import BUILT_IN_COMMANDS
 
 if TYPE_CHECKING:
     from ..pluginhost import PluginHost
@@ -54,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "users": ("users", "web accounts: add, list, passwd, disable, enable, unlock"),
     "tokens": ("users", "third-party API tokens: add, list, revoke"),
 }
-BUILT_IN = frozenset(COMMANDS)
+BUILT_IN = BUILT_IN_COMMANDS
 #: ``visits --today PROFILE`` and ``visits --date DAY PROFILE`` mean ``visits list ...``
 VISITS_LIST_OPTIONS = ("--today", "--date")
 

@@ -30,12 +30,13 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
+from .. import errors
 from ..api import CardExists, CardRegistry, IdentityStore, StoreUnsupported, UnknownCard
 from ..audit import AuditAction, AuditKeyError, AuditLog, AuditResult, audit_path, open_audit_log
 from ..config import ProfileError
 from ..config.errors import in_file_order
 from ..config.profile import ItemConfig, Profile, load_profile
-from ..config.structure import suggest
+from ..didyoumean import suggest
 from ..model import Staff
 from ..output import Output, display_width, pad
 from ..permissions import DOES, Permission, allowed, roles_for
@@ -288,11 +289,9 @@ class Session:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one line: its message, or its type when it has none."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, sqlite3.Error | OSError):
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text or type(exc).__name__
+    """An exception as one line for people: a system error (database, file) names its type, anything
+    else is its message alone (:func:`vipsense.errors.describe`)."""
+    return errors.describe(exc, typed=isinstance(exc, sqlite3.Error | OSError))
 
 
 def now() -> float:

@@ -215,8 +215,8 @@ def _check_id_lookup(s: Session, key: str, object_: str, reason: str) -> None:
     if refused == limits.alert_after:
         detail = f"{refused} refused look-ups by ID number in 24 h at the command line"
         s.record(AuditAction.LOOKUP, "security alert: id_lookup_limit", AuditResult.DENIED, detail)
-        s.host.broadcast(
-            "vipsense_security_alert", kind="id_lookup_limit", actor=s.actor, source=s.source, detail=detail
+        s.host.hook.vipsense_security_alert(
+            kind="id_lookup_limit", actor=s.actor, source=s.source, detail=detail
         )
     raise Denied(problem)
 

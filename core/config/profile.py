@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
+import logging
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
-from ..model import SUSPECT_REASONS, RejectReason, Role, Staff
-from ..pluginhost import Kind, PluginHost
+from ..api import PluginContext
+from ..clock import Clock
+from ..crypto import key_problem, profile_cipher
+from ..didyoumean import closest, suggest
+from ..model import SUSPECT_REASONS, DeliveryResult, Notification, RejectReason, Role, Staff
+from ..output import Output
+from ..pluginhost import Kind, PluginHost, PluginType
 from ..policy import ALERT_REASONS
-from ..web.settings import WebSettings
+from . import sections
 from .errors import ConfigError, ProfileError, in_file_order
-from .structure import INVALID, Structurer, closest, suggest
+from .structure import INVALID, Structurer
 from .types import Duration, Secret
 from .yamlload import KeyPath, LoadedYaml, format_path, load_profile_yaml
 
@@ -100,8 +105,6 @@ class PresenceSettings:
 def _data_key(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     """A data key comes from the secrets file (or the environment), never from the profile's own text,
     and is long enough to be a key (``vipsense keys new`` makes one)."""
-    from ..crypto import key_problem
-
     for secret in value if isinstance(value, tuple) else (value,):
         if secret is None:
             continue
@@ -239,7 +242,8 @@ class RouteRule:
 
 @attrs.frozen
 class _ProfileYaml:
-    """The top-level keys a profile may have (``extends`` is handled while loading)."""
+    """The top-level keys a profile may have (``extends`` is handled while loading), besides the
+    sections the layers above declare (:mod:`.sections`; see :func:`_top_level`)."""
 
     branch: BranchInfo
     readers: list[Any]  #: items are checked against their plugin's settings class
@@ -254,7 +258,14 @@ class _ProfileYaml:
     privacy: PrivacySettings = PrivacySettings()
     security: SecuritySettings = SecuritySettings()
     sync: SyncSettings | None = None
-    web: WebSettings | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def _top_level(declared: tuple[tuple[str, type], ...]) -> type:
+    """:class:`_ProfileYaml` with the declared sections as optional keys after its own, so a
+    declared section reads, and is suggested and listed, like any other."""
+    extra = {name: attrs.field(default=None, type=cls | None) for name, cls in declared}
+    return attrs.make_class("_ProfileYaml", extra, bases=(_ProfileYaml,), frozen=True)
 
 
 @attrs.frozen
@@ -273,7 +284,9 @@ class Profile:
     privacy: PrivacySettings = PrivacySettings()
     security: SecuritySettings = SecuritySettings()
     sync: SyncSettings | None = None
-    web: WebSettings | None = None  #: the branch web (status page, console, API), if served
+    #: the branch web (status page, console, API), if served: a :class:`vipsense.web.settings.WebSettings`
+    #: (the ``web:`` section, declared by the web)
+    web: Any = None
     #: problems that do not stop the branch (a serial device not plugged in), in file order
     warnings: tuple[ConfigError, ...] = ()
 
@@ -285,6 +298,34 @@ class Profile:
     def tz(self) -> zoneinfo.ZoneInfo:
         """The branch's time zone (``branch.timezone``)."""
         return zoneinfo.ZoneInfo(self.branch.timezone)
+
+    def plugin_context(
+        self,
+        item: ItemConfig,
+        clock: Clock,
+        output: Output,
+        report: Callable[[Notification, DeliveryResult], None] | None = None,
+        acknowledge: Callable[..., bool] | None = None,
+    ) -> PluginContext:
+        """The context one item's factory gets (the core's one way of making it): the plugin API
+        knows plain values, not the profile."""
+        extra: dict[str, Any] = {} if report is None else {"report": report}
+        if acknowledge is not None:
+            extra["acknowledge"] = acknowledge
+        return PluginContext(
+            branch_id=self.branch.id,
+            branch_name=self.branch.name,
+            item_id=item.id,
+            data_dir=self.data_dir,
+            profile_dir=self.profile_dir,
+            clock=clock,
+            output=output,
+            log=logging.getLogger(f"vipsense.{item.kind.value}.{item.id}"),
+            staff={s.id: s for s in self.staff},
+            tz=self.tz,
+            cipher=profile_cipher(self.privacy.data_key, self.privacy.retired_data_keys, self.data_dir),
+            **extra,
+        )
 
 
 #: Item keys the core handles itself, so plugin settings classes must not use them.
@@ -326,6 +367,30 @@ class _Checker:
 
     def item(self, kind: Kind, path: KeyPath, item: dict[str, Any]) -> ItemConfig | None:
         core_keys = ("id", "type", *_CORE_KEYS.get(kind, ()))
+        ptype = self.plugin_type(kind, path, item, core_keys)
+        if ptype is None:
+            return None
+        item_id = item.get("id", item["type"])
+        if item_id is INVALID:
+            return None
+        if not isinstance(item_id, str) or not item_id:
+            self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
+            return None
+        settings = self.st.structure_attrs(item, ptype.settings, path, also_known=core_keys)
+        timeout = grace = None
+        retry = RetrySettings()
+        if kind is Kind.STORE:
+            timeout, grace = self.store_waits(path, item)
+        if kind is Kind.NOTIFIER and "retry" in item:
+            retry = self.retry(path, item["retry"])
+        if settings is INVALID or timeout is INVALID or retry is INVALID or grace is INVALID:
+            return None
+        return ItemConfig(kind, item_id, item["type"], settings, timeout, grace, retry)
+
+    def plugin_type(
+        self, kind: Kind, path: KeyPath, item: dict[str, Any], core_keys: tuple[str, ...]
+    ) -> PluginType | None:
+        """The installed type the item's ``type:`` names, or None after saying why there is none."""
         if "type" not in item:
             typo = next((k for k in item if closest(str(k), ["type"])), None)
             if typo is not None:  # one error for the misspelt key, not also "missing 'type'"
@@ -344,50 +409,42 @@ class _Checker:
         available = self.host.types[kind]
         ptype = available.get(type_name)
         if ptype is None:
-            unusable = self.host.unavailable_types[kind].get(type_name)
-            if unusable is not None:  # installed, but a module it needs is not
-                self.st.error((*path, "type"), unusable.unavailable)
-                return None
-            installed = ", ".join(sorted(available)) or "none"
-            known = [*available, *self.host.unavailable_types[kind]]
-            msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, known)} "
-            msg += f"(installed {kind.value} types: {installed})"
-            failed = [p.name for p in self.host.failed_plugins()]
-            if failed:
-                msg += f"; plugins that failed to load: {', '.join(failed)} (see 'vipsense plugins')"
-            self.st.error((*path, "type"), msg)
-            return None
-        item_id = item.get("id", type_name)
-        if item_id is INVALID:
-            return None
-        if not isinstance(item_id, str) or not item_id:
-            self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
-            return None
-        settings = self.st.structure_attrs(item, ptype.settings, path, also_known=core_keys)
-        timeout = grace = None
-        retry = RetrySettings()
-        if kind is Kind.STORE:
-            timeout = self.st.structure(
-                item.get("timeout", DEFAULT_STORE_TIMEOUT), Duration, (*path, "timeout")
+            self.st.error((*path, "type"), self.no_such_type(kind, type_name))
+        return ptype
+
+    def no_such_type(self, kind: Kind, type_name: str) -> str:
+        unusable = self.host.unavailable_types[kind].get(type_name)
+        if unusable is not None:  # installed, but a module it needs is not
+            return unusable.unavailable
+        available = self.host.types[kind]
+        installed = ", ".join(sorted(available)) or "none"
+        known = [*available, *self.host.unavailable_types[kind]]
+        msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, known)} "
+        msg += f"(installed {kind.value} types: {installed})"
+        failed = [p.name for p in self.host.failed_plugins()]
+        if failed:
+            msg += f"; plugins that failed to load: {', '.join(failed)} (see 'vipsense plugins')"
+        return msg
+
+    def store_waits(self, path: KeyPath, item: dict[str, Any]) -> tuple[Any, Any]:
+        """A store item's ``timeout:`` and ``start_grace:``, each ``INVALID`` when reported."""
+        timeout = self.st.structure(item.get("timeout", DEFAULT_STORE_TIMEOUT), Duration, (*path, "timeout"))
+        if timeout is not INVALID and not timeout > 0:
+            timeout = self.st.error((*path, "timeout"), "must be greater than 0")
+        grace = self.st.structure(
+            item.get("start_grace", DEFAULT_START_GRACE), Duration, (*path, "start_grace")
+        )
+        if grace is not INVALID and not grace >= 0:
+            grace = self.st.error((*path, "start_grace"), "must be 0s or longer")
+        return timeout, grace
+
+    def retry(self, path: KeyPath, raw: Any) -> Any:
+        """A notifier item's ``retry:``, or ``INVALID`` when reported."""
+        if raw is not INVALID and not isinstance(raw, dict):
+            return self.st.error(
+                (*path, "retry"), f"expected a mapping such as {{first: 1s, max: 15s}}, got {raw!r}"
             )
-            if timeout is not INVALID and not timeout > 0:
-                timeout = self.st.error((*path, "timeout"), "must be greater than 0")
-            grace = self.st.structure(
-                item.get("start_grace", DEFAULT_START_GRACE), Duration, (*path, "start_grace")
-            )
-            if grace is not INVALID and not grace >= 0:
-                grace = self.st.error((*path, "start_grace"), "must be 0s or longer")
-        if kind is Kind.NOTIFIER and "retry" in item:
-            raw = item["retry"]
-            if raw is not INVALID and not isinstance(raw, dict):
-                retry = self.st.error(
-                    (*path, "retry"), f"expected a mapping such as {{first: 1s, max: 15s}}, got {raw!r}"
-                )
-            else:
-                retry = self.st.structure_attrs(raw, RetrySettings, (*path, "retry"))
-        if settings is INVALID or timeout is INVALID or retry is INVALID or grace is INVALID:
-            return None
-        return ItemConfig(kind, item_id, type_name, settings, timeout, grace, retry)
+        return self.st.structure_attrs(raw, RetrySettings, (*path, "retry"))
 
 
 def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None = None) -> Profile:
@@ -399,9 +456,11 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     loaded = load_profile_yaml(path, bounded=True)
     if loaded.data is None:
         raise ProfileError(in_file_order(loaded.errors))
+    declared = sections.registered()
+    top_level = _top_level(tuple((name, s.settings_class) for name, s in declared.items()))
     st = Structurer(loaded)
     st.errors.extend(loaded.errors)
-    top = st.structure_fields(loaded.data, _ProfileYaml, ())
+    top = st.structure_fields(loaded.data, top_level, ())
     if top is INVALID:
         raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
     if loaded.incomplete:  # a base is missing: do not also blame the keys it would have supplied
@@ -422,14 +481,13 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     notifier_ids = {n.id for n in groups["notifiers"]}
     if top["notifiers"] is not INVALID:
         notifier_ids |= _raw_ids(top["notifiers"])
-    follow_ons = _FollowOns(st, _broken_sections(loaded, top))
+    follow_ons = _FollowOns(st, _broken_sections(loaded, top, top_level))
     _check_references(st, follow_ons, top, notifier_ids, loaded.incomplete)
     if top["stores"] is not INVALID and len(groups["stores"]) == len(top["stores"]):
         _check_sync(follow_ons, top["sync"], groups["stores"])
-    if top["web"] not in (None, INVALID) and top["web"].tls is not None:
-        _check_tls(st, top["web"], path.resolve().parent)
-    if top["web"] not in (None, INVALID):
-        _warn_plain_web(st, top["web"])
+    for section in declared.values():
+        if section.check is not None and top[section.name] not in (None, INVALID):
+            section.check(top[section.name], path.resolve().parent, _SectionReport(st, section.name))
     follow_ons.fold()
     if st.errors:
         raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
@@ -463,7 +521,7 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
                 "privacy",
                 "security",
                 "sync",
-                "web",
+                *declared,
             )
         },
         warnings=tuple(in_file_order(st.warnings)),
@@ -508,10 +566,10 @@ def audit_note(privacy: PrivacySettings, ddir: Path) -> str | None:
     return None
 
 
-def _broken_sections(loaded: LoadedYaml, top: dict[str, Any]) -> dict[str, KeyPath]:
+def _broken_sections(loaded: LoadedYaml, top: dict[str, Any], top_level: type) -> dict[str, KeyPath]:
     """Top-level sections that are misspelt or failed to structure, each with the key path of its
     own error: ``{"notifiers": ("notifers",)}`` for a misspelt ``notifers:``."""
-    names = [f.name for f in attrs.fields(_ProfileYaml)]
+    names = [f.name for f in attrs.fields(top_level)]
     broken: dict[str, KeyPath] = {name: (name,) for name in names if top.get(name) is INVALID}
     for key in loaded.data:
         meant = closest(str(key), names) if key not in names else None
@@ -567,25 +625,18 @@ class _FollowOns:
                 self.st.errors[index] = attrs.evolve(anchor, message=f"{anchor.message}; {note}")
 
 
-def _check_tls(st: Structurer, web: WebSettings, profile_dir: Path) -> None:
-    assert web.tls is not None
-    for key in ("cert", "key"):
-        name = getattr(web.tls, key)
-        file = profile_dir / os.path.expanduser(name)
-        if not file.is_file():
-            what = "certificate" if key == "cert" else "private key"
-            st.error(("web", "tls", key), f"no {what} file at {file}; give the path of a PEM file")
+class _SectionReport:
+    """A declared section's check reporting at key paths inside the section."""
 
+    def __init__(self, st: Structurer, name: str) -> None:
+        self.st = st
+        self.name = name
 
-def _warn_plain_web(st: Structurer, web: WebSettings) -> None:
-    """Passwords and customer data must not cross the network in clear (``privacy-security.md`` §4
-    item 7): a web on another address than loopback needs ``web.tls`` (or a TLS proxy in front)."""
-    if web.tls is None and not ipaddress.ip_address(web.bind).is_loopback:
-        st.warn(
-            ("web", "bind"),
-            f"the branch web listens on {web.bind} without web.tls: logins and customer data would cross"
-            " the network in clear; set web.tls, or bind 127.0.0.1 behind the bank's TLS proxy",
-        )
+    def error(self, path: KeyPath, message: str) -> None:
+        self.st.error((self.name, *path), message)
+
+    def warn(self, path: KeyPath, message: str) -> None:
+        self.st.warn((self.name, *path), message)
 
 
 def _raw_ids(items: list[Any]) -> set[str]:
@@ -597,106 +648,205 @@ def _valid(items: Any) -> list[Any]:
     return [] if items is INVALID else [i for i in items if i is not INVALID]
 
 
-def _check_references(
-    st: Structurer, follow_ons: _FollowOns, top: dict[str, Any], notifier_ids: set[str], incomplete: bool
-) -> None:
-    """Cross-references between parts.  Checks that depend on a part with errors are skipped, so a
-    broken entry is reported once, not again through everything that refers to it; errors that a
-    misspelt or broken section would explain go to ``follow_ons``."""
-    staff, routing, tiers = _valid(top["staff"]), _valid(top["routing"]), top["tiers"]
-    staff_ids: dict[str, int] = {}
-    for i, person in enumerate(top["staff"] if top["staff"] is not INVALID else ()):
+@attrs.frozen
+class _References:
+    """What the cross-reference checks read: the structured top level and where to report."""
+
+    st: Structurer
+    follow_ons: _FollowOns
+    top: dict[str, Any]
+    notifier_ids: set[str]  #: every notifier id, including those of notifiers with errors
+    incomplete: bool  #: a base profile could not be read
+
+    @property
+    def tiers(self) -> Any:
+        return self.top["tiers"]
+
+    @property
+    def staff(self) -> list[Staff]:
+        return _valid(self.top["staff"])
+
+    @property
+    def staff_known(self) -> bool:
+        """Every ``staff:`` entry is valid, so a role no one holds is really missing."""
+        return self.top["staff"] is not INVALID and len(self.staff) == len(self.top["staff"])
+
+    def rules(self) -> list[tuple[KeyPath, RouteRule]]:
+        """Each valid routing rule with its key path."""
+        routing = self.top["routing"] if self.top["routing"] is not INVALID else ()
+        return [(("routing", i), rule) for i, rule in enumerate(routing) if rule is not INVALID]
+
+
+#: A check of one routing rule, given its key path (``("routing", 2)``).
+_RuleCheck = Callable[[_References, KeyPath, RouteRule], None]
+
+
+def _check_staff_ids(refs: _References) -> None:
+    first: dict[str, int] = {}
+    for i, person in enumerate(refs.top["staff"] if refs.top["staff"] is not INVALID else ()):
         if person is INVALID:
             continue
-        if person.id in staff_ids:
-            st.error(
-                ("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{staff_ids[person.id]}])"
+        if person.id in first:
+            refs.st.error(
+                ("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{first[person.id]}])"
             )
-        staff_ids.setdefault(person.id, i)
-    if tiers is not INVALID and len(set(tiers)) != len(tiers):
-        st.error(("tiers",), "each tier may be listed once")
-    for i, rule in enumerate(top["routing"] if top["routing"] is not INVALID else ()):
-        if rule is INVALID:
-            continue
-        vias = [(("routing", i, "via", j), via) for j, via in enumerate(rule.via)]
-        if rule.escalate is not None:
-            vias += [(("routing", i, "escalate", "via", j), via) for j, via in enumerate(rule.escalate.via)]
-        for where, via in vias:
-            if via not in notifier_ids:
-                known = ", ".join(sorted(notifier_ids)) or "none"
-                follow_ons.error(
-                    "notifiers",
-                    where,
-                    f"no notifier has id {via!r}{suggest(via, notifier_ids)} (notifier ids: {known})",
-                )
-        for j, tier in enumerate(rule.tiers):
-            if tiers is not INVALID and tier not in tiers:
-                follow_ons.error(
-                    "tiers",
-                    ("routing", i, "tiers", j),
-                    f"unknown tier {tier!r}{suggest(tier, tiers)} (tiers: {', '.join(tiers)})",
-                )
-        if rule.reasons and rule.event != "rejected":
-            st.error(("routing", i, "reasons"), "'reasons' applies only to 'event: rejected'")
-        if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
-            st.error(("routing", i, "to"), "rejected cards go to branch staff, not to a client manager")
-        if rule.event == "unresolved":
-            if rule.to is Role.CLIENT_MANAGER:
-                st.error(
-                    ("routing", i, "to"),
-                    "an unresolved card's customer is not known, so there is no client manager to tell; "
-                    "send it to the lobby manager",
-                )
-            if rule.tiers:
-                st.error(("routing", i, "tiers"), "an unresolved card has no tier yet; remove 'tiers'")
-        if rule.event == "suspect" and rule.to not in SUSPECT_ROLES:
-            st.error(
-                ("routing", i, "to"),
-                "suspect cards go only to the branch manager or head office, never to anyone who "
-                "would greet the holder",
+        first.setdefault(person.id, i)
+
+
+def _check_tiers_listed_once(refs: _References) -> None:
+    if refs.tiers is not INVALID and len(set(refs.tiers)) != len(refs.tiers):
+        refs.st.error(("tiers",), "each tier may be listed once")
+
+
+def _check_rule_notifiers(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    vias = [((*at, "via", j), via) for j, via in enumerate(rule.via)]
+    if rule.escalate is not None:
+        vias += [((*at, "escalate", "via", j), via) for j, via in enumerate(rule.escalate.via)]
+    known = ", ".join(sorted(refs.notifier_ids)) or "none"
+    for where, via in vias:
+        if via not in refs.notifier_ids:
+            message = f"no notifier has id {via!r}{suggest(via, refs.notifier_ids)} (notifier ids: {known})"
+            refs.follow_ons.error("notifiers", where, message)
+
+
+def _check_rule_tiers(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    tiers = refs.tiers
+    for j, tier in enumerate(rule.tiers):
+        if tiers is not INVALID and tier not in tiers:
+            refs.follow_ons.error(
+                "tiers",
+                (*at, "tiers", j),
+                f"unknown tier {tier!r}{suggest(tier, tiers)} (tiers: {', '.join(tiers)})",
             )
-        staff_known = top["staff"] is not INVALID and len(staff) == len(top["staff"])
-        targets = [(("routing", i, "to"), rule.to)]
-        if rule.escalate is not None:
-            targets.append((("routing", i, "escalate", "to"), rule.escalate.to))
-            if rule.event == "suspect" and rule.escalate.to not in SUSPECT_ROLES:
-                st.error(
-                    ("routing", i, "escalate", "to"),
-                    "suspect cards escalate only to the branch manager or head office",
-                )
-            if rule.escalate.to is Role.CLIENT_MANAGER and rule.event != "arrival":
-                st.error(("routing", i, "escalate", "to"), "rejected and suspect cards go to branch staff")
-            ttl = top.get("notification_ttl")
-            if ttl is not INVALID and ttl is not None and float(rule.escalate.after) >= float(ttl):
-                follow_ons.error(
-                    "notification_ttl",
-                    ("routing", i, "escalate", "after"),
-                    f"must be shorter than notification_ttl ({float(ttl):g}s), or the fallback is never told",
-                )
-        for where, role in targets:
-            if staff_known and role is not Role.CLIENT_MANAGER and not any(p.role is role for p in staff):
-                follow_ons.error("staff", where, f"no one in 'staff:' has role {role.value!r}")
-    if incomplete or top["routing"] is INVALID or len(routing) < len(top["routing"]):
-        return  # a broken rule, or an unreadable base, might have held the alert rule
+
+
+def _check_rule_reasons(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    if rule.reasons and rule.event != "rejected":
+        refs.st.error((*at, "reasons"), "'reasons' applies only to 'event: rejected'")
+
+
+def _check_rejected_recipient(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
+        refs.st.error((*at, "to"), "rejected cards go to branch staff, not to a client manager")
+
+
+def _check_unresolved_rule(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    if rule.event != "unresolved":
+        return
+    if rule.to is Role.CLIENT_MANAGER:
+        refs.st.error(
+            (*at, "to"),
+            "an unresolved card's customer is not known, so there is no client manager to tell; "
+            "send it to the lobby manager",
+        )
+    if rule.tiers:
+        refs.st.error((*at, "tiers"), "an unresolved card has no tier yet; remove 'tiers'")
+
+
+def _check_suspect_recipient(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    if rule.event == "suspect" and rule.to not in SUSPECT_ROLES:
+        refs.st.error(
+            (*at, "to"),
+            "suspect cards go only to the branch manager or head office, never to anyone who "
+            "would greet the holder",
+        )
+
+
+def _check_escalation(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    if rule.escalate is None:
+        return
+    if rule.event == "suspect" and rule.escalate.to not in SUSPECT_ROLES:
+        refs.st.error(
+            (*at, "escalate", "to"), "suspect cards escalate only to the branch manager or head office"
+        )
+    if rule.escalate.to is Role.CLIENT_MANAGER and rule.event != "arrival":
+        refs.st.error((*at, "escalate", "to"), "rejected and suspect cards go to branch staff")
+    ttl = refs.top.get("notification_ttl")
+    if ttl is not INVALID and ttl is not None and float(rule.escalate.after) >= float(ttl):
+        refs.follow_ons.error(
+            "notification_ttl",
+            (*at, "escalate", "after"),
+            f"must be shorter than notification_ttl ({float(ttl):g}s), or the fallback is never told",
+        )
+
+
+def _check_roles_staffed(refs: _References, at: KeyPath, rule: RouteRule) -> None:
+    """Someone in ``staff:`` holds each role a rule (or its escalation) tells; client managers are
+    each customer's own, so they are not listed."""
+    if not refs.staff_known:
+        return
+    targets = [((*at, "to"), rule.to)]
+    if rule.escalate is not None:
+        targets.append(((*at, "escalate", "to"), rule.escalate.to))
+    for where, role in targets:
+        if role is not Role.CLIENT_MANAGER and not any(p.role is role for p in refs.staff):
+            refs.follow_ons.error("staff", where, f"no one in 'staff:' has role {role.value!r}")
+
+
+#: Each routing rule's checks, in the order their errors are reported.
+_RULE_CHECKS: tuple[_RuleCheck, ...] = (
+    _check_rule_notifiers,
+    _check_rule_tiers,
+    _check_rule_reasons,
+    _check_rejected_recipient,
+    _check_unresolved_rule,
+    _check_suspect_recipient,
+    _check_escalation,
+    _check_roles_staffed,
+)
+
+
+def _check_each_rule(refs: _References) -> None:
+    for at, rule in refs.rules():
+        for check in _RULE_CHECKS:
+            check(refs, at, rule)
+
+
+def _check_branch_manager_alerted(refs: _References) -> None:
+    """Lost, revoked and suspect cards must reach the branch manager.  Skipped when a broken rule, or
+    an unreadable base, might have held the alert rule."""
+    routing = refs.top["routing"]
+    if refs.incomplete or routing is INVALID or len(_valid(routing)) < len(routing):
+        return
     alerted: set[RejectReason] = set()
     for rule in routing:
         if rule.event == "rejected" and rule.to is Role.BRANCH_MANAGER:
             alerted |= set(rule.reasons or set(RejectReason) - SUSPECT_REASONS)
     missing = [r.value for r in sorted(ALERT_REASONS, key=lambda r: r.value) if r not in alerted]
     if missing:
-        follow_ons.error(
+        refs.follow_ons.error(
             "routing",
             ("routing",),
             f"{' and '.join(missing)} cards must alert the branch manager; add a rule such as "
             "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
         )
     if not any(r.event == "suspect" and r.to is Role.BRANCH_MANAGER for r in routing):
-        follow_ons.error(
+        refs.follow_ons.error(
             "routing",
             ("routing",),
             "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
             "{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}",
         )
+
+
+#: The cross-reference checks, in the order their errors are reported.
+_REFERENCE_CHECKS: tuple[Callable[[_References], None], ...] = (
+    _check_staff_ids,
+    _check_tiers_listed_once,
+    _check_each_rule,
+    _check_branch_manager_alerted,
+)
+
+
+def _check_references(
+    st: Structurer, follow_ons: _FollowOns, top: dict[str, Any], notifier_ids: set[str], incomplete: bool
+) -> None:
+    """Cross-references between parts.  Checks that depend on a part with errors are skipped, so a
+    broken entry is reported once, not again through everything that refers to it; errors that a
+    misspelt or broken section would explain go to ``follow_ons``."""
+    refs = _References(st, follow_ons, top, notifier_ids, incomplete)
+    for check in _REFERENCE_CHECKS:
+        check(refs)
 
 
 def _check_sync(follow_ons: _FollowOns, sync: SyncSettings | None, stores: tuple[ItemConfig, ...]) -> None:

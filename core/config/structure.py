@@ -11,32 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import difflib
 import enum
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import yaml
 
+from ..didyoumean import closest, suggest
 from .errors import ConfigError, ConfigWarning
 from .types import Duration, Secret, SerialPort
 from .yamlload import INVALID, KeyPath, LoadedYaml
 
 __all__ = ["INVALID", "Structurer", "closest", "suggest"]
-
-
-def closest(word: str, choices: typing.Iterable[str]) -> str | None:
-    """The choice ``word`` is most probably a misspelling of, if any is close enough."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    meant = closest(word, choices)
-    return f"; did you mean {meant!r}?" if meant else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -79,92 +69,19 @@ class Structurer:
         self.warnings.append(ConfigWarning(err.file, err.line, err.path, err.message))
 
     def structure(self, value: Any, tp: Any, path: KeyPath) -> Any:
+        """``value`` read as ``tp``, or ``INVALID`` after reporting why not at ``path``."""
         if value is INVALID:  # already reported where it came from
             return INVALID
-        origin = typing.get_origin(tp)
-        args = typing.get_args(tp)
         if tp is Any:
             return value
+        origin = typing.get_origin(tp)
         if origin in (typing.Union, types.UnionType):
-            inner = [a for a in args if a is not type(None)]
-            if value is None and len(inner) < len(args):
-                return None
-            return self.structure(value, inner[0], path) if len(inner) == 1 else value
+            return _structure_optional(self, value, tp, path)
         if value is None:
             return self.error(path, f"a value is required here ({_type_name(tp)})")
         if isinstance(value, Secret) and tp is not Secret:
             return self._from_secret(value, tp, path)
-        if origin is typing.Literal:
-            if value in args:
-                return value
-            allowed = ", ".join(repr(a) for a in args)
-            return self.error(
-                path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}"
-            )
-        if origin in (list, tuple):
-            if isinstance(value, str) or not isinstance(value, list):
-                return self.error(path, f"expected a list, got {value!r}")
-            item_tp = args[0] if args else Any
-            items = [self.structure(v, item_tp, (*path, i)) for i, v in enumerate(value)]
-            return tuple(items) if origin is tuple else items
-        if origin is dict:
-            if not isinstance(value, dict):
-                return self.error(path, f"expected a mapping, got {value!r}")
-            return {k: self.structure(v, args[1], (*path, k)) for k, v in value.items()}
-        if attrs.has(tp):
-            return self.structure_attrs(value, tp, path)
-        if tp is Duration:
-            try:
-                return Duration.parse(value)
-            except ValueError as exc:
-                return self.error(path, str(exc))
-        if tp is Secret:
-            return value if isinstance(value, Secret) else Secret(str(value))
-        if tp is SerialPort:
-            if not isinstance(value, str) or not value.strip():
-                return self.error(path, f"expected {_type_name(SerialPort)}, got {value!r}")
-            port = SerialPort(value.strip())
-            problem = port.missing_device()
-            if problem:  # the device may be plugged in later: a warning, not an error
-                self.warn(path, problem)
-            return port
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            try:
-                return tp(value)
-            except ValueError:
-                choices = [m.value for m in tp]
-                return self.error(
-                    path,
-                    f"expected one of {', '.join(choices)}, got {value!r}{suggest(str(value), choices)}",
-                )
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            return self.error(path, f"expected true or false, got {value!r}")
-        if tp is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            return self.error(path, f"expected an integer, got {value!r}")
-        if tp is float:
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                return float(value)
-            return self.error(path, f"expected a number, got {value!r}")
-        if tp is str:
-            if isinstance(value, str):
-                return value
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return str(value)
-            return self.error(path, f"expected a string, got {value!r}")
-        if tp is dt.date:
-            if isinstance(value, dt.datetime):
-                return value.date()
-            if isinstance(value, dt.date):
-                return value
-            try:
-                return dt.date.fromisoformat(str(value))
-            except ValueError:
-                return self.error(path, f"expected a date such as 2027-12-31, got {value!r}")
-        return self.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
+        return _handler_for(tp, origin)(self, value, tp, path)
 
     def structure_fields(
         self, value: Any, cls: type, path: KeyPath, also_known: tuple[str, ...] = ()
@@ -256,3 +173,150 @@ class Structurer:
         except AttributeError:
             pass
         return True
+
+
+#: How one value becomes one type: ``handler(structurer, value, tp, path)`` returns the value read,
+#: or reports the problem at ``path`` and returns ``INVALID``.  Looked up by the type's origin
+#: (``list[X]``...), then attrs classes, then the exact type, then enums (cattrs' dispatch).
+Handler = Callable[["Structurer", Any, Any, KeyPath], Any]
+
+
+def _structure_optional(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    """``X | None``: None when allowed, else the value read as ``X``; a wider union is taken as is."""
+    args = typing.get_args(tp)
+    inner = [a for a in args if a is not type(None)]
+    if value is None and len(inner) < len(args):
+        return None
+    return st.structure(value, inner[0], path) if len(inner) == 1 else value
+
+
+def _structure_literal(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    args = typing.get_args(tp)
+    if value in args:
+        return value
+    allowed = ", ".join(repr(a) for a in args)
+    return st.error(path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}")
+
+
+def _structure_sequence(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    """``list[X]`` and ``tuple[X, ...]``: YAML writes both as a list."""
+    if isinstance(value, str) or not isinstance(value, list):
+        return st.error(path, f"expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    item_tp = args[0] if args else Any
+    items = [st.structure(v, item_tp, (*path, i)) for i, v in enumerate(value)]
+    return tuple(items) if typing.get_origin(tp) is tuple else items
+
+
+def _structure_dict(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if not isinstance(value, dict):
+        return st.error(path, f"expected a mapping, got {value!r}")
+    value_tp = typing.get_args(tp)[1]
+    return {k: st.structure(v, value_tp, (*path, k)) for k, v in value.items()}
+
+
+def _structure_attrs(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    return st.structure_attrs(value, tp, path)
+
+
+def _structure_duration(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    try:
+        return Duration.parse(value)
+    except ValueError as exc:
+        return st.error(path, str(exc))
+
+
+def _structure_secret(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    return value if isinstance(value, Secret) else Secret(str(value))
+
+
+def _structure_serial_port(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return st.error(path, f"expected {_type_name(SerialPort)}, got {value!r}")
+    port = SerialPort(value.strip())
+    problem = port.missing_device()
+    if problem:  # the device may be plugged in later: a warning, not an error
+        st.warn(path, problem)
+    return port
+
+
+def _structure_enum(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    try:
+        return tp(value)
+    except ValueError:
+        choices = [m.value for m in tp]
+        return st.error(
+            path, f"expected one of {', '.join(choices)}, got {value!r}{suggest(str(value), choices)}"
+        )
+
+
+def _structure_bool(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if isinstance(value, bool):
+        return value
+    return st.error(path, f"expected true or false, got {value!r}")
+
+
+def _structure_int(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return st.error(path, f"expected an integer, got {value!r}")
+
+
+def _structure_float(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return st.error(path, f"expected a number, got {value!r}")
+
+
+def _structure_str(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    """A string; a number is taken as its text (``pin: 1234``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return st.error(path, f"expected a string, got {value!r}")
+
+
+def _structure_date(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        return st.error(path, f"expected a date such as 2027-12-31, got {value!r}")
+
+
+def _structure_unknown(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
+    return st.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
+
+
+_BY_ORIGIN: dict[Any, Handler] = {
+    typing.Literal: _structure_literal,
+    list: _structure_sequence,
+    tuple: _structure_sequence,
+    dict: _structure_dict,
+}
+_BY_TYPE: dict[Any, Handler] = {
+    Duration: _structure_duration,
+    Secret: _structure_secret,
+    SerialPort: _structure_serial_port,
+    bool: _structure_bool,
+    int: _structure_int,
+    float: _structure_float,
+    str: _structure_str,
+    dt.date: _structure_date,
+}
+
+
+def _handler_for(tp: Any, origin: Any) -> Handler:
+    if origin is not None:
+        return _BY_ORIGIN.get(origin, _structure_unknown)
+    if attrs.has(tp):
+        return _structure_attrs
+    if tp in _BY_TYPE:
+        return _BY_TYPE[tp]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _structure_enum
+    return _structure_unknown

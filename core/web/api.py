@@ -36,9 +36,8 @@ from typing import Any
 import attrs
 from flask import Blueprint, Response, jsonify, request
 
-from ..api import IdentityStore
 from ..audit import AuditAction, AuditResult
-from ..lookup import Outcome, ask
+from ..lookup import Outcome, ask, supports
 from ..model import Customer, VisitKind
 from ..privacy import mask_field, mask_id_number
 from ..timezone import day_bounds, local
@@ -268,15 +267,9 @@ def project(customer: Customer, fields: tuple[str, ...]) -> dict[str, str | None
     return out
 
 
-def _supports(store: IdentityStore, method: str) -> bool:
-    """Whether the store implements an optional method (asking one that does not would mark it
-    unavailable on the status page)."""
-    return method == "find_customer" or getattr(type(store), method) is not getattr(IdentityStore, method)
-
-
 def _ask(method: str, key: str) -> Any:
     """Ask each store in profile order, like the door does (:func:`vipsense.lookup.ask`)."""
-    runners = [r for r in web().branch.stores if _supports(r.store, method)]
+    runners = [r for r in web().branch.stores if supports(r.store, method)]
     if not runners:
         raise ApiError(501, "no identity store of this branch can search by ID number", AuditResult.ERROR)
     found = ask(runners, method, key)

@@ -36,12 +36,12 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from ..api import Customer, IdentityStore
+from ..api import Customer
 from ..audit import AuditAction, AuditResult
 from ..avatar import avatar_svg
 from ..devices import Reply
 from ..idnumber import valid_id_number
-from ..lookup import Outcome, ask
+from ..lookup import Outcome, ask, supports
 from ..model import Role, notification_key
 from ..permissions import Permission
 from ..privacy import mask_id_number
@@ -153,8 +153,8 @@ def security_alert(who: Viewer, kind: str, detail: str) -> None:
     """Tell the branch: an audit entry, the ``vipsense_security_alert`` hook (for routing to the
     branch manager) and the consoles that receive alerts.  ``detail`` holds no ID or mobile number."""
     audit(AuditAction.LOOKUP, f"security alert: {kind}", AuditResult.DENIED, detail, viewer=who)
-    web().branch.host.broadcast(
-        "vipsense_security_alert", kind=kind, actor=who.username, source=source(), detail=detail
+    web().branch.host.hook.vipsense_security_alert(
+        kind=kind, actor=who.username, source=source(), detail=detail
     )
     feed().alert({"type": "alert", "kind": kind, "actor": who.username, "message": detail})
 
@@ -200,7 +200,7 @@ def find_by_id_number(id_number: str) -> list[Customer]:
     """Every customer with this ID number, from the stores that can search by it."""
     found: dict[str, Customer] = {}
     for store in web().branch.stores:
-        if type(store.store).find_customers_by_id_number is IdentityStore.find_customers_by_id_number:
+        if not supports(store.store, "find_customers_by_id_number"):
             continue  # would raise StoreUnsupported and mark the store unavailable
         reply, customers = store.lookup("find_customers_by_id_number", id_number)
         if reply is not Reply.ANSWERED:

@@ -38,6 +38,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from ..states import DeviceState
 from .app import WebContext, create_app
 from .settings import Connections, WebSettings
 from .users import UserStore, users_path
@@ -498,7 +499,7 @@ class WebServer:
 
     def _failed(self, exc: OSError) -> None:
         why = f"cannot listen on {self.settings.bind}:{self.port}: {exc.strerror or exc}"
-        if self.status.set("failed", f"{why}; retrying every {RETRY_EVERY:g} s"):
+        if self.status.set(DeviceState.FAILED, f"{why}; retrying every {RETRY_EVERY:g} s"):
             log.error(
                 "web: %s; the branch runs on without its web page, retrying every %g s", why, RETRY_EVERY
             )
@@ -535,7 +536,7 @@ class WebServer:
         port = server.socket.getsockname()[1] if server.socket else self.port
         self.bound_port = port
         self.url = f"{'https' if tls else 'http'}://{s.bind}:{port}/"
-        self.status.set("ready")
+        self.status.set(DeviceState.READY)
         log.info("web: serving %s", self.url)
 
     def health(self) -> dict[str, Any]:

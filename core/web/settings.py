@@ -6,10 +6,13 @@ Kept free of Flask so that ``vipsense check`` validates it without importing the
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ..config.sections import SectionReport
 from ..config.types import Duration
 
 
@@ -166,3 +169,30 @@ class WebSettings:
     def max_streams(self) -> int:
         """Open live streams allowed in all: ``streams.max_total``, by default half the threads."""
         return self.streams.max_total or max(1, self.threads // 2)
+
+
+def check_web(web: WebSettings, profile_dir: Path, report: SectionReport) -> None:
+    """What ``web:`` needs beyond its own fields: the TLS files it names exist, and a web reachable
+    from the network does not serve logins in clear."""
+    if web.tls is not None:
+        _check_tls(web.tls, profile_dir, report)
+    _warn_plain_web(web, report)
+
+
+def _check_tls(tls: TlsFiles, profile_dir: Path, report: SectionReport) -> None:
+    for key in ("cert", "key"):
+        file = profile_dir / os.path.expanduser(getattr(tls, key))
+        if not file.is_file():
+            what = "certificate" if key == "cert" else "private key"
+            report.error(("tls", key), f"no {what} file at {file}; give the path of a PEM file")
+
+
+def _warn_plain_web(web: WebSettings, report: SectionReport) -> None:
+    """Passwords and customer data must not cross the network in clear (``privacy-security.md`` §4
+    item 7): a web on another address than loopback needs ``web.tls`` (or a TLS proxy in front)."""
+    if web.tls is None and not ipaddress.ip_address(web.bind).is_loopback:
+        report.warn(
+            ("bind",),
+            f"the branch web listens on {web.bind} without web.tls: logins and customer data would cross"
+            " the network in clear; set web.tls, or bind 127.0.0.1 behind the bank's TLS proxy",
+        )

@@ -65,6 +65,7 @@ from flask.blueprints import BlueprintSetupState
 from ..config.types import Secret
 from ..permissions import Permission
 from ..privacy import mask_personal_numbers
+from ..states import DeviceState
 from ..timezone import day_bounds, day_of, local
 from .auth import require, web
 
@@ -240,13 +241,14 @@ class TodayCounts:
 _STATS = ("errors", "last_error", "last_error_at", "latency_ms_p50", "latency_ms_p99")
 _NOTIFIER_COUNTS = ("pending", "retrying", "delivered", "failed", "expired", "retries")
 _PDA_KEYS = ("name", "staff", "role", "state", "address", "port", "first_seen", "last_seen")
-_READER_OK = frozenset({"connected", "finished", "stopped"})
+_READER_OK = frozenset({DeviceState.CONNECTED, DeviceState.FINISHED, DeviceState.STOPPED})
+#: a store's state in the page's words (``stale``: degraded, answering from a cache)
 _STORE_WORD = {
-    "ready": "ok",
-    "degraded": "degraded",
-    "unavailable": "down",
-    "failed": "down",
-    "stuck": "down",
+    DeviceState.READY: "ok",
+    DeviceState.DEGRADED: "degraded",
+    DeviceState.UNAVAILABLE: "down",
+    DeviceState.FAILED: "down",
+    DeviceState.STUCK: "down",
 }
 
 
@@ -388,7 +390,9 @@ class StatusView:
             "storage": scrub(snap["storage"], self.secrets),
         }
         problems, down = judge(out, self.branch.profile.tz)
-        replayed = bool(readers) and all(r["state"] in ("finished", "stopped") for r in readers)
+        replayed = bool(readers) and all(
+            r["state"] in (DeviceState.FINISHED, DeviceState.STOPPED) for r in readers
+        )
         state = "down" if down else "degraded" if problems else "finished" if replayed else "ok"
         out.update(ok=not problems, state=state)
         out["problems"] = problems
@@ -479,7 +483,7 @@ def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str]
         if s["state"] != "ok":
             problems.append(f"store {s['id']} {s['state']}: {s['reason']}")
     for n in status["notifiers"]:
-        if n["state"] != "ready":
+        if n["state"] != DeviceState.READY:
             problems.append(f"notifier {n['id']} {n['state']}: {n['reason']}")
     for p in status["plugins"]:
         if p["state"] != "loaded":
@@ -492,10 +496,10 @@ def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str]
         )
     if status.get("storage", {}).get("state", "ok") != "ok":  # a full disk (vipsense.status.Storage)
         problems.append(status["storage"]["problem"])
-    if status["web"]["state"] not in ("ready", "unknown"):
+    if status["web"]["state"] not in (DeviceState.READY, "unknown"):
         problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
     # a replay that reached its end is finished, not down: its page stays up for people to read
-    readers_up = any(r["state"] in ("connected", "finished") for r in status["readers"])
+    readers_up = any(r["state"] in (DeviceState.CONNECTED, DeviceState.FINISHED) for r in status["readers"])
     stores_up = any(s["state"] in ("ok", "degraded", "stale") for s in status["stores"])
     down = (bool(status["readers"]) and not readers_up) or (bool(status["stores"]) and not stores_up)
     return [p.rstrip(": ") for p in problems], down

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import attrs
 
+from ..migrations import adding_columns, migrate
 from ..model import Role
 from .settings import Lockout
 
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 """
 #: columns added since the first release, made on open: (table, column, declaration)
-MIGRATIONS = (("tokens", "expires_at", "REAL"), ("tokens", "last_used_at", "REAL"))
+#: ``PRAGMA user_version`` 1: tokens expire and record their last use
+MIGRATIONS = (adding_columns({"tokens": (("expires_at", "REAL"), ("last_used_at", "REAL"))}),)
 #: a session's last use is written at most this often (seconds): not one write per request
 SEEN_EVERY = 5.0
 #: failures before the waits begin, as a multiple of ``Lockout.attempts``: a source over all accounts,
@@ -223,10 +225,7 @@ class UserStore:
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
-        for table, column, declaration in MIGRATIONS:
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        migrate(self._db, MIGRATIONS)
         path.chmod(0o600)
 
     def close(self) -> None:

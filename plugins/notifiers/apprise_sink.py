@@ -13,8 +13,8 @@ never in ``repr``, and an error names a URL by its index (``urls[1]``) and schem
         fields: [name, tier, company]
 
 A message leaves the bank through a third party, so it says as little as the webhook's does
-(``privacy-security.md`` §1, §2): the text of the SMS pager (:mod:`vipsense.plugins.notifiers.gsm`,
-which carries no phone or full ID number) and the listed customer ``fields``, an ID number or mobile
+(``privacy-security.md`` §1, §2): the text of the SMS pager (:func:`vipsense.sms.render`, which
+carries no phone or full ID number) and the listed customer ``fields``, an ID number or mobile
 only ever masked (:func:`vipsense.privacy.mask_field`).
 
 Each URL is checked with Apprise when the notifier is made.  A send that fails for any URL raises
@@ -43,9 +43,8 @@ import attrs
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
 from vipsense.model import Notification, Visit, event_of
-from vipsense.plugins.notifiers.gsm.message import render
-from vipsense.plugins.notifiers.webhook import CUSTOMER_FIELDS
-from vipsense.privacy import mask_field
+from vipsense.privacy import CUSTOMER_FIELDS, mask_field
+from vipsense.sms import render
 
 INSTALL_HINT = "the apprise notifier needs Apprise: pip install 'vipsense[apprise]'"
 DEFAULT_FIELDS = ("name", "tier", "company", "usual_business")

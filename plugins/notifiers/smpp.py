@@ -1,7 +1,7 @@
 """Texts staff through an operator's SMS centre (SMSC) over SMPP 3.4, with smpplib (synchronous).
 
 For a branch with an SMS account at the operator instead of a GSM modem.  The text is the modem
-notifier's (:func:`vipsense.plugins.notifiers.gsm.message.render`), so a profile can switch between
+notifier's (:func:`vipsense.sms.render`), so a profile can switch between
 the two and staff see the same words: no phone number or full ID number, every number-like run
 masked.  The recipient is the staff member's ``mobile``::
 
@@ -16,11 +16,11 @@ masked.  The recipient is the staff member's ``mobile``::
 
 Encoding (``sms-paging.md`` §4, §8): a text in the GSM 7-bit alphabet goes as data_coding 0 (unpacked
 septets), anything else as UCS2 (UTF-16BE, data_coding 8); a long text is sent as concatenated parts
-behind the UDH ``05 00 03 <ref> <n> <i>`` (esm_class 0x40).  The parts are cut by the modem notifier's
-:func:`~vipsense.plugins.notifiers.gsm.pdu.segment` rather than ``smpplib.gsm.make_parts``: smpplib cuts
-the UTF-16 bytes every 134 octets and so splits a surrogate pair (𠮷, emoji) between two parts, which
-phones show as two broken characters.  Here a part holds at most 67 UTF-16 units (153 septets) and
-never ends inside a pair or a GSM-7 escape.
+behind the UDH ``05 00 03 <ref> <n> <i>`` (esm_class 0x40).  The parts are cut by
+:func:`vipsense.sms.segment`, as the modem notifier's are, rather than ``smpplib.gsm.make_parts``:
+smpplib cuts the UTF-16 bytes every 134 octets and so splits a surrogate pair (𠮷, emoji) between two
+parts, which phones show as two broken characters.  Here a part holds at most 67 UTF-16 units (153
+septets) and never ends inside a pair or a GSM-7 escape.
 
 One bind (transceiver by default, so delivery reports come back on it) is kept open and used for every
 send; when it fails it is dropped and the next send binds again.  A bind refused for its credentials
@@ -49,9 +49,8 @@ import attrs
 import vipsense
 from vipsense.api import DeliveryFailed, DeliveryResult, Duration, Notifier, PluginContext, Secret
 from vipsense.model import DeliveryState, Notification
-from vipsense.plugins.notifiers.gsm.message import render
-from vipsense.plugins.notifiers.gsm.pdu import Alphabet, Concat, gsm7_septets, normalise_number, segment
 from vipsense.privacy import mask_mobile
+from vipsense.sms import Alphabet, Concat, gsm7_septets, normalise_number, render, segment
 
 INSTALL_HINT = "the sms-smpp notifier needs smpplib: pip install 'vipsense[smpp]'"
 

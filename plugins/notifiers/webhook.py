@@ -45,10 +45,9 @@ import attrs
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
 from vipsense.model import Notification, event_of
-from vipsense.privacy import mask_field
+from vipsense.privacy import CUSTOMER_FIELDS, mask_field
 from vipsense.signing import signed_headers
 
-CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "id_number", "mobile", "usual_business")
 DEFAULT_FIELDS = ("customer_no", "name", "tier", "company", "usual_business")
 _REASON_MAX = 120  #: characters of a response's status text kept in an error
 _LOCATION_MAX = 200  #: characters of a redirect's target kept in an error

@@ -24,8 +24,7 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, Notifier, PluginContext, Secret, SerialPort
-
-from .pdu import normalise_number
+from vipsense.sms import normalise_number
 
 
 def _pin(inst: Any, attribute: attrs.Attribute, value: Secret | None) -> None:

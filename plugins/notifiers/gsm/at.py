@@ -7,7 +7,7 @@ modem may send at any time, even between a command and its ``OK``.  ``AT+CMGS`` 
 prompt that is not a line.  Every wait has a deadline; a port that fails raises :class:`LinkLost`.
 
 Nothing secret or personal reaches the log: a command can be logged under another text (the PIN),
-a PDU only by its length, and every line read is masked by :func:`mask_numbers`.
+a PDU only by its length, and every line read is masked by :func:`vipsense.sms.mask_numbers`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import time
 from typing import Any
 
-from vipsense.privacy import mask_id_number, mask_mobile
+from vipsense.sms import mask_numbers
 
 from .errors import ErrorInfo, describe
 
@@ -27,15 +27,6 @@ _FINAL_ERROR = re.compile(r"^\+(CMS|CME) ERROR:\s*(.*)$")
 _OTHER_ERRORS = ("COMMAND NOT SUPPORT", "TOO MANY PARAMETERS")
 #: Lines that are unsolicited whatever command is running.
 _URC_WORDS = ("RING", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE", "RDY", "Call Ready", "SMS Ready")
-_ID_LIKE = re.compile(r"\d{17}[\dXx]|\d{15}")
-_PHONE_LIKE = re.compile(r"\+?\d{7,}")
-
-
-def mask_numbers(text: str) -> str:
-    """Every ID-number-like or phone-number-like run of digits masked (``vipsense.privacy``), for
-    logs and for texts that leave the bank."""
-    text = _ID_LIKE.sub(lambda m: mask_id_number(m.group()), text)
-    return _PHONE_LIKE.sub(lambda m: mask_mobile(m.group()), text)
 
 
 class LinkLost(ConnectionError):

@@ -29,18 +29,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-# The link (pty, fd or loopback TCP, one client at a time) is the ThingMagic emulator's, with this
-# modem's loop: nothing in it is particular to the device on the line.
-from vipsense.plugins.readers.thingmagic.emulator import EmulatorLink
 from vipsense.shutdown import Shutdown
+from vipsense.sms import mask_numbers
+from vipsense.testing import EmulatorLink
 
-from .at import mask_numbers
 from .errors import cme_error, cms_error
 from .receiver import Inbox, Message, Submit, decode_submit
 
@@ -438,49 +435,35 @@ class ModemEmulator:
 
 
 # -- the link --------------------------------------------------------------------------------------------
-class ModemLink(EmulatorLink):
+class ModemLink(EmulatorLink[ModemEmulator]):
     """Runs a :class:`ModemEmulator` behind a real pty (``on_pty``), an fd (``on_fd``, e.g. one end of
     a socat pair) or a loopback TCP server (``on_tcp``) on a background thread.
 
-    The ThingMagic emulator's link, with the modem's loop: construction, ``url``, ``start``/``stop``
-    and ``inject`` are the same for any device on a serial line."""
+    The line (construction, ``url``, ``start``/``stop``, ``inject``, ``call``) is
+    :class:`vipsense.testing.EmulatorLink`, the same for any device; this adds the modem's loop."""
 
-    emulator: ModemEmulator
-
-    def start(self) -> ModemLink:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="gsm-modem-emulator", daemon=True)
-            self._thread.start()
-        return self
+    thread_name = "gsm-modem-emulator"
 
     def urc(self, line: str) -> None:
         """Send an unsolicited result code now, e.g. ``RING`` or ``+CMTI: "SM",1``."""
         self.inject(b"\r\n" + line.encode() + b"\r\n")
 
-    def call(self, fn: Callable[[ModemEmulator], object]) -> object:
-        """Change the emulator from another thread, between two chunks of input."""
-        with self._lock:
-            return fn(self.emulator)
-
     def reboot(self) -> None:
         """The modem loses power and comes back: defaults again, the SIM locked if it has a PIN."""
-        with self._lock:
+        with self.lock:
             self.emulator.power_cycle()
 
     def set_silent(self, silent: bool) -> None:
         """Hang (True) or recover (False): input is read and nothing is answered, not even an echo."""
         self.call(lambda em: setattr(em, "stall", "all" if silent else ""))
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            chunk = self._transport.read(0.02)
-            with self._lock:
-                if self._transport.generation != self._generation:  # a new TCP client: a fresh line
-                    self._generation = self._transport.generation
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            chunk = self.read(0.02)
+            with self.lock:
+                if self.fresh_line():  # a new TCP client: a fresh line
                     self.emulator.new_line()
-                out = self.emulator.feed(chunk) if chunk else b""
-                if out and not self._closed:
-                    self._transport.write(out)
+                self.write(self.emulator.feed(chunk) if chunk else b"")
 
 
 # -- command line ----------------------------------------------------------------------------------------

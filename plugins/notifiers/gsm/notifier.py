@@ -1,6 +1,6 @@
 """The SMS pager notifier: one text per notification through a GSM modem, in PDU mode.
 
-``send`` renders the visit (:mod:`.message`), cuts it into concatenated parts (:mod:`.pdu`), makes
+``send`` renders the visit (:func:`vipsense.sms.render`), cuts it into concatenated PDUs (:mod:`.pdu`), makes
 sure the modem is ready (:mod:`.modem`: the port opened and the start-up checks passed, again after
 any failure) and sends each part with ``AT+CMGS``.  It raises :class:`vipsense.api.DeliveryFailed`
 with words staff understand and whether a retry can help; it never waits past ``send_timeout``.
@@ -20,11 +20,11 @@ from typing import Any
 from vipsense.api import DeliveryFailed, DeliveryResult, Notifier, PluginContext
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
+from vipsense.sms import normalise_number, render
 
 from .at import AtError, AtTimeout, LinkLost
-from .message import render
 from .modem import Modem, ModemNotReady
-from .pdu import encode_message, normalise_number
+from .pdu import encode_message
 
 
 class GsmNotifier(Notifier):

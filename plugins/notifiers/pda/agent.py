@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from vipsense.backoff import doubled
 from vipsense.output import Output
 from vipsense.shutdown import Shutdown
 from vipsense.signing import BadSignature, verify
@@ -376,7 +377,7 @@ class Agent:
 
     def _ack_failed(self, ack: dict[str, Any], why: str, moved: bool = False) -> None:
         failures = self._backoff.get(ack["key"], (0.0, 0))[1] + 1
-        delay = min(ACK_FIRST * 2 ** (failures - 1), ACK_MAX)
+        delay = doubled(ACK_FIRST, ACK_MAX, failures)
         self._backoff[ack["key"]] = (time.monotonic() + delay, failures)
         self.say(f"ack not sent: {display.clean(ack['key'])}: {display.clean(why)}; retrying in {delay:g} s")
         if moved:

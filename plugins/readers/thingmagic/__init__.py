@@ -4,7 +4,7 @@
 With ``emulate:`` instead of ``port``, the plugin starts the project's protocol-accurate module
 emulator on a pseudo-terminal, fed by a visitor scenario, and the real driver talks to it: the demo
 branch runs this way.  Where no pseudo-terminal can be made, the scenario is replayed directly
-(the ``simulated`` reader), so the demo still runs::
+(the ``simulated`` reader's :class:`vipsense.replay.SimulatedReader`), so the demo still runs::
 
     readers:
       - id: door
@@ -24,7 +24,7 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, PluginContext, Reader, SerialPort
-from vipsense.plugins.readers.simulated import Replay, SimulatedReader, SimulatedSettings, Visitor
+from vipsense.replay import Replay, SimulatedReader, SimulatedSettings, Visitor
 
 from .protocol import REGIONS
 
@@ -98,10 +98,10 @@ def make_reader(settings: ThingMagicSettings, ctx: PluginContext) -> Reader:
     em = settings.emulate
     replay = Replay(em.visitors, em.seed)
     try:
-        from .emulator import EmulatorLink, ModuleEmulator
+        from .emulator import ModuleEmulator, ModuleLink
 
         emulator = ModuleEmulator(_ScenarioSource(replay, ctx.clock), streaming=em.streaming)
-        link = EmulatorLink.on_pty(emulator)
+        link = ModuleLink.on_pty(emulator)
         link.start()
     except (ImportError, OSError) as exc:  # no pseudo-terminals here (or no pyserial)
         ctx.log.warning("cannot emulate the serial module here (%s); replaying the scenario directly", exc)

@@ -5,9 +5,10 @@ opened with pyserial.  Two layers:
 
 * :class:`ModuleEmulator`: the module's state machine.  ``handle(command)`` returns the reply frames
   and ``poll(now)`` the frames it pushes by itself while streaming; no I/O, so it is tested directly.
-* :class:`EmulatorLink`: runs an emulator on a pty (``on_pty``), an existing fd (``on_fd``) or a
+* :class:`ModuleLink`: runs an emulator on a pty (``on_pty``), an existing fd (``on_fd``) or a
   loopback TCP server (``on_tcp``, for pyserial ``socket://``) on a background thread, with fault
-  injection (``inject``, ``reboot``, ``set_silent``).
+  injection (``inject``, ``reboot``, ``set_silent``); the line itself is
+  :class:`vipsense.testing.EmulatorLink`.
 
 Which cards are in the field is the caller's business: ``source(now)`` returns the reads that happened
 since its previous call.  Behaviour follows /work/shared/reference/thingmagic-serial.md ("ref §n") and
@@ -23,19 +24,15 @@ Command line, for integrators with a serial terminal or their own host software:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
-import select
-import socket
 import threading
 import time
-import tty
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
 
+from vipsense import testing
 from vipsense.shutdown import Shutdown
 
 from . import protocol as tm
@@ -80,7 +77,7 @@ class _Buffered:
 
 class ModuleEmulator:
     """The module's state: bootloader or application, region, protocol, antennas, power, the on-module
-    tag buffer and continuous reading.  Not thread-safe; :class:`EmulatorLink` serialises access."""
+    tag buffer and continuous reading.  Not thread-safe; :class:`ModuleLink` serialises access."""
 
     def __init__(
         self,
@@ -474,238 +471,44 @@ class PeriodicReads:
         ]
 
 
-# -- transports ----------------------------------------------------------------------------------------
-class _FdTransport:
-    """A pty master or another tty-like fd.  Writes never block for long: bytes nobody reads are
-    dropped and counted, as a UART would lose them."""
+class ModuleLink(testing.EmulatorLink[ModuleEmulator]):
+    """Runs a :class:`ModuleEmulator` behind a real pty, fd or loopback socket on a background thread
+    (:class:`vipsense.testing.EmulatorLink`), with the module's faults: ``reboot``, ``set_silent``."""
 
-    generation = 0  # one continuous line: never a "new client"
-
-    def __init__(self, fd: int, keep_open: Sequence[int] = (), close: bool = True) -> None:
-        self.fd = fd
-        self._others = list(keep_open)
-        self._close = close
-        self.dropped = 0
-        os.set_blocking(fd, False)
-
-    def read(self, timeout: float) -> bytes:
-        try:
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            return os.read(self.fd, 65536) if ready else b""
-        except BlockingIOError:
-            return b""
-        except OSError:  # EIO: no process has the other end open; EBADF: closing down
-            time.sleep(timeout)
-            return b""
-
-    def write(self, data: bytes, patience: float = 0.25) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + patience
-        while view:
-            try:
-                view = view[os.write(self.fd, view) :]
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([], [self.fd], [], left)[1]:
-                    break
-            except OSError:
-                break
-        self.dropped += len(view)
-
-    def close(self) -> None:
-        for fd in ([self.fd] if self._close else []) + self._others:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class _TcpTransport:
-    """A loopback TCP server for pyserial ``socket://``: one client at a time; a new client starts with
-    a fresh line (``generation`` changes) but the module keeps its state, like a real one (ref §8)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise ValueError(f"the emulator listens on loopback only, not {host!r}")
-        family = socket.AF_INET6 if host == "::1" else socket.AF_INET
-        self.server = socket.socket(family, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind((host, port))
-        self.server.listen(1)
-        self.port: int = self.server.getsockname()[1]
-        self.client: socket.socket | None = None
-        self.generation = 0
-        self.dropped = 0
-        self._lock = threading.Lock()
-
-    def read(self, timeout: float) -> bytes:
-        client = self.client
-        if client is None:
-            if select.select([self.server], [], [], timeout)[0]:
-                try:
-                    client, _ = self.server.accept()
-                except OSError:
-                    return b""
-                client.settimeout(2.0)
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with self._lock:
-                    self.client = client
-                    self.generation += 1
-            return b""
-        try:
-            if not select.select([client], [], [], timeout)[0]:
-                return b""
-            data = client.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_client(client)
-        return data
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            client = self.client
-            if client is None:
-                self.dropped += len(data)
-                return
-            try:
-                client.sendall(data)
-                return
-            except OSError:
-                self.dropped += len(data)
-        self._drop_client(client)
-
-    def _drop_client(self, client: socket.socket) -> None:
-        with self._lock:
-            if self.client is client:
-                self.client = None
-        client.close()
-
-    def close(self) -> None:
-        with self._lock:
-            client, self.client = self.client, None
-        if client is not None:
-            client.close()
-        self.server.close()
-
-
-class EmulatorLink:
-    """Runs a :class:`ModuleEmulator` behind a real pty, fd or loopback socket on a background thread."""
+    thread_name = "thingmagic-emulator"
 
     def __init__(
-        self,
-        emulator: ModuleEmulator,
-        transport,
-        *,
-        poll_interval: float = 0.005,
-        device_path: str | None = None,
+        self, emulator: ModuleEmulator, transport, *, poll_interval: float = 0.005, **kwargs
     ) -> None:
-        self.emulator = emulator
+        super().__init__(emulator, transport, **kwargs)
         self.poll_interval = poll_interval  #: how often the source is polled while streaming
-        self.device_path = device_path  #: the pty slave path to open with pyserial (pty links only)
-        self._transport = transport
         self._parser = CommandParser()
-        self._generation = transport.generation
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._silent = False
-        self._closed = False
-
-    @classmethod
-    def on_pty(cls, emulator: ModuleEmulator, **kwargs) -> EmulatorLink:
-        """A fresh pseudo-terminal pair, both ends raw; open :attr:`device_path` with pyserial.  The
-        emulator keeps the slave open too, so the line survives the driver closing and reopening it."""
-        master, slave = os.openpty()
-        for fd in (master, slave):
-            tty.setraw(fd)
-        return cls(emulator, _FdTransport(master, keep_open=[slave]), device_path=os.ttyname(slave), **kwargs)
-
-    @classmethod
-    def on_fd(cls, emulator: ModuleEmulator, fd: int, *, close_fd: bool = True, **kwargs) -> EmulatorLink:
-        """An fd opened by the caller, e.g. one end of a ``socat`` pty pair (closed on stop unless
-        ``close_fd`` is False)."""
-        if os.isatty(fd):
-            tty.setraw(fd)
-        return cls(emulator, _FdTransport(fd, close=close_fd), **kwargs)
-
-    @classmethod
-    def on_tcp(
-        cls, emulator: ModuleEmulator, host: str = "127.0.0.1", port: int = 0, **kwargs
-    ) -> EmulatorLink:
-        """A loopback TCP server (port 0 = ephemeral); connect with ``socket://127.0.0.1:<port>``."""
-        return cls(emulator, _TcpTransport(host, port), **kwargs)
-
-    @property
-    def port(self) -> int | None:
-        """The TCP port (TCP links only)."""
-        return getattr(self._transport, "port", None)
-
-    @property
-    def url(self) -> str:
-        """What to hand to ``serial.serial_for_url``."""
-        return self.device_path if self.port is None else f"socket://127.0.0.1:{self.port}"
-
-    @property
-    def dropped_output_bytes(self) -> int:
-        """Bytes written while nobody was reading (pty full, no TCP client)."""
-        return self._transport.dropped
-
-    def start(self) -> EmulatorLink:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="thingmagic-emulator", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the thread and close the pty/socket.  Idempotent."""
-        self._stopping.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._transport.close()
-
-    def __enter__(self) -> EmulatorLink:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- fault injection -----------------------------------------------------------------------------
-    def inject(self, raw: bytes) -> None:
-        """Write raw bytes to the host as they are: garbage, corrupted or unsolicited frames."""
-        with self._lock:
-            if not self._closed:
-                self._transport.write(bytes(raw))
-
     def reboot(self) -> None:
         """The module resets: bootloader, settings lost, streaming stopped, a 0x04 frame sent."""
-        with self._lock:
+        with self.lock:
             frames = self.emulator.reboot()
             self._parser = CommandParser()
             if not self._silent:
-                self._send(frames)
+                self.write(b"".join(frames))
 
     def set_silent(self, silent: bool) -> None:
         """Hang (True) or recover (False): while silent nothing is answered or streamed, but the port
         stays open, as with a hung module or a cut cable."""
-        with self._lock:
+        with self.lock:
             self._silent = silent
 
     # -- the thread ----------------------------------------------------------------------------------
-    def _send(self, frames: list[bytes]) -> None:
-        if frames and not self._closed:
-            self._transport.write(b"".join(frames))
-
-    def _run(self) -> None:
+    def serve(self) -> None:
         clock = self.emulator.clock
         next_poll = clock()
         last_byte = time.monotonic()
-        while not self._stopping.is_set():
-            chunk = self._transport.read(self.poll_interval)
-            with self._lock:
-                if self._transport.generation != self._generation:  # a new TCP client: a fresh line
-                    self._generation = self._transport.generation
+        while not self.stopping.is_set():
+            chunk = self.read(self.poll_interval)
+            with self.lock:
+                if self.fresh_line():  # a new TCP client: a fresh line
                     self._parser = CommandParser()
                 commands = self._parser.feed(chunk) if chunk and not self._silent else []
                 if chunk:
@@ -716,20 +519,24 @@ class EmulatorLink:
                 self._execute(command)
             now = clock()
             if now >= next_poll:
-                with self._lock:
+                with self.lock:
                     frames = self.emulator.poll(now)
                     if not self._silent:
-                        self._send(frames)
+                        self.write(b"".join(frames))
                 next_poll = now + self.poll_interval
 
     def _execute(self, command: Command) -> None:
-        with self._lock:
+        with self.lock:
             duration = self.emulator.search_duration(command)
-        if duration and self._stopping.wait(duration):  # the module searches before it answers
+        if duration and self.stopping.wait(duration):  # the module searches before it answers
             return
-        with self._lock:
+        with self.lock:
             if not self._silent:
-                self._send(self.emulator.handle(command))
+                self.write(b"".join(self.emulator.handle(command)))
+
+
+#: The name :class:`ModuleLink` had before the line moved to :mod:`vipsense.testing`; kept for importers.
+EmulatorLink = ModuleLink
 
 
 # -- command line --------------------------------------------------------------------------------------
@@ -759,10 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     emulator = ModuleEmulator(source, start_in_bootloader=not args.app, streaming=not args.no_streaming)
     if args.pty:
-        link = EmulatorLink.on_pty(emulator)
+        link = ModuleLink.on_pty(emulator)
         where_text = link.device_path
     else:
-        link = EmulatorLink.on_tcp(emulator, port=args.tcp)
+        link = ModuleLink.on_tcp(emulator, port=args.tcp)
         where_text = link.url
     stop = Shutdown.on_signals()
     with link:

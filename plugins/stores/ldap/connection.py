@@ -22,6 +22,8 @@ from typing import TypeVar
 import ldap
 from ldap.ldapobject import LDAPObject
 
+from vipsense.api import Backoff, describe
+
 from .settings import LdapSettings
 
 T = TypeVar("T")
@@ -55,15 +57,16 @@ class ConnectFailed(Exception):
         self.phase, self.exc = phase, exc
 
 
-def describe(exc: BaseException) -> str:
-    """``ldap.SERVER_DOWN({'desc': ..., 'info': ...})`` as one readable line."""
+def describe_ldap_error(exc: BaseException) -> str:
+    """``ldap.SERVER_DOWN({'desc': ..., 'info': ...})`` as one readable line; any other exception as
+    its message (:func:`vipsense.api.describe`)."""
     if isinstance(exc, ldap.TIMEOUT) and not (exc.args and isinstance(exc.args[0], dict)):
         return "timed out"
     if exc.args and isinstance(exc.args[0], dict):
         d = exc.args[0]
         desc, info = str(d.get("desc", type(exc).__name__)), str(d.get("info", "") or "")
         return f"{desc}: {info}" if info and info != desc else desc
-    return str(exc) or type(exc).__name__
+    return describe(exc, typed=False)
 
 
 def check_transport(settings: LdapSettings) -> None:
@@ -114,7 +117,7 @@ class Link:
         self.reason = ""  #: why the directory is down; "" while it is up
         self.down_since = 0.0
         self.next_retry = 0.0
-        self.backoff = BACKOFF_START
+        self.retry = Backoff(BACKOFF_START, BACKOFF_CAP)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -128,19 +131,18 @@ class Link:
     def _failed(self, exc: BaseException, what: str, connecting: bool = False) -> DirectoryDown:
         """Mark the directory down (or keep it down) and schedule the next attempt."""
         hint = self._tls_hint(exc) if connecting else ""
-        reason = f"{self.uri}: {hint}" if hint else f"{what}: {describe(exc)}"
+        reason = f"{self.uri}: {hint}" if hint else f"{what}: {describe_ldap_error(exc)}"
         now = time.monotonic()
         if not self.down:
-            self.down_since, self.backoff = now, BACKOFF_START
-        else:
-            self.backoff = min(self.backoff * 2, BACKOFF_CAP)
+            self.down_since = now
+            self.retry.succeeded()  # a new outage starts the schedule over
         changed = reason != self.reason
         if changed:  # log changes, not every retry
             self.log.warning("directory %s unreachable: %s (answering from cache)", self.uri, reason)
         self.reason = reason
         if changed:
             self.on_change(reason)
-        self.next_retry = now + self.backoff
+        self.next_retry = now + self.retry.failed()
         self._drop()
         return DirectoryDown(reason)
 
@@ -178,7 +180,8 @@ class Link:
         self.log.warning(
             "directory %s reachable again after %.1f s", self.uri, time.monotonic() - self.down_since
         )
-        self.reason, self.backoff, self.next_retry = "", BACKOFF_START, 0.0
+        self.reason, self.next_retry = "", 0.0
+        self.retry.succeeded()
         self.on_change("")
 
     def _drop(self) -> None:

@@ -19,15 +19,13 @@ import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import attrs
 
-from vipsense.config.structure import INVALID, Structurer
-from vipsense.config.yamlload import load_profile_yaml
 from vipsense.model import Card, CardStatus, Customer, Photo
-from vipsense.plugins.stores.sqlite import SeedCard, SeedCustomer
 from vipsense.records import CsvFileError, CsvTable
+from vipsense.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
 
 from .settings import CardSettings, CustomerSettings, LdapSettings
 
@@ -38,16 +36,10 @@ class ConvertError(Exception):
     pass
 
 
-@attrs.frozen
-class _SeedFile:
-    customers: tuple[SeedCustomer, ...] = ()
-    cards: tuple[SeedCard, ...] = ()
-
-
 # -- reading seeds ---------------------------------------------------------------------------------
 
 
-def _photo(seed: Any, folder: Path) -> Photo | None:
+def _photo(seed: SeedCustomer, folder: Path) -> Photo | None:
     if not getattr(seed, "photo", None):
         return None
     data = (folder / seed.photo).read_bytes()
@@ -57,7 +49,7 @@ def _photo(seed: Any, folder: Path) -> Photo | None:
     return Photo(data)
 
 
-def _customer(s: Any, folder: Path) -> Customer:
+def _customer(s: SeedCustomer, folder: Path) -> Customer:
     return Customer(
         customer_no=s.customer_no,
         name=s.name,
@@ -73,7 +65,7 @@ def _customer(s: Any, folder: Path) -> Customer:
     )
 
 
-def _card(s: Any) -> Card:
+def _card(s: SeedCard) -> Card:
     return Card(
         epc=s.epc.upper(),
         customer_no=s.customer_no,
@@ -87,12 +79,10 @@ def _card(s: Any) -> Card:
 
 
 def read_yaml(path: Path) -> tuple[list[Customer], list[Card]]:
-    loaded = load_profile_yaml(path)
-    st = Structurer(loaded)
-    st.errors.extend(loaded.errors)
-    seed = st.structure_attrs(loaded.data, _SeedFile, ()) if loaded.data is not None else INVALID
-    if st.errors or seed is INVALID:
-        raise ConvertError("; ".join(str(e) for e in st.errors) or f"{path}: empty seed file")
+    try:
+        seed, _ = read_yaml_seed(path)
+    except SeedFileError as exc:
+        raise ConvertError(str(exc) or f"{path}: empty seed file") from None
     return [_customer(c, path.parent) for c in seed.customers], [_card(c) for c in seed.cards]
 
 

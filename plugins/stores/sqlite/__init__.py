@@ -2,8 +2,8 @@
 or CSV, and a full :class:`vipsense.api.CardRegistry` (issue, lost, revoke, reissue, import, replica).
 
 The modules: :mod:`.schema` (tables, migration of older files, rows to model objects), :mod:`.store`
-(the store), :mod:`.seed` (seed files), :mod:`.importer` (the bulk CSV path).  Everything tests and
-benchmarks use is importable from here.
+(the store), :mod:`.seed` (loading seed files, which :mod:`vipsense.seed` reads), :mod:`.importer` (the
+bulk CSV path).  Everything tests and benchmarks use is importable from here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vipsense.records import count_csv_rows as count_csv_rows
 
 from .importer import IMPORT_BATCH, CsvImportError, SeedError, import_csv
 from .schema import FIND_CARD_SQL, FIND_CUSTOMER_SQL, SCHEMA, SCHEMA_VERSION, migrate
-from .seed import SeedCard, SeedCustomer, load_seed
+from .seed import load_seed
 from .store import SqliteSettings, SqliteStore
 
 #: Extra per-connection PRAGMAs for lookups, applied by :meth:`SqliteStore.open`.  Empty on purpose:
@@ -46,8 +46,6 @@ __all__ = [
     "ImportResult",
     "ProgressBar",
     "RejectedRow",
-    "SeedCard",
-    "SeedCustomer",
     "SeedError",
     "SqliteSettings",
     "SqliteStore",

@@ -21,7 +21,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from vipsense import migrations
 from vipsense.crypto import CipherError, FieldCipher, key_id_of
+from vipsense.migrations import add_columns, adding_columns
 from vipsense.model import Card, CardEvent, CardStatus, Customer, Photo
 from vipsense.records import CARD_COLUMNS, CUSTOMER_COLUMNS
 
@@ -115,29 +117,32 @@ def find_by_id_index_sql(keys: int) -> str:
 def migrate(db: sqlite3.Connection, cipher: FieldCipher, now: float = 0.0) -> list[str]:
     """Create what is missing, add the columns a file of an older version lacks, and encrypt the ID and
     mobile numbers it holds in clear; nothing is lost.  One transaction, taken before looking, so two
-    processes opening an old file migrate it once.  Returns the columns added, as ``table.column``.
+    processes opening an old file migrate it once (:func:`vipsense.migrations.migrate`).  Returns the
+    columns added, as ``table.column``.
 
     Also records the cipher's current key id in ``data_keys``, and refuses (:class:`CipherError`) a file
     with values under a key the cipher does not hold."""
     db.executescript(SCHEMA)
-    added: list[str] = []
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for table, columns in ADDED_COLUMNS.items():
-            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            for name, decl in columns:
-                if name not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-                    added.append(f"{table}.{name}")
+
+    def encrypted(db: sqlite3.Connection) -> list[str]:
+        added = add_columns(db, {"customers": (("id_index", "BLOB"),)})  # the blind index comes with it
+        encrypt_clear_values(db, cipher)
+        return added
+
+    def every_opening(db: sqlite3.Connection) -> list[str]:
         for statement in INDEXES.strip().split(";"):
             if statement.strip():
                 db.execute(statement)
-        if version < 3:
-            encrypt_clear_values(db, cipher)
         check_keys(db, cipher, now)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return added
+        return []
+
+    steps = (
+        lambda db: [],  # 1: the first layout; the tables a file lacks come from SCHEMA
+        adding_columns(ADDED_COLUMNS),  # 2: history (a table of SCHEMA), consent, sightings
+        encrypted,  # 3: ID and mobile numbers encrypted
+    )
+    assert len(steps) == SCHEMA_VERSION
+    return migrations.migrate(db, steps, then=every_opening)
 
 
 def encrypt_clear_values(db: sqlite3.Connection, cipher: FieldCipher) -> int:

@@ -6,25 +6,21 @@ A seed never undoes the card registry's work: a card that has a history (issued,
 revoked or reissued through the registry) keeps its status whatever the seed says, and consent recorded
 at a card issue stays unless the seed itself says otherwise.
 
-A YAML seed's values pass the checks a CSV import's do (:mod:`vipsense.records`: lengths, a plain
-customer number, text without control characters), and its ID and mobile numbers are sealed like
-every other write (:func:`.schema.seal_row`).
+A YAML seed is read by :mod:`vipsense.seed`, as the LDAP store's converter reads it.  Its values pass
+the checks a CSV import's do (:mod:`vipsense.records`: lengths, a plain customer number, text without
+control characters), and its ID and mobile numbers are sealed like every other write
+(:func:`.schema.seal_row`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from vipsense.avatar import avatar_svg
-from vipsense.config.structure import INVALID, Structurer
-from vipsense.config.yamlload import load_profile_yaml
 from vipsense.crypto import FieldCipher
-from vipsense.model import CardStatus, Photo
+from vipsense.model import Photo
 from vipsense.records import (
     CARD_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -33,42 +29,10 @@ from vipsense.records import (
     parse_customer_no,
     parse_text,
 )
+from vipsense.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
 
 from .importer import SeedError, import_csv
 from .schema import CUSTOMER_STORED, seal_row, upsert_sql
-
-
-@attrs.frozen
-class SeedCustomer:
-    customer_no: str
-    name: str
-    company: str | None = None
-    id_number: str | None = None
-    mobile: str | None = None
-    usual_business: str | None = None
-    tier: str | None = None
-    client_manager: str | None = None
-    photo: str | None = None  #: an image file; default: a generated portrait
-    consent: bool | None = None  #: separate consent to recognition at the door; unset keeps the stored one
-    consent_date: dt.date | None = None
-
-
-@attrs.frozen
-class SeedCard:
-    epc: str
-    customer_no: str
-    tid: str | None = None
-    status: CardStatus = CardStatus.ACTIVE
-    tier: str | None = None
-    valid_from: dt.date | None = None
-    valid_until: dt.date | None = None
-    allowed_branches: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class _SeedFile:
-    customers: tuple[SeedCustomer, ...] = ()
-    cards: tuple[SeedCard, ...] = ()
 
 
 def load_seed(db: sqlite3.Connection, path: Path, cipher: FieldCipher) -> tuple[int, int]:
@@ -138,12 +102,10 @@ def _card_row(c: SeedCard) -> tuple[Any, ...]:
 
 
 def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    loaded = load_profile_yaml(path)
-    st = Structurer(loaded)
-    st.errors.extend(loaded.errors)
-    seed = st.structure_attrs(loaded.data, _SeedFile, ()) if loaded.data is not None else INVALID
-    if st.errors or seed is INVALID:
-        raise SeedError("; ".join(str(e) for e in st.errors))
+    try:
+        seed, loaded = read_yaml_seed(path)
+    except SeedFileError as exc:
+        raise SeedError(str(exc)) from None
     customers, cards, problems = [], [], []
     for key, entries, row in (("customers", seed.customers, None), ("cards", seed.cards, _card_row)):
         for i, entry in enumerate(entries):

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from vipsense import migrations
 from vipsense.api import (
     Card,
     CardEvent,
@@ -149,7 +150,7 @@ class SqliteStore(CardRegistry):
         try:
             for pragma in READ_PRAGMAS:
                 db.execute(pragma)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = migrations.version(db)
             migrate(db, self.cipher, time.time())
             if 0 < version < 3:  # numbers were in clear: leave none in an old WAL frame either
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
