@@ -68,7 +68,7 @@ class Receiver:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self):
@@ -103,7 +103,6 @@ def notification(fields_customer=True) -> Notification:
     return Notification("v1:boss", visit, boss, "hook", 0.0, 0.0)
 
 
-@pytest.mark.slow
 def test_post_is_signed_keyed_and_masked(receiver):
     r = receiver()
     notifier(r.url, fields=("customer_no", "name", "id_number", "mobile")).send(notification())
@@ -127,7 +126,6 @@ def test_post_is_signed_keyed_and_masked(receiver):
     assert not verify(headers, body, key="another-key")
 
 
-@pytest.mark.slow
 def test_default_fields_leave_out_id_and_mobile(receiver):
     r = receiver()
     notifier(r.url).send(notification())
@@ -173,7 +171,6 @@ def test_a_redirect_is_a_failure_that_says_where_it_pointed(receiver, status, re
     assert len(r.posts) == 1 and r.others == []  # posted once, and nothing went where it pointed
 
 
-@pytest.mark.slow
 def test_a_redirect_without_location_or_with_control_characters_is_shown_safely(receiver):
     r = receiver(status=302)
     with pytest.raises(DeliveryFailed) as e:
@@ -192,7 +189,6 @@ def test_a_redirect_without_location_or_with_control_characters_is_shown_safely(
     assert r.others == []
 
 
-@pytest.mark.slow
 def test_credentials_in_the_url_stay_out_of_status_and_errors(receiver):
     r = receiver(status=500)
     url = r.url.replace("http://", "http://hookuser:hook-pa55@") + "?token=q-secret"
