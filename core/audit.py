@@ -802,7 +802,8 @@ class AuditLog:
                 return
             row = self.db.execute("SELECT seq, hash, branch FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         if row is not None:
-            self._anchor(*row, final=final)
+            count, head, branch = row
+            self._anchor(count, head, branch, final=final)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -818,7 +819,8 @@ class AuditLog:
 
         Run :meth:`verify` first: this reads what is stored, it does not check it.
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[float | str] = []
         if since is not None:
             where.append("at >= ?")
             args.append(float(since))

@@ -410,10 +410,10 @@ class NotifierRunner:
             try:
                 item = get(timeout=timeout)
             except queue.Empty:
-                item = ()
-            if item is None:
-                return
-            if item:
+                pass  # a retry is due
+            else:
+                if item is None:
+                    return
                 self._deliver(*item)
             self._due()
             self._gauge()

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Collection
 
 from .clock import Clock
-from .model import Notification, VisitKind, notification_key
+from .model import Notification
 from .outbox import Outbox, decode_visit
 from .routing import Router
 
@@ -61,16 +61,8 @@ class Escalator:
             for person in people:
                 for via in vias:
                     fallbacks.append(
-                        Notification(
-                            key=notification_key(
-                                visit.visit_id, person.id, unresolved=visit.kind is VisitKind.UNRESOLVED
-                            ),
-                            visit=visit,
-                            recipient=person,
-                            notifier_id=via,
-                            created_at=now,
-                            expires_at=e.expires_at,
-                            escalated_from=e.recipient_id,
+                        Notification.of_visit(
+                            visit, person, via, now, e.expires_at, escalated_from=e.recipient_id
                         )
                     )
             log.warning(

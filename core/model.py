@@ -296,6 +296,32 @@ class Notification:
     fallback: Fallback | None = None  #: escalation, from the routing rule's ``escalate:``
     escalated_from: str = ""  #: staff id of the recipient who did not respond (an escalation)
 
+    @classmethod
+    def of_visit(
+        cls,
+        visit: Visit,
+        recipient: Staff,
+        notifier_id: str,
+        created_at: float,
+        expires_at: float,
+        *,
+        fallback: Fallback | None = None,
+        escalated_from: str = "",
+    ) -> Notification:
+        """The notification of ``visit`` to ``recipient``, keyed by :func:`notification_key` (the
+        routing and the escalation make them alike)."""
+        unresolved = visit.kind is VisitKind.UNRESOLVED
+        return cls(
+            key=notification_key(visit.visit_id, recipient.id, unresolved=unresolved),
+            visit=visit,
+            recipient=recipient,
+            notifier_id=notifier_id,
+            created_at=created_at,
+            expires_at=expires_at,
+            fallback=fallback,
+            escalated_from=escalated_from,
+        )
+
 
 @attrs.frozen(slots=True)
 class DeliveryResult:

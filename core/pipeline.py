@@ -35,7 +35,6 @@ from .model import (
     TagRead,
     Visit,
     VisitKind,
-    notification_key,
 )
 from .outbox import OutboxWriter
 from .pluginhost import PluginHost
@@ -543,17 +542,7 @@ class Pipeline:
                     now + self.clock.real(float(escalation.after)), escalation.to, escalation.via
                 )
             out.append(
-                Notification(
-                    key=notification_key(
-                        visit.visit_id, person.id, unresolved=visit.kind is VisitKind.UNRESOLVED
-                    ),
-                    visit=visit,
-                    recipient=person,
-                    notifier_id=via,
-                    created_at=now,
-                    expires_at=visit.arrived_at + self.ttl,
-                    fallback=fallback,
-                )
+                Notification.of_visit(visit, person, via, now, visit.arrived_at + self.ttl, fallback=fallback)
             )
         if out:
             self._stages["routing"].ok(time.perf_counter() - t0, n=len(out))

@@ -50,7 +50,7 @@ def mask_field(name: str, value: str | None) -> str | None:
     return masker(value) if masker and value else value
 
 
-def masked_repr(kind: str):
+def masked_repr(kind: str) -> Callable[[str | None], str]:
     """An attrs ``repr=`` callable that never shows the raw value of a C2 field."""
     masker = MASKED_FIELDS[kind]
 

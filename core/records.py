@@ -181,7 +181,7 @@ def clean_customer(c: Customer) -> Customer:
     a plain customer number, text within its length and without control characters.  Raises
     :class:`FieldError`, whose message never holds the value."""
     parse_customer_no(c.customer_no)
-    changes = {}
+    changes: dict[str, Any] = {}
     for name in CUSTOMER_TEXT:
         value = getattr(c, name)
         if value is not None and (cleaned := parse_text(name, value)) != value:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
 
-from .model import Staff, Visit, VisitKind
+from .model import Notification, Staff, Visit, VisitKind
 from .privacy import mask_id_number, mask_mobile, mask_tail, printable, shown
 
 # -- the GSM 7-bit default alphabet and its extension table (TS 23.038 §6.2.1) -------------------------
@@ -122,7 +123,7 @@ def _clean(text: str) -> str:
     return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
 
 
-def _pack(text: str, cost, limit: int, max_parts: int) -> tuple[list[list[str]], bool]:
+def _pack(text: str, cost: Callable[[str], int], limit: int, max_parts: int) -> tuple[list[list[str]], bool]:
     """Greedy packing of whole characters into parts of at most ``limit`` units."""
     parts: list[list[str]] = [[]]
     used = 0
@@ -275,6 +276,23 @@ def _id_tail(visit: Visit) -> str:
     if visit.customer is None:
         return ""
     return printable(mask_id_number(visit.customer.id_number).lstrip("*"))
+
+
+class BranchFacts(Protocol):
+    """What a text needs to know of the branch: a notifier's ``vipsense.api.PluginContext`` has it."""
+
+    @property
+    def branch_name(self) -> str: ...
+    @property
+    def staff(self) -> Mapping[str, Staff]: ...
+    @property
+    def tz(self) -> ZoneInfo | None: ...
+
+
+def notification_text(notification: Notification, branch: BranchFacts, language: str) -> str:
+    """The text of one notification, as every SMS notifier sends it (:func:`render` of its visit)."""
+    visit = notification.visit
+    return render(visit, branch_name=branch.branch_name, staff=branch.staff, language=language, tz=branch.tz)
 
 
 def render(

@@ -32,16 +32,18 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-__all__ = ["EmulatorLink"]
+__all__ = ["EmulatorLink", "Transport"]
 
 E = TypeVar("E")  #: the emulator behind a link
 L = TypeVar("L", bound="EmulatorLink")
 R = TypeVar("R")
 
 
-class _Transport(Protocol):
+class Transport(Protocol):
+    """What a link reads and writes through (pty, fd or TCP); a subclass's ``__init__`` passes it on."""
+
     generation: int  #: changes when the line starts afresh (a new TCP client)
     dropped: int  #: bytes written while nobody was reading
 
@@ -173,7 +175,7 @@ class EmulatorLink(Generic[E]):
 
     thread_name: ClassVar[str] = "emulator"  #: names the thread in dumps and logs
 
-    def __init__(self, emulator: E, transport: _Transport, *, device_path: str | None = None) -> None:
+    def __init__(self, emulator: E, transport: Transport, *, device_path: str | None = None) -> None:
         self.emulator = emulator
         self.device_path = device_path  #: the pty slave path to open with pyserial (pty links only)
         self.lock = threading.RLock()  #: held while the emulator is used; reentrant
@@ -184,7 +186,7 @@ class EmulatorLink(Generic[E]):
         self._closed = False
 
     @classmethod
-    def on_pty(cls: type[L], emulator: object, **kwargs) -> L:
+    def on_pty(cls: type[L], emulator: object, **kwargs: Any) -> L:
         """A fresh pseudo-terminal pair, both ends raw; open :attr:`device_path` with pyserial.  The
         emulator keeps the slave open too, so the line survives the driver closing and reopening it."""
         master, slave = os.openpty()
@@ -193,7 +195,7 @@ class EmulatorLink(Generic[E]):
         return cls(emulator, _FdTransport(master, keep_open=[slave]), device_path=os.ttyname(slave), **kwargs)
 
     @classmethod
-    def on_fd(cls: type[L], emulator: object, fd: int, *, close_fd: bool = True, **kwargs) -> L:
+    def on_fd(cls: type[L], emulator: object, fd: int, *, close_fd: bool = True, **kwargs: Any) -> L:
         """An fd opened by the caller, e.g. one end of a ``socat`` pty pair (closed on stop unless
         ``close_fd`` is False)."""
         if os.isatty(fd):
@@ -201,7 +203,7 @@ class EmulatorLink(Generic[E]):
         return cls(emulator, _FdTransport(fd, close=close_fd), **kwargs)
 
     @classmethod
-    def on_tcp(cls: type[L], emulator: object, host: str = "127.0.0.1", port: int = 0, **kwargs) -> L:
+    def on_tcp(cls: type[L], emulator: object, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> L:
         """A loopback TCP server (port 0 = ephemeral); connect with ``socket://127.0.0.1:<port>``."""
         return cls(emulator, _TcpTransport(host, port), **kwargs)
 
@@ -212,8 +214,11 @@ class EmulatorLink(Generic[E]):
 
     @property
     def url(self) -> str:
-        """What to hand to ``serial.serial_for_url``."""
-        return self.device_path if self.port is None else f"socket://127.0.0.1:{self.port}"
+        """What to hand to ``serial.serial_for_url`` (pty and TCP links; a caller's fd has no name)."""
+        if self.port is not None:
+            return f"socket://127.0.0.1:{self.port}"
+        assert self.device_path is not None, "a link on a caller's fd has no URL"
+        return self.device_path
 
     @property
     def dropped_output_bytes(self) -> int:

@@ -45,7 +45,10 @@ from ..privacy import printable, shown
 from ..records import FieldError, ImportResult
 from ..standalone import build
 from ..timezone import local
-from . import EXIT_FAILED, EXIT_OK, EXIT_PROFILE, EXIT_USAGE  # noqa: F401  (one definition, re-exported)
+from . import EXIT_FAILED as EXIT_FAILED  # the exit codes: one definition, re-exported for commands
+from . import EXIT_OK as EXIT_OK
+from . import EXIT_PROFILE as EXIT_PROFILE
+from . import EXIT_USAGE as EXIT_USAGE
 
 STAFF_ENV = "VIPSENSE_STAFF"
 T = TypeVar("T")
@@ -210,6 +213,7 @@ class Session:
         if problem:
             self.record(action, act.object, AuditResult.DENIED, join_reason(act.reason, f"denied: {problem}"))
             raise Denied(problem)
+        assert self.staff is not None, "no staff is a problem, raised above"
         return self.staff
 
     @contextlib.contextmanager
@@ -246,16 +250,16 @@ class Session:
         except Exception as exc:
             raise CliError(f"store {cfg.id} ({cfg.type}) cannot start: {describe(exc)}") from None
 
-    def _first_registry(self, fallback: bool) -> tuple[ItemConfig | None, Any]:
+    def _first_registry(self, fallback: bool) -> tuple[ItemConfig, IdentityStore] | None:
         """The first store that is a card registry (built, not opened); with ``fallback`` the first
         store when none is."""
-        first = None
+        first: tuple[ItemConfig, IdentityStore] | None = None
         for cfg in self.profile.stores:
             store = self._build(cfg)
             if isinstance(store, CardRegistry):
                 return cfg, store
             first = first or (cfg, store)
-        return first if fallback and first else (None, None)
+        return first if fallback else None
 
     def store(self, store_id: str | None = None, registry: bool = True) -> Any:
         """The store ``--store`` names, else the profile's first card registry; opened, and closed with
@@ -274,12 +278,13 @@ class Session:
                     f"store {cfg.id} ({cfg.type}) is not a card registry: it cannot issue or change cards"
                 )
         else:
-            cfg, store = self._first_registry(fallback=not registry)
-            if store is None:
+            found = self._first_registry(fallback=not registry)
+            if found is None:
                 raise CliError(
                     f"no store of {self.profile.source.name} is a card registry (stores: {', '.join(ids)});"
                     " name one with --store"
                 )
+            cfg, store = found
         try:
             store.open()
         except Exception as exc:

@@ -64,7 +64,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for v in visits:
         first = True
-        for t in told.get(v.visit_id, []) or [None]:
+        tellings: list[responses.Told | None] = [*told.get(v.visit_id, [])] or [None]  # None: nobody told
+        for t in tellings:
             lead = (
                 (
                     local(v.arrived_at, tz).strftime("%H:%M:%S"),

@@ -264,7 +264,8 @@ class _ProfileYaml:
 def _top_level(declared: tuple[tuple[str, type], ...]) -> type:
     """:class:`_ProfileYaml` with the declared sections as optional keys after its own, so a
     declared section reads, and is suggested and listed, like any other."""
-    extra = {name: attrs.field(default=None, type=cls | None) for name, cls in declared}
+    # attrs keeps any annotation as a field's type; its stub asks for a class, not ``X | None``
+    extra = {name: attrs.field(default=None, type=cls | None) for name, cls in declared}  # type: ignore[arg-type]
     return attrs.make_class("_ProfileYaml", extra, bases=(_ProfileYaml,), frozen=True)
 
 
@@ -344,7 +345,7 @@ class _Checker:
         self.st = st
         self.host = host
 
-    def items(self, kind: Kind, key: str, raw: list[dict[str, Any]]) -> tuple[ItemConfig, ...]:
+    def items(self, kind: Kind, key: str, raw: list[Any]) -> tuple[ItemConfig, ...]:
         out: list[ItemConfig] = []
         seen: dict[str, int] = {}
         for i, item in enumerate(raw):

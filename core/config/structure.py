@@ -165,6 +165,8 @@ class Structurer:
 
         Validators that need the whole instance cannot run here; they still run when the class is
         built, and their error is reported at the class's key path."""
+        if field.validator is None:
+            return True
         try:
             field.validator(None, field, value)
         except (ValueError, TypeError) as exc:

@@ -151,21 +151,23 @@ class _BoundedLoader(yaml.SafeLoader):
         self._sizes: dict[int, int] = {}  #: id(node) -> values it stands for, aliases expanded
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stub leaves it untyped
         if isinstance(event, yaml.AliasEvent):
             target = self.anchors.get(event.anchor)
             if target is not None:  # an undefined alias is PyYAML's own error
+                mark = event.start_mark
+                assert isinstance(mark, yaml.Mark), "the pure-Python parser marks every event"
                 if event.anchor in self._open_anchors:
                     raise _Refused(
-                        event.start_mark,
+                        mark,
                         f"recursive alias *{event.anchor}: it is inside its own anchor "
                         f"&{event.anchor}, so its value would never end; remove the alias",
                     )
                 self.alias_values += _expanded_size(target, self._sizes)
                 if self.alias_values > MAX_ALIAS_VALUES:
                     raise _Refused(
-                        event.start_mark,
+                        mark,
                         f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values, the most a "
                         "profile may have; write the values out instead",
                     )
@@ -257,9 +259,10 @@ def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | Non
     except _Refused as exc:
         return None, error(exc.message, exc.mark.line + 1, exc.mark.column + 1)
     except yaml.MarkedYAMLError as exc:
-        line, column = syntax_error_mark(exc, text)
-        what = "; ".join(x for x in (exc.context, exc.problem, syntax_hint(exc, text, line, column)) if x)
-        return None, error(f"YAML syntax error: {what}", line, column)
+        mark_line, mark_column = syntax_error_mark(exc, text)
+        hint = syntax_hint(exc, text, mark_line, mark_column)
+        what = "; ".join(x for x in (exc.context, exc.problem, hint) if x)
+        return None, error(f"YAML syntax error: {what}", mark_line, mark_column)
     finally:
         loader.dispose()
 
@@ -311,11 +314,12 @@ class _Reader:
                     self.err(key_node, path, "YAML merge keys (<<) are not supported; use extends: instead")
                     continue
                 key = key_node.value
+                key_path = (*path, key)
                 if key in out:
-                    self.err(key_node, (*path, key), "duplicate key: this key is already set above")
+                    self.err(key_node, key_path, "duplicate key: this key is already set above")
                     continue
-                out[key] = self.walk(value_node, (*path, key))
-                self.locations[(*path, key)] = (self.display, key_node.start_mark.line + 1)
+                out[key] = self.walk(value_node, key_path)
+                self.locations[key_path] = (self.display, key_node.start_mark.line + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]

@@ -90,7 +90,8 @@ def parse_filter(args: Any) -> Filter:
 def query(path: Any, f: Filter) -> tuple[list[dict[str, Any]], int]:
     """One page of matching entries, newest first, and how many match in all.  Rows stay plain
     dicts, so a hand-edited row (which verify() reports) is still shown as it is."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[float | str] = []
     if f.since:
         where.append("at >= ?")
         params.append(day_bounds(f.since, web().branch.profile.tz)[0])

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
+from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from ..states import DeviceState
@@ -417,6 +418,8 @@ class Gate:
 class Server(wsgi.Server):
     """cheroot's WSGI server with the :class:`Gate` as its connection manager and our log."""
 
+    _connections: Any  #: cheroot's connection manager (private: not in its stubs); the Gate after prepare()
+
     def __init__(self, settings: WebSettings, host: str, port: int, app: Any, tls: BuiltinSSLAdapter | None):
         threads = settings.threads
         super().__init__(
@@ -425,7 +428,8 @@ class Server(wsgi.Server):
             numthreads=threads,
             max=threads,
             request_queue_size=1024,  # the listen backlog: a burst of connections waits in the kernel
-            timeout=float(settings.connections.request_timeout),
+            # a socket timeout may be a fraction of a second; cheroot's stub says int
+            timeout=float(settings.connections.request_timeout),  # type: ignore[arg-type]
             shutdown_timeout=2,
             accepted_queue_size=threads * 4,  # requests waiting for a thread; more get a 503 at once
             accepted_queue_timeout=0,  # never block the gate's thread
@@ -440,7 +444,7 @@ class Server(wsgi.Server):
 
     @property
     def makefile(self) -> Any:
-        return self.ssl_adapter.makefile if self.ssl_adapter is not None else cheroot_server.MakeFile
+        return self.ssl_adapter.makefile if self.ssl_adapter is not None else MakeFile
 
     def prepare(self) -> None:
         super().prepare()

@@ -20,6 +20,7 @@ over, a disabled account -- does the same scrypt work and gets the same answer.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import hmac
@@ -479,7 +480,7 @@ class UserStore:
                 cur = self._db.execute("DELETE FROM sessions WHERE username=?", (username,))
         return cur.rowcount
 
-    def sessions(self, username: str | None = None) -> list[Session]:
+    def sessions(self, username: str | None = None) -> builtins.list[Session]:  # list: a method here
         with self._lock:
             rows = self._db.execute(
                 "SELECT digest, username, role, created_at, last_seen, source FROM sessions"
@@ -551,7 +552,7 @@ class UserStore:
             self._db.execute("UPDATE tokens SET last_used_at=? WHERE name=?", (now, found.name))
         return attrs.evolve(found, last_used_at=now)
 
-    def tokens(self) -> list[Token]:
+    def tokens(self) -> builtins.list[Token]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY name").fetchall()
         return [_token(r) for r in rows]

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import attrs
 
 import vipsense
-from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
+from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, RegisterType, Secret
 from vipsense.model import Notification, Visit, event_of
 from vipsense.privacy import CUSTOMER_FIELDS, mask_field
 from vipsense.sms import render
@@ -350,7 +350,7 @@ def make_notifier(settings: AppriseSettings, ctx: PluginContext) -> AppriseNotif
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "apprise",
         AppriseSettings,

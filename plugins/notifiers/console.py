@@ -16,7 +16,7 @@ from typing import Literal
 import attrs
 
 import vipsense
-from vipsense.api import Notifier, PluginContext
+from vipsense.api import Notifier, PluginContext, RegisterType
 from vipsense.model import Notification, Visit, VisitKind
 from vipsense.privacy import mask_id_number, mask_mobile, printable, shown
 
@@ -113,7 +113,7 @@ class ConsoleNotifier(Notifier):
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "console",
         ConsoleSettings,

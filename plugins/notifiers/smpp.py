@@ -41,16 +41,24 @@ import re
 import select
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
 
 import vipsense
-from vipsense.api import DeliveryFailed, DeliveryResult, Duration, Notifier, PluginContext, Secret
+from vipsense.api import (
+    DeliveryFailed,
+    DeliveryResult,
+    Duration,
+    Notifier,
+    PluginContext,
+    RegisterType,
+    Secret,
+)
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
-from vipsense.sms import Alphabet, Concat, gsm7_septets, normalise_number, render, segment
+from vipsense.sms import Alphabet, Concat, gsm7_septets, normalise_number, notification_text, segment
 
 INSTALL_HINT = "the sms-smpp notifier needs smpplib: pip install 'vipsense[smpp]'"
 
@@ -134,7 +142,7 @@ def describe_status(status: int) -> str:
 
 
 # -- settings ---------------------------------------------------------------------------------------
-def _c_string(limit: int, empty: bool = False):
+def _c_string(limit: int, empty: bool = False) -> Callable[[Any, attrs.Attribute[str], str], None]:
     """An SMPP C-Octet String field: printable ASCII, at most ``limit`` characters (§5.2)."""
 
     def check(inst: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -167,11 +175,11 @@ def _source(inst: Any, attribute: attrs.Attribute, value: str) -> None:
         )
 
 
-def _between(low: int, high: int):
+def _between(low: int, high: int) -> list[Callable[[Any, attrs.Attribute[int], int], Any]]:
     return [attrs.validators.ge(low), attrs.validators.le(high)]
 
 
-def _optional_between(low: int, high: int):
+def _optional_between(low: int, high: int) -> Callable[[Any, attrs.Attribute[int | None], int | None], Any]:
     return attrs.validators.optional(_between(low, high))
 
 
@@ -310,13 +318,7 @@ class SmppNotifier(Notifier):
         self._health = {**self._health, **facts}
 
     def render(self, notification: Notification) -> str:
-        return render(
-            notification.visit,
-            branch_name=self.ctx.branch_name,
-            staff=self.ctx.staff,
-            language=self.settings.language,
-            tz=self.ctx.tz,
-        )
+        return notification_text(notification, self.ctx, self.settings.language)
 
     def _fail(self, message: str, retry: bool) -> DeliveryFailed:
         self.failed += 1
@@ -625,7 +627,7 @@ def make_notifier(settings: SmppSettings, ctx: PluginContext) -> SmppNotifier:
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "sms-smpp",
         SmppSettings,

@@ -43,7 +43,7 @@ from typing import Any
 import attrs
 
 import vipsense
-from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, Secret
+from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, RegisterType, Secret
 from vipsense.model import Notification, event_of
 from vipsense.privacy import CUSTOMER_FIELDS, mask_field
 from vipsense.signing import signed_headers
@@ -135,7 +135,9 @@ class WebhookNotifier(Notifier):
             fields to a receiver nobody vetted (``privacy-security.md`` §2, §4 item 8).  (Replaces
             urllib's default handler.)"""
 
-            def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str):
+            def redirect_request(
+                self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+            ) -> None:
                 return None
 
         handlers: list[BaseHandler] = [ProxyHandler({}), RefuseRedirects()]
@@ -213,7 +215,7 @@ class WebhookNotifier(Notifier):
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "webhook",
         WebhookSettings,

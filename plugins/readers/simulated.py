@@ -17,11 +17,12 @@ same scenario through a real reader protocol.
 from __future__ import annotations
 
 import vipsense
+from vipsense.api import RegisterType
 from vipsense.replay import SimulatedReader, SimulatedSettings
 
 
 @vipsense.hookimpl
-def vipsense_register_reader_types(register):
+def vipsense_register_reader_types(register: RegisterType) -> None:
     register(
         "simulated",
         SimulatedSettings,

@@ -18,12 +18,13 @@ See README.md beside this file for the start-up checks and the error table.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
 
 import vipsense
-from vipsense.api import Duration, Notifier, PluginContext, Secret, SerialPort
+from vipsense.api import Duration, Notifier, PluginContext, RegisterType, Secret, SerialPort
 from vipsense.sms import normalise_number
 
 
@@ -37,7 +38,7 @@ def _number(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
         normalise_number(value)
 
 
-def _between(low: int, high: int):
+def _between(low: int, high: int) -> list[Callable[[Any, attrs.Attribute[int], int], Any]]:
     return [attrs.validators.ge(low), attrs.validators.le(high)]
 
 
@@ -112,7 +113,7 @@ def make_notifier(settings: GsmSettings, ctx: PluginContext) -> Notifier:
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "sms-modem",
         GsmSettings,

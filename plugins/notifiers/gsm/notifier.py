@@ -20,7 +20,7 @@ from typing import Any
 from vipsense.api import DeliveryFailed, DeliveryResult, Notifier, PluginContext
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
-from vipsense.sms import normalise_number, render
+from vipsense.sms import normalise_number, notification_text
 
 from .at import AtError, AtTimeout, LinkLost
 from .modem import Modem, ModemNotReady
@@ -54,13 +54,7 @@ class GsmNotifier(Notifier):
         return {**self.modem.health, "sent": self.sent, "failed": self.failed}
 
     def render(self, notification: Notification) -> str:
-        return render(
-            notification.visit,
-            branch_name=self.ctx.branch_name,
-            staff=self.ctx.staff,
-            language=self.settings.language,
-            tz=self.ctx.tz,
-        )
+        return notification_text(notification, self.ctx, self.settings.language)
 
     def _fail(self, message: str, retry: bool) -> DeliveryFailed:
         self.failed += 1

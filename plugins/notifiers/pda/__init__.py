@@ -19,8 +19,10 @@ zeroconf is imported only when a notifier is built or an agent runs.
 
 from __future__ import annotations
 
+import argparse
+
 import vipsense
-from vipsense.api import Notifier, PluginContext
+from vipsense.api import Notifier, PluginContext, RegisterCommand, RegisterType
 
 from .settings import EmulatedPda, PdaSettings
 
@@ -34,7 +36,7 @@ def make_notifier(settings: PdaSettings, ctx: PluginContext) -> Notifier:
 
 
 @vipsense.hookimpl
-def vipsense_register_notifier_types(register):
+def vipsense_register_notifier_types(register: RegisterType) -> None:
     register(
         "pda",
         PdaSettings,
@@ -43,12 +45,12 @@ def vipsense_register_notifier_types(register):
     )
 
 
-def _configure(parser) -> None:
+def _configure(parser: argparse.ArgumentParser) -> None:
     from .agent import configure  # only when 'vipsense pda' itself is run: every command loads plugins
 
     configure(parser)
 
 
 @vipsense.hookimpl
-def vipsense_register_commands(register):
+def vipsense_register_commands(register: RegisterCommand) -> None:
     register("pda", _configure, help="run the PDA agent on a staff handheld")

@@ -529,7 +529,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vipsense pda: {exc}", file=sys.stderr)
         return EXIT_USAGE
     shutdown = Shutdown()  # the handlers only flip a flag: two SIGTERMs in a row must not deadlock
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, shutdown.request)

@@ -202,14 +202,15 @@ class PdaNotifier(Notifier):
     def _await_emulated(self) -> None:
         """Give the emulated PDAs (demos) time to be found, so the first arrival finds them there
         instead of waiting for a retry.  A real handheld is never waited for."""
-        assert self.pdas is not None
+        pdas = self.pdas
+        assert pdas is not None
         staff = {a.pda.staff_id for a in self.agents}
 
         def all_present() -> bool:  # ours: pinned to this instance (another demo's have the same staff)
-            return staff <= {p.parsed.staff for p in self.pdas.peers() if p.parsed.hub == self.instance}
+            return staff <= {p.parsed.staff for p in pdas.peers() if p.parsed.hub == self.instance}
 
         t0 = time.monotonic()
-        if self.pdas.wait(all_present, EMULATED_WAIT):
+        if pdas.wait(all_present, EMULATED_WAIT):
             self.ctx.log.info("emulated PDAs found in %.1f s", time.monotonic() - t0)
         else:
             self.ctx.log.warning("emulated PDAs not found in %.0f s; arrivals wait for them", EMULATED_WAIT)

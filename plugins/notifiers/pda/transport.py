@@ -195,7 +195,9 @@ class Server:
         self.httpd = http.server.ThreadingHTTPServer((address, port), handler)
         self.httpd.daemon_threads = True
         self.httpd.timeout = 1.0
-        self.address, self.port = self.httpd.server_address[:2]
+        host, self.port = self.httpd.server_address[:2]
+        assert isinstance(host, str), "a bound socket's getsockname() gives its host as text"
+        self.address = host
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )

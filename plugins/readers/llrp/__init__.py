@@ -22,7 +22,7 @@ from typing import Any, Literal
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader
+from vipsense.api import Duration, PluginContext, Reader, RegisterType
 
 MISSING_EXTRA = (
     "LLRP support needs the optional extra: pip install 'vipsense[llrp]' "
@@ -105,7 +105,7 @@ def make_reader(settings: LLRPSettings, ctx: PluginContext) -> Reader:
 
 
 @vipsense.hookimpl
-def vipsense_register_reader_types(register):
+def vipsense_register_reader_types(register: RegisterType) -> None:
     register(
         "llrp",
         LLRPSettings,

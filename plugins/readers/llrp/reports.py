@@ -185,7 +185,7 @@ def tag_dicts(body: Mapping[str, Any]) -> list[Any]:
 
 def decode_reports(data: bytes) -> list[TagReport]:
     """Every tag read in a recording of RO_ACCESS_REPORTs; other messages are passed over."""
-    reads = []
+    reads: list[TagReport] = []
     for message in split_messages(data).messages:
         name, body = decode_message(message)
         if name == "RO_ACCESS_REPORT":

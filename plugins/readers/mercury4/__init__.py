@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader
+from vipsense.api import Duration, PluginContext, Reader, RegisterType
 
 from .protocol import valid_protocol
 
@@ -81,7 +81,7 @@ def make_reader(settings: Mercury4Settings, ctx: PluginContext) -> Reader:
 
 
 @vipsense.hookimpl
-def vipsense_register_reader_types(register):
+def vipsense_register_reader_types(register: RegisterType) -> None:
     register(
         "mercury4",
         Mercury4Settings,

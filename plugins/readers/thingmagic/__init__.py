@@ -23,7 +23,7 @@ from typing import Any, Literal
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader, SerialPort
+from vipsense.api import Duration, PluginContext, Reader, RegisterType, SerialPort
 from vipsense.replay import Replay, SimulatedReader, SimulatedSettings, Visitor
 
 from .protocol import REGIONS
@@ -96,6 +96,7 @@ def make_reader(settings: ThingMagicSettings, ctx: PluginContext) -> Reader:
     if settings.port is not None:
         return ThingMagicReader(settings, settings.port)
     em = settings.emulate
+    assert em is not None, "the settings hold exactly one of port and emulate"
     replay = Replay(em.visitors, em.seed)
     try:
         from .emulator import ModuleEmulator, ModuleLink
@@ -106,11 +107,11 @@ def make_reader(settings: ThingMagicSettings, ctx: PluginContext) -> Reader:
     except (ImportError, OSError) as exc:  # no pseudo-terminals here (or no pyserial)
         ctx.log.warning("cannot emulate the serial module here (%s); replaying the scenario directly", exc)
         return SimulatedReader(SimulatedSettings(em.visitors, em.seed))
-    return ThingMagicReader(settings, link.device_path, on_close=link.stop, finished=lambda: replay.finished)
+    return ThingMagicReader(settings, link.url, on_close=link.stop, finished=lambda: replay.finished)
 
 
 @vipsense.hookimpl
-def vipsense_register_reader_types(register):
+def vipsense_register_reader_types(register: RegisterType) -> None:
     register(
         "thingmagic",
         ThingMagicSettings,

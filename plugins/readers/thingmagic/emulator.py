@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -48,7 +48,7 @@ QUIET_LINE_SECONDS = 0.05  #: a partial command older than this is given up (a m
 _FREQUENCIES_KHZ = tuple(902_750 + 500 * k for k in range(50))  # an NA hop table
 
 
-def _epc_validator(instance, attribute, value: str) -> None:
+def _epc_validator(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     try:
         raw = bytes.fromhex(value)
     except ValueError:
@@ -57,13 +57,23 @@ def _epc_validator(instance, attribute, value: str) -> None:
         raise ValueError(f"EPC must be 2..62 bytes in whole 16-bit words, got {len(raw)} bytes")
 
 
+def _upper(value: str) -> str:
+    """``str.upper`` as a function: mypy's attrs plugin takes no method as a converter."""
+    return str.upper(value)
+
+
+def _clamp_rssi(value: float) -> int:
+    """The module reports RSSI as one signed byte."""
+    return max(-128, min(127, round(value)))
+
+
 @attrs.frozen
 class EmulatedRead:
     """One singulation of a card by the emulated module."""
 
-    epc: str = attrs.field(converter=str.upper, validator=_epc_validator)
+    epc: str = attrs.field(converter=_upper, validator=_epc_validator)
     antenna: int = attrs.field(default=1, validator=[attrs.validators.ge(1), attrs.validators.le(16)])
-    rssi: int = attrs.field(default=-50, converter=lambda v: max(-128, min(127, round(v))))
+    rssi: int = attrs.field(default=-50, converter=_clamp_rssi)
 
 
 Source = Callable[[float], Iterable[EmulatedRead]]
@@ -281,7 +291,7 @@ class ModuleEmulator:
         if metadata & ~tm.META_ALL:
             return self._reply(command, status=tm.INVALID_PARAMETER)
         body = bytearray()
-        sent = []
+        sent: list[str] = []
         for epc, entry in self.buffer.items():  # as many records as fit in one frame
             record = attrs.evolve(entry.record, read_count=min(entry.count, 0xFF))
             wire = tm.encode_tag_record(record, metadata)
@@ -478,7 +488,12 @@ class ModuleLink(testing.EmulatorLink[ModuleEmulator]):
     thread_name = "thingmagic-emulator"
 
     def __init__(
-        self, emulator: ModuleEmulator, transport, *, poll_interval: float = 0.005, **kwargs
+        self,
+        emulator: ModuleEmulator,
+        transport: testing.Transport,
+        *,
+        poll_interval: float = 0.005,
+        **kwargs: Any,
     ) -> None:
         super().__init__(emulator, transport, **kwargs)
         self.poll_interval = poll_interval  #: how often the source is polled while streaming

@@ -115,7 +115,8 @@ class StatusError(ProtocolError):
         self.opcode = opcode
         super().__init__(f"module answered 0x{code:04X} to opcode 0x{opcode:02X}: {describe_status(code)}")
 
-    def __reduce__(self):  # keep it picklable despite the two-argument constructor
+    def __reduce__(self) -> tuple[type[StatusError], tuple[int, int]]:
+        """Keeps it picklable despite the two-argument constructor."""
         return (type(self), (self.code, self.opcode))
 
 
@@ -291,7 +292,7 @@ class _Scanner:
         self.dropped_bytes += len(self._buf)
         self._buf.clear()
 
-    def _make(self, buf: bytearray, start: int, end: int):
+    def _make(self, buf: bytearray, start: int, end: int) -> object:
         raise NotImplementedError
 
     def _scan(self) -> list:

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader
+from vipsense.api import Duration, PluginContext, Reader, RegisterType
 
 from .keyboard import POSSIBLE_EPC_DIGITS
 
@@ -81,7 +81,7 @@ def make_reader(settings: UsbHidSettings, ctx: PluginContext, backend: Any = Non
 
 
 @vipsense.hookimpl
-def vipsense_register_reader_types(register):
+def vipsense_register_reader_types(register: RegisterType) -> None:
     register(
         "usb-hid",
         UsbHidSettings,

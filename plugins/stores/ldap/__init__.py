@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import vipsense
-from vipsense.api import IdentityStore, PluginContext
+from vipsense.api import IdentityStore, PluginContext, RegisterType
 
 from .settings import LdapSettings
 
@@ -46,7 +46,7 @@ def make_store(settings: LdapSettings, ctx: PluginContext) -> IdentityStore:
 
 
 @vipsense.hookimpl
-def vipsense_register_store_types(register):
+def vipsense_register_store_types(register: RegisterType) -> None:
     register(
         "ldap",
         LdapSettings,

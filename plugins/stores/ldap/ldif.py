@@ -40,7 +40,7 @@ class ConvertError(Exception):
 
 
 def _photo(seed: SeedCustomer, folder: Path) -> Photo | None:
-    if not getattr(seed, "photo", None):
+    if not seed.photo:
         return None
     data = (folder / seed.photo).read_bytes()
     if not data.startswith(b"\xff\xd8"):
@@ -158,7 +158,8 @@ def write_ldif(records: Iterable[Record], out: IO[str]) -> int:
 
 
 def _settings_from_profile(path: Path, store_id: str | None) -> LdapSettings:
-    from vipsense.config.profile import ProfileError, load_profile
+    from vipsense.config import ProfileError
+    from vipsense.config.profile import load_profile
     from vipsense.pluginhost import load_host
 
     try:

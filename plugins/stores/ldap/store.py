@@ -7,6 +7,8 @@ fail at once, so the core counts the store unavailable and asks the next one.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -68,6 +70,11 @@ def _stale_customer(hit: Customer) -> Customer:
     return attrs.evolve(hit, stale=True)
 
 
+def _read_base(base: str, conn: LDAPObject, timeout: float) -> Any:
+    """Read ``base`` itself (no attributes): fails with ``ldap.NO_SUCH_OBJECT`` when it is missing."""
+    return conn.search_ext_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"], timeout=timeout)
+
+
 class LdapStore(CardRegistry):
     """Customers and cards in an LDAP directory (OpenLDAP, 389-DS, Active Directory).
 
@@ -100,12 +107,7 @@ class LdapStore(CardRegistry):
         self.link.reset()
         for name, (base, _) in (("customers.base", self._customer_base), ("cards.base", self._card_base)):
             try:
-                self.link.run(
-                    lambda conn, t, base=base: conn.search_ext_s(
-                        base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"], timeout=t
-                    ),
-                    f"read {name}",
-                )
+                self.link.run(functools.partial(_read_base, base), f"read {name}")
             except ldap.NO_SUCH_OBJECT:
                 raise DirectoryError(f"{name}: {base} is not in the directory {self.settings.uri}") from None
 
@@ -376,9 +378,7 @@ class LdapStore(CardRegistry):
             card, mods = change(found)
             if mods:
                 try:
-                    self._write(
-                        lambda conn, dn=found.dn, mods=mods: conn.modify_ext_s(dn, mods), "change a card"
-                    )
+                    self._write(operator.methodcaller("modify_ext_s", found.dn, mods), "change a card")
                 except CONFLICTS:
                     continue
             self.cards.put(key, (card, found.dn))
@@ -463,7 +463,7 @@ class LdapStore(CardRegistry):
             if self._read_card(key) is None:
                 self._issue(card, ev)
             else:
-                self._modify_card(key, lambda found, card=card, ev=ev: self._update(found, card, ev))
+                self._modify_card(key, functools.partial(self._update, card=card, event=ev))
             n += 1
         return n
 

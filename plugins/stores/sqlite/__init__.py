@@ -9,6 +9,7 @@ bulk CSV path).  Everything tests and benchmarks use is importable from here.
 from __future__ import annotations
 
 import vipsense
+from vipsense.api import RegisterType
 from vipsense.progress import ProgressBar
 from vipsense.records import (
     CARD_COLUMNS,
@@ -57,7 +58,7 @@ __all__ = [
 
 
 @vipsense.hookimpl
-def vipsense_register_store_types(register):
+def vipsense_register_store_types(register: RegisterType) -> None:
     register(
         "sqlite",
         SqliteSettings,

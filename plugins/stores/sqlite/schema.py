@@ -136,7 +136,7 @@ def migrate(db: sqlite3.Connection, cipher: FieldCipher, now: float = 0.0) -> li
         check_keys(db, cipher, now)
         return []
 
-    steps = (
+    steps: tuple[migrations.Step, ...] = (
         lambda db: [],  # 1: the first layout; the tables a file lacks come from SCHEMA
         adding_columns(ADDED_COLUMNS),  # 2: history (a table of SCHEMA), consent, sightings
         encrypted,  # 3: ID and mobile numbers encrypted

@@ -15,8 +15,9 @@ control characters), and its ID and mobile numbers are sealed like every other w
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vipsense.avatar import avatar_svg
 from vipsense.crypto import FieldCipher
@@ -101,22 +102,31 @@ def _card_row(c: SeedCard) -> tuple[Any, ...]:
     )
 
 
+_Entry = TypeVar("_Entry", SeedCustomer, SeedCard)
+
+
 def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     try:
         seed, loaded = read_yaml_seed(path)
     except SeedFileError as exc:
         raise SeedError(str(exc)) from None
-    customers, cards, problems = [], [], []
-    for key, entries, row in (("customers", seed.customers, None), ("cards", seed.cards, _card_row)):
+    problems: list[str] = []
+
+    def rows(
+        key: str, entries: Sequence[_Entry], row: Callable[[_Entry], tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        made = []
         for i, entry in enumerate(entries):
             try:
-                made = _customer_row(entry, path.parent) if row is None else row(entry)
+                made.append(row(entry))
             except FieldError as exc:
                 problems.append(f"{loaded.error((key, i), str(exc))}")
-                continue
             except OSError as exc:
                 raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
-            (customers if row is None else cards).append(made)
+        return made
+
+    customers = rows("customers", seed.customers, lambda c: _customer_row(c, path.parent))
+    cards = rows("cards", seed.cards, _card_row)
     if problems:
         raise SeedError("; ".join(problems))
     return customers, cards

@@ -162,21 +162,28 @@ class SqliteStore(CardRegistry):
         owner_only(self.path)  # the WAL and shared-memory files now exist: check them too
         self.db = db
 
+    @property
+    def _open_db(self) -> Connection:
+        """The connection, for the calls that need one: only between :meth:`open` and :meth:`close`."""
+        if self.db is None:
+            raise RuntimeError(f"the SQLite store {self.path} is not open")
+        return self.db
+
     # -- lookups ----------------------------------------------------------------------------------
 
     def find_card(self, epc: str) -> Card | None:
-        row = self.db.execute(FIND_CARD_SQL, (epc.upper(),)).fetchone()
+        row = self._open_db.execute(FIND_CARD_SQL, (epc.upper(),)).fetchone()
         return card_from_row(row) if row else None
 
     def find_customer(self, customer_no: str) -> Customer | None:
-        row = self.db.execute(FIND_CUSTOMER_SQL, (customer_no,)).fetchone()
+        row = self._open_db.execute(FIND_CUSTOMER_SQL, (customer_no,)).fetchone()
         return customer_from_row(row, self.cipher) if row else None
 
     def find_customers_by_id_number(self, id_number: str) -> list[Customer]:
         """Exact: the blind index finds the candidates (one indexed lookup per key held), and each one's
         decrypted number must equal the one asked for, both normalised."""
         indexes = self.cipher.indexes(id_number)
-        rows = self.db.execute(find_by_id_index_sql(len(indexes)), indexes).fetchall()
+        rows = self._open_db.execute(find_by_id_index_sql(len(indexes)), indexes).fetchall()
         wanted = normalise_id_number(id_number)
         found = [customer_from_row(r, self.cipher) for r in rows]
         return [c for c in found if c.id_number is not None and normalise_id_number(c.id_number) == wanted]
@@ -186,8 +193,8 @@ class SqliteStore(CardRegistry):
 
     def cards_seen(self, sightings: list[tuple[str, str, float]]) -> None:
         """One transaction per pipeline batch: the same thread answers the door's look-ups."""
-        with self.db:
-            self.db.executemany(
+        with self._open_db:
+            self._open_db.executemany(
                 "UPDATE cards SET last_seen_branch = ?, last_seen_at = ? WHERE epc = ?",
                 [(branch_id, at, epc.upper()) for epc, branch_id, at in sightings],
             )
@@ -224,23 +231,23 @@ class SqliteStore(CardRegistry):
         sql = f"SELECT {CARD_SELECT} FROM cards"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [card_from_row(r) for r in self.db.execute(sql + " ORDER BY epc", args)]
+        return [card_from_row(r) for r in self._open_db.execute(sql + " ORDER BY epc", args)]
 
     def card_history(self, epc: str) -> list[CardEvent]:
         epc = epc.upper()
-        rows = self.db.execute(CARD_HISTORY_SQL, (epc,)).fetchall()
+        rows = self._open_db.execute(CARD_HISTORY_SQL, (epc,)).fetchall()
         if not rows and self.find_card(epc) is None:
             raise UnknownCard(f"no card has EPC {epc}")
         return [event_from_row(r) for r in rows]
 
     def issue_card(self, card: Card, event: CardEvent) -> None:
-        with self.db:
+        with self._open_db:
             self._insert_card(card)
-            self.db.execute(INSERT_HISTORY_SQL, event_row(event, card.epc.upper()))
+            self._open_db.execute(INSERT_HISTORY_SQL, event_row(event, card.epc.upper()))
 
     def _insert_card(self, card: Card) -> None:
         try:
-            self.db.execute(_INSERT_CARD_SQL, card_row(card))
+            self._open_db.execute(_INSERT_CARD_SQL, card_row(card))
         except sqlite3.IntegrityError:
             if self.find_card(card.epc) is None:
                 raise  # some other constraint
@@ -248,41 +255,45 @@ class SqliteStore(CardRegistry):
 
     def set_card_status(self, epc: str, status: CardStatus, event: CardEvent) -> Card:
         epc = epc.upper()
-        with self.db:
+        with self._open_db:
             self._set_status(epc, status, event)
-        return self.find_card(epc)
+        card = self.find_card(epc)
+        assert card is not None, "_set_status raised UnknownCard for a card that is not there"
+        return card
 
     def _set_status(self, epc: str, status: CardStatus, event: CardEvent) -> None:
-        cursor = self.db.execute("UPDATE cards SET status = ? WHERE epc = ?", (CardStatus(status).value, epc))
+        cursor = self._open_db.execute(
+            "UPDATE cards SET status = ? WHERE epc = ?", (CardStatus(status).value, epc)
+        )
         if cursor.rowcount == 0:
             raise UnknownCard(f"no card has EPC {epc}")
-        self.db.execute(INSERT_HISTORY_SQL, event_row(event, epc))
+        self._open_db.execute(INSERT_HISTORY_SQL, event_row(event, epc))
 
     def reissue_card(self, old_epc: str, new_card: Card, revoke: CardEvent, issue: CardEvent) -> None:
         old_epc = old_epc.upper()
-        with self.db:  # one transaction: a failure of either half rolls back both
+        with self._open_db:  # one transaction: a failure of either half rolls back both
             self._set_status(old_epc, CardStatus.REVOKED, revoke)
             self._insert_card(new_card)
-            self.db.execute(INSERT_HISTORY_SQL, event_row(issue, new_card.epc.upper()))
+            self._open_db.execute(INSERT_HISTORY_SQL, event_row(issue, new_card.epc.upper()))
 
     def upsert_cards(self, cards: Iterable[Card], event: CardEvent) -> int:
         """A new card's entry is ``issued``; a status change's is ``lost``, ``revoked`` or ``restored``
         (what happened to that card); time, actor, reason and detail come from ``event``.  One
         transaction per call, like :meth:`upsert_customers`."""
         done = 0
-        with self.db:
+        with self._open_db:
             for chunk in _chunks(cards):
                 rows = [card_row(c)[:-2] for c in chunk]
                 history = [entry for row in rows if (entry := self._import_entry(row, event))]
-                self.db.executemany(_UPSERT_CARD_SQL, rows)
-                self.db.executemany(INSERT_HISTORY_SQL, history)
+                self._open_db.executemany(_UPSERT_CARD_SQL, rows)
+                self._open_db.executemany(INSERT_HISTORY_SQL, history)
                 done += len(rows)
         return done
 
     def _import_entry(self, row: tuple[Any, ...], event: CardEvent) -> tuple[Any, ...] | None:
         """The history row an import of ``row`` makes, or None when the card's status stays."""
         epc, status = row[0], CardStatus(row[3])
-        before = self.db.execute("SELECT status FROM cards WHERE epc = ?", (epc,)).fetchone()
+        before = self._open_db.execute("SELECT status FROM cards WHERE epc = ?", (epc,)).fetchone()
         if before is None:
             detail = event.detail if status is CardStatus.ACTIVE else f"imported as {status.value}"
             return event_row(attrs.evolve(event, action=CardAction.ISSUED, detail=detail), epc)
@@ -302,8 +313,8 @@ class SqliteStore(CardRegistry):
                 done += 1
                 yield customer_row(c, self.cipher)
 
-        with self.db:
-            self.db.executemany(_UPSERT_CUSTOMER_SQL, rows())
+        with self._open_db:
+            self._open_db.executemany(_UPSERT_CUSTOMER_SQL, rows())
         return done
 
     def replace_all(self, cards: Iterable[Card], customers: Iterable[Customer]) -> tuple[int, int]:
