@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import attrs
 
@@ -33,13 +33,14 @@ from .audit import AuditAction, AuditLog, AuditResult, open_audit_log
 from .clock import Clock
 from .config.profile import Profile
 from .errors import describe
-from .model import Card, Customer
+from .model import Card
 from .pluginhost import PluginHost
 from .privacy import printable
 from .records import FieldError, clean_card, clean_customer
 from .standalone import build
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SYNC_ACTOR = "system:sync"
 
@@ -79,20 +80,15 @@ class _Skipped:
             self.shown.append(text)
 
 
-def _clean_cards(cards: Iterable[Card], skipped: _Skipped) -> Iterator[Card]:
-    for card in cards:
+def _cleaned(
+    items: Iterable[T], clean: Callable[[T], T], what: str, key: Callable[[T], str], skipped: _Skipped
+) -> Iterator[T]:
+    """``items`` as ``clean`` leaves them; one it refuses is left out and counted in ``skipped``."""
+    for item in items:
         try:
-            yield clean_card(card)
+            yield clean(item)
         except FieldError as exc:
-            skipped.add("card", card.epc, exc)
-
-
-def _clean_customers(customers: Iterable[Customer], skipped: _Skipped) -> Iterator[Customer]:
-    for customer in customers:
-        try:
-            yield clean_customer(customer)
-        except FieldError as exc:
-            skipped.add("customer", customer.customer_no, exc)
+            skipped.add(what, key(item), exc)
 
 
 def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> IdentityStore:
@@ -136,14 +132,16 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
             except Exception as exc:
                 raise SyncError(f"store {name} is unreachable: {describe(exc)}") from exc
         try:
-            all_cards = _clean_cards(source.iter_cards(), skipped)
+            all_cards = _cleaned(source.iter_cards(), clean_card, "card", lambda c: c.epc, skipped)
             if plan.this_branch_only:
                 customer_nos: set[str] = set()
                 cards = list(_for_branch(all_cards, profile.branch.id, customer_nos))
                 customers: Any = (c for c in source.iter_customers() if c.customer_no in customer_nos)
             else:
                 cards, customers = list(all_cards), source.iter_customers()
-            n_cards, n_customers = target.replace_all(cards, _clean_customers(customers, skipped))
+            n_cards, n_customers = target.replace_all(
+                cards, _cleaned(customers, clean_customer, "customer", lambda c: c.customer_no, skipped)
+            )
         except StoreUnsupported as exc:
             raise SyncError(f"cannot sync {plan.source} -> {plan.target}: {exc}") from exc
         except SyncError:

@@ -42,7 +42,7 @@ from ..model import Customer, VisitKind
 from ..privacy import mask_field, mask_id_number
 from ..timezone import day_bounds, local
 from . import api_spec
-from .auth import source, web
+from .auth import made_once, source, web
 from .refusals import RefusalGuard
 from .users import TOKEN_FIELDS, Token
 
@@ -113,27 +113,17 @@ def limiter() -> RateLimiter:
     return web().extensions.setdefault("api", RateLimiter())
 
 
-_GUARD_MADE = threading.Lock()
-
-
 def guard() -> RefusalGuard:
     """This web's guard of the audit log against floods of refusals (``web().extensions["refusals"]``),
     made on first use with the profile's ``privacy.audit_refusals`` and ``audit_refusal_window``."""
-    ctx = web()
-    found = ctx.extensions.get("refusals")
-    if found is None:
-        with _GUARD_MADE:
-            found = ctx.extensions.get("refusals")
-            if found is None:
-                p = ctx.profile.privacy
-                found = RefusalGuard(
-                    ctx.audit,
-                    int(p.audit_refusals),
-                    float(p.audit_refusal_window),
-                    int(p.audit_refusals_total),
-                )
-                ctx.extensions["refusals"] = found
-    return found
+
+    def make(ctx: Any) -> RefusalGuard:
+        p = ctx.profile.privacy
+        return RefusalGuard(
+            ctx.audit, int(p.audit_refusals), float(p.audit_refusal_window), int(p.audit_refusals_total)
+        )
+
+    return made_once("refusals", make)
 
 
 # -- answering ---------------------------------------------------------------------------------------

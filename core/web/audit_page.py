@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-import threading
 from typing import Any
 
 import attrs
@@ -26,7 +25,7 @@ from flask import Blueprint, render_template, request
 from ..audit import AuditAction, AuditResult, ChainCheck
 from ..permissions import Permission
 from ..timezone import day_bounds, local
-from .auth import audit, refuse, require, web
+from .auth import audit, made_once, refuse, require, web
 
 bp = Blueprint("audit_page", __name__)
 
@@ -114,21 +113,12 @@ def query(path: Any, f: Filter) -> tuple[list[dict[str, Any]], int]:
     return [dict(zip(names, row, strict=True)) for row in rows], total
 
 
-_CHECK_MADE = threading.Lock()
-
-
 def chain_check() -> ChainCheck:
     """This web's incremental check of the branch's audit chain, made at the first view."""
-    ctx = web()
-    found = ctx.extensions.get("audit_check")
-    if found is None:
-        with _CHECK_MADE:
-            found = ctx.extensions.get("audit_check")
-            if found is None:
-                log = ctx.audit
-                found = ChainCheck(log.path, log.keys, log.anchors, full_every=FULL_EVERY)
-                ctx.extensions["audit_check"] = found
-    return found
+    return made_once(
+        "audit_check",
+        lambda ctx: ChainCheck(ctx.audit.path, ctx.audit.keys, ctx.audit.anchors, full_every=FULL_EVERY),
+    )
 
 
 def when_text(at: float) -> str:

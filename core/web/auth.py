@@ -24,9 +24,10 @@ import functools
 import hmac
 import ipaddress
 import secrets
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -77,6 +78,23 @@ class Viewer:
 def web() -> Any:
     """The :class:`~vipsense.web.app.WebContext` of the running app."""
     return current_app.extensions["vipsense"]
+
+
+_MADE = threading.Lock()
+T = TypeVar("T")
+
+
+def made_once(name: str, make: Callable[[Any], T]) -> T:
+    """This app's ``extensions[name]``, made by ``make(web context)`` on first use, once: the
+    live feed, the look-up limits, the refusal guard and the audit page's chain check."""
+    ctx = web()
+    made = ctx.extensions.get(name)
+    if made is None:
+        with _MADE:
+            made = ctx.extensions.get(name)
+            if made is None:
+                made = ctx.extensions[name] = make(ctx)
+    return made
 
 
 def address() -> str:

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
@@ -47,7 +47,19 @@ from ..permissions import Permission
 from ..privacy import mask_id_number
 from ..responses import VisitRow, load, told_by_visit
 from ..timezone import day_bounds, day_of, local, moment
-from .auth import Viewer, address, audit, refuse, require, source, still_valid, viewer, wants_json, web
+from .auth import (
+    Viewer,
+    address,
+    audit,
+    made_once,
+    refuse,
+    require,
+    source,
+    still_valid,
+    viewer,
+    wants_json,
+    web,
+)
 from .live import LiveFeed, StreamRefused, customer_dict
 from .settings import IdLookup
 
@@ -62,23 +74,9 @@ PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"}) 
 ID_NUMBER = re.compile(r"\d{17}[\dXx]")
 CUSTOMER_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 VISIT_ID = re.compile(r"[0-9a-f]{8,64}")
-_made_lock = threading.Lock()
-T = TypeVar("T")
 
 
 # -- the live feed, made on first use ---------------------------------------------------------------
-
-
-def made_once(name: str, make: Callable[[Any], T]) -> T:
-    """This app's ``extensions[name]``, made by ``make(web context)`` on first use, once."""
-    ctx = web()
-    made = ctx.extensions.get(name)
-    if made is None:
-        with _made_lock:
-            made = ctx.extensions.get(name)
-            if made is None:
-                made = ctx.extensions[name] = make(ctx)
-    return made
 
 
 def feed() -> LiveFeed:

@@ -14,6 +14,7 @@ shared-memory file are readable by their owner only (``privacy-security.md`` §4
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -142,6 +143,29 @@ class SqliteStore(CardRegistry):
         db.execute("PRAGMA secure_delete=ON")
         return db
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A connection of its own in one IMMEDIATE transaction: committed when the block ends, rolled
+        back if it raises, closed either way.  Lookups on the store's connection see the old data until
+        it commits."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def _reading(self) -> sqlite3.Connection:
+        """A read-only connection of its own: a consistent snapshot that never blocks the store's."""
+        return sqlite3.connect(
+            f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT
+        )
+
     def open(self) -> None:
         from . import READ_PRAGMAS  # the package's, so bench/stores.py --tuned-reads can set it
 
@@ -210,7 +234,7 @@ class SqliteStore(CardRegistry):
     def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
         """Rows of one query on a read-only connection of its own: one consistent snapshot, fetched a
         chunk at a time, and the store's connection stays free for lookups meanwhile."""
-        db = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        db = self._reading()
         try:
             cursor = db.execute(sql)
             while rows := cursor.fetchmany(1000):
@@ -321,10 +345,8 @@ class SqliteStore(CardRegistry):
         """One transaction on a connection of its own: lookups see the old data until it commits, then
         the new.  Histories are not touched.  A sighting this replica recorded itself is kept when it is
         newer than the one the new data brings."""
-        db = self._connect()
         n_cards = n_customers = 0
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._writing() as db:
             db.execute("DROP TABLE IF EXISTS temp.seen")
             db.execute(
                 "CREATE TEMP TABLE seen AS SELECT epc, last_seen_branch, last_seen_at FROM cards"
@@ -346,13 +368,6 @@ class SqliteStore(CardRegistry):
                 "               WHERE s.last_seen_at > COALESCE(cards.last_seen_at, -1))"
             )
             db.execute("DROP TABLE temp.seen")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
         return n_cards, n_customers
 
     # -- keys -------------------------------------------------------------------------------------------
@@ -365,7 +380,7 @@ class SqliteStore(CardRegistry):
             return key_ids_in_use(self.db)
         if not self.path.exists():
             return {}
-        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        db = self._reading()
         try:
             found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customers'")
             return key_ids_in_use(db) if found.fetchone() else {}
@@ -378,10 +393,8 @@ class SqliteStore(CardRegistry):
         it commits).  Returns how many values were under each other key id before (``clear`` counted
         too); afterwards ``data_keys`` lists the current key only."""
         current = self.cipher.current.key_id
-        db = self._connect()
         moved: dict[str, int] = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._writing() as db:
             last = ""
             while rows := db.execute(
                 "SELECT customer_no, id_number, mobile FROM customers WHERE customer_no > ?"
@@ -406,13 +419,6 @@ class SqliteStore(CardRegistry):
             db.execute(
                 "INSERT OR IGNORE INTO data_keys (key_id, since) VALUES (?, ?)", (current, time.time())
             )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
         return moved
 
     def close(self) -> None:
