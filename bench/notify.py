@@ -53,11 +53,11 @@ from vipsense.model import (
     Visit,
     VisitKind,
 )
-from vipsense.outbox import Outbox, OutboxWriter
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.stats import percentile
 from vipsense.status import DeviceStatus, Stats
+from vipsense.storage.outbox import Outbox, OutboxWriter
 
 OUTBOX_TARGET = 2000.0  #: notifications/s
 LATENCY_TARGET = 0.025  #: seconds, p99

@@ -58,7 +58,7 @@ from vipsense.config.profile import load_profile
 from vipsense.devices import NotifierRunner
 from vipsense.model import Notification, TagRead
 from vipsense.output import Output
-from vipsense.pipeline import BATCH, TICK_SECONDS
+from vipsense.pipeline.arrivals import BATCH, TICK_SECONDS
 from vipsense.pluginhost import PluginHost, load_host
 from vipsense.plugins.stores.sqlite import SqliteSettings, SqliteStore
 from vipsense.stats import percentile

@@ -23,10 +23,10 @@ from vipsense.api import Duration, PluginContext
 from vipsense.clock import Clock
 from vipsense.model import Arrival, Customer, Notification, Role, Staff, Visit, VisitKind
 from vipsense.output import Output
-from vipsense.plugins.notifiers.gsm import GsmSettings, make_notifier
-from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator, ModemLink
-from vipsense.plugins.notifiers.gsm.pdu import encode_message
-from vipsense.plugins.notifiers.gsm.receiver import decode_submit
+from vipsense.plugins.notifiers.sms_modem import GsmSettings, make_notifier
+from vipsense.plugins.notifiers.sms_modem.emulator import ModemEmulator, ModemLink
+from vipsense.plugins.notifiers.sms_modem.pdu import encode_message
+from vipsense.plugins.notifiers.sms_modem.receiver import decode_submit
 from vipsense.stats import percentile
 
 NUMBER = "+8613800138001"

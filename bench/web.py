@@ -61,13 +61,13 @@ from urllib.parse import urlencode
 from load import NEW_EVERY, Feeder, write_seed  # bench/load.py, beside this script
 from machine import cpu_model, peak_rss_mb  # bench/machine.py, beside this script
 
-from vipsense.audit import AuditAction, AuditLog, AuditRecord, AuditResult
 from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
 from vipsense.model import Role
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
 from vipsense.stats import percentile
+from vipsense.storage.audit import AuditAction, AuditLog, AuditRecord, AuditResult
 from vipsense.web.server import WebServer
 
 PRESENT = 1000  #: cards in the door zone

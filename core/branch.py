@@ -10,22 +10,22 @@ from collections.abc import Callable
 from typing import Any
 
 from .api import ReaderStatus
-from .audit import open_audit_log
-from .auditwriter import AuditWriter
 from .clock import Clock
 from .config.profile import DEFAULT_START_GRACE, DEFAULT_STORE_TIMEOUT, ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner
 from .errors import describe
-from .escalation import Escalator
 from .files import secure_tree
 from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification, parse_notification_key
-from .outbox import Outbox, OutboxWriter
 from .output import Output
-from .pipeline import Pipeline
+from .pipeline.arrivals import Pipeline
+from .pipeline.escalation import Escalator
 from .pluginhost import Kind, PluginHost
 from .states import DeviceState
 from .status import BranchStatus
-from .visitlog import VisitLog
+from .storage.audit import open_audit_log
+from .storage.auditwriter import AuditWriter
+from .storage.outbox import Outbox, OutboxWriter
+from .storage.visitlog import VisitLog
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class Branch:
     def _responses(self) -> dict[str, Any]:
         """Today's response times per member of staff, for the status object (at most one outbox
         query per second, however often the status page is read)."""
-        from .responses import per_staff
+        from .pipeline.response_times import per_staff
         from .timezone import day_bounds, day_of
 
         at, cached = self._responses_cache
@@ -288,7 +288,7 @@ class Branch:
 
     def purge_now(self) -> int:
         """Delete visits older than ``privacy.visit_retention`` (audited); returns how many."""
-        from .retention import purge_visits
+        from .storage.retention import purge_visits
 
         keep = float(self.profile.privacy.visit_retention)
         if keep <= 0:
@@ -317,7 +317,7 @@ class Branch:
 
     def sync_now(self) -> None:
         """One replica refresh; the outcome goes to ``status.sync``, a failure is logged once."""
-        from .sync import SyncError, sync_once
+        from .identity.sync import SyncError, sync_once
 
         state = self.status.sync
         try:

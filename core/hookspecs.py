@@ -37,9 +37,9 @@ from . import PROJECT
 
 if TYPE_CHECKING:
     from .api import ReaderStatus, RegisterCommand, RegisterType
-    from .auditanchors import Anchor
     from .branch import Branch
     from .model import Acknowledgement, Arrival, DeliveryResult, Notification, Visit
+    from .storage.auditanchors import Anchor
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
@@ -299,7 +299,7 @@ def vipsense_audit_anchor(anchor: Anchor) -> None:
     rewrite, so entries cut off the end of the log show (``vipsense audit verify`` checks them).
     Return quickly: queue the anchor for a thread of your own.
 
-    :param anchor: a :class:`vipsense.auditanchors.Anchor`: ``branch``, ``count`` (entries),
+    :param anchor: a :class:`vipsense.storage.auditanchors.Anchor`: ``branch``, ``count`` (entries),
         ``head`` (the hash of entry ``count``), ``at`` (wall time), ``key`` (the signing key's id,
         never the key) and ``mac`` (HMAC-SHA256 under the audit key).  ``anchor.line()`` is the JSON
         line the anchor file holds; ``anchor.as_dict()`` the same as a dict.

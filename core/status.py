@@ -285,9 +285,10 @@ class BranchStatus:
         self.sync: dict[str, Any] = {}
         #: the plugin host, for plugin states and the errors its broadcast hooks caught
         self.host: Any = None
-        #: today's response times per member of staff (:mod:`vipsense.responses`), set by the branch
+        #: today's response times per member of staff (:mod:`vipsense.pipeline.response_times`), set by
+        #: the branch
         self.responses: Any = None
-        #: arrivals no identity store has judged yet (:meth:`vipsense.pipeline.Pipeline.held`)
+        #: arrivals no identity store has judged yet (:meth:`vipsense.pipeline.arrivals.Pipeline.held`)
         self.held: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
 

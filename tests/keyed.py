@@ -36,8 +36,8 @@ class KeyedBranch(Branch):
     def store(self, store_id: str = "local"):
         """The profile's store, built and opened as a command builds it."""
         from vipsense.config.profile import load_profile
+        from vipsense.identity.standalone import build
         from vipsense.pluginhost import load_host
-        from vipsense.standalone import build
 
         host = load_host()
         profile = load_profile(self.profile, host)

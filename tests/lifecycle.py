@@ -13,9 +13,9 @@ import pytest
 
 import vipsense
 from vipsense.api import Card, IdentityStore
-from vipsense.audit import AuditLog
 from vipsense.cli import main
 from vipsense.pluginhost import load_host
+from vipsense.storage.audit import AuditLog
 
 from .profiles import BOSS, CM1, DOOR, LOBBY, branch_profile, routes
 

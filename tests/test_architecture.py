@@ -1,6 +1,6 @@
 """The import rules that keep the plan of the code visible: every plugin stands alone, and the core never
 names a plugin.  What two plugins share belongs in the core (``vipsense.sms``, ``vipsense.testing``,
-``vipsense.seed``, ``vipsense.replay``), so disabling or breaking one plugin never breaks another.
+``vipsense.identity.seed``, ``vipsense.replay``), so disabling or breaking one plugin never breaks another.
 
 Imports are read with :mod:`ast`, not by importing: absolute and relative ones, and those inside
 functions (where optional libraries and lazy parts are imported) too.  :func:`imports_of` is the walk,
@@ -37,8 +37,8 @@ def source_files() -> Iterator[Path]:
 
 
 def module_name(path: Path) -> str:
-    """``core/web/api.py`` -> ``vipsense.web.api``; ``plugins/notifiers/gsm/__init__.py`` ->
-    ``vipsense.plugins.notifiers.gsm``."""
+    """``core/web/query_api.py`` -> ``vipsense.web.query_api``; ``plugins/notifiers/sms_modem/__init__.py`` ->
+    ``vipsense.plugins.notifiers.sms_modem``."""
     folder = next(f for f in PACKAGES if path.is_relative_to(f))
     parts = list(path.relative_to(folder).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -88,8 +88,8 @@ def imports_of(path: Path) -> list[Import]:
 
 
 def plugin_of(module: str) -> str | None:
-    """The plugin a module belongs to (``vipsense.plugins.notifiers.gsm.at`` ->
-    ``vipsense.plugins.notifiers.gsm``), or None outside the plugins or for a kind's own package."""
+    """The plugin a module belongs to (``vipsense.plugins.notifiers.sms_modem.at`` ->
+    ``vipsense.plugins.notifiers.sms_modem``), or None outside the plugins or for a kind's own package."""
     parts = module.split(".")
     if module.startswith(PLUGINS + ".") and len(parts) >= 4:
         return ".".join(parts[:4])
@@ -101,11 +101,11 @@ def _where(path: Path, imp: Import) -> str:
 
 
 def test_the_walk_sees_relative_imports_and_imports_inside_functions():
-    gsm = REPO / "plugins" / "notifiers" / "gsm"
-    assert module_name(gsm / "__init__.py") == "vipsense.plugins.notifiers.gsm"
+    gsm = REPO / "plugins" / "notifiers" / "sms_modem"
+    assert module_name(gsm / "__init__.py") == "vipsense.plugins.notifiers.sms_modem"
     found = {i.module for i in imports_of(gsm / "__init__.py")}
     # ``from .notifier import GsmNotifier`` inside make_notifier, ``from vipsense.api import ...`` on top
-    assert {"vipsense.plugins.notifiers.gsm.notifier", "vipsense.api", "vipsense.sms"} <= found
+    assert {"vipsense.plugins.notifiers.sms_modem.notifier", "vipsense.api", "vipsense.sms"} <= found
     tm = REPO / "plugins" / "readers" / "thingmagic" / "emulator.py"
     found = {i.module for i in imports_of(tm)}
     # ``from . import protocol as tm`` and ``from vipsense import testing`` name the modules
@@ -145,14 +145,18 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "model and small utilities",
         (
             "vipsense",  # the hookimpl marker and the version
+            # the folders' packages: docstrings only, so importing one of their modules costs nothing
+            "vipsense.pipeline",
+            "vipsense.storage",
+            "vipsense.identity",
             "vipsense.model",
-            "vipsense.policy",  # which cards must never be greeted: pure rules over the model
-            "vipsense.lifecycle",
+            "vipsense.pipeline.policy",  # which cards must never be greeted: pure rules over the model
+            "vipsense.identity.lifecycle",
             "vipsense.permissions",
-            "vipsense.records",
+            "vipsense.identity.records",
             "vipsense.privacy",
             "vipsense.crypto",
-            "vipsense.idnumber",
+            "vipsense.identity.idnumber",
             "vipsense.clock",
             "vipsense.timezone",
             "vipsense.files",
@@ -194,36 +198,42 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vipsense.config.structure",
             "vipsense.config.sections",
             "vipsense.config.profile",
-            "vipsense.seed",
+            "vipsense.identity.seed",
         ),
     ),
     (
         "stores of the branch's own files",
         (
-            "vipsense.walfile",
-            "vipsense.migrations",
-            "vipsense.visitlog",
-            "vipsense.outbox",
-            "vipsense.audit",
-            "vipsense.auditanchors",
-            "vipsense.auditwriter",
-            "vipsense.retention",
+            "vipsense.storage.walfile",
+            "vipsense.storage.migrations",
+            "vipsense.storage.visitlog",
+            "vipsense.storage.outbox",
+            "vipsense.storage.audit",
+            "vipsense.storage.auditanchors",
+            "vipsense.storage.auditwriter",
+            "vipsense.storage.retention",
         ),
     ),
     (
         "the pipeline",
         (
-            "vipsense.presence",
-            "vipsense.lookup",
-            "vipsense.routing",
-            "vipsense.escalation",
-            "vipsense.responses",
-            "vipsense.pipeline",
+            "vipsense.pipeline.presence",
+            "vipsense.pipeline.lookup",
+            "vipsense.pipeline.routing",
+            "vipsense.pipeline.escalation",
+            "vipsense.pipeline.response_times",
+            "vipsense.pipeline.arrivals",
         ),
     ),
     (
         "the branch",
-        ("vipsense.branch", "vipsense.standalone", "vipsense.sync", "vipsense.issuing", "vipsense.shutdown"),
+        (
+            "vipsense.branch",
+            "vipsense.identity.standalone",
+            "vipsense.identity.sync",
+            "vipsense.identity.issuing",
+            "vipsense.shutdown",
+        ),
     ),
     ("the web", ("vipsense.web.*",)),
     # above the web: a command may use the web's account store; the web never uses the CLI

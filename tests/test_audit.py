@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vipsense import auditanchors
-from vipsense.audit import (
+from vipsense.storage import auditanchors
+from vipsense.storage.audit import (
     GENESIS_HASH,
     HASHED_FIELDS,
     SCHEMA,
@@ -45,7 +45,7 @@ from vipsense.audit import (
     profile_keys,
     verify_file,
 )
-from vipsense.auditanchors import AnchorPolicy
+from vipsense.storage.auditanchors import AnchorPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -264,7 +264,7 @@ def test_id_and_mobile_numbers_are_stored_masked(log):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vipsense.audit import AuditLog
+    from vipsense.storage.audit import AuditLog
     path, actor, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     log = AuditLog(path)
     print("ready", flush=True)

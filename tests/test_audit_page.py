@@ -10,7 +10,7 @@ from contextlib import closing
 
 import pytest
 
-from vipsense.audit import AuditAction, AuditLog, AuditRecord, ChainCheck
+from vipsense.storage.audit import AuditAction, AuditLog, AuditRecord, ChainCheck
 
 from .conftest import wait_for
 

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from vipsense.audit import AuditLog
 from vipsense.permissions import GRANTS, Permission
 from vipsense.permissions import __doc__ as PERMISSIONS_DOC
+from vipsense.storage.audit import AuditLog
 
 from .keyed import keyed_branch
 from .lifecycle import ADA_CARD, CY_CARD, DESK_EPC, DESK_TID, host_with_directory

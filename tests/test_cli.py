@@ -45,7 +45,7 @@ def test_speed_must_be_positive(capsys):
 def test_audit_verify_reports_an_intact_chain_and_names_a_broken_link(tmp_path, capsys):
     import sqlite3
 
-    from vipsense.audit import AuditAction, AuditLog, AuditResult
+    from vipsense.storage.audit import AuditAction, AuditLog, AuditResult
 
     log = AuditLog(tmp_path / "audit.sqlite3")
     for n in range(5):

@@ -13,8 +13,8 @@ import pytest
 from vipsense.config.errors import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.model import DeliveryState
-from vipsense.outbox import Outbox
 from vipsense.pluginhost import load_host
+from vipsense.storage.outbox import Outbox
 
 from .conftest import wait_for
 from .profiles import alarm_routes, branch_profile
@@ -283,7 +283,7 @@ def test_response_times_in_the_status_and_in_visits_today(start, cli, capsys):
 
 
 def test_visits_today_is_for_the_branch_manager_and_head_office(start, cli, capsys):
-    from vipsense.audit import AuditLog
+    from vipsense.storage.audit import AuditLog
 
     main = cli
 

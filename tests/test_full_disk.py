@@ -186,7 +186,7 @@ def test_the_outbox_holds_rows_results_and_acknowledgements_in_order_until_space
     """Unit level, on the same real full disk: a batch, its results and an acknowledgement of a row
     that is only in memory are all written, in order, by the first write that succeeds."""
     from vipsense.model import DeliveryResult, DeliveryState, Notification, Role, Staff
-    from vipsense.outbox import Outbox
+    from vipsense.storage.outbox import Outbox
 
     from .test_outbox import _visit
 

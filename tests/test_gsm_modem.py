@@ -27,8 +27,8 @@ from vipsense.config import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.model import DeliveryState, Notification, Role, Staff, TagRead
 from vipsense.output import Output
-from vipsense.plugins.notifiers.gsm import GsmSettings, make_notifier
-from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator, ModemLink
+from vipsense.plugins.notifiers.sms_modem import GsmSettings, make_notifier
+from vipsense.plugins.notifiers.sms_modem.emulator import ModemEmulator, ModemLink
 from vipsense.sms import segment
 
 from .conftest import wait_for
@@ -482,7 +482,7 @@ def test_emulator_text_mode(terminal):
 @pytest.mark.slow
 def test_emulator_command_line(tmp_path):
     record = tmp_path / "sms.jsonl"
-    module = "vipsense.plugins.notifiers.gsm.emulator"
+    module = "vipsense.plugins.notifiers.sms_modem.emulator"
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--pty", "--record", str(record)], stdout=subprocess.PIPE, text=True
     )

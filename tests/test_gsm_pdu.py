@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from vipsense import sms
 from vipsense.model import Arrival, Card, Customer, RejectReason, Role, Staff, Visit, VisitKind
-from vipsense.plugins.notifiers.gsm import errors, pdu
-from vipsense.plugins.notifiers.gsm.at import parse_final
-from vipsense.plugins.notifiers.gsm.receiver import BadPdu, Inbox, decode_submit
+from vipsense.plugins.notifiers.sms_modem import errors, pdu
+from vipsense.plugins.notifiers.sms_modem.at import parse_final
+from vipsense.plugins.notifiers.sms_modem.receiver import BadPdu, Inbox, decode_submit
 from vipsense.sms import mask_numbers, render
 
 NUMBER = "+8613800138000"
@@ -54,7 +54,7 @@ def test_gsm7_packing_vector():
 
 
 def test_the_two_alphabet_tables_agree():
-    from vipsense.plugins.notifiers.gsm.receiver import DEFAULT_ALPHABET, EXTENSION
+    from vipsense.plugins.notifiers.sms_modem.receiver import DEFAULT_ALPHABET, EXTENSION
 
     assert sms.GSM7_BASIC == DEFAULT_ALPHABET
     assert {v: k for k, v in sms.GSM7_EXTENSION.items()} == EXTENSION
@@ -218,7 +218,7 @@ LINES += [b'AT+CSCS="UCS2"\r', b"ATE0Z&F\r", b"AT+CMEE=2;+CSQ;+XX\r", b"AT+CREG=
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(LINES)), max_size=20))
 def test_the_emulator_survives_any_input(chunks):
-    from vipsense.plugins.notifiers.gsm.emulator import ModemEmulator
+    from vipsense.plugins.notifiers.sms_modem.emulator import ModemEmulator
 
     emulator = ModemEmulator(pin="1234")
     for chunk in chunks:

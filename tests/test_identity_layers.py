@@ -13,13 +13,13 @@ import pytest
 
 import vipsense
 from vipsense.api import IdentityStore, Notifier
-from vipsense.audit import AuditLog
 from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
+from vipsense.identity.sync import SyncError, sync_once
 from vipsense.model import Card, CardEvent, CardStatus, RejectReason, TagRead, VisitKind
 from vipsense.output import Output
 from vipsense.pluginhost import load_host
-from vipsense.sync import SyncError, sync_once
+from vipsense.storage.audit import AuditLog
 
 from .conftest import wait_for
 from .profiles import branch_profile

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from vipsense.idnumber import check_character, valid_id_number
+from vipsense.identity.idnumber import check_character, valid_id_number
 
 TODAY = dt.date(2026, 12, 7)
 

@@ -1,4 +1,4 @@
-"""The one schema-migration helper of the branch's SQLite files (vipsense.migrations)."""
+"""The one schema-migration helper of the branch's SQLite files (vipsense.storage.migrations)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from vipsense.migrations import adding_columns, migrate, version
-from vipsense.outbox import Outbox
-from vipsense.visitlog import VisitLog
+from vipsense.storage.migrations import adding_columns, migrate, version
+from vipsense.storage.outbox import Outbox
+from vipsense.storage.visitlog import VisitLog
 from vipsense.web.users import UserStore
 
 

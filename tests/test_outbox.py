@@ -34,8 +34,8 @@ from vipsense.model import (
     Visit,
     VisitKind,
 )
-from vipsense.outbox import Outbox
 from vipsense.pluginhost import load_host
+from vipsense.storage.outbox import Outbox
 
 from .conftest import REPO, wait_for
 from .profiles import BOSS, LOBBY, branch_profile, routes

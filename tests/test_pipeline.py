@@ -18,8 +18,8 @@ from vipsense.branch import Branch
 from vipsense.config.profile import load_profile
 from vipsense.model import Card, CardStatus, DeliveryResult, DeliveryState, RejectReason, TagRead
 from vipsense.output import Output
+from vipsense.pipeline.policy import judge
 from vipsense.pluginhost import load_host
-from vipsense.policy import judge
 
 from .conftest import wait_for
 from .profiles import LOCAL_SQLITE, SCREEN, alarm_routes, branch_profile

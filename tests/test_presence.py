@@ -7,7 +7,7 @@ import pytest
 from vipsense.config.profile import PresenceSettings
 from vipsense.config.types import Duration
 from vipsense.model import Arrival, TagRead
-from vipsense.presence import Presence
+from vipsense.pipeline.presence import Presence
 
 CARD = "E2801160600002084C1A0001"
 OTHER = "E2801160600002084C1A0002"

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from vipsense import retention
-from vipsense.audit import AuditLog
 from vipsense.model import Arrival, Visit, VisitKind
-from vipsense.retention import count_visits, purge_visits
-from vipsense.visitlog import VisitLog
+from vipsense.storage import retention
+from vipsense.storage.audit import AuditLog
+from vipsense.storage.retention import count_visits, purge_visits
+from vipsense.storage.visitlog import VisitLog
 
 from .lifecycle import make_branch
 

@@ -28,7 +28,7 @@ from vipsense.config import ProfileError  # noqa: E402
 from vipsense.config.profile import load_profile  # noqa: E402
 from vipsense.model import DeliveryState, Notification, RejectReason, Role, Staff, TagRead, VisitKind  # noqa: E402
 from vipsense.output import Output  # noqa: E402
-from vipsense.plugins.notifiers.smpp import SmppNotifier, SmppSettings, encode_text  # noqa: E402
+from vipsense.plugins.notifiers.sms_smpp import SmppNotifier, SmppSettings, encode_text  # noqa: E402
 
 from .conftest import REPO, wait_for  # noqa: E402
 from .processes import stop  # noqa: E402

@@ -313,11 +313,11 @@ def test_each_customer_field_has_the_documented_maximum(branch, column, limit):
 
 
 def test_a_sync_cleans_text_and_leaves_out_a_customer_holding_nul(tmp_path):
-    from vipsense.audit import AuditLog
     from vipsense.config.profile import load_profile
+    from vipsense.identity.standalone import build
+    from vipsense.identity.sync import sync_once
     from vipsense.pluginhost import load_host
-    from vipsense.standalone import build
-    from vipsense.sync import sync_once
+    from vipsense.storage.audit import AuditLog
 
     profile = tmp_path / "branch.yaml"
     profile.write_text(

@@ -462,7 +462,7 @@ def test_command_line_emulator():
 #: how each emulator is started, and where it says it is
 EMULATORS = {
     "thingmagic --pty": ["vipsense.plugins.readers.thingmagic.emulator", "--pty", "--tag", CARD_A],
-    "gsm --tcp": ["vipsense.plugins.notifiers.gsm.emulator", "--tcp", "0"],
+    "gsm --tcp": ["vipsense.plugins.notifiers.sms_modem.emulator", "--tcp", "0"],
     "mercury4 --port": ["vipsense.plugins.readers.mercury4.emulator", "--port", "0", "--tag", CARD_A],
 }
 #: ``python -c`` this with a module and its arguments: ``python -m`` with SIGINT set as the test wants

@@ -51,7 +51,7 @@ def test_a_days_visits_are_the_branchs_day_across_a_daylight_saving_change(
 
     from vipsense.cli import main
     from vipsense.model import Arrival, Visit, VisitKind
-    from vipsense.visitlog import VisitLog
+    from vipsense.storage.visitlog import VisitLog
 
     from .conftest import BASE_PROFILE
 

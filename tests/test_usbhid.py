@@ -39,9 +39,9 @@ from vipsense.config.errors import ProfileError
 from vipsense.config.profile import load_profile
 from vipsense.output import Output
 from vipsense.pluginhost import Kind, load_host
-from vipsense.plugins.readers.usbhid import UsbHidSettings, make_reader
-from vipsense.plugins.readers.usbhid.driver import UsbHidReader
-from vipsense.plugins.readers.usbhid.keyboard import (
+from vipsense.plugins.readers.usb_hid import UsbHidSettings, make_reader
+from vipsense.plugins.readers.usb_hid.driver import UsbHidReader
+from vipsense.plugins.readers.usb_hid.keyboard import (
     ENTER,
     KEYPAD_ENTER,
     MAX_LINE,
@@ -522,7 +522,7 @@ def test_bad_input_is_counted_and_reading_goes_on(sessions):
 
 
 def test_a_line_never_ended_is_dropped_instead_of_prefixing_the_next(sessions, monkeypatch):
-    monkeypatch.setattr("vipsense.plugins.readers.usbhid.driver.STALE_LINE", 0.2)
+    monkeypatch.setattr("vipsense.plugins.readers.usb_hid.driver.STALE_LINE", 0.2)
     keyboard = FakeKeyboard()
     session = sessions(FakeBackend(keyboard))
     assert wait_for(lambda: session.connected)
@@ -640,7 +640,7 @@ def test_usb_hid_is_a_built_in_reader_type(host):
 
 
 def test_loading_the_plugin_does_not_import_pyusb():
-    code = "import sys, vipsense.plugins.readers.usbhid; print('usb' in sys.modules)"
+    code = "import sys, vipsense.plugins.readers.usb_hid; print('usb' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
 

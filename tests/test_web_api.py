@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from vipsense.audit import AuditAction, AuditLog, AuditResult
 from vipsense.cli.users import TOKEN_FIELDS
 from vipsense.model import Role
-from vipsense.web import api, api_spec
+from vipsense.storage.audit import AuditAction, AuditLog, AuditResult
+from vipsense.web import query_api, query_api_spec
 from vipsense.web.refusals import RefusalGuard
 
 from .conftest import REPO, wait_for
@@ -201,7 +201,7 @@ def _document_allows(schema: dict[str, Any], value: str) -> bool:
 def _string_schemas() -> dict[str, dict[str, Any]]:
     """Every string parameter of the document but enums, by name (each name has one schema)."""
     found: dict[str, dict[str, Any]] = {}
-    for ops in api_spec.document()["paths"].values():
+    for ops in query_api_spec.document()["paths"].values():
         for op in ops.values():
             for param in op.get("parameters", []):
                 if param["schema"].get("type") == "string" and "enum" not in param["schema"]:
@@ -233,7 +233,7 @@ def test_every_pattern_reads_the_same_in_every_dialect():
 )
 def test_each_check_is_its_schema_as_the_document_reads_it(name, value):
     schema = _string_schemas()[name]
-    assert api_spec.allows(schema)(value) == _document_allows(schema, value), (name, value)
+    assert query_api_spec.allows(schema)(value) == _document_allows(schema, value), (name, value)
 
 
 def test_the_docs_list_the_characters_the_reason_rule_names():
@@ -244,7 +244,8 @@ def test_the_docs_list_the_characters_the_reason_rule_names():
         for lo, hi in re.findall(r"U\+([0-9A-F]{4})(?:–U\+([0-9A-F]{4}))?", rule)
         for cp in range(int(lo, 16), int(hi or lo, 16) + 1)
     }
-    named = {cp for lo, hi in api_spec.REASON_BLANK + api_spec.REASON_NEVER for cp in range(lo, hi + 1)}
+    ranges = query_api_spec.REASON_BLANK + query_api_spec.REASON_NEVER
+    named = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
     assert listed == named
 
 
@@ -300,7 +301,7 @@ def test_the_reason_rule_both_ways_in_queries_and_bodies(w):
             assert status == 400 and answer["error"].startswith("reason"), (path, reason, answer)
             assert api_entries(w)[-1].result is AuditResult.DENIED
     for lone in ("\ud800", "x\udfff"):  # lone surrogates: only a JSON escape can send one
-        assert not api_spec.allows(api_spec.REASON)(lone)
+        assert not query_api_spec.allows(query_api_spec.REASON)(lone)
         status, _, answer = call(w, search, token, "POST", {"id_number": "1" * 18, "reason": lone})
         assert status == 400 and answer["error"].startswith("reason"), answer
 
@@ -425,7 +426,7 @@ def test_rate_limit_gives_429_with_retry_after(w):
 
 def test_rate_limiter_window_slides():
     now = [1000.0]
-    limiter = api.RateLimiter(clock=lambda: now[0])
+    limiter = query_api.RateLimiter(clock=lambda: now[0])
     assert [limiter.take("a", 2) for _ in range(2)] == [0.0, 0.0]
     assert limiter.take("a", 2) == pytest.approx(60.0)
     now[0] += 30
@@ -590,13 +591,13 @@ def _walk_in_and_wait(w: Any, *cards: int) -> None:
 
 
 def _visit_count(w: Any) -> int:
-    q = api.VisitQuery(0.0, 1e12, None, 10_000, None)
-    return len(api.read_visits(w.branch.visit_log.path, q))
+    q = query_api.VisitQuery(0.0, 1e12, None, 10_000, None)
+    return len(query_api.read_visits(w.branch.visit_log.path, q))
 
 
 def test_visits_by_date_with_whitelist_and_acknowledgement(w):
     _walk_in_and_wait(w, 1, 9)
-    visits = api.read_visits(w.branch.visit_log.path, api.VisitQuery(0.0, 1e12, None, 10, None))
+    visits = query_api.read_visits(w.branch.visit_log.path, query_api.VisitQuery(0.0, 1e12, None, 10, None))
     greeted = next(v for v in visits if v[2] == "greeted")
     assert wait_for(lambda: w.branch.acknowledge(f"{greeted[0]}:lobby", "lobby"), timeout=10)
     assert wait_for(lambda: _acknowledged(w, greeted[0]), timeout=10)
@@ -632,7 +633,7 @@ def test_visits_by_date_with_whitelist_and_acknowledgement(w):
 
 
 def _acknowledged(w: Any, visit_id: str) -> bool:
-    rows = api.read_visits(w.branch.visit_log.path, api.VisitQuery(0.0, 1e12, None, 10, None))
+    rows = query_api.read_visits(w.branch.visit_log.path, query_api.VisitQuery(0.0, 1e12, None, 10, None))
     return any(r[0] == visit_id and r[6] is not None for r in rows)
 
 
@@ -712,7 +713,7 @@ def test_token_made_by_the_cli_works_end_to_end(w):
 @pytest.mark.slow
 def test_openapi_document_is_public_and_describes_every_route(w):
     status, _, doc = call(w, "/api/v1/openapi.json")
-    assert status == 200 and doc == api_spec.document()
+    assert status == 200 and doc == query_api_spec.document()
     routes = {
         re.sub(r"<(\w+)>", r"{\1}", r.rule): r.methods - {"HEAD", "OPTIONS"}
         for r in w.app.url_map.iter_rules()
@@ -720,7 +721,7 @@ def test_openapi_document_is_public_and_describes_every_route(w):
     }
     documented = {path: {m.upper() for m in ops} for path, ops in doc["paths"].items()}
     assert routes == documented
-    assert set(api_spec.CUSTOMER_FIELD_SCHEMAS) == set(TOKEN_FIELDS)
+    assert set(query_api_spec.CUSTOMER_FIELD_SCHEMAS) == set(TOKEN_FIELDS)
     assert not api_entries(w)  # reading the document is no data access
 
 

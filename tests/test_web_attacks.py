@@ -36,7 +36,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 import vipsense
-from vipsense.idnumber import check_character
+from vipsense.identity.idnumber import check_character
 
 from .conftest import REPO
 from .web_support import PASSWORD, WEB_PROFILE, csrf_from
@@ -470,7 +470,7 @@ def test_an_open_live_stream_ends_with_its_session(web_branch):
 
 @pytest.mark.slow
 def test_an_attacker_cannot_shut_a_real_user_out(web_branch, monkeypatch):
-    from vipsense.audit import AuditAction
+    from vipsense.storage.audit import AuditAction
 
     w = web_branch()
     now = time.time()
@@ -565,7 +565,7 @@ def post_lookup(browser: Browser, token: str, q: str, reason: str = "phone appoi
 
 @pytest.mark.slow
 def test_guessing_a_masked_id_number_is_refused_limited_and_alerted(web_branch):
-    from vipsense.audit import AuditAction
+    from vipsense.storage.audit import AuditAction
 
     observer = AlertObserver()
     w = web_branch(seed=lookup_seed(), plugins={"alert-observer": observer})

@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from vipsense.audit import AuditAction, AuditResult
 from vipsense.model import Role
 from vipsense.permissions import allowed
+from vipsense.storage.audit import AuditAction, AuditResult
 
 from .conftest import REPO, wait_for
 from .web_support import ACCOUNTS, PASSWORD, WEB_PROFILE, csrf_from, csrf_of, login

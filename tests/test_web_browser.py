@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vipsense.responses import load
+from vipsense.pipeline.response_times import load
 
 from .conftest import wait_for
 from .web_support import CARD, PASSWORD

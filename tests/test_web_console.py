@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vipsense.audit import AuditAction, AuditResult
-from vipsense.responses import load
+from vipsense.pipeline.response_times import load
+from vipsense.storage.audit import AuditAction, AuditResult
 
 from .conftest import wait_for
 from .web_support import CARD, WEB_SEED, WebBranch, csrf_of

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from vipsense.audit import AuditAction
 from vipsense.plugins.readers.thingmagic.emulator import EmulatedRead, EmulatorLink, ModuleEmulator, ReadQueue
+from vipsense.storage.audit import AuditAction
 
 from .conftest import wait_for
 from .web_support import CARD, WEB_PROFILE

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..audit import AuditKeyError, AuditUnreadable, anchor_policy, audit_path, profile_keys, verify_file
+from ..storage.audit import (
+    AuditKeyError,
+    AuditUnreadable,
+    anchor_policy,
+    audit_path,
+    profile_keys,
+    verify_file,
+)
 from . import help_of
 from .common import EXIT_FAILED, EXIT_OK, load, plugin_host
 

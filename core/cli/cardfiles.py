@@ -20,12 +20,8 @@ from typing import Any
 import attrs
 
 from ..api import Card, CardEvent, CardRegistry, CardStatus
-from ..audit import AuditAction
-from ..lifecycle import TransitionError, check_change
-from ..model import CardAction
-from ..permissions import Permission
-from ..progress import ProgressBar
-from ..records import (
+from ..identity.lifecycle import TransitionError, check_change
+from ..identity.records import (
     CARD_COLUMNS,
     CsvTable,
     FieldError,
@@ -34,6 +30,10 @@ from ..records import (
     estimate_csv_rows,
     parse_status,
 )
+from ..model import CardAction
+from ..permissions import Permission
+from ..progress import ProgressBar
+from ..storage.audit import AuditAction
 from .common import (
     EXIT_OK,
     PROGRESS_EVERY,

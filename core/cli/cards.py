@@ -13,18 +13,18 @@ import datetime as dt
 import attrs
 
 from ..api import Card, CardEvent, CardRegistry, CardStatus, Customer, Duration
-from ..audit import AuditAction, AuditResult
-from ..issuing import ReadError, read_card
-from ..lifecycle import TransitionError, check
-from ..model import CardAction
-from ..permissions import Permission
-from ..privacy import printable, shown
-from ..records import (
+from ..identity.issuing import ReadError, read_card
+from ..identity.lifecycle import TransitionError, check
+from ..identity.records import (
     check_validity,
     parse_date,
     parse_hex,
     parse_status,
 )
+from ..model import CardAction
+from ..permissions import Permission
+from ..privacy import printable, shown
+from ..storage.audit import AuditAction, AuditResult
 from . import cardfiles, help_of
 from .common import (
     EXIT_OK,

@@ -32,18 +32,18 @@ import attrs
 
 from .. import errors
 from ..api import CardExists, CardRegistry, IdentityStore, StoreUnsupported, UnknownCard
-from ..audit import AuditAction, AuditKeyError, AuditLog, AuditResult, audit_path, open_audit_log
 from ..config import ProfileError
 from ..config.errors import in_file_order
 from ..config.profile import ItemConfig, Profile, load_profile
 from ..didyoumean import suggest
+from ..identity.records import FieldError, ImportResult
+from ..identity.standalone import build
 from ..model import Staff
 from ..output import Output, display_width, pad
 from ..permissions import DOES, Permission, allowed, roles_for
 from ..pluginhost import PluginHost
 from ..privacy import printable, shown
-from ..records import FieldError, ImportResult
-from ..standalone import build
+from ..storage.audit import AuditAction, AuditKeyError, AuditLog, AuditResult, audit_path, open_audit_log
 from ..timezone import local
 from . import EXIT_FAILED as EXIT_FAILED  # the exit codes: one definition, re-exported for commands
 from . import EXIT_OK as EXIT_OK
@@ -309,7 +309,7 @@ def when(at: float | None, tz: ZoneInfo) -> str:
 
 
 def checked(parse: Callable[..., T], *args: Any) -> T:
-    """``parse(*args)`` with a :class:`vipsense.records.FieldError` turned into a clear CLI error."""
+    """``parse(*args)`` with a :class:`vipsense.identity.records.FieldError` turned into a clear CLI error."""
     try:
         return parse(*args)
     except FieldError as exc:

@@ -23,13 +23,13 @@ from typing import Any
 import attrs
 
 from ..api import Customer, IdentityStore, StoreUnsupported
-from ..audit import AuditAction, AuditResult
 from ..crypto import normalise_id_number
-from ..idnumber import valid_id_number
+from ..identity.idnumber import valid_id_number
+from ..identity.records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult, estimate_csv_rows
 from ..permissions import Permission
 from ..privacy import mask_id_number, mask_mobile, printable, shown
 from ..progress import ProgressBar
-from ..records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult, estimate_csv_rows
+from ..storage.audit import AuditAction, AuditResult
 from ..web.settings import IdLookup
 from . import help_of
 from .common import (

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..audit import AuditAction, AuditResult, open_audit_log
 from ..config.profile import Profile
 from ..crypto import LOCAL_KEY_FILE, CipherError, DataKey, LocalKeyFile, new_key
-from ..standalone import build
+from ..identity.standalone import build
+from ..storage.audit import AuditAction, AuditResult, open_audit_log
 from . import help_of
 from .common import EXIT_OK, CliError, audit_source, describe, load, plugin_host
 

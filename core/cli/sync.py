@@ -1,6 +1,6 @@
 """``vipsense sync``: refresh the branch replica from the central store once, and say what was copied.
 
-The work is :func:`vipsense.sync.sync_once`, the same refresh a running branch repeats every
+The work is :func:`vipsense.identity.sync.sync_once`, the same refresh a running branch repeats every
 ``sync.interval``.  It is imported when the command runs, so the rest of the command line works in an
 installation without it.
 """
@@ -16,11 +16,13 @@ from .common import EXIT_OK, CliError, load, plugin_host
 
 def cmd_sync(args: argparse.Namespace) -> int:
     try:
-        from ..sync import SyncError, sync_once
+        from ..identity.sync import SyncError, sync_once
     except ModuleNotFoundError as exc:
-        if exc.name != "vipsense.sync":
+        if exc.name != "vipsense.identity.sync":
             raise
-        raise CliError("vipsense sync is not available in this installation (no vipsense.sync)") from None
+        raise CliError(
+            "vipsense sync is not available in this installation (no vipsense.identity.sync)"
+        ) from None
     host = plugin_host()
     profile = load(args.profile, host, args.data_dir)
     try:

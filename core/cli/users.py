@@ -16,10 +16,10 @@ import getpass
 import sys
 import time
 
-from ..audit import AuditAction, AuditResult, open_audit_log
 from ..config.types import Duration
 from ..model import Role
 from ..permissions import STAFF_ROLES
+from ..storage.audit import AuditAction, AuditResult, open_audit_log
 from ..web.users import DEFAULT_TOKEN_FIELDS, MIN_PASSWORD, TOKEN_FIELDS, AccountError, UserStore, users_path
 from . import help_of
 from .common import EXIT_OK, CliError, audit_source, load, plugin_host, when

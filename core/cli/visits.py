@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from .. import responses
-from ..audit import AuditAction
 from ..permissions import Permission
-from ..retention import count_visits, describe_cutoff, purge_visits
+from ..pipeline import response_times
+from ..storage.audit import AuditAction
+from ..storage.retention import count_visits, describe_cutoff, purge_visits
 from ..timezone import day_bounds, day_of, local
 from . import help_of
 from .common import EXIT_OK, Act, CliError, Session, add_common, describe, now, table
@@ -42,12 +42,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         s.authorize(Permission.VISITS_VIEW, AuditAction.VIEW, Act(f"visits {day.isoformat()}", args.reason))
         since, until = day_bounds(day, tz)
         try:
-            visits, records = responses.load(s.profile.data_dir, since, until)
+            visits, records = response_times.load(s.profile.data_dir, since, until)
         except sqlite3.Error as exc:
             raise CliError(f"cannot read the visit log in {s.profile.data_dir}: {exc}") from None
         names = {p.id: p.name for p in s.profile.staff}
-    told = responses.told_by_visit(records)
-    staff = responses.per_staff(records)
+    told = response_times.told_by_visit(records)
+    staff = response_times.per_staff(records)
     if args.json:
         doc = {
             "date": day.isoformat(),
@@ -64,7 +64,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for v in visits:
         first = True
-        tellings: list[responses.Told | None] = [*told.get(v.visit_id, [])] or [None]  # None: nobody told
+        tellings: list[response_times.Told | None] = [*told.get(v.visit_id, [])] or [
+            None
+        ]  # None: nobody told
         for t in tellings:
             lead = (
                 (

@@ -24,8 +24,8 @@ from ..crypto import key_problem, profile_cipher
 from ..didyoumean import closest, suggest
 from ..model import SUSPECT_REASONS, DeliveryResult, Notification, RejectReason, Role, Staff
 from ..output import Output
+from ..pipeline.policy import ALERT_REASONS
 from ..pluginhost import Kind, PluginHost, PluginType
-from ..policy import ALERT_REASONS
 from . import sections
 from .errors import ConfigError, ProfileError, in_file_order
 from .structure import INVALID, Structurer

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from flask import Flask, Response, redirect, url_for
 
-from ..audit import AuditLog
 from ..config.profile import Profile
 from ..model import Staff
 from ..permissions import Permission
+from ..storage.audit import AuditLog
 from . import auth
 from .settings import WebSettings
 from .users import UserStore
@@ -101,9 +101,9 @@ def create_app(ctx: WebContext) -> Flask:
     app.before_request(auth.check_csrf)
     app.context_processor(lambda: {"branch_name": ctx.profile.branch.name})
 
-    from . import api, audit_page, console, status
+    from . import audit_page, console, query_api, status
 
-    for module in (auth, status, console, audit_page, api):
+    for module in (auth, status, console, audit_page, query_api):
         app.register_blueprint(module.bp)
 
     @app.route("/")

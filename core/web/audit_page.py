@@ -6,7 +6,7 @@ read, so the auditor's own view is on it.  The page reads through a read-only co
 own: it never holds the lock the door's audit writer appends under while it pages.
 
 The chain is not walked again on every view: that took seconds at a million entries, and held the
-writers' lock meanwhile.  :class:`vipsense.audit.ChainCheck` remembers the last verified entry and
+writers' lock meanwhile.  :class:`vipsense.storage.audit.ChainCheck` remembers the last verified entry and
 its hash, checks only what was added since (and that the remembered entry is unchanged), and walks
 the whole chain again once an hour, on a thread of its own.  A view waits for it at most
 :data:`CHECK_WAIT` seconds; a first walk of a long log shows how far it got.
@@ -22,8 +22,8 @@ from typing import Any
 import attrs
 from flask import Blueprint, render_template, request
 
-from ..audit import AuditAction, AuditResult, ChainCheck
 from ..permissions import Permission
+from ..storage.audit import AuditAction, AuditResult, ChainCheck
 from ..timezone import day_bounds, local
 from .auth import audit, made_once, refuse, require, web
 

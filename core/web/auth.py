@@ -44,9 +44,9 @@ from flask import (
     url_for,
 )
 
-from ..audit import AuditAction, AuditResult
 from ..model import Role, Staff
 from ..permissions import DOES, Permission, allowed, roles_for
+from ..storage.audit import AuditAction, AuditResult
 from .users import User
 
 bp = Blueprint("auth", __name__)

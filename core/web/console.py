@@ -37,15 +37,15 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from ..api import Customer
-from ..audit import AuditAction, AuditResult
 from ..avatar import avatar_svg
 from ..devices import Reply
-from ..idnumber import valid_id_number
-from ..lookup import Outcome, ask, supports
+from ..identity.idnumber import valid_id_number
 from ..model import Role, notification_key
 from ..permissions import Permission
+from ..pipeline.lookup import Outcome, ask, supports
+from ..pipeline.response_times import VisitRow, load, told_by_visit
 from ..privacy import mask_id_number
-from ..responses import VisitRow, load, told_by_visit
+from ..storage.audit import AuditAction, AuditResult
 from ..timezone import day_bounds, day_of, local, moment
 from .auth import (
     Viewer,
@@ -188,7 +188,7 @@ def me() -> Viewer:
 
 
 def find_customer(customer_no: str) -> Customer | None:
-    """The stores' answer in profile order, as the door asks (:func:`vipsense.lookup.ask`); None
+    """The stores' answer in profile order, as the door asks (:func:`vipsense.pipeline.lookup.ask`); None
     when no store knows the customer or none could answer."""
     found = ask(web().branch.stores, "find_customer", customer_no)
     return found.result if found.outcome is Outcome.FOUND else None

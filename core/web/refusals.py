@@ -14,7 +14,7 @@ Every refusal still leaves a trace (``privacy-security.md`` §3: failed accesses
   the web's connection limits bound the rest;
 * when the window that began with the first counted call closes, each count becomes one entry,
   ``N calls refused and counted`` with how many of each kind; and at the latest when the audit log
-  closes (:meth:`vipsense.audit.AuditLog.before_close`).
+  closes (:meth:`vipsense.storage.audit.AuditLog.before_close`).
 
 The profile sets ``budget``, ``total`` and ``window`` (``privacy.audit_refusals``,
 ``privacy.audit_refusals_total``, ``privacy.audit_refusal_window``).
@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import attrs
 
-from ..audit import AuditAction, AuditLog, AuditRecord, AuditResult
+from ..storage.audit import AuditAction, AuditLog, AuditRecord, AuditResult
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import attrs
 
-from ..migrations import adding_columns, migrate
 from ..model import Role
+from ..storage.migrations import adding_columns, migrate
 from .settings import Lockout
 
 SCHEMA = """
@@ -535,7 +535,7 @@ class UserStore:
     def token(self, presented: str, now: float | None = None) -> Token | None:
         """The active, unexpired token ``presented`` is, or None (compared by digest, in constant
         time); its use is recorded for ``vipsense tokens list``.  An expired token is refused exactly
-        like an unknown one, so the API (core/web/api.py) needs no check of its own."""
+        like an unknown one, so the API (core/web/query_api.py) needs no check of its own."""
         now = time.time() if now is None else now
         digest = token_digest(presented)
         with self._lock:

@@ -22,6 +22,9 @@ Each URL is checked with Apprise when the notifier is made.  A send that fails f
 failed, so a mailbox that got the message does not get it twice.  Apprise's own log lines (and
 urllib3's, which carry request paths with webhook tokens in them) pass through a filter that hides
 every URL and every credential of the configured URLs.
+
+The module is ``apprise_sink``, not ``apprise`` after its type, because a module named ``apprise``
+would shadow the library it wraps.
 """
 
 from __future__ import annotations

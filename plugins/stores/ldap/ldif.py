@@ -23,9 +23,9 @@ from typing import IO
 
 import attrs
 
+from vipsense.identity.records import CsvFileError, CsvTable
+from vipsense.identity.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
 from vipsense.model import Card, CardStatus, Customer, Photo
-from vipsense.records import CsvFileError, CsvTable
-from vipsense.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
 
 from .settings import CardSettings, CustomerSettings, LdapSettings
 
@@ -88,7 +88,7 @@ def read_yaml(path: Path) -> tuple[list[Customer], list[Card]]:
 
 def read_csv(path: Path) -> tuple[list[Customer], list[Card]]:
     """A customers CSV, or a cards CSV when the header has ``epc``, read and checked exactly as the
-    SQLite import reads it (:class:`vipsense.records.CsvTable`)."""
+    SQLite import reads it (:class:`vipsense.identity.records.CsvTable`)."""
     customers: list[Customer] = []
     cards: list[Card] = []
     try:

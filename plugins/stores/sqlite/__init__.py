@@ -2,16 +2,15 @@
 or CSV, and a full :class:`vipsense.api.CardRegistry` (issue, lost, revoke, reissue, import, replica).
 
 The modules: :mod:`.schema` (tables, migration of older files, rows to model objects), :mod:`.store`
-(the store), :mod:`.seed` (loading seed files, which :mod:`vipsense.seed` reads), :mod:`.importer` (the
-bulk CSV path).  Everything tests and benchmarks use is importable from here.
+(the store), :mod:`.seed` (loading seed files, which :mod:`vipsense.identity.seed` reads),
+:mod:`.importer` (the bulk CSV path).  Everything tests and benchmarks use is importable from here.
 """
 
 from __future__ import annotations
 
 import vipsense
 from vipsense.api import RegisterType
-from vipsense.progress import ProgressBar
-from vipsense.records import (
+from vipsense.identity.records import (
     CARD_COLUMNS,
     CARD_STATUSES,
     CUSTOMER_COLUMNS,
@@ -19,7 +18,8 @@ from vipsense.records import (
     ImportResult,
     RejectedRow,
 )
-from vipsense.records import count_csv_rows as count_csv_rows
+from vipsense.identity.records import count_csv_rows as count_csv_rows
+from vipsense.progress import ProgressBar
 
 from .importer import IMPORT_BATCH, CsvImportError, SeedError, import_csv
 from .schema import FIND_CARD_SQL, FIND_CUSTOMER_SQL, SCHEMA, SCHEMA_VERSION, migrate

@@ -1,5 +1,5 @@
 """:func:`import_csv`, the bulk path for a bank's full customer list (a million rows) and for CSV seed
-files: it streams the file, checks each row with :mod:`vipsense.records`, and upserts in batches, so
+files: it streams the file, checks each row with :mod:`vipsense.identity.records`, and upserts in batches, so
 one bad row is reported, never fatal.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vipsense.crypto import FieldCipher
-from vipsense.records import CsvFileError, CsvTable, ImportResult, count_csv_rows
+from vipsense.identity.records import CsvFileError, CsvTable, ImportResult, count_csv_rows
 
 from .schema import storage_converter, upsert_sql
 

@@ -21,11 +21,11 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from vipsense import migrations
 from vipsense.crypto import CipherError, FieldCipher, key_id_of
-from vipsense.migrations import add_columns, adding_columns
+from vipsense.identity.records import CARD_COLUMNS, CUSTOMER_COLUMNS
 from vipsense.model import Card, CardEvent, CardStatus, Customer, Photo
-from vipsense.records import CARD_COLUMNS, CUSTOMER_COLUMNS
+from vipsense.storage import migrations
+from vipsense.storage.migrations import add_columns, adding_columns
 
 #: ``PRAGMA user_version``: 1 had no history, consent or sightings; 2 kept ID and mobile numbers in clear
 SCHEMA_VERSION = 3
@@ -117,7 +117,7 @@ def find_by_id_index_sql(keys: int) -> str:
 def migrate(db: sqlite3.Connection, cipher: FieldCipher, now: float = 0.0) -> list[str]:
     """Create what is missing, add the columns a file of an older version lacks, and encrypt the ID and
     mobile numbers it holds in clear; nothing is lost.  One transaction, taken before looking, so two
-    processes opening an old file migrate it once (:func:`vipsense.migrations.migrate`).  Returns the
+    processes opening an old file migrate it once (:func:`vipsense.storage.migrations.migrate`).  Returns the
     columns added, as ``table.column``.
 
     Also records the cipher's current key id in ``data_keys``, and refuses (:class:`CipherError`) a file
@@ -326,8 +326,8 @@ def event_row(event: CardEvent, epc: str | None = None) -> tuple[Any, ...]:
 def storage_converter(
     kind: str, columns: tuple[str, ...], cipher: FieldCipher
 ) -> tuple[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]] | None]:
-    """For typed CSV values (:class:`vipsense.records.CsvTable`): the columns a row is written to, and
-    the function that turns a row into what this file stores (numbers sealed and the blind index
+    """For typed CSV values (:class:`vipsense.identity.records.CsvTable`): the columns a row is written
+    to, and the function that turns a row into what this file stores (numbers sealed and the blind index
     added, dates as ISO text, branches comma-separated), or None when a row is stored as it is (a
     customers file with no ID, mobile or consent column: kept free of per-row work)."""
     if kind == "customers":

@@ -6,8 +6,8 @@ A seed never undoes the card registry's work: a card that has a history (issued,
 revoked or reissued through the registry) keeps its status whatever the seed says, and consent recorded
 at a card issue stays unless the seed itself says otherwise.
 
-A YAML seed is read by :mod:`vipsense.seed`, as the LDAP store's converter reads it.  Its values pass
-the checks a CSV import's do (:mod:`vipsense.records`: lengths, a plain customer number, text without
+A YAML seed is read by :mod:`vipsense.identity.seed`, as the LDAP store's converter reads it.  Its values pass
+the checks a CSV import's do (:mod:`vipsense.identity.records`: lengths, a plain customer number, text without
 control characters), and its ID and mobile numbers are sealed like every other write
 (:func:`.schema.seal_row`).
 """
@@ -21,8 +21,7 @@ from typing import Any, TypeVar
 
 from vipsense.avatar import avatar_svg
 from vipsense.crypto import FieldCipher
-from vipsense.model import Photo
-from vipsense.records import (
+from vipsense.identity.records import (
     CARD_COLUMNS,
     CUSTOMER_COLUMNS,
     FieldError,
@@ -30,7 +29,8 @@ from vipsense.records import (
     parse_customer_no,
     parse_text,
 )
-from vipsense.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
+from vipsense.identity.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
+from vipsense.model import Photo
 
 from .importer import SeedError, import_csv
 from .schema import CUSTOMER_STORED, seal_row, upsert_sql
@@ -56,7 +56,7 @@ def load_seed(db: sqlite3.Connection, path: Path, cipher: FieldCipher) -> tuple[
 
 
 def _text(c: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """The seed entry's text fields checked as a CSV import checks them (:mod:`vipsense.records`)."""
+    """The seed entry's text fields checked as a CSV import checks them (:mod:`vipsense.identity.records`)."""
     out = {}
     for name in names:
         value = getattr(c, name)

@@ -27,7 +27,6 @@ from typing import Any
 
 import attrs
 
-from vipsense import migrations
 from vipsense.api import (
     Card,
     CardEvent,
@@ -40,6 +39,7 @@ from vipsense.api import (
 )
 from vipsense.crypto import FieldCipher, key_id_of, normalise_id_number
 from vipsense.model import CardAction
+from vipsense.storage import migrations
 
 from .schema import (
     CARD_HISTORY_SQL,

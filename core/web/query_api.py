@@ -1,5 +1,5 @@
 """The third-party query API: token-authenticated JSON, a field whitelist and a rate limit per token,
-every call audited, and its OpenAPI document at ``/api/v1/openapi.json`` (:mod:`.api_spec`).
+every call audited, and its OpenAPI document at ``/api/v1/openapi.json`` (:mod:`.query_api_spec`).
 
 * ``Authorization: Bearer <token>`` only: no cookies, so no CSRF.  A missing, unknown or revoked token
   gets the same 401, so a caller learns nothing about which token names exist.
@@ -36,12 +36,12 @@ from typing import Any
 import attrs
 from flask import Blueprint, Response, jsonify, request
 
-from ..audit import AuditAction, AuditResult
-from ..lookup import Outcome, ask, supports
 from ..model import Customer, VisitKind
+from ..pipeline.lookup import Outcome, ask, supports
 from ..privacy import mask_field, mask_id_number
+from ..storage.audit import AuditAction, AuditResult
 from ..timezone import day_bounds, local
-from . import api_spec
+from . import query_api_spec
 from .auth import made_once, source, web
 from .refusals import RefusalGuard
 from .users import TOKEN_FIELDS, Token
@@ -53,12 +53,12 @@ bp = Blueprint("api", __name__)
 WINDOW = 60.0  #: seconds of the rate limit's sliding window
 ROLE = "api"  #: the audit role of every token call
 # each parameter's check is made from its schema in the document, so the two cannot disagree
-_CUSTOMER_NO = api_spec.allows(api_spec.CUSTOMER_NO)
-_ID_NUMBER = api_spec.allows(api_spec.ID_NUMBER)
-_CURSOR = api_spec.allows(api_spec.CURSOR)
-_DATE = api_spec.allows(api_spec.DATE)
-_REASON = api_spec.allows(api_spec.REASON)
-_DOCUMENT = api_spec.document()
+_CUSTOMER_NO = query_api_spec.allows(query_api_spec.CUSTOMER_NO)
+_ID_NUMBER = query_api_spec.allows(query_api_spec.ID_NUMBER)
+_CURSOR = query_api_spec.allows(query_api_spec.CURSOR)
+_DATE = query_api_spec.allows(query_api_spec.DATE)
+_REASON = query_api_spec.allows(query_api_spec.REASON)
+_DOCUMENT = query_api_spec.document()
 
 
 class ApiError(Exception):
@@ -230,7 +230,7 @@ def _reason(value: Any, required: bool) -> str:
             raise ApiError(400, "reason is required: why you look (e.g. phone appointment)")
         return ""
     if not _REASON(value):
-        raise ApiError(400, f"reason: {api_spec.REASON_RULE}")
+        raise ApiError(400, f"reason: {query_api_spec.REASON_RULE}")
     return value.strip()
 
 
@@ -258,7 +258,7 @@ def project(customer: Customer, fields: tuple[str, ...]) -> dict[str, str | None
 
 
 def _ask(method: str, key: str) -> Any:
-    """Ask each store in profile order, like the door does (:func:`vipsense.lookup.ask`)."""
+    """Ask each store in profile order, like the door does (:func:`vipsense.pipeline.lookup.ask`)."""
     runners = [r for r in web().branch.stores if supports(r.store, method)]
     if not runners:
         raise ApiError(501, "no identity store of this branch can search by ID number", AuditResult.ERROR)
@@ -395,14 +395,14 @@ def _visit_query() -> VisitQuery:
     first, last = _date("from"), _date("to")
     if last < first:
         raise ApiError(400, "to: on or after from")
-    if (last - first).days >= api_spec.MAX_DAYS:
-        raise ApiError(400, f"from..to: at most {api_spec.MAX_DAYS} days")
+    if (last - first).days >= query_api_spec.MAX_DAYS:
+        raise ApiError(400, f"from..to: at most {query_api_spec.MAX_DAYS} days")
     kind = request.args.get("kind")  # present but empty is no kind: 400, as the document's enum says
     if kind is not None and kind not in {k.value for k in VisitKind}:
         raise ApiError(400, f"kind: one of {', '.join(k.value for k in VisitKind)}")
-    raw = request.args.get("limit", str(api_spec.DEFAULT_LIMIT))
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= api_spec.MAX_LIMIT:
-        raise ApiError(400, f"limit: a whole number from 1 to {api_spec.MAX_LIMIT}")
+    raw = request.args.get("limit", str(query_api_spec.DEFAULT_LIMIT))
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= query_api_spec.MAX_LIMIT:
+        raise ApiError(400, f"limit: a whole number from 1 to {query_api_spec.MAX_LIMIT}")
     cursor = request.args.get("cursor")
     after = decode_cursor(cursor) if cursor is not None else None
     return VisitQuery(*_bounds(first, last), kind, int(raw), after)

@@ -15,9 +15,9 @@ import json
 import logging
 from collections.abc import Collection
 
-from .clock import Clock
-from .model import Notification
-from .outbox import Outbox, decode_visit
+from ..clock import Clock
+from ..model import Notification
+from ..storage.outbox import Outbox, decode_visit
 from .routing import Router
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ The SQLite store upserts a seed each time it opens, and the LDAP store's convert
 (``python -m vipsense.plugins.stores.ldap.ldif``) turns the same file into LDIF; both read it here, so
 a seed means the same to either.  The schema is checked like a profile: every problem is reported, each
 as ``file:line: key.path: message``.  What an entry becomes (a row, an LDAP entry) is the store's own
-business.  A CSV seed is not read here: each store imports CSV through :mod:`vipsense.records`.
+business.  A CSV seed is not read here: each store imports CSV through :mod:`vipsense.identity.records`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import attrs
 
-from .config.structure import INVALID, Structurer
-from .config.yamlload import LoadedYaml, load_profile_yaml
-from .model import CardStatus
+from ..config.structure import INVALID, Structurer
+from ..config.yamlload import LoadedYaml, load_profile_yaml
+from ..model import CardStatus
 
 __all__ = ["SeedCard", "SeedCustomer", "SeedFile", "SeedFileError", "read_yaml_seed"]
 

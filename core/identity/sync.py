@@ -13,7 +13,7 @@ that store's own cache; the LDAP store keeps card entries for a short TTL).  If 
 unreachable before a refresh after *t* succeeds, the replica still holds the card as it was: status
 shows the time of the last good refresh, so staff know how old the branch's copy is.
 
-What is copied is checked as an import checks a file (:func:`vipsense.records.clean_customer`): text
+What is copied is checked as an import checks a file (:func:`vipsense.identity.records.clean_customer`): text
 without control characters and within its length, a plain customer number.  A customer or card that
 fails (a NUL character, a wildcard customer number) is left out, logged and counted in the audit entry;
 the rest is copied.  The replica seals the ID and mobile numbers itself, as every write to it does.
@@ -28,14 +28,14 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .api import CardRegistry, IdentityStore, StoreUnsupported
-from .audit import AuditAction, AuditLog, AuditResult, open_audit_log
-from .clock import Clock
-from .config.profile import Profile
-from .errors import describe
-from .model import Card
-from .pluginhost import PluginHost
-from .privacy import printable
+from ..api import CardRegistry, IdentityStore, StoreUnsupported
+from ..clock import Clock
+from ..config.profile import Profile
+from ..errors import describe
+from ..model import Card
+from ..pluginhost import PluginHost
+from ..privacy import printable
+from ..storage.audit import AuditAction, AuditLog, AuditResult, open_audit_log
 from .records import FieldError, clean_card, clean_customer
 from .standalone import build
 

@@ -7,8 +7,8 @@ means the customer's own assigned manager, looked up in ``staff:`` by id.
 
 from __future__ import annotations
 
-from .config.profile import Escalation, RouteRule
-from .model import EVENTS, Role, Staff, Visit
+from ..config.profile import Escalation, RouteRule
+from ..model import EVENTS, Role, Staff, Visit
 
 
 class Router:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import queue
 import time
 
-from .clock import Clock
-from .config.profile import Profile
-from .devices import ReaderRunner
-from .errors import describe
-from .model import TagRead
-from .pluginhost import PluginHost
+from ..clock import Clock
+from ..config.profile import Profile
+from ..devices import ReaderRunner
+from ..errors import describe
+from ..model import TagRead
+from ..pluginhost import PluginHost
+from ..status import DeviceStatus
 from .standalone import build
-from .status import DeviceStatus
 
 
 class ReadError(Exception):

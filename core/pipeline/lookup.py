@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
-from .api import IdentityStore
-from .devices import Reply, StoreRunner
+from ..api import IdentityStore
+from ..devices import Reply, StoreRunner
 
 
 class Outcome(enum.Enum):

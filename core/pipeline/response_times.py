@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from .model import parse_notification_key
-from .outbox import DeliveryRecord
-from .stats import percentile
+from ..model import parse_notification_key
+from ..stats import percentile
+from ..storage.outbox import DeliveryRecord
 
 
 @attrs.frozen

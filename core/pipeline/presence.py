@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config.profile import PresenceSettings
-from .model import Arrival, TagRead
+from ..config.profile import PresenceSettings
+from ..model import Arrival, TagRead
 
 #: a card restored as present after a restart departs ``depart_after`` after the first read of this
 #: run (the readers may take a while to come back), or after this long with no read at all

@@ -19,14 +19,13 @@ from typing import Any
 
 import attrs
 
-from . import hookspecs
-from .api import ReaderStatus
-from .backoff import Backoff
-from .clock import Clock
-from .config.profile import Profile
-from .devices import NotifierRunner, StoreRunner
-from .lookup import Answer, Outcome, ask
-from .model import (
+from .. import hookspecs
+from ..api import ReaderStatus
+from ..backoff import Backoff
+from ..clock import Clock
+from ..config.profile import Profile
+from ..devices import NotifierRunner, StoreRunner
+from ..model import (
     SUSPECT_REASONS,
     Acknowledgement,
     Arrival,
@@ -36,14 +35,15 @@ from .model import (
     Visit,
     VisitKind,
 )
-from .outbox import OutboxWriter
-from .pluginhost import PluginHost
+from ..pluginhost import PluginHost
+from ..status import BranchStatus
+from ..storage.outbox import OutboxWriter
+from ..storage.visitlog import QUIET_KINDS, OpenVisit, VisitLog
+from ..timezone import day_of
+from .lookup import Answer, Outcome, ask
 from .policy import judge
 from .presence import Presence
 from .routing import Router
-from .status import BranchStatus
-from .timezone import day_of
-from .visitlog import QUIET_KINDS, OpenVisit, VisitLog
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class Pipeline:
     # -- judging --------------------------------------------------------------------------------
 
     def _ask(self, stage: str, method: str, key: str) -> Answer:
-        """The stores' answer (:func:`vipsense.lookup.ask`), timed as ``stage``."""
+        """The stores' answer (:func:`vipsense.pipeline.lookup.ask`), timed as ``stage``."""
         t0 = time.perf_counter()
         answer = ask(self.stores, method, key)
         if answer.answered:

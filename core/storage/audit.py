@@ -11,7 +11,7 @@ This module keeps those records in one SQLite file, append-only and tamper-evide
   chain, and :meth:`AuditLog.verify` names the first broken entry.  Without the key they cannot
   compute a chain that verifies again, so verification needs the key too.
 * A chain alone cannot show that entries were cut off the *end*: the shortened log is a valid chain.
-  So the log publishes anchors (:mod:`vipsense.auditanchors`): the chain's length and head, signed
+  So the log publishes anchors (:mod:`vipsense.storage.auditanchors`): the chain's length and head, signed
   with the key, appended to a file in a directory the profile names (write-once storage) and handed
   to the ``vipsense_audit_anchor`` hook.  :meth:`AuditLog.verify` checks the log against them.
 
@@ -36,7 +36,7 @@ They still verify.  The first entry written by a keyed writer after them records
 it and every later entry are keyed.  A change of key is recorded the same way (the old key is needed
 to verify the entries before it).  Once an entry is keyed, no later entry may be plain, and a key may
 only hand over to a later key of the writer's key ring (:func:`open_audit_log`): the data directory's
-own key, then ``privacy.audit_key``.  A key's id (:func:`vipsense.auditanchors.key_fingerprint`) is
+own key, then ``privacy.audit_key``.  A key's id (:func:`vipsense.storage.auditanchors.key_fingerprint`) is
 an HMAC of a fixed text, so it names the key without giving it away.
 
 No ID number or mobile number is stored in clear: ``object`` should hold a customer number or a card
@@ -74,12 +74,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..privacy import mask_personal_numbers
 from . import auditanchors
 from .auditanchors import Anchor, AnchorPolicy, BadAnchor, key_fingerprint
-from .privacy import mask_personal_numbers
 
 if TYPE_CHECKING:
-    from .config.profile import Profile
+    from ..config.profile import Profile
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Anchors of the audit chain: the chain's head and length, signed, kept where the branch cannot rewrite.
 
-A keyed hash chain (:mod:`vipsense.audit`) stops anyone without the key from editing an entry, but a
+A keyed hash chain (:mod:`vipsense.storage.audit`) stops anyone without the key from editing an entry, but a
 shortened log is still a valid chain.  An anchor records, at a moment, how long the chain was and the
 hash of its last entry, signed with the audit key; ``vipsense audit verify`` then checks that the log
 still holds every anchored entry, unchanged.  ``privacy-security.md`` §3 asks that audit records be

@@ -20,8 +20,8 @@ Anything else answers ``ERROR``, as modems do.
 
 Command line::
 
-    python -m vipsense.plugins.notifiers.gsm.emulator --pty
-    python -m vipsense.plugins.notifiers.gsm.emulator --tcp 7001 --pin 1234 --record sms.jsonl
+    python -m vipsense.plugins.notifiers.sms_modem.emulator --pty
+    python -m vipsense.plugins.notifiers.sms_modem.emulator --tcp 7001 --pin 1234 --record sms.jsonl
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ class ModemLink(EmulatorLink[ModemEmulator]):
 # -- command line ----------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vipsense.plugins.notifiers.gsm.emulator",
+        prog="python -m vipsense.plugins.notifiers.sms_modem.emulator",
         description="An emulated GSM modem (AT commands, SMS in PDU and text mode) on a pty or TCP port.",
     )
     where = parser.add_mutually_exclusive_group(required=True)

@@ -23,9 +23,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from .model import Card, CardStatus, Customer
-from .privacy import UNSAFE as _UNSAFE_ANY
-from .privacy import UnsafeText, clean_text
+from ..model import Card, CardStatus, Customer
+from ..privacy import UNSAFE as _UNSAFE_ANY
+from ..privacy import UnsafeText, clean_text
 
 #: Customer columns a CSV file may have.  ``customer_no`` and ``name`` are required.
 CUSTOMER_COLUMNS = (

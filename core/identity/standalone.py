@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clock import Clock
-from .config.profile import ItemConfig, Profile
-from .output import Output
-from .pluginhost import PluginHost
+from ..clock import Clock
+from ..config.profile import ItemConfig, Profile
+from ..output import Output
+from ..pluginhost import PluginHost
 
 
 def build(host: PluginHost, profile: Profile, cfg: ItemConfig, clock: Clock | None = None) -> Any:

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from ..model import Visit
 from .migrations import adding_columns, migrate
-from .model import Visit
 from .walfile import WalFile
 
 SCHEMA = """

@@ -18,10 +18,10 @@ import logging
 import queue
 import threading
 
+from ..errors import describe
+from ..model import Visit
+from ..status import Storage
 from .audit import AuditAction, AuditLog, AuditRecord, AuditResult
-from .errors import describe
-from .model import Visit
-from .status import Storage
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ A reissue revokes the old card, so it too needs an active or lost one.  A new ca
 
 from __future__ import annotations
 
-from .model import Card, CardAction, CardStatus
+from ..model import Card, CardAction, CardStatus
 
 #: The status each action leaves a card in.
 NEW_STATUS = {

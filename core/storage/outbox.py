@@ -42,9 +42,8 @@ from typing import Any
 
 import attrs
 
-from .clock import Clock
-from .migrations import adding_columns, migrate
-from .model import (
+from ..clock import Clock
+from ..model import (
     Arrival,
     Card,
     CardStatus,
@@ -59,8 +58,9 @@ from .model import (
     Visit,
     VisitKind,
 )
-from .privacy import mask_id_number, mask_mobile
-from .status import Stats, Storage
+from ..privacy import mask_id_number, mask_mobile
+from ..status import Stats, Storage
+from .migrations import adding_columns, migrate
 from .walfile import WalFile
 
 log = logging.getLogger(__name__)
@@ -509,7 +509,8 @@ class OutboxWriter:
         self.outbox = outbox
         self.dispatch = dispatch
         self.stage = stage  #: the branch's "outbox" stage: one transaction's time
-        #: stores the fallbacks of due escalations and returns them (:class:`vipsense.escalation.Escalator`)
+        #: stores the fallbacks of due escalations and returns them
+        #: (:class:`vipsense.pipeline.escalation.Escalator`)
         self.escalate = escalate
         self.escalate_every = escalate_every
         self._next_escalation = 0.0

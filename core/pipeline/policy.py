@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .model import Card, CardStatus, RejectReason
+from ..model import Card, CardStatus, RejectReason
 
 #: Reasons that also alert the branch manager (the card may be in the wrong hands).
 ALERT_REASONS = frozenset({RejectReason.LOST, RejectReason.REVOKED})
