@@ -13,6 +13,7 @@ CI runs everything (``python -m pytest -q``).  While you work, the fast core run
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -21,11 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from vipsense import i18n
 from vipsense.pluginhost import PluginHost, load_host
 
 from .profiles import branch_profile
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The tests read messages as they are written, in English, whatever the machine's locale; the
+# Chinese catalogue has tests of its own that ask for it (i18n.using("zh_CN"), LANG=zh_CN.UTF-8).
+# Set here, before any test starts a command, so subprocesses inherit it too.
+for _variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_variable, None)
+os.environ["LANG"] = "en_US.UTF-8"
 
 #: a valid small branch: one door, the SQLite store, a console screen, three staff, the usual routes
 BASE_PROFILE = branch_profile()
@@ -90,7 +99,9 @@ def host() -> PluginHost:
 
 @pytest.fixture(autouse=True)
 def restore_process_state():
-    """``vipsense.cli.main`` replaces the root logger's handlers; put them (and signals) back."""
+    """``vipsense.cli.main`` replaces the root logger's handlers and a running branch sets the process's
+    language; put them (and signals) back."""
+    i18n.set_default("en")
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     sigint, sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -99,6 +110,7 @@ def restore_process_state():
     root.setLevel(level)
     signal.signal(signal.SIGINT, sigint)
     signal.signal(signal.SIGTERM, sigterm)
+    i18n.set_default("en")
 
 
 def wait_for(condition, timeout: float = 5.0) -> bool:

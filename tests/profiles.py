@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 Part = str | Sequence[str]
 
-BRANCH = "{id: test-branch, name: Test Branch}"
+#: English, so that tests read the messages as written; the Chinese ones have tests of their own
+BRANCH = "{id: test-branch, name: Test Branch, locale: en}"
 DOOR = "{id: door, type: simulated, visitors: []}"
 LOCAL_SQLITE = "{id: local, type: sqlite, seed: [seed.yaml]}"
 SCREEN = "{id: screen, type: console, color: never}"

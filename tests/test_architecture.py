@@ -172,6 +172,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vipsense.errors",
             "vipsense.commands",
             "vipsense.didyoumean",
+            "vipsense.i18n",  # the catalogue every layer marks its messages with
             # the profile's value types (Duration, Secret, SerialPort) and its error records: the
             # plugin API hands them to plugins, so they sit below it
             "vipsense.config",

@@ -1694,7 +1694,7 @@ def test_check_dump_prints_the_resolved_profile(capsys, tmp_path, monkeypatch):
     out, err = capsys.readouterr()
     assert err == ""
     dump = yaml.safe_load(out)
-    assert dump["branch"] == {"id": "t1", "name": "Test Branch", "timezone": "Asia/Shanghai"}
+    assert dump["branch"] == {"id": "t1", "name": "Test Branch", "timezone": "Asia/Shanghai", "locale": None}
     assert "warnings" not in dump
     assert dump["presence"] == {
         "min_reads": 4,
@@ -1931,7 +1931,7 @@ KNOWN_CONSOLE = "id, type, retry, color, width"  #: a notifier item
         pytest.param(
             {"branch": "branch:\n  id: t1\n  nmae: Test Branch\n"},
             "nmae",
-            "branch.nmae: unknown key; did you mean 'name'? (known keys: id, name, timezone)",
+            "branch.nmae: unknown key; did you mean 'name'? (known keys: id, name, timezone, locale)",
             id="required-key-of-a-section",
         ),
         pytest.param(

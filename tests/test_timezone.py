@@ -57,8 +57,8 @@ def test_a_days_visits_are_the_branchs_day_across_a_daylight_saving_change(
 
     profile = write_profile(
         BASE_PROFILE.replace(
-            "branch: {id: test-branch, name: Test Branch}",
-            "branch: {id: test-branch, name: Test Branch, timezone: Europe/Berlin}",
+            "branch: {id: test-branch, name: Test Branch, locale: en}",
+            "branch: {id: test-branch, name: Test Branch, locale: en, timezone: Europe/Berlin}",
         )
     )
     date = dt.date.fromisoformat(day)

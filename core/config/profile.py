@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .. import i18n
 from ..api import PluginContext
 from ..clock import Clock
 from ..crypto import key_problem, profile_cipher
@@ -83,12 +84,23 @@ def _timezone(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     raise ValueError(f"unknown time zone {value!r}{meant} (an IANA name such as Asia/Shanghai or UTC)")
 
 
+def _locale(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None or value in i18n.LOCALES:
+        return
+    meant = i18n.normalise(value)
+    hint = f"; did you mean {meant!r}?" if meant else ""
+    raise ValueError(f"unknown language {value!r}{hint} (one of {', '.join(i18n.LOCALES)})")
+
+
 @attrs.frozen
 class BranchInfo:
     id: str
     name: str
     #: IANA name of the branch's time zone; by default this machine's (see :func:`host_timezone`)
     timezone: str = attrs.field(factory=host_timezone, validator=_timezone)
+    #: the language of the branch's pages and messages (``zh_CN`` or ``en``); unset, the web follows
+    #: each viewer's browser and the branch's messages the language of its environment (``LANG``)
+    locale: str | None = attrs.field(default=None, validator=_locale)
 
 
 @attrs.frozen
