@@ -21,6 +21,8 @@ from .clock import Clock
 from .config.types import Duration, Secret, SerialPort
 from .crypto import FieldCipher
 from .errors import describe
+from .i18n import CORE as CORE_CATALOGUE
+from .i18n import Catalogue, using
 from .model import Card, CardEvent, CardStatus, Customer, DeliveryResult, Notification, Staff, TagRead
 from .states import DeviceState
 
@@ -28,12 +30,14 @@ if TYPE_CHECKING:
     from .output import Output
 
 __all__ = [
+    "CORE_CATALOGUE",
     "Backoff",
     "Card",
     "CardEvent",
     "CardExists",
     "CardRegistry",
     "CardStatus",
+    "Catalogue",
     "Customer",
     "DeliveryFailed",
     "DeliveryResult",
@@ -54,6 +58,7 @@ __all__ = [
     "TagRead",
     "UnknownCard",
     "describe",
+    "using",
 ]
 
 

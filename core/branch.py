@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import i18n
 from .api import ReaderStatus
 from .clock import Clock
 from .config.profile import DEFAULT_START_GRACE, DEFAULT_STORE_TIMEOUT, ItemConfig, Profile
 from .devices import NotifierRunner, ReaderRunner, StoreRunner
 from .errors import describe
 from .files import secure_tree
+from .i18n import lazy_gettext
 from .model import Acknowledgement, DeliveryResult, DeliveryState, Notification, parse_notification_key
 from .output import Output
 from .pipeline.arrivals import Pipeline
@@ -26,6 +28,7 @@ from .storage.audit import open_audit_log
 from .storage.auditwriter import AuditWriter
 from .storage.outbox import Outbox, OutboxWriter
 from .storage.visitlog import VisitLog
+from .texts import Text
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ RESPONSES_EVERY = 1.0  #: seconds the status object's response times are reused
 
 
 class Branch:
+    """The devices of one profile, wired to the pipeline.  Starting one makes its ``branch.locale`` the
+    process's language (what it sends its staff is in theirs); a profile without one leaves the
+    process's language as it was."""
+
     def __init__(
         self,
         profile: Profile,
@@ -157,7 +164,7 @@ class Branch:
         else:
             if result.state is DeliveryState.EXPIRED:
                 self.status.devices[result.notifier_id].stats.fail(
-                    f"expired before delivery: {result.detail}"
+                    Text(lazy_gettext("expired before delivery: {detail}"), detail=result.detail)
                 )
                 log.warning(
                     "notifier %s: a notification for %s expired undelivered: %s",
@@ -216,7 +223,10 @@ class Branch:
                 runner.put(p.notification, p.attempts)
                 queued += 1
             elif p.notification.notifier_id not in configured:
-                why = f"notifier {p.notification.notifier_id!r} is no longer in the profile"
+                why = Text(
+                    lazy_gettext("notifier {notifier} is no longer in the profile"),
+                    notifier=repr(p.notification.notifier_id),
+                )
                 broken.append((p.notification.notifier_id, p.notification.key, why))
             # else: its factory failed this time; the row stays open for a later start
         if broken:
@@ -244,6 +254,11 @@ class Branch:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.profile.branch.locale:
+            # from here on what the branch sends (PDA, SMS, console texts) is in its staff's language;
+            # unset, the process keeps its own (LANG for vipsense run).  Not while building: a profile
+            # that cannot start is the command line's error, in the language of whoever ran it.
+            i18n.set_default(self.profile.branch.locale)
         #: cards at the door when the last run stopped, and greetings whose window still runs
         self.restored = self.pipeline.restore()
         #: notifications an earlier run left undelivered, queued again

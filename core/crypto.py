@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.types import Secret
+from .i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,9 @@ def normalise_id_number(value: str) -> str:
 def key_problem(text: str) -> str | None:
     """Why ``text`` cannot be a data key, or None."""
     if len(text) < MIN_KEY_CHARS:
-        return (
-            f"a data key needs at least {MIN_KEY_CHARS} characters, got {len(text)}; make one with"
-            " 'vipsense keys new'"
-        )
+        return _(
+            "a data key needs at least {minimum} characters, got {length}; make one with 'vipsense keys new'"
+        ).format(minimum=MIN_KEY_CHARS, length=len(text))
     return None
 
 
@@ -155,7 +155,9 @@ class LocalKeyFile:
         lines = self.path.read_text(encoding="utf-8").splitlines()
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
-            raise CipherError(f"{self.path} holds no key; restore it from where you keep its copy")
+            raise CipherError(
+                _("{file} holds no key; restore it from where you keep its copy").format(file=self.path)
+            )
         return keys
 
     def read_or_create(self) -> list[str]:
@@ -277,8 +279,10 @@ class FieldCipher:
             key = self._ensure().get(raw_id)
         if key is None:
             raise CipherError(
-                f"a stored value is encrypted under data key {raw_id.hex()}, which {self.describe} does"
-                " not hold; name that key in privacy.data_key or privacy.retired_data_keys"
+                _(
+                    "a stored value is encrypted under data key {key}, which {keys} does not hold; name"
+                    " that key in privacy.data_key or privacy.retired_data_keys"
+                ).format(key=raw_id.hex(), keys=self.describe)
             )
         return key
 
@@ -297,7 +301,11 @@ class FieldCipher:
         if stored is None or isinstance(stored, str):
             return stored
         if len(stored) <= _BODY or stored[0] != VERSION:
-            raise CipherError(f"a stored {column} value of {row!r} is not an encrypted value of this version")
+            raise CipherError(
+                _("a stored {column} value of {row} is not an encrypted value of this version").format(
+                    column=column, row=repr(row)
+                )
+            )
         key = self._key(stored[1:_HEADER])
         from cryptography.exceptions import InvalidTag
 
@@ -305,8 +313,10 @@ class FieldCipher:
             return key.open(stored, _aad(column, row)).decode("utf-8")
         except InvalidTag:
             raise CipherError(
-                f"the stored {column} of {row!r} does not decrypt under data key {key.key_id}: the file"
-                " was altered, or the value was moved from another row"
+                _(
+                    "the stored {column} of {row} does not decrypt under data key {key}: the file was"
+                    " altered, or the value was moved from another row"
+                ).format(column=column, row=repr(row), key=key.key_id)
             ) from None
 
     def index(self, id_number: str | None) -> bytes | None:
@@ -341,12 +351,11 @@ def local_key_note(data_key: Secret | None, data_dir: Path) -> str | None:
     kept beside the data protects a copy of the database file alone, not a copy of the directory."""
     if data_key is not None:
         return None
-    return (
-        f"no privacy.data_key: ID and mobile numbers are encrypted with a key kept in the data directory"
-        f" ({Path(data_dir) / LOCAL_KEY_FILE}), so whoever copies the directory has the key too; a real"
-        " branch sets data_key: !secret data_key and keeps the key in its secrets file (vipsense keys new"
-        " makes one)"
-    )
+    return _(
+        "no privacy.data_key: ID and mobile numbers are encrypted with a key kept in the data directory"
+        " ({file}), so whoever copies the directory has the key too; a real branch sets data_key:"
+        " !secret data_key and keeps the key in its secrets file (vipsense keys new makes one)"
+    ).format(file=Path(data_dir) / LOCAL_KEY_FILE)
 
 
 def profile_cipher(data_key: Secret | None, retired: Iterable[Secret], data_dir: Path) -> FieldCipher:

@@ -19,9 +19,11 @@ from .api import DeliveryFailed, IdentityStore, Notifier, Reader, ReaderContext,
 from .backoff import Backoff, doubled
 from .clock import Clock
 from .errors import describe
+from .i18n import lazy_gettext
 from .model import CANONICAL_EPC, DeliveryResult, DeliveryState, Notification, TagRead, normalise_epc
 from .states import DeviceState
 from .status import DeviceStatus, Stats
+from .texts import Text
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ BACKOFF_START = 0.1
 BACKOFF_CAP = 1.6  #: seconds (0.1 doubled four times); a device that comes back is read again within 2 s
 #: a notifier's status counters: gauges (pending, retrying) and totals since start
 NOTIFIER_COUNTERS = ("pending", "retrying", "retries", "delivered", "failed", "expired")
+#: a store's last error when a look-up skips it (made once: every arrival may say it)
+SKIPPED_NOT_OPEN = Text(lazy_gettext("skipped: the store is not open"))
+SKIPPED_BUSY = Text(lazy_gettext("skipped: an earlier call is still running"))
 
 
 class ReaderRunner:
@@ -124,7 +129,7 @@ class ReaderRunner:
                     break
                 continue
             if not self.stop_event.is_set():
-                self._set_state(DeviceState.FINISHED, "replay complete")
+                self._set_state(DeviceState.FINISHED, Text(lazy_gettext("replay complete")))
                 return
         self._set_state(DeviceState.STOPPED)
 
@@ -196,7 +201,10 @@ class StoreRunner:
         """Start opening in the background, so the first arrival does not pay for it; arrivals that
         need this store meanwhile wait up to ``grace`` seconds."""
         self._grace_until = time.monotonic() + self.grace
-        self.status.set(DeviceState.STARTING, f"opening; arrivals wait for it up to {self.grace:g} s")
+        self.status.set(
+            DeviceState.STARTING,
+            Text(lazy_gettext("opening; arrivals wait for it up to {seconds} s"), seconds=f"{self.grace:g}"),
+        )
         self._grace_timer = threading.Timer(self.grace, self._grace_over)
         self._grace_timer.daemon = True
         self._grace_timer.start()
@@ -217,12 +225,18 @@ class StoreRunner:
                 self.store.open()
             except Exception as exc:
                 reason = describe(exc)
-                self.status.stats.fail(f"open: {reason}")
+                self.status.stats.fail(Text(lazy_gettext("open: {reason}"), reason=reason))
                 if self.in_grace:
                     self.status.set(
-                        DeviceState.STARTING, f"opening (last attempt: {reason}); arrivals wait for it"
+                        DeviceState.STARTING,
+                        Text(
+                            lazy_gettext("opening (last attempt: {reason}); arrivals wait for it"),
+                            reason=reason,
+                        ),
                     )
-                elif self.status.set(DeviceState.UNAVAILABLE, f"cannot open: {reason}"):
+                elif self.status.set(
+                    DeviceState.UNAVAILABLE, Text(lazy_gettext("cannot open: {reason}"), reason=reason)
+                ):
                     log.error("store %s cannot open (retrying): %s", self.store_id, reason)
                 if self._closing.wait(backoff.failed()):
                     break
@@ -243,7 +257,12 @@ class StoreRunner:
         if self.status.state is DeviceState.STARTING:
             self.status.set(
                 DeviceState.STARTING,
-                f"still opening after {self.grace:g} s: arrivals are judged without it until it opens",
+                Text(
+                    lazy_gettext(
+                        "still opening after {seconds} s: arrivals are judged without it until it opens"
+                    ),
+                    seconds=f"{self.grace:g}",
+                ),
             )
             log.warning("store %s is still opening after its %g s grace period", self.store_id, self.grace)
 
@@ -255,11 +274,11 @@ class StoreRunner:
         if not self._opened.is_set():
             if self.in_grace:
                 return Reply.STARTING, None
-            self.status.stats.fail("skipped: the store is not open")
+            self.status.stats.fail(SKIPPED_NOT_OPEN)
             return Reply.NO_ANSWER, None
         with self._lock:
             if self._stuck is not None:
-                self.status.stats.fail("skipped: an earlier call is still running")
+                self.status.stats.fail(SKIPPED_BUSY)
                 return Reply.NO_ANSWER, None
         t0 = time.perf_counter()
         fut = self._pool.submit(getattr(self.store, method), arg)
@@ -281,9 +300,13 @@ class StoreRunner:
         ms = f"{self.timeout * 1000:.0f} ms"
         with self._lock:
             self._stuck, self._stuck_since = fut, time.monotonic()
-        self.status.stats.fail(f"timed out after {ms}")
+        self.status.stats.fail(Text(lazy_gettext("timed out after {ms}"), ms=ms))
         if self.status.set(
-            DeviceState.STUCK, f"a call has not returned after {ms}; look-ups skip this store until it does"
+            DeviceState.STUCK,
+            Text(
+                lazy_gettext("a call has not returned after {ms}; look-ups skip this store until it does"),
+                ms=ms,
+            ),
         ):
             log.warning("store %s is stuck: a call has not returned after %s", self.store_id, ms)
         fut.add_done_callback(self._unstuck)  # runs at once if the call finished meanwhile
@@ -310,7 +333,7 @@ class StoreRunner:
         try:
             reason = self.store.degraded()
         except Exception as exc:
-            reason = f"degraded() raised {describe(exc)}"
+            reason = Text(lazy_gettext("degraded() raised {error}"), error=describe(exc))
         previous = self.status.state
         if not self.status.set(DeviceState.DEGRADED if reason else DeviceState.READY, reason):
             return
@@ -333,7 +356,7 @@ class StoreRunner:
         try:
             self.store.cards_seen(sightings)
         except Exception as exc:
-            self.status.stats.fail(f"card_seen: {describe(exc)}")
+            self.status.stats.fail(Text(lazy_gettext("recording a sighting: {error}"), error=describe(exc)))
 
     def close(self) -> None:
         self._closing.set()
@@ -445,7 +468,9 @@ class NotifierRunner:
                     self.notifier_id,
                     DeliveryState.EXPIRED,
                     now,
-                    "customer has probably left" + (f"; last error: {error}" if error else ""),
+                    Text(lazy_gettext("customer has probably left; last error: {error}"), error=error)
+                    if error
+                    else Text(lazy_gettext("customer has probably left")),
                     attempts,
                 ),
             )

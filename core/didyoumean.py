@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from .i18n import _
+
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice ``word`` is most probably a misspelling of, if any is close enough."""
@@ -16,9 +18,10 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` to append to a message, or ``""`` when nothing is close."""
+    """``"; did you mean 'x'?"`` to fill a message's ``{suggestion}`` field, or ``""`` when nothing is
+    close.  In the language in force; the name suggested stays as written, since it is what to type."""
     meant = closest(word, choices)
-    return f"; did you mean {meant!r}?" if meant else ""
+    return _("; did you mean {meant!r}?").format(meant=meant) if meant else ""
 
 
 __all__ = ["closest", "suggest"]

@@ -16,19 +16,49 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+from typing import Any
 
 import attrs
 
+from .i18n import lazy_gettext
 from .privacy import masked_repr
 
 
-class CardStatus(str, enum.Enum):
+class Labelled(str, enum.Enum):
+    """An enum whose values stay English (files, the API, logs) and whose :attr:`label` is what staff
+    read, in the language in force."""
+
+    @property
+    def label(self) -> str:
+        found = _LABELS.get((type(self), self.value))
+        return str(found) if found is not None else self.value
+
+
+#: (enum, value) -> its label; filled after each enum (a lost card and a lost reason are both "lost")
+_LABELS: dict[tuple[type, str], Any] = {}
+
+
+def add_labels(kind: type, labels: dict[str, Any]) -> None:
+    _LABELS.update({(kind, value): text for value, text in labels.items()})
+
+
+class CardStatus(Labelled):
     ACTIVE = "active"
     LOST = "lost"
     REVOKED = "revoked"
 
 
-class RejectReason(str, enum.Enum):
+add_labels(
+    CardStatus,
+    {
+        "active": lazy_gettext("active"),
+        "lost": lazy_gettext("reported lost"),
+        "revoked": lazy_gettext("revoked"),
+    },
+)
+
+
+class RejectReason(Labelled):
     """Why a card was not greeted.  The value is what profiles and records use."""
 
     LOST = "lost"
@@ -41,11 +71,24 @@ class RejectReason(str, enum.Enum):
     TOO_FAST = "too_fast"  #: seen at another branch too recently to have travelled here
 
 
+add_labels(
+    RejectReason,
+    {
+        "lost": lazy_gettext("card reported lost"),
+        "revoked": lazy_gettext("card revoked"),
+        "expired": lazy_gettext("card expired"),
+        "not_yet_valid": lazy_gettext("card not yet valid"),
+        "wrong_branch": lazy_gettext("card not valid at this branch"),
+        "tid_mismatch": lazy_gettext("chip ID (TID) differs from the enrolled one: possibly cloned"),
+        "too_fast": lazy_gettext("seen at another branch too recently: possibly cloned"),
+    },
+)
+
 #: The reasons that make a card *suspect* rather than merely rejected.
 SUSPECT_REASONS = frozenset({RejectReason.TID_MISMATCH, RejectReason.TOO_FAST})
 
 
-class Role(str, enum.Enum):
+class Role(Labelled):
     """Staff roles: whom routing rules address, and what each may do (:mod:`vipsense.permissions`)."""
 
     LOBBY_MANAGER = "lobby_manager"
@@ -57,7 +100,21 @@ class Role(str, enum.Enum):
     AUDITOR = "auditor"  #: reads the audit log, nothing else
 
 
-class VisitKind(str, enum.Enum):
+add_labels(
+    Role,
+    {
+        "lobby_manager": lazy_gettext("lobby manager"),
+        "client_manager": lazy_gettext("client manager"),
+        "branch_manager": lazy_gettext("branch manager"),
+        "head_office": lazy_gettext("head office"),
+        "card_issuer": lazy_gettext("card issuer"),
+        "admin": lazy_gettext("administrator"),
+        "auditor": lazy_gettext("auditor"),
+    },
+)
+
+
+class VisitKind(Labelled):
     """What the branch made of one arrival at the door."""
 
     GREETED = "greeted"  #: a valid card: staff are told
@@ -69,6 +126,18 @@ class VisitKind(str, enum.Enum):
     #: card is in the door zone, and re-recorded with its verdict when a store answers
     UNRESOLVED = "unresolved"
 
+
+add_labels(
+    VisitKind,
+    {
+        "greeted": lazy_gettext("greeted"),
+        "rejected": lazy_gettext("rejected"),
+        "suspect": lazy_gettext("suspect"),
+        "suppressed": lazy_gettext("re-entry, not notified"),
+        "unknown": lazy_gettext("unknown tag"),
+        "unresolved": lazy_gettext("unresolved"),
+    },
+)
 
 #: The routing event (a routing rule's ``event:``) of each kind of visit that tells staff.  A
 #: re-entry inside the suppression window and an unknown tag tell nobody.
@@ -85,12 +154,42 @@ def event_of(kind: VisitKind) -> str:
     return EVENTS.get(kind, "arrival")
 
 
-class DeliveryState(str, enum.Enum):
+class DeliveryState(Labelled):
     DELIVERED = "delivered"  #: handed to the recipient's device or channel
     ACKNOWLEDGED = "acknowledged"  #: a person confirmed they saw it
     RETRYING = "retrying"  #: failed for now; the notifier will try again
     FAILED = "failed"  #: given up
     EXPIRED = "expired"  #: too late to be useful, so not sent
+
+
+add_labels(
+    DeliveryState,
+    {
+        "delivered": lazy_gettext("delivered"),
+        "acknowledged": lazy_gettext("acknowledged"),
+        "retrying": lazy_gettext("retrying"),
+        "failed": lazy_gettext("failed"),
+        "expired": lazy_gettext("expired"),
+    },
+)
+
+#: The tiers the demo and the docs use, as staff read them; a bank's own tier names show as written.
+TIER_LABELS = {
+    "standard": lazy_gettext("Standard"),
+    "silver": lazy_gettext("Silver"),  # the tier some older seed files still name
+    "gold": lazy_gettext("Gold"),
+    "platinum": lazy_gettext("Platinum"),
+    "diamond": lazy_gettext("Diamond"),
+}
+
+
+def tier_label(tier: str | None) -> str:
+    """A customer's tier as staff read it (``gold``: 金卡, Gold) when vipsense knows it by name, an
+    unknown tier as written, none as "".  A profile may name its tiers itself: ``Profile.tier_name``."""
+    if not tier:
+        return ""
+    found = TIER_LABELS.get(tier.lower())
+    return str(found) if found is not None else tier
 
 
 #: An EPC as the core keeps it: upper-case hex, whole 16-bit words, 16 to 496 bits (the most a Gen2
@@ -124,7 +223,7 @@ class TagRead:
     reader_time: float | None = None  #: the reader's own timestamp, metadata only
 
 
-class CardAction(str, enum.Enum):
+class CardAction(Labelled):
     """What happened to a card, as its history records it."""
 
     ISSUED = "issued"
@@ -132,6 +231,18 @@ class CardAction(str, enum.Enum):
     LOST = "lost"
     REVOKED = "revoked"  #: also the old card's event when it is replaced
     RESTORED = "restored"  #: a card reported lost was found and made active again
+
+
+add_labels(
+    CardAction,
+    {
+        "issued": lazy_gettext("issued"),
+        "reissued": lazy_gettext("reissued"),
+        "lost": lazy_gettext("reported lost"),
+        "revoked": lazy_gettext("revoked"),
+        "restored": lazy_gettext("found and restored"),
+    },
+)
 
 
 @attrs.frozen(slots=True)

@@ -56,7 +56,9 @@ to hide in) it.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
+from .i18n import lazy_gettext
 from .model import Role
 
 
@@ -112,28 +114,34 @@ GRANTS: dict[Permission, frozenset[Role]] = {
 }
 
 
-#: What each permission lets one do, for messages ("lobby (lobby_manager) may not issue cards").
-DOES = {
-    Permission.CARD_ISSUE: "issue cards",
-    Permission.CARD_LOST: "report cards lost",
-    Permission.CARD_RESTORE: "restore lost cards",
-    Permission.CARD_REVOKE: "revoke cards",
-    Permission.CARD_REISSUE: "reissue cards",
-    Permission.CARD_IMPORT: "import cards",
-    Permission.CARD_VIEW: "view cards",
-    Permission.CARD_EXPORT: "export cards",
-    Permission.CUSTOMER_VIEW: "look customers up",
-    Permission.CUSTOMER_UNMASK: "unmask ID and mobile numbers",
-    Permission.CUSTOMER_SEARCH_ID: "search customers by ID number",
-    Permission.CUSTOMER_IMPORT: "import customers",
-    Permission.VISITS_VIEW: "view visits and response times",
-    Permission.VISITS_PURGE: "purge visits",
-    Permission.STATUS_VIEW: "see the branch status",
-    Permission.CONSOLE_VIEW: "use the arrivals console",
-    Permission.VISITS_ACK: "acknowledge arrivals",
-    Permission.AUDIT_VIEW: "read the audit log",
-    Permission.USERS_MANAGE: "manage accounts and API tokens",
+#: What each permission lets one do, for messages ("lobby (lobby_manager) may not issue cards"): a
+#: verb phrase, translated each time it is shown (``str()``, a format field).
+DOES: dict[Permission, Any] = {
+    Permission.CARD_ISSUE: lazy_gettext("issue cards"),
+    Permission.CARD_LOST: lazy_gettext("report cards lost"),
+    Permission.CARD_RESTORE: lazy_gettext("restore lost cards"),
+    Permission.CARD_REVOKE: lazy_gettext("revoke cards"),
+    Permission.CARD_REISSUE: lazy_gettext("reissue cards"),
+    Permission.CARD_IMPORT: lazy_gettext("import cards"),
+    Permission.CARD_VIEW: lazy_gettext("view cards"),
+    Permission.CARD_EXPORT: lazy_gettext("export cards"),
+    Permission.CUSTOMER_VIEW: lazy_gettext("look customers up"),
+    Permission.CUSTOMER_UNMASK: lazy_gettext("unmask ID and mobile numbers"),
+    Permission.CUSTOMER_SEARCH_ID: lazy_gettext("search customers by ID number"),
+    Permission.CUSTOMER_IMPORT: lazy_gettext("import customers"),
+    Permission.VISITS_VIEW: lazy_gettext("view visits and response times"),
+    Permission.VISITS_PURGE: lazy_gettext("purge visits"),
+    Permission.STATUS_VIEW: lazy_gettext("see the branch status"),
+    Permission.CONSOLE_VIEW: lazy_gettext("use the arrivals console"),
+    Permission.VISITS_ACK: lazy_gettext("acknowledge arrivals"),
+    Permission.AUDIT_VIEW: lazy_gettext("read the audit log"),
+    Permission.USERS_MANAGE: lazy_gettext("manage accounts and API tokens"),
 }
+
+
+def does(permission: Permission) -> str:
+    """What ``permission`` lets one do, in the language in force (``发卡`` / ``issue cards``)."""
+    return str(DOES[permission])
 
 
 def allowed(role: Role, permission: Permission) -> bool:

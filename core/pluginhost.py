@@ -33,6 +33,8 @@ from . import PROJECT, hookspecs
 from .commands import RESERVED_COMMANDS
 from .didyoumean import suggest
 from .errors import describe
+from .i18n import lazy_gettext
+from .texts import Text, joined
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,30 @@ class PluginInfo:
 
 
 class PluginLoadError(Exception):
-    pass
+    """A plugin registered something the core refuses; its message is a :class:`Text` (logged in
+    English, shown in the reader's language)."""
+
+
+def _described(exc: BaseException) -> str:
+    """:func:`describe`, keeping a translatable message translatable (the type's name stays)."""
+    message = exc.args[0] if len(exc.args) == 1 else None
+    if isinstance(message, Text) and "\n" not in message:
+        return Text("{type}: {message}", type=type(exc).__name__, message=message)
+    return describe(exc)
+
+
+_PLUGIN_STATE_LABELS = {
+    "loaded": lazy_gettext("loaded"),
+    "failed": lazy_gettext("failed to load"),
+    "blocked": lazy_gettext("disabled"),
+    "unavailable": lazy_gettext("unavailable"),
+}
+
+
+def plugin_state_label(state: str) -> str:
+    """A plugin's state (``"failed"`` or ``PluginState.FAILED``) as people read it."""
+    found = _PLUGIN_STATE_LABELS.get(str(getattr(state, "value", state)))
+    return str(found) if found is not None else str(state)
 
 
 class _Manager(pluggy.PluginManager):
@@ -229,13 +254,14 @@ class PluginHost:
             distribution, version = name_and_version(ep)
             info = PluginInfo(name=ep.name, module=ep.value, distribution=distribution, version=version)
             if ep.name in disabled:
-                info.state, info.error = PluginState.BLOCKED, "disabled by VIPSENSE_DISABLE_PLUGINS"
+                info.state = PluginState.BLOCKED
+                info.error = Text(lazy_gettext("disabled by VIPSENSE_DISABLE_PLUGINS"))
                 self.plugins.append(info)
                 continue
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not stop the others
-                self._fail(info, f"import failed: {describe(exc)}")
+                self._fail(info, Text(lazy_gettext("import failed: {error}"), error=describe(exc)))
                 continue
             self._register(obj, info)
         self.pm.check_pending()
@@ -257,14 +283,14 @@ class PluginHost:
         try:
             self.pm.register(obj, name=info.name)
         except Exception as exc:
-            self._fail(info, f"registration failed: {exc}")
+            self._fail(info, Text(lazy_gettext("registration failed: {error}"), error=str(exc)))
             return
         unknown = [hc.name for hc in (self.pm.get_hookcallers(obj) or []) if not hc.has_spec()]
         if unknown:
             self.pm.unregister(obj)
             hooks = [n for n in dir(hookspecs) if n.startswith(HOOK_PREFIX)]
             detail = "; ".join(f"{n!r}{suggest(n, hooks)}" for n in unknown)
-            self._fail(info, f"unknown hook {detail}")
+            self._fail(info, Text(lazy_gettext("unknown hook {hooks}"), hooks=detail))
             return
         try:
             for kind, hook in _REGISTER_HOOKS.items():
@@ -283,11 +309,11 @@ class PluginHost:
                 self.commands.pop(c.name, None)
             info.types.clear()
             info.commands.clear()
-            self._fail(info, describe(exc))
+            self._fail(info, _described(exc))
             return
         unusable = [t.unavailable for t in info.types if t.unavailable]
         if unusable:
-            info.error = "; ".join(unusable)
+            info.error = joined(unusable, lazy_gettext("; "))
             if len(unusable) == len(info.types):  # else its other types work: it is loaded
                 info.state = PluginState.UNAVAILABLE
         self.plugins.append(info)
@@ -304,29 +330,62 @@ class PluginHost:
         ) -> None:
             if not isinstance(name, str) or not _TYPE_NAME.match(name):
                 raise PluginLoadError(
-                    f"{kind.value} type name {name!r} must be lower-case letters, digits and '-'"
+                    Text(
+                        lazy_gettext("{kind} type name {name} must be lower-case letters, digits and '-'"),
+                        kind=kind.value,
+                        name=repr(name),
+                    )
                 )
             if not (attrs.has(settings) and settings.__setattr__ is not object.__setattr__):
-                raise PluginLoadError(f"{kind.value} type {name!r}: settings must be a frozen attrs class")
+                raise PluginLoadError(
+                    Text(
+                        lazy_gettext("{kind} type {name}: settings must be a frozen attrs class"),
+                        kind=kind.value,
+                        name=repr(name),
+                    )
+                )
             if not callable(factory):
-                raise PluginLoadError(f"{kind.value} type {name!r}: factory is not callable")
+                raise PluginLoadError(
+                    Text(
+                        lazy_gettext("{kind} type {name}: factory is not callable"),
+                        kind=kind.value,
+                        name=repr(name),
+                    )
+                )
             if isinstance(requires, str):
                 requires = (requires,)
             requires = tuple(requires)
             bad = [m for m in requires if not isinstance(m, str) or not _MODULE_NAME.match(m)]
             if bad:
                 raise PluginLoadError(
-                    f"{kind.value} type {name!r}: requires must list module names, such as "
-                    f"requires=('serial',); got {bad[0]!r}"
+                    Text(
+                        lazy_gettext(
+                            "{kind} type {name}: requires must list module names, such as "
+                            "requires=('serial',); got {got}"
+                        ),
+                        kind=kind.value,
+                        name=repr(name),
+                        got=repr(bad[0]),
+                    )
                 )
             if extra and (not isinstance(extra, str) or not _EXTRA_NAME.match(extra)):
                 raise PluginLoadError(
-                    f"{kind.value} type {name!r}: extra must be the name of a pip extra, got {extra!r}"
+                    Text(
+                        lazy_gettext("{kind} type {name}: extra must be the name of a pip extra, got {got}"),
+                        kind=kind.value,
+                        name=repr(name),
+                        got=repr(extra),
+                    )
                 )
             owner = self.types[kind].get(name) or self.unavailable_types[kind].get(name)
             if owner is not None:
                 raise PluginLoadError(
-                    f"{kind.value} type {name!r} is already provided by plugin {owner.plugin}"
+                    Text(
+                        lazy_gettext("{kind} type {name} is already provided by plugin {plugin}"),
+                        kind=kind.value,
+                        name=repr(name),
+                        plugin=owner.plugin,
+                    )
                 )
             missing = _missing_modules(requires)
             unavailable = (
@@ -343,14 +402,29 @@ class PluginHost:
     def _command_registrar(self, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, configure: Callable[[Any], None], *, help: str = "") -> None:
             if not isinstance(name, str) or not _TYPE_NAME.match(name):
-                raise PluginLoadError(f"command name {name!r} must be lower-case letters, digits and '-'")
+                raise PluginLoadError(
+                    Text(
+                        lazy_gettext("command name {name} must be lower-case letters, digits and '-'"),
+                        name=repr(name),
+                    )
+                )
             if name in RESERVED_COMMANDS:
-                raise PluginLoadError(f"command {name!r} is a built-in vipsense command")
+                raise PluginLoadError(
+                    Text(lazy_gettext("command {name} is a built-in vipsense command"), name=repr(name))
+                )
             if not callable(configure):
-                raise PluginLoadError(f"command {name!r}: configure is not callable")
+                raise PluginLoadError(
+                    Text(lazy_gettext("command {name}: configure is not callable"), name=repr(name))
+                )
             owner = self.commands.get(name)
             if owner is not None:
-                raise PluginLoadError(f"command {name!r} is already provided by plugin {owner.plugin}")
+                raise PluginLoadError(
+                    Text(
+                        lazy_gettext("command {name} is already provided by plugin {plugin}"),
+                        name=repr(name),
+                        plugin=owner.plugin,
+                    )
+                )
             cmd = PluginCommand(name, configure, info.name, help)
             self.commands[name] = cmd
             info.commands.append(cmd)
@@ -382,13 +456,21 @@ class PluginHost:
 def _unavailable_reason(kind: Kind, name: str, missing: list[str], distribution: str, extra: str) -> str:
     """Why a type cannot be used, with the install line of its own distribution's extra."""
     if extra and distribution:
-        fix = f"install it with: pip install '{distribution}[{extra}]'"
+        fix = Text(
+            lazy_gettext("install it with: {command}"), command=f"pip install '{distribution}[{extra}]'"
+        )
     else:
-        fix = "install the package that provides it"
+        fix = Text(lazy_gettext("install the package that provides it"))
     modules = ", ".join(missing)
     if len(missing) == 1:
-        return f"{kind.value} type {name!r} needs the Python module {modules}, which is not installed; {fix}"
-    return f"{kind.value} type {name!r} needs the Python modules {modules}, which are not installed; {fix}"
+        message = lazy_gettext(
+            "{kind} type {name} needs the Python module {modules}, which is not installed; {fix}"
+        )
+    else:
+        message = lazy_gettext(
+            "{kind} type {name} needs the Python modules {modules}, which are not installed; {fix}"
+        )
+    return Text(message, kind=kind.value, name=repr(name), modules=modules, fix=fix)
 
 
 def load_host() -> PluginHost:
@@ -406,4 +488,5 @@ __all__ = [
     "PluginState",
     "PluginType",
     "load_host",
+    "plugin_state_label",
 ]

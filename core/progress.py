@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
+
+from .i18n import _, lazy_gettext
 
 
 class ProgressBar:
@@ -13,9 +15,10 @@ class ProgressBar:
 
     WIDTH = 30
 
-    def __init__(self, stream: TextIO | None = None, unit: str = "rows", min_interval: float = 0.1) -> None:
+    def __init__(self, stream: TextIO | None = None, unit: Any = None, min_interval: float = 0.1) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.unit = unit
+        #: what is counted, as the reader reads it (the caller's translated word; default "rows")
+        self.unit = lazy_gettext("rows") if unit is None else unit
         self.min_interval = min_interval
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = time.monotonic()
@@ -46,7 +49,9 @@ class ProgressBar:
         filled = self.WIDTH if total <= 0 else min(self.WIDTH, done * self.WIDTH // total)
         rate = done / elapsed if elapsed > 0 else 0.0
         bar = "#" * filled + " " * (self.WIDTH - filled)
-        return f"[{bar}] {done:,}/{total:,} {self.unit}  {rate:,.0f} {self.unit}/s"
+        return _("[{bar}] {done}/{total} {unit}  {rate} {unit}/s").format(
+            bar=bar, done=f"{done:,}", total=f"{total:,}", unit=self.unit, rate=f"{rate:,.0f}"
+        )
 
     def close(self) -> None:
         """End an unfinished bar's line (an import that raised)."""

@@ -16,6 +16,8 @@ import attrs
 
 from .api import Reader, ReaderContext
 from .config.types import Duration
+from .i18n import lazy_gettext
+from .texts import Text
 
 __all__ = ["Replay", "ScheduledRead", "SimulatedReader", "SimulatedSettings", "Visitor"]
 
@@ -98,7 +100,13 @@ class SimulatedReader(Reader):
 
     def run(self, ctx: ReaderContext) -> None:
         replay = Replay(self.settings.visitors, self.settings.seed, self.settings.loop)
-        ctx.connected(f"replaying {len(self.settings.visitors)} visitors, {len(replay.reads)} reads")
+        ctx.connected(
+            Text(
+                lazy_gettext("replaying {visitors} visitors, {reads} reads"),
+                visitors=len(self.settings.visitors),
+                reads=len(replay.reads),
+            )
+        )
         start = ctx.clock.mono()
         while (offset := replay.next_offset()) is not None:
             if ctx.clock.sleep_until(start + offset, ctx.stop):

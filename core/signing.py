@@ -13,13 +13,18 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from .i18n import lazy_gettext
+from .texts import Text
+
 TIMESTAMP_HEADER = "X-Vipsense-Timestamp"
 SIGNATURE_HEADER = "X-Vipsense-Signature"
 MAX_SKEW = 300.0  #: seconds a message may be old (or early: clocks differ) and still be accepted
 
 
 class BadSignature(Exception):
-    """A message that is unsigned, wrongly signed or stale.  The text says which, never the key."""
+    """A message that is unsigned, wrongly signed or stale.  The text says which, never the key: in
+    English as ``str`` (the HTTP answer, the log), in the reader's language through
+    :func:`vipsense.texts.error_text` (a screen)."""
 
 
 def sign(key: bytes, timestamp: str, body: bytes) -> str:
@@ -43,14 +48,24 @@ def verify(
     timestamp = headers.get(TIMESTAMP_HEADER)
     signature = headers.get(SIGNATURE_HEADER)
     if not timestamp or not signature:
-        raise BadSignature("unsigned message (no X-Vipsense-Timestamp / X-Vipsense-Signature header)")
+        raise BadSignature(
+            Text(lazy_gettext("unsigned message (no X-Vipsense-Timestamp / X-Vipsense-Signature header)"))
+        )
     try:
         at = float(int(timestamp))
     except ValueError:
-        raise BadSignature("malformed X-Vipsense-Timestamp (expected unix seconds)") from None
+        raise BadSignature(
+            Text(lazy_gettext("malformed X-Vipsense-Timestamp (expected unix seconds)"))
+        ) from None
     if not hmac.compare_digest(sign(key, timestamp, body).encode(), signature.encode()):
-        raise BadSignature("bad signature (wrong branch key, or the message was altered)")
+        raise BadSignature(Text(lazy_gettext("bad signature (wrong branch key, or the message was altered)")))
     skew = (time.time() if now is None else now) - at
     if abs(skew) > max_skew:
-        raise BadSignature(f"stale message: signed {skew:+.0f} s from now (limit ±{max_skew:.0f} s)")
+        raise BadSignature(
+            Text(
+                lazy_gettext("stale message: signed {skew} s from now (limit ±{limit} s)"),
+                skew=f"{skew:+.0f}",
+                limit=f"{max_skew:.0f}",
+            )
+        )
     return at

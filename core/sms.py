@@ -1,7 +1,9 @@
 """The text of a pager SMS and how it is cut into parts: what every SMS notifier shares.
 
 A visit becomes the same short text whichever way it leaves the bank (a GSM modem, an operator's SMSC,
-a chat service), so staff see the same words when a profile switches notifier.  The text says as
+a chat service), so staff see the same words when a profile switches notifier.  The words are the catalogue's
+(:mod:`vipsense.i18n`, the bank's terms of ``docs/glossary.md``), in the branch's language unless the
+notifier's ``language:`` names one; Chinese puts no space between sentences, English one.  The text says as
 little as does the job: time, name, tier, door, the client manager; and for a rejected or suspect card
 a clear alert with the last four characters of the ID number at most.  No phone number, no full ID
 number, no customer number in clear.  Whatever the data holds,
@@ -21,6 +23,7 @@ never ends inside a pair or a GSM-7 escape (``sms-paging.md`` §4).  Section num
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import re
@@ -30,7 +33,9 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from .model import Notification, Staff, Visit, VisitKind
+from . import i18n
+from .i18n import _, lazy_gettext
+from .model import Notification, Staff, Visit, VisitKind, tier_label
 from .privacy import mask_id_number, mask_mobile, mask_tail, printable, shown
 
 # -- the GSM 7-bit default alphabet and its extension table (TS 23.038 §6.2.1) -------------------------
@@ -198,77 +203,62 @@ def mask_numbers(text: str) -> str:
 
 
 # -- the text for a visit --------------------------------------------------------------------------------
-_REASONS = {
-    "en": {
-        "lost": "card reported LOST",
-        "revoked": "card REVOKED",
-        "expired": "card EXPIRED",
-        "not_yet_valid": "card not yet valid",
-        "wrong_branch": "card not valid at this branch",
-        "tid_mismatch": "chip ID mismatch, possible clone",
-        "too_fast": "seen at another branch moments ago, possible clone",
-    },
-    "zh": {
-        "lost": "已挂失",
-        "revoked": "已注销",
-        "expired": "已过期",
-        "not_yet_valid": "尚未生效",
-        "wrong_branch": "非本网点卡",
-        "tid_mismatch": "芯片ID不符，疑似克隆",
-        "too_fast": "刚在其他网点出现，疑似克隆",
-    },
+#: Why a card was refused, as staff read it in a text (and on the PDA and the console's short lines).
+REASONS = {
+    "lost": lazy_gettext("card reported LOST"),
+    "revoked": lazy_gettext("card REVOKED"),
+    "expired": lazy_gettext("card EXPIRED"),
+    "not_yet_valid": lazy_gettext("card not yet valid"),
+    "wrong_branch": lazy_gettext("card not valid at this branch"),
+    "tid_mismatch": lazy_gettext("chip ID mismatch, possible clone"),
+    "too_fast": lazy_gettext("seen at another branch moments ago, possible clone"),
 }
-_TIERS_ZH = {"silver": "银卡", "gold": "金卡", "platinum": "白金卡", "diamond": "钻石卡"}
-_WORDS = {
-    "en": {
-        "arrival": "VIP",
-        "alert": "CARD ALERT",
-        "suspect": "SUSPECT CARD",
-        "unknown_reason": "card rejected",
-        "manager": " Client manager: {}.",
-        "id": ", ID *{}",
-        "at": " at {}",
-        "advice": " Do not greet; check the card discreetly.",
-        "unresolved": "card of customer {} (no identity store answered)",
-        "card_seen": "CARD SEEN",
-        "card_seen_text": "card ...{} read, identity stores not answering; look out for the customer.",
-        "stale": " (cached data)",
-    },
-    "zh": {
-        "arrival": "贵宾到店",
-        "alert": "卡片警报",
-        "suspect": "可疑卡片",
-        "unknown_reason": "卡片被拒",
-        "manager": "客户经理：{}。",
-        "id": "，证件尾号{}",
-        "at": "，{}",
-        "advice": "请勿问候，请低调核实卡片。",
-        "unresolved": "客户{}的卡（身份库无应答）",
-        "card_seen": "读到贵宾卡",
-        "card_seen_text": "卡号尾号{}，身份库暂无应答，请留意门口客户。",
-        "stale": "（缓存数据）",
-    },
-}
+#: A profile's notifier ``language:`` as written before the catalogue (``zh``), and as the catalogue
+#: names it (``zh_CN``); ``None`` follows the branch (the language in force when the text is made).
+LANGUAGES = {"en": "en", "zh": "zh_CN", "zh_CN": "zh_CN", None: None}
 
 
-def _tier(tier: str | None, language: str) -> str:
-    if not tier:
-        return ""
-    return printable(_TIERS_ZH.get(tier.lower(), tier) if language == "zh" else tier.upper())
+def locale_of(language: str | None) -> str | None:
+    """The catalogue's locale for a notifier's ``language:`` setting (``zh`` is ``zh_CN``)."""
+    try:
+        return LANGUAGES[language]
+    except KeyError:
+        raise ValueError(
+            _("unknown language {language!r} (one of en, zh_CN)").format(language=language)
+        ) from None
 
 
-def _who(visit: Visit, language: str) -> str:
-    words = _WORDS[language]
+def speaking(language: str | None) -> contextlib.AbstractContextManager[str]:
+    """Messages made inside are in a notifier's ``language:`` (None: the language already in force)."""
+    return i18n.using(locale_of(language) or i18n.current())
+
+
+def reason_text(reason: str | None) -> str:
+    """Why a card was refused, in the language in force."""
+    return str(REASONS.get(reason or "", _("card rejected")))
+
+
+def tier_name(tier: str | None) -> str:
+    """A tier as staff read it: ``GOLD`` in English, ``金卡`` in Chinese; an unknown one as written."""
+    return printable(tier_label(tier).upper())
+
+
+def _sentences(*parts: str) -> str:
+    """Sentences one after another: Chinese puts no space between them, English one."""
+    return ("" if i18n.current().startswith("zh") else " ").join(p for p in parts if p)
+
+
+def _who(visit: Visit) -> str:
     if visit.customer is not None:
         name = shown(visit.customer.name)
     elif visit.card is not None:
-        name = words["unresolved"].format(printable(mask_tail(visit.card.customer_no, 4)))
+        name = _("card of customer {customer_no} (no identity store answered)").format(
+            customer_no=printable(mask_tail(visit.card.customer_no, 4))
+        )
     else:
         name = "?"
-    tier = _tier(visit.tier, language)
-    if not tier:
-        return name
-    return f"{name}（{tier}）" if language == "zh" else f"{name} ({tier})"
+    tier = tier_name(visit.tier)
+    return _("{name} ({tier})").format(name=name, tier=tier) if tier else name
 
 
 def _id_tail(visit: Visit) -> str:
@@ -289,7 +279,7 @@ class BranchFacts(Protocol):
     def tz(self) -> ZoneInfo | None: ...
 
 
-def notification_text(notification: Notification, branch: BranchFacts, language: str) -> str:
+def notification_text(notification: Notification, branch: BranchFacts, language: str | None = None) -> str:
     """The text of one notification, as every SMS notifier sends it (:func:`render` of its visit)."""
     visit = notification.visit
     return render(visit, branch_name=branch.branch_name, staff=branch.staff, language=language, tz=branch.tz)
@@ -300,38 +290,47 @@ def render(
     *,
     branch_name: str,
     staff: Mapping[str, Staff],
-    language: str = "en",
+    language: str | None = None,
     tz: ZoneInfo | None = None,
 ) -> str:
-    """The text for one visit.  Chinese texts go out as UCS2, others as GSM 7-bit where they can."""
-    words = _WORDS[language]
+    """The text for one visit, in ``language`` (``en``, ``zh``/``zh_CN``; None: the language in force,
+    which a running branch sets from its profile).  Chinese texts go out as UCS2, others as GSM 7-bit
+    where they can."""
+    with speaking(language):
+        return mask_numbers(_text(visit, branch_name, staff, tz))
+
+
+def _text(visit: Visit, branch_name: str, staff: Mapping[str, Staff], tz: ZoneInfo | None) -> str:
     at = dt.datetime.fromtimestamp(visit.arrived_at, tz).strftime("%H:%M")  # the branch's clock
-    where = words["at"].format(printable(visit.arrival.reader_id))
-    branch_name = printable(branch_name)
-    stale = words["stale"] if visit.stale else ""
+    door = printable(visit.arrival.reader_id)
+    branch = printable(branch_name)
+    stale = _("(cached data)") if visit.stale else ""
     if visit.kind is VisitKind.UNRESOLVED:
-        seen = words["card_seen_text"].format(visit.arrival.epc[-4:])
-        if language == "zh":
-            text = f"【{branch_name}】{at} {words['card_seen']}{where}：{seen}"
-        else:
-            text = f"{branch_name} {at} {words['card_seen']}{where}: {seen}"
-    elif visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT):
-        label = words["suspect" if visit.kind is VisitKind.SUSPECT else "alert"]
-        reason = _REASONS[language].get(visit.reason.value if visit.reason else "", words["unknown_reason"])
+        return _(
+            "{branch} {time} CARD SEEN at {door}: card ...{epc_tail} read, identity stores not answering; "
+            "look out for the customer."
+        ).format(branch=branch, time=at, door=door, epc_tail=visit.arrival.epc[-4:])
+    if visit.kind in (VisitKind.REJECTED, VisitKind.SUSPECT):
+        label = _("SUSPECT CARD") if visit.kind is VisitKind.SUSPECT else _("CARD ALERT")
+        fields = {
+            "branch": branch,
+            "time": at,
+            "label": label,
+            "reason": reason_text(visit.reason.value if visit.reason else None),
+            "customer": _who(visit),
+            "door": door,
+        }
         tail = _id_tail(visit)
-        ident = words["id"].format(tail) if tail else ""
-        if language == "zh":
-            text = f"【{branch_name}】{at} {label}：{reason}。{_who(visit, language)}{ident}{where}。{stale}"
+        if tail:
+            what = _("{branch} {time} {label}: {reason}. {customer}, ID *{id_tail} at {door}.").format(
+                id_tail=tail, **fields
+            )
         else:
-            text = f"{branch_name} {at} {label}: {reason}. {_who(visit, language)}{ident}{where}.{stale}"
-        text += words["advice"]
-    else:
-        manager = ""
-        cm = visit.customer.client_manager if visit.customer else None
-        if cm:
-            manager = words["manager"].format(shown(staff[cm].name if cm in staff else cm))
-        if language == "zh":
-            text = f"{at} {words['arrival']}：{_who(visit, language)}{where}。{stale}{manager}"
-        else:
-            text = f"{at} {words['arrival']} {_who(visit, language)}{where}.{stale}{manager}"
-    return mask_numbers(text)
+            what = _("{branch} {time} {label}: {reason}. {customer} at {door}.").format(**fields)
+        return _sentences(what, stale, _("Do not greet; check the card discreetly."))
+    manager = ""
+    cm = visit.customer.client_manager if visit.customer else None
+    if cm:
+        manager = _("Client manager: {name}.").format(name=shown(staff[cm].name if cm in staff else cm))
+    arrival = _("{time} VIP {customer} at {door}.").format(time=at, customer=_who(visit), door=door)
+    return _sentences(arrival, stale, manager)

@@ -13,8 +13,10 @@ from typing import Any
 
 import attrs
 
+from .i18n import _, lazy_gettext, ngettext
 from .states import DeviceState
 from .stats import percentile
+from .texts import translated
 
 _RING = 2048
 
@@ -79,7 +81,7 @@ class Stats:
         return {
             "count": self.count,
             "errors": self.errors,
-            "last_error": self.last_error,
+            "last_error": translated(self.last_error),
             "last_error_at": self.last_error_at or None,
             "latency_ms_p50": None if p50 is None else round(p50 * 1000, 3),
             "latency_ms_p99": None if p99 is None else round(p99 * 1000, 3),
@@ -92,6 +94,24 @@ STORAGE_STAGES = {"visit_log": "visit log", "outbox": "outbox"}
 
 
 UNKNOWN_CAUSE = "cannot write"
+#: the causes and file names as staff read them (the snapshot's ``cause`` and ``name`` stay English)
+CAUSE_LABELS = {
+    "disk full": lazy_gettext("disk full"),
+    "disk quota exceeded": lazy_gettext("disk quota exceeded"),
+    "read-only": lazy_gettext("read-only"),
+    "disk I/O error": lazy_gettext("disk I/O error"),
+    UNKNOWN_CAUSE: lazy_gettext("cannot write"),
+}
+FILE_LABELS = {
+    "visit log": lazy_gettext("visit log"),
+    "outbox": lazy_gettext("outbox"),
+    "audit log": lazy_gettext("audit log"),
+}
+
+
+def _label(labels: dict[str, object], word: str) -> str:
+    found = labels.get(word)
+    return str(found) if found is not None else word
 
 
 def storage_cause(error: BaseException | str) -> str:
@@ -170,9 +190,9 @@ class Storage:
                 self._trouble.pop(name, None)
 
     def problem(self) -> str:
-        """The storage problem in one line ("" when every file is being written), e.g.
-        ``disk full at /var/lib/vipsense/sh-01: visit log, outbox cannot be written; 38 records held in
-        memory until they can be``."""
+        """The storage problem in one line ("" when every file is being written), in the language in
+        force, e.g. ``disk full at /var/lib/vipsense/sh-01: visit log, outbox cannot be written; 38
+        records held in memory until they can be``."""
         with self._lock:
             trouble = list(self._trouble.values())
             data_dir = self.data_dir
@@ -183,12 +203,22 @@ class Storage:
         for cause in dict.fromkeys(t.cause for t in trouble):
             these = [t for t in trouble if t.cause == cause]
             dirs = {t.path.parent for t in these if t.path is not None} or ({data_dir} if data_dir else set())
-            where = os.path.commonpath([str(d) for d in dirs]) if dirs else "the data directory"
-            names = ", ".join(t.name for t in these)
-            parts.append(f"{cause} at {where}: {names} cannot be written")
+            where = os.path.commonpath([str(d) for d in dirs]) if dirs else _("the data directory")
+            names = _(", ").join(_label(FILE_LABELS, t.name) for t in these)
+            parts.append(
+                _("{cause} at {where}: {names} cannot be written").format(
+                    cause=_label(CAUSE_LABELS, cause), where=where, names=names
+                )
+            )
+        text = _("; ").join(parts)
         if held:
-            return f"{'; '.join(parts)}; {held} records held in memory until they can be"
-        return "; ".join(parts)
+            kept = ngettext(
+                "{held} record held in memory until it can be",
+                "{held} records held in memory until they can be",
+                held,
+            ).format(held=held)
+            return _("; ").join([text, kept])
+        return text
 
     def snapshot(self) -> dict[str, Any]:
         """``{"state": "ok" | "degraded", "problem": str, "files": [{name, path, cause, error, since,
@@ -236,7 +266,7 @@ class DeviceStatus:
             "kind": self.kind,
             "type": self.type,
             "state": self.state.value,
-            "reason": self.reason,
+            "reason": translated(self.reason),
             "since": self.since,
             "counters": dict(self.counters),
             "details": self._details(),
@@ -250,7 +280,7 @@ class DeviceStatus:
         try:
             return dict(self.details())
         except Exception as exc:  # a plugin's bug must not break the status page
-            return {"error": f"health() raised {type(exc).__name__}: {exc}"}
+            return {"error": _("health() raised {error}").format(error=f"{type(exc).__name__}: {exc}")}
 
 
 class BranchStatus:
@@ -309,7 +339,12 @@ class BranchStatus:
         if self.host is None:
             return {}
         out = {
-            p.name: {"state": p.state.value, "error": p.error, "version": p.version, "hook_errors": {}}
+            p.name: {
+                "state": p.state.value,
+                "error": translated(p.error),
+                "version": p.version,
+                "hook_errors": {},
+            }
             for p in self.host.plugins
         }
         for (plugin, hook), (count, last) in dict(self.host.hook_errors).items():
@@ -325,7 +360,7 @@ class BranchStatus:
             "stages": {name: s.snapshot() for name, s in self.stages.items()},
             "devices": {i: d.snapshot() for i, d in self.devices.items()},
             "plugins": self._plugins(),
-            "sync": dict(self.sync),
+            "sync": {k: translated(v) if k == "error" else v for k, v in self.sync.items()},
             "responses": self._responses(),
             "held": list(self.held()) if self.held is not None else [],
             "storage": self.storage.snapshot(),

@@ -110,19 +110,32 @@ def update() -> int:
         before = {m.id for m in catalog if m.id}
         template.creation_date = catalog.creation_date  # the header changes only when messages do
         catalog.update(template, no_fuzzy_matching=True)
+        for m in catalog:  # a message that became plural keeps its one Chinese form for every form
+            if m.id and m.pluralizable and isinstance(m.string, tuple) and m.string[0] and not all(m.string):
+                m.string = (m.string[0],) * catalog.num_plurals
+                m.flags.discard("fuzzy")
         return len({m.id for m in catalog if m.id} - before)
 
 
 def merge(translations: dict[str, str]) -> int:
-    """Add or replace translations; a message not yet in the catalogue is added (``update`` later
-    gives it its place in the sources, or drops it if no source uses it)."""
+    """Add or replace translations, keyed by the message (a plural message by its singular; Chinese
+    has one form, so the translation fills every form).  A message not yet in the sources is added
+    as it is (``update`` later gives it its place in the sources, or drops it if none uses it)."""
+    plurals = {m.id[0]: m.id for m in extract() if isinstance(m.id, tuple)}
     with locked() as catalog:
         for message, translation in translations.items():
+            msgid = plurals.get(message, message)
+            string: str | tuple[str, ...] = (
+                (translation,) * catalog.num_plurals if isinstance(msgid, tuple) else translation
+            )
             entry = catalog.get(message)
+            if entry is not None and entry.id != msgid:  # was added as a singular before its source
+                catalog.delete(message)
+                entry = None
             if entry is None:
-                catalog.add(message, translation)
+                catalog.add(msgid, string)
             else:
-                entry.string = translation
+                entry.string = string
                 entry.flags.discard("fuzzy")
     return len(translations)
 

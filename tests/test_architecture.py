@@ -173,6 +173,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vipsense.commands",
             "vipsense.didyoumean",
             "vipsense.i18n",  # the catalogue every layer marks its messages with
+            "vipsense.texts",  # texts kept for later: English for logs, translated when shown
             # the profile's value types (Duration, Secret, SerialPort) and its error records: the
             # plugin API hands them to plugins, so they sit below it
             "vipsense.config",

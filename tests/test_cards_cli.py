@@ -55,7 +55,7 @@ def test_issue_records_the_card_its_history_and_one_audit_entry(branch):
     )  # fmt: skip
     assert (code, err) == (0, "")
     assert out == (
-        f"issued card {NEW} to customer C1 (tier gold; valid 2025-01-01 to 2030-12-31; only at sh-test, bj-1;"
+        f"issued card {NEW} to customer C1 (tier Gold; valid 2025-01-01 to 2030-12-31; only at sh-test, bj-1;"
         " bound to TID E2801160)\n"
     )
     assert card_row(branch, NEW) == [
@@ -257,9 +257,12 @@ def test_show_prints_the_card_and_its_history(branch):
     code, out, _ = branch.cli("cards", "show", ADA_CARD.lower(), who="issuer")
     assert code == 0
     lines = out.splitlines()
-    assert lines[:3] == [f"card {ADA_CARD}", "  customer:    C1", "  status:      lost"]
+    assert lines[:3] == [f"card {ADA_CARD}", "  customer:    C1", "  status:      reported lost"]
     assert lines[-2] == "history:"
-    assert re.fullmatch(r"  \d{4}-\d\d-\d\d \d\d:\d\d  lost      by cm1: left in a taxi", lines[-1])
+    # the date as English writes it, on the branch's clock; the actions padded to the longest
+    assert re.fullmatch(
+        r"  [A-Z][a-z]{2} \d{1,2}, \d{4} \d\d:\d\d  reported lost +by cm1: left in a taxi", lines[-1]
+    )
 
 
 def test_reissue_keeps_the_old_cards_terms_but_never_its_tid(branch):

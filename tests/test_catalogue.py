@@ -11,7 +11,7 @@ from .catalogue import REPO
 
 TEMPLATES = REPO / "core" / "web" / "templates"
 #: what a page may show as written, in every language: names, codes and units
-PROPER = {"vipsense", "VIP", "EPC", "ID", "API", "PDA", "SMS", "RSSI", "dBm", "ms", "TLS", "OK"}
+PROPER = {"vipsense", "VIP", "EPC", "ID", "API", "PDA", "SMS", "RSSI", "dBm", "ms", "TLS", "OK", "UTC", "TID"}
 
 
 def test_every_message_is_translated():

@@ -34,7 +34,7 @@ def test_show_is_masked_by_default_and_audited_as_a_view(branch):
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "customer C1  Ada Wong",
-        "  tier:       gold",
+        "  tier:       Gold",
         "  company:    -",
         "  ID number:  **************1234",
         "  mobile:     138****5678",
@@ -107,7 +107,7 @@ def test_a_search_by_id_number_finds_the_customer_masked_and_audits_the_customer
     assert code == 0
     assert out.splitlines()[:4] == [
         "customer C2  Bo Li",
-        "  tier:       platinum",
+        "  tier:       Platinum",
         "  company:    -",
         "  ID number:  **************5678",
     ]

@@ -253,7 +253,7 @@ def test_response_times_in_the_status_and_in_visits_today(start, cli, capsys):
     assert main(["visits", "--today", profile, "--data-dir", data, "--as", "boss"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "1 visits" in lines[0]
+    assert "1 visit" in lines[0]
     assert lines[1].split() == [
         "TIME",
         "KIND",
@@ -265,7 +265,7 @@ def test_response_times_in_the_status_and_in_visits_today(start, cli, capsys):
         "ACKNOWLEDGED",
     ]
     cm1, boss = lines[2].split(), lines[3].split()
-    assert cm1[1:7] == ["greeted", "C1", "gold", "cm1", "pager,pda", "+0.0s"]
+    assert cm1[1:7] == ["greeted", "C1", "Gold", "cm1", "pager,pda", "+0.0s"]
     assert cm1[7:] == ["-", "no", "response:", "escalated"]
     assert boss[:2] == ["boss", "pager"] and boss[4:] == ["escalated", "from", "cm1"]
     summary = {line.split()[0]: line.split() for line in lines[lines.index("") + 3 :] if line}

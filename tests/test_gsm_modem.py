@@ -632,6 +632,9 @@ def test_gammu_sends_a_long_unicode_text_through_the_emulator(tmp_path):
             capture_output=True,
             text=True,
             timeout=60,
+            # gammu reads -text in the C library's locale: the tests' en_US.UTF-8 may not be installed
+            # (then it is plain ASCII and the text arrives empty); C.UTF-8 always is
+            env={**os.environ, "LANG": "C.UTF-8"},
         )
     assert result.returncode == 0, result.stdout + result.stderr
     (message,) = emulator.received

@@ -369,7 +369,7 @@ def test_a_push_is_shown_once_with_the_masked_id_and_the_chinese_name(hub, agent
     for line in (
         "VIP arrival",
         "│ Name       李娜",
-        "│ Tier       gold",
+        "│ Tier       GOLD",
         "│ Customer   C1",
         "│ Company    上海星辰科技",
     ):
@@ -426,7 +426,7 @@ def test_a_restarted_pda_remembers_what_it_showed(agents, branch_id, tmp_path):
     assert reply.doc == {"duplicate": True}
     assert first.shown(n.key) == 1 and second.shown(n.key) == 0
     assert second.wait_for(
-        rf"still to acknowledge \(from before a restart\): VIP arrival: 李娜 \(gold\) \[{n.key}\]"
+        rf"still to acknowledge \(from before a restart\): VIP arrival: 李娜 \(GOLD\) \[{n.key}\]"
     )
 
 

@@ -512,10 +512,12 @@ def test_bank_yaml_alone_is_not_a_branch_profile(host):
     # a key missing from the whole file is reported at the file's first key; bank.yaml's routing
     # policy names notifiers and roles that only a branch profile has, and each rule says so
     errors = errors_of(BANK, host)
-    assert errors[:3] == [
-        f"{shown}:{first_key}: missing required key 'branch'",
+    # bank.yaml sets the bank's language (branch.locale), so the branch's own id and name are missing
+    assert errors[:4] == [
+        f"{shown}:{first_key}: branch: missing required key 'id'",
+        f"{shown}:{first_key}: branch: missing required key 'name'",
         f"{shown}:{first_key}: missing required key 'readers'",
         f"{shown}:{first_key}: missing required key 'stores'",
     ]
     pattern = rf"{re.escape(shown)}:\d+: routing\[\d\]\.(via\[\d\]: no notifier has id|to: no one in)"
-    assert errors[3:] and all(re.match(pattern, e) for e in errors[3:]), errors[3:]
+    assert errors[4:] and all(re.match(pattern, e) for e in errors[4:]), errors[4:]

@@ -884,7 +884,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
     (
         "duplicate-tier",
         profile(tail="tiers: [gold, gold]\n"),
-        [("tiers:", "tiers: each tier may be listed once")],
+        [("tiers:", "tiers[1]: each tier may be listed once: 'gold' is also tiers[0]")],
     ),
     (
         "extends-not-a-path",

@@ -97,7 +97,7 @@ def test_customers_show_escapes_what_was_stored_before_and_forges_no_line(branch
     assert lines[0] == "customer C20  Evil\\x1b[2JName"
     assert "  company:    \\x1b]0;vipsense pwned\\x07Corp" in lines
     assert "  business:   fx\\ntier: diamond" in lines
-    assert [line for line in lines if "tier:" in line.split("\\n")[0]] == ["  tier:       gold"]
+    assert [line for line in lines if "tier:" in line.split("\\n")[0]] == ["  tier:       Gold"]
     code, out, _ = branch.cli("customers", "search", "--customer-no", f"C{CLEAR}", who="lobby")
     assert code == 1
     no_controls(out + branch.capsys.readouterr().err)
@@ -241,7 +241,7 @@ def test_an_id_number_in_a_name_is_masked_on_the_command_line_unless_unmasked(br
     assert code == 0
     assert out.splitlines()[:3] == [
         "customer C24  Ada **************1033",
-        "  tier:       gold",
+        "  tier:       Gold",
         "  company:    Tel +86 139 **** 7919",
     ]
     assert "  business:   ***-****1234" in out.splitlines()

@@ -255,6 +255,87 @@ def test_branch_runs_with_the_vendor_reader(site: Path, tmp_path: Path):
     assert rows == [("greeted", "A2000001")]
 
 
+# -- the vendor's own catalogue ----------------------------------------------------------------------
+
+CATALOGUE = EXAMPLE / "vipsense_acme_reader" / "locale" / "zh_CN" / "LC_MESSAGES" / "vipsense_acme_reader"
+
+
+@pytest.fixture
+def acme(monkeypatch: pytest.MonkeyPatch):
+    """The example package imported from its source folder (no install needed)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.delitem(sys.modules, "vipsense_acme_reader", raising=False)
+    import vipsense_acme_reader
+
+    yield vipsense_acme_reader
+    sys.modules.pop("vipsense_acme_reader", None)
+
+
+def test_the_vendor_help_and_messages_read_in_chinese_and_english(acme):
+    import attrs
+
+    from vipsense import i18n
+
+    help_of = {f.name: f.metadata["help"] for f in attrs.fields(acme.AcmeSettings)}
+    with i18n.using("zh_CN"):
+        assert str(help_of["port"]) == "读卡器监听的 TCP 端口"
+        with pytest.raises(ValueError) as zh:
+            acme.AcmeSettings(port=4001, connect_timeout=0)
+        # the vendor's catalogue lacks this one: vipsense's own catalogue translates it
+        with pytest.raises(ValueError) as fallback:
+            acme.AcmeSettings(port=0)
+    with i18n.using("en"):
+        assert str(help_of["port"]) == "TCP port the reader listens on"
+        with pytest.raises(ValueError) as en:
+            acme.AcmeSettings(port=4001, connect_timeout=0)
+    assert str(zh.value) == "connect_timeout 必须大于 0，实际为 0 秒"
+    assert str(en.value) == "connect_timeout must be greater than 0, got 0 s"
+    assert str(fallback.value) == "port：TCP 端口应为 1-65535，实际为 0"
+
+
+def test_the_vendor_catalogue_is_its_source_compiled_and_apart_from_the_core():
+    from babel.messages.pofile import read_po
+
+    from tests import catalogue
+
+    with CATALOGUE.with_suffix(".po").open("rb") as f:
+        source = read_po(f)
+    assert CATALOGUE.with_suffix(".mo").read_bytes() == catalogue.compiled(source), (
+        "compile it: pybabel compile -d vipsense_acme_reader/locale -D vipsense_acme_reader"
+    )
+    core = {m.id for m in catalogue.read() if m.id}
+    own = {m.id for m in source if m.id and m.string}
+    assert own and not own & core  # the vendor's messages stay in the vendor's domain
+
+
+@pytest.mark.slow
+def test_the_installed_package_ships_its_catalogue(site: Path, tmp_path: Path):
+    assert (
+        site / "vipsense_acme_reader" / "locale" / "zh_CN" / "LC_MESSAGES" / "vipsense_acme_reader.mo"
+    ).is_file()
+    profile = yaml.safe_load((EXAMPLE / "acme-branch.yaml").read_text(encoding="utf-8"))
+    profile["readers"][0]["connect_timeout"] = "0s"
+    for store in profile["stores"]:
+        store["seed"] = [str(EXAMPLE / s) for s in store.get("seed", [])]
+    profile.get("branch", {}).pop("locale", None)
+    path = tmp_path / "branch.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    said = {}
+    for lang in ("zh_CN.UTF-8", "en_US.UTF-8"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vipsense.cli", "check", str(path)],
+            capture_output=True,
+            text=True,
+            env={**cli_env(site), "LANG": lang, "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""},
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert proc.returncode != 0
+        said[lang] = proc.stdout + proc.stderr
+    assert "connect_timeout 必须大于 0，实际为 0 秒" in said["zh_CN.UTF-8"], said["zh_CN.UTF-8"]
+    assert "connect_timeout must be greater than 0, got 0 s" in said["en_US.UTF-8"], said["en_US.UTF-8"]
+
+
 # -- the core knows nothing of the vendor -------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def test_empty_fields_are_null_and_hostile_text_is_just_json(w):
 
 def test_unknown_customer_is_404_and_audited_as_no_match(w):
     status, _, body = call(w, "/api/v1/customers/NOPE", token_for(w))
-    assert status == 404 and body == {"error": "no such customer"}
+    assert status == 404 and body == {"error": "no such customer", "code": "not_found"}
     entry = api_entries(w)[-1]
     assert (entry.object, entry.result, entry.reason) == ("customer NOPE", AuditResult.SUCCESS, "no match")
 
@@ -323,7 +323,7 @@ def test_what_the_document_forbids_in_other_parameters_is_400(w):
         f"/api/v1/visits?from={TODAY}%0A&to={TODAY}",
     ):
         status, _, answer = call(w, path, token)
-        assert status == 400 and set(answer) == {"error"}, (path, status, answer)
+        assert status == 400 and set(answer) == {"error", "code"}, (path, status, answer)
     body = {"id_number": "110101199003071234\n", "reason": "x"}
     assert call(w, "/api/v1/customers/search", token, "POST", body)[0] == 400
 
@@ -332,7 +332,7 @@ def test_malformed_search_bodies_are_400(w):
     token = token_for(w)
     for body in MALFORMED_BODIES:
         status, _, answer = call(w, "/api/v1/customers/search", token, "POST", body)
-        assert status == 400 and set(answer) == {"error"}, body
+        assert status == 400 and set(answer) == {"error", "code"}, body
     assert {e.result for e in api_entries(w)} == {AuditResult.DENIED}
 
 
@@ -356,7 +356,7 @@ def _refused(w: Any, token: str, hostile: str) -> None:
     ):
         status, _, answer = call(w, path, token, method, body)
         assert status in (400, 404), (path, status, answer)
-        assert set(answer) == {"error"}
+        assert set(answer) == {"error", "code"}
 
 
 # -- authentication and rate limits ------------------------------------------------------------------
@@ -406,7 +406,10 @@ def test_a_session_cookie_is_no_way_in(web_branch):
     w = web_branch(accounts={"boss": Role.BRANCH_MANAGER})
     client = w.client("boss")
     response = client.get("/api/v1/customers/C1")
-    assert response.status_code == 401 and response.json == {"error": response.json["error"]}
+    assert response.status_code == 401 and response.json == {
+        "error": response.json["error"],
+        "code": "unauthorized",
+    }
 
 
 def test_rate_limit_gives_429_with_retry_after(w):
@@ -672,7 +675,7 @@ def test_bad_visit_queries_are_400(w):
     token = token_for(w)
     for query in BAD_VISIT_QUERIES:
         status, _, body = call(w, f"/api/v1/visits?{query}", token)
-        assert status == 400 and set(body) == {"error"}, query
+        assert status == 400 and set(body) == {"error", "code"}, query
 
 
 def test_thirty_one_days_is_the_longest_range(w):
@@ -763,3 +766,14 @@ def _conforms(operation: Any, mode: Any, url: str, token: str, excluded: list) -
         )
 
     check()
+
+
+def test_the_document_lists_every_error_code_the_web_gives():
+    """The ``code`` beside each translated ``error`` is English and stable: the document's list of
+    them is the one the web answers with (``vipsense.web.auth.CODES``)."""
+    from vipsense.web.auth import CODES
+
+    error = query_api_spec.document()["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "code"]
+    assert set(error["properties"]["code"]["enum"]) == set(CODES.values()) == query_api_spec.ERROR_CODES
+    assert all(re.fullmatch(r"[a-z_]+", code) for code in CODES.values())

@@ -41,7 +41,9 @@ def guarded_routes(app) -> list[tuple[str, str, object]]:
         if rule.rule.startswith("/api/v1/") and rule.endpoint not in PUBLIC:
             continue  # the query API: tokens, not sessions (test_token_routes_ignore_sessions)
         if permission is None:
-            assert rule.endpoint in PUBLIC | {"home", "auth.logout"}, f"{rule} is neither guarded nor public"
+            # the account's own language: any signed-in role, checked in the view (test_web_i18n)
+            mine = {"home", "auth.logout", "auth.language"}
+            assert rule.endpoint in PUBLIC | mine, f"{rule} is neither guarded nor public"
             continue
         path = re.sub(r"<(?:[^:>]+:)?[^>]+>", "X1", rule.rule)  # any value: the guard answers first
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):

@@ -64,10 +64,18 @@ def records(w: Any) -> list[Any]:
 
 
 class Page:
-    """A fresh browser context logged in as one user, recording console errors and CSP violations."""
+    """A fresh browser context logged in as one user, recording console errors and CSP violations.
+    ``landing``: the page the user's role is sent to after logging in; ``context``: the browser
+    context's options (``locale="zh-CN"`` is the ``Accept-Language`` it sends)."""
 
     def __init__(
-        self, browser: Any, w: Any, username: str, expect_404: tuple[str, ...] = (), **context: Any
+        self,
+        browser: Any,
+        w: Any,
+        username: str,
+        expect_404: tuple[str, ...] = (),
+        landing: str = "/console",
+        **context: Any,
     ) -> None:
         #: paths whose 404 is the point of the test; /favicon.ico: the login page names no icon
         self.expect_404 = ("/favicon.ico", *expect_404)
@@ -82,8 +90,10 @@ class Page:
         self.page.fill("input[name=username]", username)
         self.page.fill("input[name=password]", PASSWORD)
         self.page.click("button[type=submit]")
-        self.page.wait_for_url("**/console")
-        self.page.wait_for_selector("body[data-sse='open']", state="attached")  # no eval: the CSP forbids it
+        self.page.wait_for_url(f"**{landing}")
+        if landing == "/console":  # the live stream is open: what is walked in from now on is pushed
+            # a selector, not an eval: the CSP forbids eval
+            self.page.wait_for_selector("body[data-sse='open']", state="attached")
 
     def _expected(self, url: str) -> bool:
         return urlsplit(url).path in self.expect_404

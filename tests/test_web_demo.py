@@ -18,12 +18,29 @@ import urllib.parse
 import pytest
 import yaml
 
+from vipsense import i18n
+
 from .conftest import REPO
 from .web_support import PASSWORD, csrf_from
 
 pytestmark = pytest.mark.slow  # the demo morning, in a subprocess
 
 DEMO = REPO / "profiles" / "demo.yaml"
+#: the demo branch speaks Chinese (``branch.locale: zh_CN``): its lines, as the catalogue has them
+with i18n.using("zh_CN"):
+    WEB_LINE = re.escape(i18n._("Branch web: {url}")).replace(
+        re.escape("{url}"), r"http://127\.0\.0\.1:(\d+)/"
+    )
+    REPLAY_OVER = i18n._("The replay is over; the branch web stays up at {url} until Ctrl-C.").split("{url}")[
+        0
+    ]
+    _STOPPED = i18n._(
+        "Stopped. {reads} reads, {arrivals} arrivals: {greeted} greeted, {rejected} rejected, {suppressed}"
+        " re-entries suppressed, {unknown} unknown tags{unresolved}. Visits in {path}"
+    )
+    COUNTS = _STOPPED[_STOPPED.index("{greeted}") : _STOPPED.index("{rejected}") + len("{rejected}")].format(
+        greeted=22, rejected=3
+    )
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -82,7 +99,7 @@ def test_the_demo_serves_its_web_to_each_role_and_stays_up_after_the_replay(tmp_
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            m = re.search(r"Branch web: http://127\.0\.0\.1:(\d+)/", line)
+            m = re.search(WEB_LINE, line)
             if m:
                 port = int(m.group(1))
                 break
@@ -103,9 +120,9 @@ def test_the_demo_serves_its_web_to_each_role_and_stays_up_after_the_replay(tmp_
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            if "The replay is over" in line:
+            if REPLAY_OVER in line:
                 break
-        assert "stays up" in "".join(lines), "".join(lines)
+        assert REPLAY_OVER in "".join(lines), "".join(lines)
         assert lobby.request("GET", "/console")[0] == 200  # still serving after the morning
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
@@ -114,7 +131,7 @@ def test_the_demo_serves_its_web_to_each_role_and_stays_up_after_the_replay(tmp_
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "22 greeted, 3 rejected" in out
+    assert COUNTS in out, out
     assert_private(data)
 
 

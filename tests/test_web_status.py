@@ -268,7 +268,7 @@ def test_audit_page_is_the_auditors_and_its_view_is_audited(web_branch):
     assert rows[0][2:5] == ["auditor1", "auditor", "view"], rows[0]  # newest first: this very view
     seqs = [int(r[0]) for r in rows]
     assert seqs == sorted(seqs, reverse=True)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0][1])
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}, \d{4} \d\d:\d\d:\d\d", rows[0][1])  # Dec 7, 2026 10:36:05
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from vipsense.model import Role, TagRead
 from .profiles import branch_profile
 
 WEB_PROFILE = branch_profile(
-    branch="{id: web-branch, name: Web Test Branch}",
+    branch="{id: web-branch, name: Web Test Branch, locale: en}",
     presence="{min_reads: 2, window: 1s, depart_after: 1s, reentry_suppress: 1s}",
     staff=[
         "{id: lobby, name: 王芳 Lobby, role: lobby_manager}",

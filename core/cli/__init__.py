@@ -41,28 +41,40 @@ __all__ = [
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_PROFILE = EXIT_FAILED
 
-#: Built-in commands: name -> (the module that registers it, one line of help for ``--help``).
+
+def _(message: str) -> str:
+    """Marks a message for the catalogue and leaves it as written (gettext's deferred translation):
+    importing Babel here would slow ``vipsense --version``; :func:`help_of` translates it."""
+    return message
+
+
+#: Built-in commands: name -> (the module that registers it, one line of help for ``--help``, in
+#: English: :func:`help_of` gives it in the language in force).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("run", "run a branch from its profile"),
-    "check": ("check", "validate a profile without opening any device"),
-    "audit": ("audit", "the branch's tamper-evident audit log"),
-    "cards": ("cards", "the card lifecycle: issue, lost, revoke, reissue, import, export"),
-    "customers": ("customers", "import, show and look up customers"),
-    "visits": ("visits", "the branch's visit log: a day's visits and response times, purge"),
-    "sync": ("sync", "refresh the branch replica from the central store once"),
-    "keys": ("keys", "the data key of ID and mobile numbers at rest: rotate, new"),
-    "plugins": ("plugins", "list installed plugins and the types they provide"),
-    "users": ("users", "web accounts: add, list, passwd, disable, enable, unlock"),
-    "tokens": ("users", "third-party API tokens: add, list, revoke"),
+    "run": ("run", _("run a branch from its profile")),
+    "check": ("check", _("validate a profile without opening any device")),
+    "audit": ("audit", _("the branch's tamper-evident audit log")),
+    "cards": ("cards", _("the card lifecycle: issue, lost, revoke, reissue, import, export")),
+    "customers": ("customers", _("import, show and look up customers")),
+    "visits": ("visits", _("the branch's visit log: a day's visits and response times, purge")),
+    "sync": ("sync", _("refresh the branch replica from the central store once")),
+    "keys": ("keys", _("the data key of ID and mobile numbers at rest: rotate, new")),
+    "plugins": ("plugins", _("list installed plugins and the types they provide")),
+    "users": ("users", _("web accounts: add, list, passwd, disable, enable, unlock")),
+    "tokens": ("users", _("third-party API tokens: add, list, revoke")),
 }
+del _
 BUILT_IN = BUILT_IN_COMMANDS
 #: ``visits --today PROFILE`` and ``visits --date DAY PROFILE`` mean ``visits list ...``
 VISITS_LIST_OPTIONS = ("--today", "--date")
 
 
 def help_of(name: str) -> str:
-    """The one line of help of built-in command ``name`` (modules register their parsers with it)."""
-    return COMMANDS[name][1]
+    """The one line of help of built-in command ``name``, in the language in force (modules register
+    their parsers with it)."""
+    from ..i18n import gettext
+
+    return gettext(COMMANDS[name][1])
 
 
 def __getattr__(name: str) -> Any:
@@ -82,21 +94,31 @@ def _command_of(argv: list[str]) -> str | None:
 def build_parser(host: PluginHost | None = None, command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser: every built-in command, with ``command``'s arguments (the others only
     named, with their help); with ``host``, also the commands its plugins contribute."""
+    from ..i18n import _
+    from .parsing import install
+
+    install()  # argparse's own words in the language in force, from the start ("-h" is made now)
     parser = argparse.ArgumentParser(
-        prog="vipsense", description="Recognise VIP customers at the branch door from their RFID card."
+        prog="vipsense", description=_("Recognise VIP customers at the branch door from their RFID card.")
     )
-    parser.add_argument("--version", action="version", version=f"vipsense {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"vipsense {__version__}",
+        help=_("show the version of vipsense and exit"),
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_("more log output (-vv: debug)"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
-    for module in dict.fromkeys(m for m, _ in COMMANDS.values()):  # in table order, each module once
+    for module in dict.fromkeys(m for m, _help in COMMANDS.values()):  # in table order, each module once
         if module in wanted:
             importlib.import_module(f"{__name__}.{module}").register(sub)
-    for name, (_, help_text) in COMMANDS.items():
+    for name in COMMANDS:
         if name not in sub.choices:  # listed in --help; its module is not needed for this command
-            sub.add_parser(name, help=help_text)
+            sub.add_parser(name, help=help_of(name))
     for cmd in host.commands.values() if host is not None else ():
-        sub_parser = sub.add_parser(cmd.name, help=f"{cmd.help} (plugin {cmd.plugin})".lstrip())
+        about = _("{help} (plugin {plugin})").format(help=cmd.help, plugin=cmd.plugin).lstrip()
+        sub_parser = sub.add_parser(cmd.name, help=about)
         cmd.configure(sub_parser)
     return parser
 
@@ -117,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:  # the fastest answer, nothing imported; exits as argparse's would
         print(f"vipsense {__version__}")
         raise SystemExit(EXIT_OK)
+    from .. import i18n
+
+    # every command speaks the language LANG names (C or none: Chinese); ``run`` switches to the
+    # branch's branch.locale when its profile sets one
+    i18n.set_default(i18n.from_environment())
     from ..files import private_umask
+    from ..i18n import _
     from .common import CliError, ProfileFailed, setup_logging
 
     private_umask()  # every file a command creates (data, exports) is its owner's alone
@@ -131,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         setup_logging(args.verbose)
     if getattr(args, "speed", 1.0) <= 0:
-        print("vipsense: --speed must be greater than 0", file=sys.stderr)
+        print("vipsense: " + _("--speed must be greater than 0"), file=sys.stderr)
         return EXIT_USAGE
     try:
         return int(args.func(args))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..i18n import _
 from ..storage.audit import (
     AuditKeyError,
     AuditUnreadable,
@@ -15,7 +16,7 @@ from ..storage.audit import (
     verify_file,
 )
 from . import help_of
-from .common import EXIT_FAILED, EXIT_OK, load, plugin_host
+from .common import EXIT_FAILED, EXIT_OK, data_dir_help, load, plugin_host, profile_help
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -23,29 +24,44 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     profile = load(args.profile, plugin_host(), args.data_dir)
     path = audit_path(profile)
     if not path.exists():
-        print(f"{path}: no audit log yet (nothing has been audited at this branch)", file=sys.stderr)
+        print(
+            _("{path}: no audit log yet (nothing has been audited at this branch)").format(path=path),
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     try:
         keys = profile_keys(profile, create=False)
         result = verify_file(path, keys, anchor_policy(profile))
     except AuditUnreadable as exc:
-        print(f"{path}: cannot read the audit log: {exc} (keep this file for the auditors)", file=sys.stderr)
+        print(
+            _("{path}: cannot read the audit log: {error} (keep this file for the auditors)").format(
+                path=path, error=exc
+            ),
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     except (AuditKeyError, OSError) as exc:
-        print(f"{path}: cannot verify the audit log: {exc}", file=sys.stderr)
+        print(_("{path}: cannot verify the audit log: {error}").format(path=path, error=exc), file=sys.stderr)
         return EXIT_FAILED
     if not result.ok:
-        print(f"{path}: BROKEN after {result.checked} good entries: {result.problem}", file=sys.stderr)
+        print(
+            _("{path}: BROKEN after {n} good entries: {problem}").format(
+                path=path, n=result.checked, problem=result.problem
+            ),
+            file=sys.stderr,
+        )
         if not keys:
             print(
-                f"{path}: note: there was no audit key to check with: {profile.data_dir}/audit.key does not"
-                " exist and the profile names no privacy.audit_key",
+                _(
+                    "{path}: note: there was no audit key to check with: {key} does not exist and the"
+                    " profile names no privacy.audit_key"
+                ).format(path=path, key=f"{profile.data_dir}/audit.key"),
                 file=sys.stderr,
             )
         return EXIT_FAILED
-    print(f"{path}: {result.checked} entries, hash chain intact")
+    print(_("{path}: {n} entries, hash chain intact").format(path=path, n=result.checked))
     for note in result.notes:
-        print(f"{path}: warning: {note}", file=sys.stderr)
+        print(_("{path}: warning: {note}").format(path=path, note=note), file=sys.stderr)
     return EXIT_OK
 
 
@@ -53,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help=help_of("audit"))
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify_cmd = audit_sub.add_parser(
-        "verify", help="check the keyed hash chain and its anchors, and name the first broken link"
+        "verify", help=_("check the keyed hash chain and its anchors, and name the first broken link")
     )
-    verify_cmd.add_argument("profile")
-    verify_cmd.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    verify_cmd.add_argument("profile", help=profile_help())
+    verify_cmd.add_argument("--data-dir", help=data_dir_help())
     verify_cmd.set_defaults(func=cmd_audit_verify)

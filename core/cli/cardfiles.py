@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from ..api import Card, CardEvent, CardRegistry, CardStatus
+from ..i18n import _, format_number, ngettext
 from ..identity.lifecycle import TransitionError, check_change
 from ..identity.records import (
     CARD_COLUMNS,
@@ -39,9 +40,9 @@ from .common import (
     PROGRESS_EVERY,
     CliError,
     Session,
+    audit_summary,
     batches,
     checked,
-    import_summary,
     now,
     report_import,
 )
@@ -52,7 +53,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with Session(args) as s, s.act(Permission.CARD_IMPORT, AuditAction.IMPORT, path.name, args.reason) as act:
         registry = s.store(args.store)
         result = _import_cards(s, registry, path, args.reason)
-        act.object = f"{path.name}: {import_summary(result, 'cards')}"
+        act.object = f"{path.name}: {audit_summary(result, 'cards')}"
     return report_import(result, "cards")
 
 
@@ -60,7 +61,7 @@ def _import_cards(s: Session, registry: CardRegistry, path: Path, reason: str) -
     """Cards from a CSV file through ``upsert_cards``: each row checked like ``cards issue`` would
     (a known customer, consent, an allowed status change), the columns the file lacks kept."""
     total = estimate_csv_rows(path)
-    bar = ProgressBar(sys.stderr, unit="cards")
+    bar = ProgressBar(sys.stderr, unit=_("cards"))
     event = CardEvent("", CardAction.ISSUED, now(), s.actor, reason, detail=f"imported from {path.name}")
     try:
         with CsvTable(path, kind="cards") as file:
@@ -92,9 +93,13 @@ def _import_row(s: Session, registry: CardRegistry, values: dict[str, Any]) -> C
     """The card a row makes, None when it is stored like that already, or :class:`FieldError`."""
     customer = registry.find_customer(values["customer_no"])
     if customer is None:
-        raise FieldError(f"customer_no: unknown customer {values['customer_no']}")
+        raise FieldError(_("customer_no: unknown customer {customer}").format(customer=values["customer_no"]))
     if s.profile.privacy.consent_required and not customer.consent:
-        raise FieldError(f"customer_no: customer {customer.customer_no} has not consented to recognition")
+        raise FieldError(
+            _("customer_no: customer {customer} has not consented to recognition").format(
+                customer=customer.customer_no
+            )
+        )
     if "status" in values:
         values["status"] = CardStatus(values["status"])
     stored = registry.find_card(values["epc"])
@@ -102,14 +107,16 @@ def _import_row(s: Session, registry: CardRegistry, values: dict[str, Any]) -> C
         return Card(**values)
     if stored.customer_no != customer.customer_no:
         raise FieldError(
-            f"customer_no: card {stored.epc} belongs to customer {stored.customer_no}; a card is never"
-            " moved to another customer (revoke it and issue a new one)"
+            _(
+                "customer_no: card {epc} belongs to customer {customer}; a card is never moved to another"
+                " customer (revoke it and issue a new one)"
+            ).format(epc=stored.epc, customer=stored.customer_no)
         )
     if "status" in values:
         try:
             check_change(stored, values["status"])
         except TransitionError as exc:
-            raise FieldError(f"status: {exc}") from None
+            raise FieldError(_("status: {error}").format(error=exc)) from None
     card = attrs.evolve(stored, **values)
     check_validity(card.valid_from, card.valid_until)
     return None if card == stored else card
@@ -120,13 +127,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     status = checked(parse_status, args.status) if args.status else None
     with Session(args) as s, s.act(Permission.CARD_EXPORT, AuditAction.EXPORT, path.name, args.reason) as act:
         if path.exists():
-            raise CliError(f"{path} already exists; export to a new file")
+            raise CliError(_("{path} already exists; export to a new file").format(path=path))
         registry = s.store(args.store)
         filtered = args.customer is not None or status is not None
         cards = registry.list_cards(args.customer, status) if filtered else registry.iter_cards()
         n = _write_cards(path, cards)
         act.object = f"{path.name}: {n} cards"
-    print(f"exported {n:,} cards to {path}")
+    message = ngettext("exported {n} card to {path}", "exported {n} cards to {path}", n)
+    print(message.format(n=format_number(n), path=path))
     return EXIT_OK
 
 

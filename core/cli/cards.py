@@ -13,6 +13,8 @@ import datetime as dt
 import attrs
 
 from ..api import Card, CardEvent, CardRegistry, CardStatus, Customer, Duration
+from ..config.profile import Profile
+from ..i18n import _, format_number, ngettext
 from ..identity.issuing import ReadError, read_card
 from ..identity.lifecycle import TransitionError, check
 from ..identity.records import (
@@ -22,6 +24,7 @@ from ..identity.records import (
     parse_status,
 )
 from ..model import CardAction
+from ..output import display_width, pad
 from ..permissions import Permission
 from ..privacy import printable, shown
 from ..storage.audit import AuditAction, AuditResult
@@ -34,8 +37,8 @@ from .common import (
     Session,
     add_common,
     checked,
+    labelled,
     now,
-    plural,
     table,
     when,
 )
@@ -56,7 +59,9 @@ class CardTerms:
 
 def _terms(args: argparse.Namespace, tiers: tuple[str, ...]) -> CardTerms:
     if args.tier is not None and args.tier not in tiers:
-        raise CliError(f"--tier: unknown tier {args.tier!r} (tiers: {', '.join(tiers)})")
+        raise CliError(
+            _("--tier: unknown tier {tier!r} (tiers: {tiers})").format(tier=args.tier, tiers=", ".join(tiers))
+        )
     return CardTerms(
         tid=checked(parse_hex, "--tid", args.tid) if args.tid else None,
         tier=args.tier,
@@ -94,8 +99,10 @@ def _consent(s: Session, registry: CardRegistry, customer: Customer, given: bool
         return attrs.evolve(customer, consent=True, consent_date=dt.date.today())
     if s.profile.privacy.consent_required:
         raise Denied(
-            f"customer {customer.customer_no} has not given separate consent to recognition at the door"
-            " (privacy.consent_required); record it with --consent-given once they have signed"
+            _(
+                "customer {customer} has not given separate consent to recognition at the door"
+                " (privacy.consent_required); record it with --consent-given once they have signed"
+            ).format(customer=customer.customer_no)
         )
     return None
 
@@ -109,20 +116,20 @@ def _record_consent(s: Session, registry: CardRegistry, customer: Customer | Non
 def _customer(registry: CardRegistry, customer_no: str) -> Customer:
     customer = registry.find_customer(customer_no)
     if customer is None:
-        raise CliError(f"unknown customer {printable(customer_no)}")
+        raise CliError(_("unknown customer {customer}").format(customer=printable(customer_no)))
     return customer
 
 
 def _card(registry: CardRegistry, epc: str) -> Card:
     card = registry.find_card(epc)
     if card is None:
-        raise CliError(f"no card has EPC {epc}")
+        raise CliError(_("no card has EPC {epc}").format(epc=epc))
     return card
 
 
 def _unused(registry: CardRegistry, epc: str) -> None:
     if registry.find_card(epc) is not None:
-        raise CliError(f"card {epc} is already issued; reissue or revoke it instead")
+        raise CliError(_("card {epc} is already issued; reissue or revoke it instead").format(epc=epc))
 
 
 # -- issue, reissue --------------------------------------------------------------------------------
@@ -152,7 +159,11 @@ def cmd_issue(args: argparse.Namespace) -> int:
             )
             _record_consent(s, registry, consent)
             registry.issue_card(card, CardEvent(epc, CardAction.ISSUED, now(), s.actor, args.reason))
-    print(f"issued card {epc} to customer {printable(customer.customer_no)}{_describe_terms(card)}")
+    print(
+        _("issued card {epc} to customer {customer}{terms}").format(
+            epc=epc, customer=printable(customer.customer_no), terms=_describe_terms(card, s.profile)
+        )
+    )
     return EXIT_OK
 
 
@@ -163,7 +174,7 @@ def cmd_reissue(args: argparse.Namespace) -> int:
         with s.act(Permission.CARD_REISSUE, AuditAction.CARD_REISSUE, old_epc, args.reason) as act:
             registry = s.store(args.store)
             old = _card(registry, old_epc)
-            _check(old, CardAction.REVOKED, "reissue")
+            _check(old, CardAction.REVOKED, _("reissue"))
             customer = _customer(registry, old.customer_no)
             consent = _consent(s, registry, customer, args.consent_given)
             new_epc, tid = _epc_and_tid(s, args, act, new_epc, terms.tid)
@@ -192,7 +203,11 @@ def cmd_reissue(args: argparse.Namespace) -> int:
                 ),
             )
     customer_no = printable(card.customer_no)
-    print(f"card {old_epc} revoked; card {new_epc} issued to customer {customer_no} in its place")
+    print(
+        _("card {old} revoked; card {new} issued to customer {customer} in its place").format(
+            old=old_epc, new=new_epc, customer=customer_no
+        )
+    )
     return EXIT_OK
 
 
@@ -201,23 +216,29 @@ def check_dates(valid_from: dt.date | None, valid_until: dt.date | None) -> None
 
 
 def _check(card: Card, action: CardAction, verb: str = "") -> None:
+    """``verb``: what was asked, in words (already in the language in force)."""
     try:
         check(card, action)
     except TransitionError as exc:
-        raise CliError(f"cannot {verb}: {exc}" if verb else str(exc)) from None
+        raise CliError(
+            _("cannot {verb}: {error}").format(verb=verb, error=exc) if verb else str(exc)
+        ) from None
 
 
-def _describe_terms(card: Card) -> str:
+def _describe_terms(card: Card, profile: Profile) -> str:
+    """The card's terms for people, its tier by the name staff use (金卡 for ``gold``)."""
     parts = []
     if card.tier:
-        parts.append(f"tier {card.tier}")
+        parts.append(_("tier {tier}").format(tier=profile.tier_name(card.tier)))
     if card.valid_from or card.valid_until:
-        parts.append(f"valid {card.valid_from or '…'} to {card.valid_until or '…'}")
+        parts.append(
+            _("valid {start} to {end}").format(start=card.valid_from or "…", end=card.valid_until or "…")
+        )
     if card.allowed_branches:
-        parts.append(f"only at {', '.join(card.allowed_branches)}")
+        parts.append(_("only at {branches}").format(branches=", ".join(card.allowed_branches)))
     if card.tid:
-        parts.append(f"bound to TID {card.tid}")
-    return printable(f" ({'; '.join(parts)})") if parts else ""
+        parts.append(_("bound to TID {tid}").format(tid=card.tid))
+    return printable(_(" ({terms})").format(terms=_("; ").join(parts))) if parts else ""
 
 
 # -- lost, found, revoke ---------------------------------------------------------------------------
@@ -237,7 +258,11 @@ def cmd_change(args: argparse.Namespace) -> int:
         card = _card(registry, epc)
         status = check(card, card_action)
         card = registry.set_card_status(epc, status, CardEvent(epc, card_action, now(), s.actor, args.reason))
-    print(f"card {epc} of customer {printable(card.customer_no)} is now {card.status.value}")
+    print(
+        _("card {epc} of customer {customer} is now {status}").format(
+            epc=epc, customer=printable(card.customer_no), status=card.status.label
+        )
+    )
     return EXIT_OK
 
 
@@ -253,17 +278,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         (
             c.epc,
             c.customer_no,
-            c.status.value,
-            c.tier or "-",
+            c.status.label,
+            s.profile.tier_name(c.tier) if c.tier else "-",
             f"{c.valid_from or '…'}..{c.valid_until or '…'}" if c.valid_from or c.valid_until else "-",
             ",".join(c.allowed_branches) or "-",
             f"{c.last_seen_branch} {when(c.last_seen_at, s.profile.tz)}" if c.last_seen_at else "-",
         )
         for c in cards
     ]
-    for line in table(("EPC", "CUSTOMER", "STATUS", "TIER", "VALID", "BRANCHES", "LAST SEEN"), rows):
+    head = (_("EPC"), _("CUSTOMER"), _("STATUS"), _("TIER"), _("VALID"), _("BRANCHES"), _("LAST SEEN"))
+    for line in table(head, rows):
         print(line)
-    print(plural(len(cards), "cards"))
+    print(ngettext("{n} card", "{n} cards", len(cards)).format(n=format_number(len(cards))))
     return EXIT_OK
 
 
@@ -274,26 +300,34 @@ def cmd_show(args: argparse.Namespace) -> int:
         card = _card(registry, epc)
         history = registry.card_history(epc)
         tz = s.profile.tz
-    seen = f"{card.last_seen_branch} at {when(card.last_seen_at, tz)}" if card.last_seen_at else "-"
-    print(f"card {card.epc}")
-    for name, value in (
-        ("customer", card.customer_no),
-        ("status", card.status.value),
-        ("tier", card.tier or "-"),
-        ("valid from", card.valid_from or "-"),
-        ("valid until", card.valid_until or "-"),
-        ("branches", ", ".join(card.allowed_branches) or "all"),
-        ("TID", card.tid or "- (not bound)"),
-        ("last seen", seen),
-    ):
-        print(f"  {name + ':':<13}{printable(value)}")
-    print("history:")
+    seen = "-"
+    if card.last_seen_at:
+        seen = _("{branch} at {time}").format(branch=card.last_seen_branch, time=when(card.last_seen_at, tz))
+    print(_("card {epc}").format(epc=card.epc))
+    fields = (
+        (_("customer"), card.customer_no),
+        (_("status"), card.status.label),
+        (_("tier"), s.profile.tier_name(card.tier) if card.tier else "-"),
+        (_("valid from"), card.valid_from or "-"),
+        (_("valid until"), card.valid_until or "-"),
+        (_("branches"), ", ".join(card.allowed_branches) or _("all")),
+        ("TID", card.tid or _("- (not bound)")),
+        (_("last seen"), seen),
+    )
+    print("\n".join(labelled(fields, 13)))
+    print(_("history:"))
+    width = max((display_width(e.action.label) for e in history), default=0)  # the actions aligned
     for e in history:
         extra = "; ".join(shown(x) for x in (e.reason, e.detail) if x)  # free text: numbers masked
         tail = f": {extra}" if extra else ""
-        print(f"  {when(e.at, tz)}  {e.action.value:<9} by {printable(e.actor)}{tail}")
+        action = pad(e.action.label, width)
+        print(
+            f"  {when(e.at, tz)}  "
+            + _("{action} by {actor}").format(action=action, actor=printable(e.actor))
+            + tail
+        )
     if not history:
-        print("  (none: the card came from a seed file or predates card histories)")
+        print("  " + _("(none: the card came from a seed file or predates card histories)"))
     return EXIT_OK
 
 
@@ -302,18 +336,30 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _new_card_args(p: argparse.ArgumentParser, need_epc: bool) -> None:
     source = p.add_mutually_exclusive_group(required=need_epc)
-    source.add_argument("--epc", help="the new card's EPC (hex)")
-    source.add_argument("--from-reader", metavar="READER_ID", help="read the EPC (and TID) from this reader")
-    p.add_argument("--wait", type=Duration.parse, default=Duration(30), help="how long to wait for a card")
-    p.add_argument("--tid", help="bind the card to this TID (hex)")
-    p.add_argument("--tier", help="the card's tier (one of the profile's tiers)")
-    p.add_argument("--valid-from", metavar="YYYY-MM-DD")
-    p.add_argument("--valid-until", metavar="YYYY-MM-DD", help="the last day the card is valid")
+    source.add_argument("--epc", help=_("the new card's EPC (hex)"))
+    source.add_argument(
+        "--from-reader", metavar="READER_ID", help=_("read the EPC (and TID) from this reader")
+    )
+    p.add_argument("--wait", type=Duration.parse, default=Duration(30), help=_("how long to wait for a card"))
+    p.add_argument("--tid", help=_("bind the card to this TID (hex)"))
+    p.add_argument("--tier", help=_("the card's tier (one of the profile's tiers)"))
+    p.add_argument("--valid-from", metavar="YYYY-MM-DD", help=_("the first day the card is valid"))
+    p.add_argument("--valid-until", metavar="YYYY-MM-DD", help=_("the last day the card is valid"))
     p.add_argument(
-        "--branch", action="extend", nargs="+", metavar="BRANCH", help="valid only at these branches"
+        "--branch", action="extend", nargs="+", metavar="BRANCH", help=_("valid only at these branches")
     )
     p.add_argument(
-        "--consent-given", action="store_true", help="the customer gave separate consent today: record it"
+        "--consent-given", action="store_true", help=_("the customer gave separate consent today: record it")
+    )
+
+
+def _reason(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--reason``: recorded in the card's history and the audit log."""
+    p.add_argument(
+        "--reason",
+        required=required,
+        default=None if required else "",
+        help=_("why (recorded in the card's history and the audit log)"),
     )
 
 
@@ -321,52 +367,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     cards = sub.add_parser("cards", help=help_of("cards"))
     cards_sub = cards.add_subparsers(dest="cards_command", required=True, metavar="ACTION")
 
-    issue = cards_sub.add_parser("issue", help="issue a new card to a customer")
+    issue = cards_sub.add_parser("issue", help=_("issue a new card to a customer"))
     add_common(issue)
-    issue.add_argument("--customer", required=True, metavar="CUSTOMER_NO")
+    issue.add_argument("--customer", required=True, metavar="CUSTOMER_NO", help=_("the customer's number"))
     _new_card_args(issue, need_epc=True)
-    issue.add_argument("--reason", default="")
+    _reason(issue)
     issue.set_defaults(func=cmd_issue)
 
     for name, help_text in (
-        ("lost", "report a card lost: it is refused at the door until found"),
-        ("found", "a lost card was found: make it active again"),
-        ("revoke", "revoke a card for good"),
+        ("lost", _("report a card lost: it is refused at the door until found")),
+        ("found", _("a lost card was found: make it active again")),
+        ("revoke", _("revoke a card for good")),
     ):
         p = cards_sub.add_parser(name, help=help_text)
         add_common(p)
-        p.add_argument("epc", metavar="EPC")
-        p.add_argument("--reason", required=True)
+        p.add_argument("epc", metavar="EPC", help=_("the card's EPC (hex)"))
+        _reason(p, required=True)
         p.set_defaults(func=cmd_change)
 
-    reissue = cards_sub.add_parser("reissue", help="replace a card: the old one is revoked in the same step")
+    reissue = cards_sub.add_parser(
+        "reissue", help=_("replace a card: the old one is revoked in the same step")
+    )
     add_common(reissue)
-    reissue.add_argument("old_epc", metavar="OLD_EPC")
+    reissue.add_argument("old_epc", metavar="OLD_EPC", help=_("the EPC of the card it replaces"))
     _new_card_args(reissue, need_epc=True)
-    reissue.add_argument("--reason", required=True)
+    _reason(reissue, required=True)
     reissue.set_defaults(func=cmd_reissue)
 
-    listing = cards_sub.add_parser("list", help="list cards")
+    listing = cards_sub.add_parser("list", help=_("list cards"))
     add_common(listing)
-    listing.add_argument("--customer", metavar="CUSTOMER_NO")
-    listing.add_argument("--status", choices=[s.value for s in CardStatus])
+    listing.add_argument("--customer", metavar="CUSTOMER_NO", help=_("only this customer's cards"))
+    listing.add_argument(
+        "--status", choices=[s.value for s in CardStatus], help=_("only cards in this status")
+    )
     listing.set_defaults(func=cmd_list)
 
-    show = cards_sub.add_parser("show", help="one card and its history")
+    show = cards_sub.add_parser("show", help=_("one card and its history"))
     add_common(show)
-    show.add_argument("epc", metavar="EPC")
+    show.add_argument("epc", metavar="EPC", help=_("the card's EPC (hex)"))
     show.set_defaults(func=cmd_show)
 
-    imp = cards_sub.add_parser("import", help="add or update cards from a CSV file")
+    imp = cards_sub.add_parser("import", help=_("add or update cards from a CSV file"))
     add_common(imp)
-    imp.add_argument("file", metavar="FILE.csv")
-    imp.add_argument("--reason", default="")
+    imp.add_argument("file", metavar="FILE.csv", help=_("the CSV file to read"))
+    _reason(imp)
     imp.set_defaults(func=cardfiles.cmd_import)
 
-    exp = cards_sub.add_parser("export", help="write cards to a new CSV file (importable again)")
+    exp = cards_sub.add_parser("export", help=_("write cards to a new CSV file (importable again)"))
     add_common(exp)
-    exp.add_argument("file", metavar="FILE.csv")
-    exp.add_argument("--customer", metavar="CUSTOMER_NO")
-    exp.add_argument("--status", choices=[s.value for s in CardStatus])
-    exp.add_argument("--reason", default="")
+    exp.add_argument("file", metavar="FILE.csv", help=_("the new CSV file to write"))
+    exp.add_argument("--customer", metavar="CUSTOMER_NO", help=_("only this customer's cards"))
+    exp.add_argument("--status", choices=[s.value for s in CardStatus], help=_("only cards in this status"))
+    _reason(exp)
     exp.set_defaults(func=cardfiles.cmd_export)

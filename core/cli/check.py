@@ -14,9 +14,10 @@ import yaml
 from ..config import Secret
 from ..config.profile import audit_note
 from ..crypto import local_key_note
+from ..i18n import _, ngettext
 from ..privacy import mask_field
 from . import help_of
-from .common import EXIT_OK, load, plugin_host
+from .common import EXIT_OK, load, plugin_host, profile_help
 
 
 def _plain(value: Any) -> Any:
@@ -43,53 +44,74 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    profile = load(args.profile, plugin_host(), outcome="nothing was started")  # prints its warnings
+    profile = load(args.profile, plugin_host(), outcome=_("nothing was started"))  # prints its warnings
     if args.dump:
         resolved = _plain(profile)
         del resolved["warnings"]  # printed by load(), not part of the profile
         print(yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False), end="")
         return EXIT_OK
-    kinds = ", ".join(
-        f"{len(items)} {name}{'' if len(items) == 1 else 's'}"
-        for name, items in (
-            ("reader", profile.readers),
-            ("store", profile.stores),
-            ("notifier", profile.notifiers),
-        )
+    r, s, n = len(profile.readers), len(profile.stores), len(profile.notifiers)
+    kinds = _("{readers}, {stores}, {notifiers}").format(
+        readers=ngettext("{n} reader", "{n} readers", r).format(n=r),
+        stores=ngettext("{n} store", "{n} stores", s).format(n=s),
+        notifiers=ngettext("{n} notifier", "{n} notifiers", n).format(n=n),
     )
     w = len(profile.warnings)
-    ok = f"OK with {w} warning{'s' if w != 1 else ''}" if w else "OK"
+    ok = ngettext("OK with {n} warning", "OK with {n} warnings", w).format(n=w) if w else _("OK")
+    rules = len(profile.routing)
     print(
-        f"{args.profile}: {ok}: branch {profile.branch.id} ({profile.branch.name}): {kinds}, "
-        f"{len(profile.routing)} routing rules; data in {profile.data_dir}"
+        ngettext(
+            "{profile}: {ok}: branch {id} ({name}): {kinds}, {n} routing rule; data in {path}",
+            "{profile}: {ok}: branch {id} ({name}): {kinds}, {n} routing rules; data in {path}",
+            rules,
+        ).format(
+            profile=args.profile,
+            ok=ok,
+            id=profile.branch.id,
+            name=profile.branch.name,
+            kinds=kinds,
+            n=rules,
+            path=profile.data_dir,
+        )
     )
     for store in profile.stores:
         # what a slow store costs an arrival: the grace at start-up, the timeout after
         print(
-            f"  store {store.id} ({store.type}): answers within {_seconds(store.timeout)} or is skipped; "
-            f"arrivals wait up to {_seconds(store.start_grace)} for it while it starts"
+            "  "
+            + _(
+                "store {id} ({type}): answers within {timeout} or is skipped; arrivals wait up to {grace}"
+                " for it while it starts"
+            ).format(
+                id=store.id,
+                type=store.type,
+                timeout=_seconds(store.timeout),
+                grace=_seconds(store.start_grace),
+            )
         )
     if not any(rule.event == "unresolved" for rule in profile.routing):
         print(
-            "  note: no routing rule for 'unresolved': a card that no identity store can look up is "
-            "shown on the status page only; add {event: unresolved, to: lobby_manager, via: [...]}"
+            "  "
+            + _(
+                "note: no routing rule for 'unresolved': a card that no identity store can look up is shown"
+                " on the status page only; add {{event: unresolved, to: lobby_manager, via: [...]}}"
+            ).format()
         )
     for note in (
         local_key_note(profile.privacy.data_key, profile.data_dir),
         audit_note(profile.privacy, profile.data_dir),
     ):
         if note:
-            print(f"  note: {note}")
+            print("  " + _("note: {note}").format(note=note))
     return EXIT_OK
 
 
 def _seconds(value: float | None) -> str:
     seconds = float(value or 0)
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:g} s"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:g} s"  # units: the same in Chinese
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help=help_of("check"))
-    check.add_argument("profile")
-    check.add_argument("--dump", action="store_true", help="print the resolved profile, secrets masked")
+    check.add_argument("profile", help=profile_help())
+    check.add_argument("--dump", action="store_true", help=_("print the resolved profile, secrets masked"))
     check.set_defaults(func=cmd_check)

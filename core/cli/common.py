@@ -30,12 +30,13 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from .. import errors
+from .. import errors, i18n
 from ..api import CardExists, CardRegistry, IdentityStore, StoreUnsupported, UnknownCard
 from ..config import ProfileError
 from ..config.errors import in_file_order
 from ..config.profile import ItemConfig, Profile, load_profile
 from ..didyoumean import suggest
+from ..i18n import _, format_datetime, format_number, ngettext
 from ..identity.records import FieldError, ImportResult
 from ..identity.standalone import build
 from ..model import Staff
@@ -44,7 +45,6 @@ from ..permissions import DOES, Permission, allowed, roles_for
 from ..pluginhost import PluginHost
 from ..privacy import printable, shown
 from ..storage.audit import AuditAction, AuditKeyError, AuditLog, AuditResult, audit_path, open_audit_log
-from ..timezone import local
 from . import EXIT_FAILED as EXIT_FAILED  # the exit codes: one definition, re-exported for commands
 from . import EXIT_OK as EXIT_OK
 from . import EXIT_PROFILE as EXIT_PROFILE
@@ -93,18 +93,24 @@ def plugin_host() -> PluginHost:
     return load_host()
 
 
-def load(
-    path: str, host: PluginHost, data_dir: str | None = None, outcome: str = "nothing was done"
-) -> Profile:
-    """The profile, or :class:`CliError` listing every problem in it, one per line in file order.
-    A profile's warnings (a serial device not plugged in) are printed on stderr either way."""
+def load(path: str, host: PluginHost, data_dir: str | None = None, outcome: str | None = None) -> Profile:
+    """The profile, or :class:`CliError` listing every problem in it, one per line in file order,
+    and then ``outcome`` (default: nothing was done).  A profile's warnings (a serial device not
+    plugged in) are printed on stderr either way."""
     try:
         profile = load_profile(path, host, data_dir=data_dir)
     except ProfileError as exc:
         n, w = len(exc.errors), len(exc.warnings)
         lines = [str(e) for e in in_file_order([*exc.errors, *exc.warnings])]
-        counted = f"{n} error{'s' if n != 1 else ''}" + (f", {w} warning{'s' if w != 1 else ''}" if w else "")
-        lines.append(f"{path}: {counted}; {outcome}")
+        counted = ngettext("{n} error", "{n} errors", n).format(n=n)
+        if w:
+            warned = ngettext("{n} warning", "{n} warnings", w).format(n=w)
+            counted = _("{errors}, {warnings}").format(errors=counted, warnings=warned)
+        lines.append(
+            _("{path}: {counted}; {outcome}").format(
+                path=path, counted=counted, outcome=outcome or _("nothing was done")
+            )
+        )
         raise ProfileFailed("\n".join(lines)) from None
     for warning in profile.warnings:
         print(warning, file=sys.stderr)
@@ -161,7 +167,11 @@ class Session:
             try:
                 self._audit = open_audit_log(self.profile)
             except (OSError, sqlite3.Error, AuditKeyError) as exc:
-                raise CliError(f"cannot open the audit log {audit_path(self.profile)}: {exc}") from None
+                raise CliError(
+                    _("cannot open the audit log {path}: {error}").format(
+                        path=audit_path(self.profile), error=exc
+                    )
+                ) from None
         return self._audit
 
     def __enter__(self) -> Session:
@@ -178,7 +188,7 @@ class Session:
 
     @property
     def actor(self) -> str:
-        return self.staff_id or "(none)"
+        return self.staff_id or "(none)"  # the audit log's actor: stays as written
 
     @property
     def role(self) -> str:
@@ -194,21 +204,26 @@ class Session:
         problem = ""
         if not self.staff_id:
             may = [f"{s.id} ({s.role.value})" for s in self.profile.staff if allowed(s.role, permission)]
-            problem = (
-                f"say who is acting: --as STAFF_ID names you, a member of the profile's staff: whose role "
-                f"may {DOES[permission]} ({', '.join(may) or 'nobody in this profile may'}); "
-                f"or set {STAFF_ENV}"
+            problem = _(
+                "say who is acting: --as STAFF_ID names you, a member of the profile's staff: whose role "
+                "may {does} ({who}); or set {variable}"
+            ).format(
+                does=DOES[permission],
+                who=", ".join(may) or _("nobody in this profile may"),
+                variable=STAFF_ENV,
             )
         elif self.staff is None:
             ids = [s.id for s in self.profile.staff]
-            problem = (
-                f"unknown staff id {self.staff_id!r}: not in the staff: of {self.profile.source.name}"
-                f"{suggest(self.staff_id, ids)}"
+            problem = _("unknown staff id {staff!r}: not in the staff: of {profile}{suggestion}").format(
+                staff=self.staff_id, profile=self.profile.source.name, suggestion=suggest(self.staff_id, ids)
             )
         elif not allowed(self.staff.role, permission):
-            problem = (
-                f"{self.staff_id} ({self.staff.role.value}) may not {DOES[permission]}"
-                f" ({permission.value} needs {' or '.join(roles_for(permission))})"
+            problem = _("{staff} ({role}) may not {does} ({permission} needs {roles})").format(
+                staff=self.staff_id,
+                role=self.staff.role.value,
+                does=DOES[permission],
+                permission=permission.value,
+                roles=_(" or ").join(roles_for(permission)),
             )
         if problem:
             self.record(action, act.object, AuditResult.DENIED, join_reason(act.reason, f"denied: {problem}"))
@@ -248,7 +263,11 @@ class Session:
         try:
             return build(self.host, self.profile, cfg)
         except Exception as exc:
-            raise CliError(f"store {cfg.id} ({cfg.type}) cannot start: {describe(exc)}") from None
+            raise CliError(
+                _("store {id} ({type}) cannot start: {error}").format(
+                    id=cfg.id, type=cfg.type, error=describe(exc)
+                )
+            ) from None
 
     def _first_registry(self, fallback: bool) -> tuple[ItemConfig, IdentityStore] | None:
         """The first store that is a card registry (built, not opened); with ``fallback`` the first
@@ -270,25 +289,34 @@ class Session:
             cfg = next((s for s in self.profile.stores if s.id == store_id), None)
             if cfg is None:
                 raise CliError(
-                    f"no store has id {store_id!r}{suggest(store_id, ids)} (store ids: {', '.join(ids)})"
+                    _("no store has id {store!r}{suggestion} (store ids: {ids})").format(
+                        store=store_id, suggestion=suggest(store_id, ids), ids=", ".join(ids)
+                    )
                 )
             store = self._build(cfg)
             if registry and not isinstance(store, CardRegistry):
                 raise CliError(
-                    f"store {cfg.id} ({cfg.type}) is not a card registry: it cannot issue or change cards"
+                    _("store {id} ({type}) is not a card registry: it cannot issue or change cards").format(
+                        id=cfg.id, type=cfg.type
+                    )
                 )
         else:
             found = self._first_registry(fallback=not registry)
             if found is None:
                 raise CliError(
-                    f"no store of {self.profile.source.name} is a card registry (stores: {', '.join(ids)});"
-                    " name one with --store"
+                    _(
+                        "no store of {profile} is a card registry (stores: {ids}); name one with --store"
+                    ).format(profile=self.profile.source.name, ids=", ".join(ids))
                 )
             cfg, store = found
         try:
             store.open()
         except Exception as exc:
-            raise CliError(f"store {cfg.id} ({cfg.type}) cannot be opened: {describe(exc)}") from None
+            raise CliError(
+                _("store {id} ({type}) cannot be opened: {error}").format(
+                    id=cfg.id, type=cfg.type, error=describe(exc)
+                )
+            ) from None
         self._stores.append(store)
         return store
 
@@ -304,8 +332,9 @@ def now() -> float:
 
 
 def when(at: float | None, tz: ZoneInfo) -> str:
-    """A time for people, on the branch's clock (``tz``) to the minute, or ``-``."""
-    return local(at, tz).strftime("%Y-%m-%d %H:%M") if at is not None else "-"
+    """A time for people, on the branch's clock (``tz``) to the minute, as their language writes it
+    (``2026年12月7日 10:36``), or ``-``."""
+    return format_datetime(at, tz) if at is not None else "-"
 
 
 def checked(parse: Callable[..., T], *args: Any) -> T:
@@ -326,17 +355,36 @@ def table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     return ["  ".join(pad(x, w) for x, w in zip(line, widths, strict=True)).rstrip() for line in cells]
 
 
+def labelled(fields: Iterable[tuple[str, Any]], width: int) -> list[str]:
+    """``  label:    value`` lines, the values aligned at ``width`` terminal columns (a Chinese label
+    takes two a character), each value printable (see :func:`table`)."""
+    return [f"  {pad(name + ':', width)}{printable(str(value))}" for name, value in fields]
+
+
 def add_common(parser: argparse.ArgumentParser, store: bool = True) -> None:
     """The arguments every profile command takes: the profile, who acts, the data and the store."""
-    parser.add_argument("profile", help="the branch profile (YAML)")
+    parser.add_argument("profile", help=profile_help())
     parser.add_argument(
-        "--as", dest="as_", metavar="STAFF_ID", help=f"the member of staff acting (default: ${STAFF_ENV})"
+        "--as",
+        dest="as_",
+        metavar="STAFF_ID",
+        help=_("the member of staff acting (default: ${variable})").format(variable=STAFF_ENV),
     )
-    parser.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    parser.add_argument("--data-dir", help=data_dir_help())
     if store:
         parser.add_argument(
-            "--store", metavar="ID", help="the identity store to use (default: the first card registry)"
+            "--store", metavar="ID", help=_("the identity store to use (default: the first card registry)")
         )
+
+
+def profile_help() -> str:
+    """The help of every command's PROFILE argument."""
+    return _("the branch profile (YAML)")
+
+
+def data_dir_help() -> str:
+    """The help of every command's ``--data-dir``."""
+    return _("use this data directory instead of the profile's")
 
 
 #: Rows per registry call (one transaction each) in an import: a failure loses at most one batch, and
@@ -351,23 +399,39 @@ def batches(rows: Iterable[T], size: int = BATCH) -> Iterator[list[T]]:
         yield batch
 
 
-def plural(n: int, noun: str) -> str:
-    """``1 card``, ``2 cards``: ``noun`` is given in the plural."""
-    return f"{n:,} {noun[:-1] if n == 1 else noun}"
-
-
 def import_summary(result: ImportResult, kind: str) -> str:
-    """``5 cards imported (3 unchanged), 1 rejected``: unchanged rows were not written again."""
-    unchanged = f" ({result.unchanged:,} unchanged)" if result.unchanged else ""
-    imported = plural(result.upserted + result.unchanged, kind)
-    return f"{imported} imported{unchanged}, {result.rejected:,} rejected"
+    """``5 cards imported (3 unchanged), 1 rejected``: unchanged rows were not written again.
+    ``kind`` is ``cards`` or ``customers``."""
+    n = result.upserted + result.unchanged
+    if kind == "cards":
+        imported = ngettext("{n} card imported", "{n} cards imported", n)
+    else:
+        imported = ngettext("{n} customer imported", "{n} customers imported", n)
+    summary = imported.format(n=format_number(n))
+    if result.unchanged:
+        summary = _("{imported} ({unchanged} unchanged)").format(
+            imported=summary, unchanged=format_number(result.unchanged)
+        )
+    return _("{imported}, {rejected} rejected").format(
+        imported=summary, rejected=format_number(result.rejected)
+    )
+
+
+def audit_summary(result: ImportResult, kind: str) -> str:
+    """The import's summary as the audit log records it: in English whoever runs it, so that the
+    log reads the same to every auditor and to grep."""
+    with i18n.using("en"):
+        return import_summary(result, kind)
 
 
 def report_import(result: ImportResult, kind: str) -> int:
     """An import's outcome for people: rejected rows by line on stderr; exit 1 if any was rejected."""
-    print(f"{import_summary(result, kind)} of {plural(result.rows, 'rows')}")
+    rows = ngettext("{n} row", "{n} rows", result.rows).format(n=format_number(result.rows))
+    print(_("{summary} of {rows}").format(summary=import_summary(result, kind), rows=rows))
     for r in result.reasons:  # a reason may quote a bad value: printable, and any number in it masked
-        print(f"  line {r.line}: {shown(r.reason)}", file=sys.stderr)
-    if result.rejected > len(result.reasons):
-        print(f"  ... and {result.rejected - len(result.reasons):,} more rejected rows", file=sys.stderr)
+        print("  " + _("line {line}: {reason}").format(line=r.line, reason=shown(r.reason)), file=sys.stderr)
+    more = result.rejected - len(result.reasons)
+    if more > 0:
+        message = ngettext("... and {n} more rejected row", "... and {n} more rejected rows", more)
+        print("  " + message.format(n=format_number(more)), file=sys.stderr)
     return EXIT_FAILED if result.rejected else EXIT_OK

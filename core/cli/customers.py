@@ -24,6 +24,7 @@ import attrs
 
 from ..api import Customer, IdentityStore, StoreUnsupported
 from ..crypto import normalise_id_number
+from ..i18n import _, format_number
 from ..identity.idnumber import valid_id_number
 from ..identity.records import CONSENT_COLUMNS, CUSTOMER_COLUMNS, CsvTable, ImportResult, estimate_csv_rows
 from ..permissions import Permission
@@ -41,9 +42,10 @@ from .common import (
     Denied,
     Session,
     add_common,
+    audit_summary,
     batches,
-    import_summary,
     join_reason,
+    labelled,
     report_import,
 )
 
@@ -63,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     ):
         registry = s.store(args.store)
         result = _import_customers(s, registry, path)
-        act.object = f"{path.name}: {import_summary(result, 'customers')}"
+        act.object = f"{path.name}: {audit_summary(result, 'customers')}"
     return report_import(result, "customers")
 
 
@@ -72,7 +74,7 @@ def _import_customers(s: Session, registry: Any, path: Path) -> ImportResult:
     and reason, every good one is kept.  Columns the file lacks (often the consent) keep what is
     stored, and so does an empty consent cell."""
     total = estimate_csv_rows(path)
-    bar = ProgressBar(sys.stderr, unit="customers")
+    bar = ProgressBar(sys.stderr, unit=_("customers"))
     tiers = set(s.profile.tiers)
     try:
         with CsvTable(path, kind="customers") as file:
@@ -87,7 +89,7 @@ def _import_customers(s: Session, registry: Any, path: Path) -> ImportResult:
                         bar(file.result.rows, max(total, file.result.rows))
                     fields = dict(zip(file.columns, values, strict=True))
                     if fields.get("tier") is not None and fields["tier"] not in tiers:
-                        file.result.reject(line, f"tier: unknown tier {fields['tier']!r}")
+                        file.result.reject(line, _("tier: unknown tier {tier!r}").format(tier=fields["tier"]))
                         continue
                     customer = _merge(registry, fields) if look_up else Customer(**fields)
                     if customer is None:
@@ -139,7 +141,7 @@ ID_LOOKUP_PREFIX = "id_number "  #: the audit object of a look-up by ID number, 
 def _authorize_unmask(s: Session, object: str, reason: str) -> None:
     act = Act(object, reason)
     if not reason.strip():
-        problem = "--unmask needs --reason: why the numbers must be seen in clear"
+        problem = _("--unmask needs --reason: why the numbers must be seen in clear")
         s.record(AuditAction.UNMASK, object, AuditResult.DENIED, f"denied: {problem}")
         raise Denied(problem)
     s.authorize(Permission.CUSTOMER_UNMASK, AuditAction.UNMASK, act)
@@ -149,24 +151,32 @@ def describe(c: Customer, s: Session, store: IdentityStore, unmask: bool) -> lis
     """A customer for the screen: ID and mobile numbers masked unless ``unmask``."""
     staff = {p.id: p.name for p in s.profile.staff}
     cm = f"{c.client_manager} ({staff[c.client_manager]})" if c.client_manager in staff else c.client_manager
-    consent = f"given {c.consent_date or '(date not recorded)'}" if c.consent else "not given"
-    photo = f"{c.photo.mime}, {len(c.photo.data):,} bytes" if c.photo else "none"
-    lines = [f"customer {printable(c.customer_no)}  {shown(c.name, unmask)}"]
-    for name, value in (
-        ("tier", printable(c.tier)),
-        ("company", shown(c.company, unmask)),
-        ("ID number", printable(c.id_number if unmask else mask_id_number(c.id_number))),
-        ("mobile", printable(c.mobile if unmask else mask_mobile(c.mobile))),
-        ("business", shown(c.usual_business, unmask)),
-        ("client mgr", shown(cm, unmask)),
-        ("consent", consent),
-        ("photo", printable(photo)),
-    ):
-        lines.append(f"  {name + ':':<12}{value or '-'}")
+    if c.consent:
+        consent = _("given {date}").format(date=c.consent_date or _("(date not recorded)"))
+    else:
+        consent = _("not given")
+    photo = _("none")
+    if c.photo:
+        photo = _("{mime}, {size} bytes").format(mime=c.photo.mime, size=format_number(len(c.photo.data)))
+    lines = [
+        _("customer {customer}  {name}").format(customer=printable(c.customer_no), name=shown(c.name, unmask))
+    ]
+    fields = [
+        (_("tier"), printable(s.profile.tier_name(c.tier)) if c.tier else ""),
+        (_("company"), shown(c.company, unmask)),
+        (_("ID number"), printable(c.id_number if unmask else mask_id_number(c.id_number))),
+        (_("mobile"), printable(c.mobile if unmask else mask_mobile(c.mobile))),
+        (_("business"), shown(c.usual_business, unmask)),
+        (_("client mgr"), shown(cm, unmask)),
+        (_("consent"), consent),
+        (_("photo"), printable(photo)),
+    ]
     list_cards = getattr(store, "list_cards", None)
     if list_cards is not None:
-        cards = ", ".join(f"{card.epc} {card.status.value}" for card in list_cards(customer_no=c.customer_no))
-        lines.append(f"  {'cards:':<12}{printable(cards) or 'none'}")
+        cards = ", ".join(f"{card.epc} {card.status.label}" for card in list_cards(customer_no=c.customer_no))
+        fields.append((_("cards"), printable(cards) or _("none")))
+    # already printable (and masked): labelled() would escape nothing more
+    lines += labelled(((name, value or "-") for name, value in fields), 12)
     return lines
 
 
@@ -178,7 +188,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             store = s.store(args.store, registry=False)
             customer = store.find_customer(args.customer_no)
             if customer is None:
-                raise CliError(f"unknown customer {printable(args.customer_no)}")
+                raise CliError(_("unknown customer {customer}").format(customer=printable(args.customer_no)))
             lines = describe(customer, s, store, args.unmask)
         print("\n".join(lines))
         if args.unmask:
@@ -201,13 +211,15 @@ def _check_id_lookup(s: Session, key: str, object_: str, reason: str) -> None:
     ]
     problem = ""
     if not reason.strip():
-        problem = "a search by ID number needs --reason (e.g. 'phone appointment')"
+        problem = _("a search by ID number needs --reason (e.g. 'phone appointment')")
     elif not valid_id_number(normalise_id_number(key)):
-        problem = "not a whole ID number: 18 characters, a real birth date and the right check character"
+        problem = _("not a whole ID number: 18 characters, a real birth date and the right check character")
     elif sum(e.at >= now - 60 for e in earlier) >= limits.per_minute:
-        problem = f"more than {limits.per_minute} look-ups by ID number a minute; wait a minute"
+        problem = _("more than {n} look-ups by ID number a minute; wait a minute").format(n=limits.per_minute)
     elif len(earlier) >= limits.per_day:
-        problem = f"more than {limits.per_day} look-ups by ID number today; ask the branch manager"
+        problem = _("more than {n} look-ups by ID number today; ask the branch manager").format(
+            n=limits.per_day
+        )
     if not problem:
         return
     s.record(AuditAction.LOOKUP, object_, AuditResult.DENIED, f"denied: {problem}")
@@ -243,8 +255,11 @@ def cmd_search(args: argparse.Namespace) -> int:
                 act.reason = join_reason(args.reason, "no match")
             lines = [line for c in found for line in describe(c, s, store, args.unmask)]
         if not found:
-            what = "that ID number" if by_id else f"customer number {printable(key)}"
-            print(f"vipsense: no customer has {what}", file=sys.stderr)
+            if by_id:
+                message = _("no customer has that ID number")
+            else:
+                message = _("no customer has customer number {customer}").format(customer=printable(key))
+            print(f"vipsense: {message}", file=sys.stderr)
             return EXIT_FAILED
         print("\n".join(lines))
         if args.unmask:
@@ -259,29 +274,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     customers = sub.add_parser("customers", help=help_of("customers"))
     customers_sub = customers.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
 
-    imp = customers_sub.add_parser("import", help="add or update customers from a CSV file, with progress")
+    imp = customers_sub.add_parser("import", help=_("add or update customers from a CSV file, with progress"))
     add_common(imp)
-    imp.add_argument("file", metavar="FILE.csv")
-    imp.add_argument("--reason", default="")
+    imp.add_argument("file", metavar="FILE.csv", help=_("the CSV file to read"))
+    imp.add_argument("--reason", default="", help=_("why (recorded in the audit log)"))
     imp.set_defaults(func=cmd_import)
 
-    show = customers_sub.add_parser("show", help="one customer, masked")
+    show = customers_sub.add_parser("show", help=_("one customer, masked"))
     add_common(show)
-    show.add_argument("customer_no", metavar="CUSTOMER_NO")
+    show.add_argument("customer_no", metavar="CUSTOMER_NO", help=_("the customer's number"))
     _unmask_args(show)
     show.set_defaults(func=cmd_show)
 
-    search = customers_sub.add_parser("search", help="find a customer without their card")
+    search = customers_sub.add_parser("search", help=_("find a customer without their card"))
     add_common(search)
     key = search.add_mutually_exclusive_group(required=True)
-    key.add_argument("--customer-no", metavar="X")
-    key.add_argument("--id-number", metavar="Y", help="needs --reason")
+    key.add_argument("--customer-no", metavar="X", help=_("by customer number"))
+    key.add_argument("--id-number", metavar="Y", help=_("by ID number (needs --reason)"))
     _unmask_args(search)
     search.set_defaults(func=cmd_search)
 
 
 def _unmask_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reason", default="", help="why you look (required with --id-number and --unmask)")
+    p.add_argument("--reason", default="", help=_("why you look (required with --id-number and --unmask)"))
     p.add_argument(
-        "--unmask", action="store_true", help="show ID and mobile numbers in clear (audited; needs --reason)"
+        "--unmask",
+        action="store_true",
+        help=_("show ID and mobile numbers in clear (audited; needs --reason)"),
     )

@@ -21,10 +21,11 @@ from typing import Any
 
 from ..config.profile import Profile
 from ..crypto import LOCAL_KEY_FILE, CipherError, DataKey, LocalKeyFile, new_key
+from ..i18n import _, format_number
 from ..identity.standalone import build
 from ..storage.audit import AuditAction, AuditResult, open_audit_log
 from . import help_of
-from .common import EXIT_OK, CliError, audit_source, describe, load, plugin_host
+from .common import EXIT_OK, CliError, audit_source, data_dir_help, describe, load, plugin_host, profile_help
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -39,19 +40,31 @@ def _stores(profile: Profile, store_id: str | None) -> list[Any]:
     configs = [s for s in profile.stores if store_id is None or s.id == store_id]
     if store_id is not None and not configs:
         ids = ", ".join(s.id for s in profile.stores)
-        raise CliError(f"no store has id {store_id!r} (store ids: {ids})")
+        raise CliError(_("no store has id {store!r} (store ids: {ids})").format(store=store_id, ids=ids))
     stores = []
     for cfg in configs:
         try:
             store = build(host, profile, cfg)
         except Exception as exc:
-            raise CliError(f"store {cfg.id} ({cfg.type}) cannot start: {describe(exc)}") from None
+            raise CliError(
+                _("store {id} ({type}) cannot start: {error}").format(
+                    id=cfg.id, type=cfg.type, error=describe(exc)
+                )
+            ) from None
         if hasattr(store, "reencrypt"):
             stores.append((cfg, store))
         elif store_id is not None:
-            raise CliError(f"store {cfg.id} ({cfg.type}) keeps no personal data encrypted by vipsense")
+            raise CliError(
+                _("store {id} ({type}) keeps no personal data encrypted by vipsense").format(
+                    id=cfg.id, type=cfg.type
+                )
+            )
     if not stores:
-        raise CliError(f"no store of {profile.source.name} keeps personal data encrypted by vipsense")
+        raise CliError(
+            _("no store of {profile} keeps personal data encrypted by vipsense").format(
+                profile=profile.source.name
+            )
+        )
     return stores
 
 
@@ -62,7 +75,11 @@ def _rotate_store(cfg: Any, store: Any) -> tuple[dict[str, int], dict[str, int],
         before = store.data_key_ids()
         store.open()
     except Exception as exc:
-        raise CliError(f"store {cfg.id} ({cfg.type}) cannot be opened: {describe(exc)}") from None
+        raise CliError(
+            _("store {id} ({type}) cannot be opened: {error}").format(
+                id=cfg.id, type=cfg.type, error=describe(exc)
+            )
+        ) from None
     try:
         current = store.cipher.current.key_id
         moved = store.reencrypt()
@@ -71,7 +88,7 @@ def _rotate_store(cfg: Any, store: Any) -> tuple[dict[str, int], dict[str, int],
                 moved[kid] = max(moved.get(kid, 0), n)
         return moved, store.data_key_ids(), current
     except (CipherError, OSError) as exc:
-        raise CliError(f"store {cfg.id}: {describe(exc)}") from None
+        raise CliError(_("store {id}: {error}").format(id=cfg.id, error=describe(exc))) from None
     finally:
         store.close()
 
@@ -97,14 +114,22 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 raise CliError(describe(exc)) from None
         results = [(cfg, *_rotate_store(cfg, store)) for cfg, store in stores]
         current = results[0][3]
-        in_use = {kid for *_, counts, _ in results for kid, n in counts.items() if n}
-        for cfg, moved, _, key_id in results:
+        in_use = {kid for *_first, counts, _current in results for kid, n in counts.items() if n}
+        for cfg, moved, _counts, key_id in results:
             n = sum(moved.values())
             if n:
                 froms = ", ".join(sorted(moved))
-                lines.append(f"store {cfg.id}: {n:,} values moved from data key {froms} to {key_id}")
+                lines.append(
+                    _("store {id}: {n} values moved from data key {old} to {new}").format(
+                        id=cfg.id, n=format_number(n), old=froms, new=key_id
+                    )
+                )
             else:
-                lines.append(f"store {cfg.id}: every value was under data key {key_id} already")
+                lines.append(
+                    _("store {id}: every value was under data key {key} already").format(
+                        id=cfg.id, key=key_id
+                    )
+                )
         lines += _advice(profile, local, old_local, current, in_use, configured, results)
         outcome = AuditResult.SUCCESS
         detail = "; ".join(lines[: len(results)])
@@ -143,39 +168,49 @@ def _advice(
         if in_use - {current}:
             still = ", ".join(sorted(in_use - {current}))
             return [
-                f"values are still under data key {still} (written while this ran: is the branch running?);"
-                f" {local.path} keeps the old key: stop the branch and run vipsense keys rotate again"
+                _(
+                    "values are still under data key {key} (written while this ran: is the branch running?);"
+                    " {path} keeps the old key: stop the branch and run vipsense keys rotate again"
+                ).format(key=still, path=local.path)
             ]
         local.write([k for k in local.read() if DataKey(k, str(local.path)).key_id == current])
         lines.append(
-            f"the old key was removed from {local.path}; backups of the identity store made before now can"
-            f" be read only with a copy of {local.path} made with them: keep such copies apart from the"
-            " backups, and destroy them when the backups expire"
+            _(
+                "the old key was removed from {path}; backups of the identity store made before now can be"
+                " read only with a copy of {path} made with them: keep such copies apart from the backups,"
+                " and destroy them when the backups expire"
+            ).format(path=local.path)
         )
         lines.append(
-            "a branch names its own key instead: privacy.data_key: !secret data_key (vipsense keys new)"
+            _("a branch names its own key instead: privacy.data_key: !secret data_key (vipsense keys new)")
         )
         return lines
     if local_ids and not local_ids & in_use:
         local.path.unlink(missing_ok=True)
         lines.append(
-            f"{local.path}, the key made before privacy.data_key was set, is no longer needed: deleted"
+            _("{path}, the key made before privacy.data_key was set, is no longer needed: deleted").format(
+                path=local.path
+            )
         )
     retired_ids = {DataKey(s.reveal(), s.source).key_id: s.source for s in profile.privacy.retired_data_keys}
     free = sorted(kid for kid in retired_ids if kid not in in_use)
     if free:
         names = ", ".join(f"{kid} ({retired_ids[kid].removeprefix('secret:')})" for kid in free)
         lines.append(
-            f"no value is under the retired data key {names} any more: remove it from"
-            " privacy.retired_data_keys and from the secrets file, and destroy every copy of it once no"
-            " backup made before now must stay readable"
+            _(
+                "no value is under the retired data key {keys} any more: remove it from"
+                " privacy.retired_data_keys and from the secrets file, and destroy every copy of it once no"
+                " backup made before now must stay readable"
+            ).format(keys=names)
         )
-    moved_any = any(sum(moved.values()) for _, moved, *_ in results)
+    moved_any = any(sum(moved.values()) for _cfg, moved, *_rest in results)
     if not moved_any and not free and not local_ids:
         lines.append(
-            f"nothing to rotate: every value is under data key {current} (privacy.data_key). To rotate, put a"
-            " new key in the secrets file as data_key (vipsense keys new makes one), list the old one under"
-            " privacy.retired_data_keys, and run vipsense keys rotate again"
+            _(
+                "nothing to rotate: every value is under data key {key} (privacy.data_key). To rotate, put a"
+                " new key in the secrets file as data_key (vipsense keys new makes one), list the old one"
+                " under privacy.retired_data_keys, and run vipsense keys rotate again"
+            ).format(key=current)
         )
     return lines
 
@@ -185,12 +220,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     rotate = keys_sub.add_parser(
-        "rotate", help="encrypt every ID and mobile number again under a new data key (branch stopped)"
+        "rotate", help=_("encrypt every ID and mobile number again under a new data key (branch stopped)")
     )
-    rotate.add_argument("profile", help="the branch profile (YAML)")
-    rotate.add_argument("--data-dir", help="use this data directory instead of the profile's")
-    rotate.add_argument("--store", metavar="ID", help="only this store (default: every store that encrypts)")
+    rotate.add_argument("profile", help=profile_help())
+    rotate.add_argument("--data-dir", help=data_dir_help())
+    rotate.add_argument(
+        "--store", metavar="ID", help=_("only this store (default: every store that encrypts)")
+    )
     rotate.set_defaults(func=cmd_rotate)
 
-    new = keys_sub.add_parser("new", help="print a new random data key for the secrets file")
+    new = keys_sub.add_parser("new", help=_("print a new random data key for the secrets file"))
     new.set_defaults(func=cmd_new)

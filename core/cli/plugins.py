@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from ..i18n import _, ngettext
 from ..pluginhost import PluginState
 from . import help_of
 from .common import EXIT_OK, plugin_host, table
@@ -39,7 +40,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    lines = table(("PLUGIN", "DISTRIBUTION", "STATE", "TYPES"), table_rows)
+    lines = table((_("PLUGIN"), _("DISTRIBUTION"), _("STATE"), _("TYPES")), table_rows)
     indent = " " * (max(len(r["name"]) for r in rows) + 2) if rows else ""
     out = []
     for i, line in enumerate(lines):
@@ -49,11 +50,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     print("\n".join(out))
     failed = [p for p in host.plugins if p.state is PluginState.FAILED]
     if failed:
-        print(f"\n{len(failed)} plugin(s) failed to load; everything else works.", file=sys.stderr)
+        message = ngettext(
+            "{n} plugin failed to load; everything else works.",
+            "{n} plugins failed to load; everything else works.",
+            len(failed),
+        )
+        print("\n" + message.format(n=len(failed)), file=sys.stderr)
     return EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     plugins = sub.add_parser("plugins", help=help_of("plugins"))
-    plugins.add_argument("--json", action="store_true")
+    plugins.add_argument("--json", action="store_true", help=_("machine-readable JSON (English keys)"))
     plugins.set_defaults(func=cmd_plugins)

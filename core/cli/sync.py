@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..i18n import _, format_number
 from . import help_of
-from .common import EXIT_OK, CliError, load, plugin_host
+from .common import EXIT_OK, CliError, data_dir_help, load, plugin_host
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if exc.name != "vipsense.identity.sync":
             raise
         raise CliError(
-            "vipsense sync is not available in this installation (no vipsense.identity.sync)"
+            _("vipsense sync is not available in this installation (no vipsense.identity.sync)")
         ) from None
     host = plugin_host()
     profile = load(args.profile, host, args.data_dir)
@@ -30,21 +31,31 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except SyncError as exc:
         raise CliError(str(exc)) from None
     print(
-        f"synced {result.source} -> {result.target}: {result.cards:,} cards and {result.customers:,}"
-        f" customers in {result.seconds:.1f} s"
+        _("synced {source} -> {target}: {cards} cards and {customers} customers in {seconds} s").format(
+            source=result.source,
+            target=result.target,
+            cards=format_number(result.cards),
+            customers=format_number(result.customers),
+            seconds=f"{result.seconds:.1f}",
+        )
     )
     if result.n_skipped:
         more = result.n_skipped - len(result.skipped)
-        print(f"left out {result.n_skipped:,} that could not be stored:", file=sys.stderr)
+        print(
+            _("left out {n} that could not be stored:").format(n=format_number(result.n_skipped)),
+            file=sys.stderr,
+        )
         for line in result.skipped:
             print(f"  {line}", file=sys.stderr)
         if more:
-            print(f"  … and {more:,} more (the log names each)", file=sys.stderr)
+            print(
+                "  " + _("… and {n} more (the log names each)").format(n=format_number(more)), file=sys.stderr
+            )
     return EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     sync = sub.add_parser("sync", help=help_of("sync"))
-    sync.add_argument("profile", help="the branch profile (YAML), with a sync: section")
-    sync.add_argument("--data-dir", help="use this data directory instead of the profile's")
+    sync.add_argument("profile", help=_("the branch profile (YAML), with a sync: section"))
+    sync.add_argument("--data-dir", help=data_dir_help())
     sync.set_defaults(func=cmd_sync)

@@ -17,12 +17,15 @@ import sys
 import time
 
 from ..config.types import Duration
+from ..i18n import _
 from ..model import Role
+from ..output import pad
 from ..permissions import STAFF_ROLES
 from ..storage.audit import AuditAction, AuditResult, open_audit_log
+from ..timezone import local
 from ..web.users import DEFAULT_TOKEN_FIELDS, MIN_PASSWORD, TOKEN_FIELDS, AccountError, UserStore, users_path
 from . import help_of
-from .common import EXIT_OK, CliError, audit_source, load, plugin_host, when
+from .common import EXIT_OK, CliError, audit_source, data_dir_help, load, plugin_host, profile_help, when
 
 
 class _Accounts:
@@ -57,13 +60,15 @@ def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise CliError("no terminal to ask for the password on: pipe it in with --password-stdin")
-    print(f"A password needs at least {MIN_PASSWORD} characters.", file=sys.stderr)
-    first = getpass.getpass("New password: ")
+        raise CliError(_("no terminal to ask for the password on: pipe it in with --password-stdin"))
+    print(_("A password needs at least {n} characters.").format(n=MIN_PASSWORD), file=sys.stderr)
+    first = getpass.getpass(_("New password: "))
     if len(first) < MIN_PASSWORD:  # said before the second prompt, not after it
-        raise CliError(f"a password needs at least {MIN_PASSWORD} characters; nothing was changed")
-    if first != getpass.getpass("Again: "):
-        raise CliError("the two passwords differ; nothing was changed")
+        raise CliError(
+            _("a password needs at least {n} characters; nothing was changed").format(n=MIN_PASSWORD)
+        )
+    if first != getpass.getpass(_("Again: ")):
+        raise CliError(_("the two passwords differ; nothing was changed"))
     return first
 
 
@@ -77,7 +82,9 @@ def _role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"one of {', '.join(r.value for r in Role)}") from None
+        raise argparse.ArgumentTypeError(
+            _("one of {roles}").format(roles=", ".join(r.value for r in Role))
+        ) from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -88,21 +95,34 @@ def cmd_add(args: argparse.Namespace) -> int:
             member = staff.get(args.name)
             if member is None:
                 raise CliError(
-                    f"a {role.value} account is named after its member of staff: {args.name!r} is not in the"
-                    f" staff: of {a.profile.source.name} (add them there first)"
+                    _(
+                        "a {role} account is named after its member of staff: {name!r} is not in the"
+                        " staff: of {profile} (add them there first)"
+                    ).format(role=role.value, name=args.name, profile=a.profile.source.name)
                 )
             if member.role is not role:
-                raise CliError(f"{args.name} is a {member.role.value} in the profile, not a {role.value}")
+                raise CliError(
+                    _("{name} is a {role} in the profile, not a {wanted}").format(
+                        name=args.name, role=member.role.value, wanted=role.value
+                    )
+                )
         elif args.name in staff:
-            raise CliError(f"{args.name!r} is a member of staff; give the {role.value} account another name")
+            raise CliError(
+                _("{name!r} is a member of staff; give the {role} account another name").format(
+                    name=args.name, role=role.value
+                )
+            )
         try:
             user = a.store.add(args.name, role, None if args.ldap else _password(args), ldap=args.ldap)
         except AccountError as exc:
             a.record(f"user {args.name}: add as {role.value}", AuditResult.ERROR, str(exc))
             raise CliError(str(exc)) from None
         a.record(f"user {user.username}: added as {role.value}" + (" (LDAP login)" if args.ldap else ""))
-        how = ", password checked by the directory" if args.ldap else ""
-        print(f"added {user.username} ({role.value}){how}")
+        if args.ldap:
+            message = _("added {name} ({role}), password checked by the directory")
+        else:
+            message = _("added {name} ({role})")
+        print(message.format(name=user.username, role=role.value))
     return EXIT_OK
 
 
@@ -125,7 +145,16 @@ def _change(args: argparse.Namespace, what: str) -> int:
             "unlock": "unlocked",
         }
         a.record(f"user {args.name}: {done[what]}" + (f", {ended} sessions ended" if ended else ""))
-        print(f"{args.name}: {done[what]}" + (f"; {ended} sessions ended" if ended else ""))
+        said = {
+            "passwd": _("password changed"),
+            "disable": _("disabled"),
+            "enable": _("enabled"),
+            "unlock": _("unlocked"),
+        }[what]
+        if ended:
+            print(_("{name}: {done}; {n} sessions ended").format(name=args.name, done=said, n=ended))
+        else:
+            print(_("{name}: {done}").format(name=args.name, done=said))
     return EXIT_OK
 
 
@@ -133,11 +162,14 @@ def cmd_logout_all(args: argparse.Namespace) -> int:
     """End every session (of one account, or of all): for a stolen laptop, or a suspected breach."""
     with _Accounts(args) as a:
         if args.name is not None and a.store.get(args.name) is None:
-            raise CliError(f"no account {args.name!r}")
+            raise CliError(_("no account {name!r}").format(name=args.name))
         ended = a.store.end_sessions(args.name)
         whose = f"user {args.name}" if args.name else "every account"
-        a.record(f"{whose}: all sessions ended ({ended})")
-        print(f"{whose}: {ended} sessions ended")
+        a.record(f"{whose}: all sessions ended ({ended})")  # the audit log's object: stays English
+        if args.name:
+            print(_("user {name}: {n} sessions ended").format(name=args.name, n=ended))
+        else:
+            print(_("every account: {n} sessions ended").format(n=ended))
     return EXIT_OK
 
 
@@ -146,17 +178,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         now = time.time()
         users = a.store.list()
         if not users:
-            print(f"no accounts yet: {_again(args, 'users add')} NAME --role admin")
+            print(
+                _("no accounts yet: {command}").format(
+                    command=f"{_again(args, 'users add')} NAME --role admin"
+                )
+            )
         sessions: dict[str, int] = {}
         for session in a.store.sessions():
             sessions[session.username] = sessions.get(session.username, 0) + 1
         for u in users:
-            state = "disabled" if u.disabled else "waiting" if u.locked_until > now else "active"
-            last = when(u.last_login, a.profile.tz) if u.last_login else "never"
-            how = "ldap" if u.ldap else "password"
+            state = _("disabled") if u.disabled else _("waiting") if u.locked_until > now else _("active")
+            last = when(u.last_login, a.profile.tz) if u.last_login else _("never")
+            how = "ldap" if u.ldap else _("password")
             print(
-                f"{u.username:<20} {u.role.value:<15} {state:<9} {how:<9} last login {last}"
-                f"  sessions {sessions.get(u.username, 0)}"
+                f"{pad(u.username, 20)} {pad(u.role.value, 15)} {pad(state, 9)} {pad(how, 9)} "
+                + _("last login {time}  sessions {n}").format(time=last, n=sessions.get(u.username, 0))
             )
     return EXIT_OK
 
@@ -165,23 +201,36 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
     unknown = [f for f in fields if f not in TOKEN_FIELDS]
     if unknown:
-        raise CliError(f"unknown field {unknown[0]!r}; the fields are {', '.join(TOKEN_FIELDS)}")
+        raise CliError(
+            _("unknown field {field!r}; the fields are {fields}").format(
+                field=unknown[0], fields=", ".join(TOKEN_FIELDS)
+            )
+        )
     expires = None
     if args.expires is not None:
         try:
             expires = float(Duration.parse(args.expires))
         except ValueError:
-            raise CliError(f"--expires {args.expires!r}: give a time such as 90d, 12h or 30m") from None
+            raise CliError(
+                _("--expires {value!r}: give a time such as 90d, 12h or 30m").format(value=args.expires)
+            ) from None
         if expires <= 0:
-            raise CliError("--expires must be longer than 0s, e.g. 90d")
+            raise CliError(_("--expires must be longer than 0s, e.g. 90d"))
     with _Accounts(args) as a:
         try:
             token = a.store.add_token(args.name, fields, args.per_minute, expires_in=expires)
         except AccountError as exc:
             raise CliError(str(exc)) from None
-        until = f", expires {when(time.time() + expires, a.profile.tz)}" if expires else ""
+        ends = time.time() + expires if expires else None
+        until = f", expires {local(ends, a.profile.tz):%Y-%m-%d %H:%M}" if ends else ""  # the audit log's
         a.record(f"token {args.name}: added, fields {','.join(fields)}, {args.per_minute}/min{until}")
-        print(f"token for {args.name} (shown once; store it in that system's secret store){until}:")
+        if ends:
+            message = _(
+                "token for {name} (shown once; store it in that system's secret store), expires {time}:"
+            )
+        else:
+            message = _("token for {name} (shown once; store it in that system's secret store):")
+        print(message.format(name=args.name, time=when(ends, a.profile.tz)))
         print(token)
     return EXIT_OK
 
@@ -193,12 +242,14 @@ def cmd_token_list(args: argparse.Namespace) -> int:
             print(f"no tokens yet: {_again(args, 'tokens add')} NAME --fields customer_no,name,tier")
         now = time.time()
         for t in tokens:
-            state = "revoked" if t.revoked_at else "expired" if t.expired(now) else "active"
-            expires = when(t.expires_at, a.profile.tz) if t.expires_at else "never"
-            used = when(t.last_used_at, a.profile.tz) if t.last_used_at else "never"
+            state = _("revoked") if t.revoked_at else _("expired") if t.expired(now) else _("active")
+            expires = when(t.expires_at, a.profile.tz) if t.expires_at else _("never")
+            used = when(t.last_used_at, a.profile.tz) if t.last_used_at else _("never")
             print(
-                f"{t.name:<24} {state:<8} {t.per_minute:>5}/min  expires {expires}  last used {used}"
-                f"  fields {','.join(t.fields)}"
+                f"{pad(t.name, 24)} {pad(state, 8)} "
+                + _("{n}/min  expires {expires}  last used {used}  fields {fields}").format(
+                    n=f"{t.per_minute:>5}", expires=expires, used=used, fields=",".join(t.fields)
+                )
             )
     return EXIT_OK
 
@@ -210,7 +261,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         except AccountError as exc:
             raise CliError(str(exc)) from None
         a.record(f"token {args.name}: revoked")
-        print(f"token {args.name}: revoked")
+        print(_("token {name}: revoked").format(name=args.name))
     return EXIT_OK
 
 
@@ -220,56 +271,59 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help)
-        p.add_argument("profile", help="the branch profile (YAML)")
-        p.add_argument("--data-dir", help="use this data directory instead of the profile's")
+        p.add_argument("profile", help=profile_help())
+        p.add_argument("--data-dir", help=data_dir_help())
         return p
 
-    p = action("add", "add an account (staff roles: named after the member of staff)")
-    p.add_argument("name")
+    account = _("the account's name")
+    password_stdin = _("read the password from standard input")
+    p = action("add", _("add an account (staff roles: named after the member of staff)"))
+    p.add_argument("name", help=account)
     p.add_argument("--role", type=_role, required=True, help=", ".join(r.value for r in Role))
-    p.add_argument("--ldap", action="store_true", help="check the password with the profile's web.ldap")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--ldap", action="store_true", help=_("check the password with the profile's web.ldap"))
+    p.add_argument("--password-stdin", action="store_true", help=password_stdin)
     p.set_defaults(func=cmd_add)
-    p = action("list", "list the accounts")
+    p = action("list", _("list the accounts"))
     p.set_defaults(func=cmd_list)
     for name, help in (
-        ("passwd", "set a new password"),
-        ("disable", "stop an account logging in (its sessions end at once)"),
-        ("enable", "let a disabled account log in again"),
-        ("unlock", "let an account log in at once after wrong passwords (clears its waits)"),
+        ("passwd", _("set a new password")),
+        ("disable", _("stop an account logging in (its sessions end at once)")),
+        ("enable", _("let a disabled account log in again")),
+        ("unlock", _("let an account log in at once after wrong passwords (clears its waits)")),
     ):
         p = action(name, help)
-        p.add_argument("name")
+        p.add_argument("name", help=account)
         if name == "passwd":
-            p.add_argument(
-                "--password-stdin", action="store_true", help="read the password from standard input"
-            )
+            p.add_argument("--password-stdin", action="store_true", help=password_stdin)
         p.set_defaults(func=lambda args, what=name: _change(args, what))
-    p = action("logout-all", "end every session of the web at once: of NAME, or of everyone")
-    p.add_argument("name", nargs="?", help="only this account's sessions (default: everyone's)")
+    p = action("logout-all", _("end every session of the web at once: of NAME, or of everyone"))
+    p.add_argument("name", nargs="?", help=_("only this account's sessions (default: everyone's)"))
     p.set_defaults(func=cmd_logout_all)
 
     tokens = sub.add_parser("tokens", help=help_of("tokens"))
     tactions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tactions.add_parser("add", help="make a token for one system (printed once)")
-    p.add_argument("profile")
-    p.add_argument("name", help="the system that uses it, e.g. crm")
+    p = tactions.add_parser("add", help=_("make a token for one system (printed once)"))
+    p.add_argument("profile", help=profile_help())
+    p.add_argument("name", help=_("the system that uses it, e.g. crm"))
     p.add_argument(
         "--fields",
         default=",".join(DEFAULT_TOKEN_FIELDS),
-        help=f"customer fields it may read (default {','.join(DEFAULT_TOKEN_FIELDS)}; "
-        f"of {', '.join(TOKEN_FIELDS)})",
+        help=_("customer fields it may read (default {default}; of {fields})").format(
+            default=",".join(DEFAULT_TOKEN_FIELDS), fields=", ".join(TOKEN_FIELDS)
+        ),
     )
-    p.add_argument("--per-minute", type=int, default=60, help="calls a minute (default 60)")
-    p.add_argument("--expires", metavar="TIME", help="refuse it after this long, e.g. 90d (default: never)")
-    p.add_argument("--data-dir")
+    p.add_argument("--per-minute", type=int, default=60, help=_("calls a minute (default 60)"))
+    p.add_argument(
+        "--expires", metavar="TIME", help=_("refuse it after this long, e.g. 90d (default: never)")
+    )
+    p.add_argument("--data-dir", help=data_dir_help())
     p.set_defaults(func=cmd_token_add)
-    p = tactions.add_parser("list", help="list the tokens")
-    p.add_argument("profile")
-    p.add_argument("--data-dir")
+    p = tactions.add_parser("list", help=_("list the tokens"))
+    p.add_argument("profile", help=profile_help())
+    p.add_argument("--data-dir", help=data_dir_help())
     p.set_defaults(func=cmd_token_list)
-    p = tactions.add_parser("revoke", help="revoke a token")
-    p.add_argument("profile")
-    p.add_argument("name")
-    p.add_argument("--data-dir")
+    p = tactions.add_parser("revoke", help=_("revoke a token"))
+    p.add_argument("profile", help=profile_help())
+    p.add_argument("name", help=_("the system whose token is revoked"))
+    p.add_argument("--data-dir", help=data_dir_help())
     p.set_defaults(func=cmd_token_revoke)

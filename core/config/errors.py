@@ -4,8 +4,11 @@ file order (the Home Assistant / ESPHome style: reference/anchors-style.md §4).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import attrs
+
+from ..i18n import lazy_gettext
 
 
 @attrs.frozen
@@ -16,14 +19,14 @@ class ConfigError:
     message: str
     column: int | None = None  #: YAML syntax errors and bad bytes only: where on the line
 
-    #: put before the message; a warning says ``warning:``
-    label = ""
+    #: put before the message; a warning says ``warning:`` (in the language in force when shown)
+    label: ClassVar[Any] = ""
 
     def __str__(self) -> str:
         where = self.file
         if self.line:
             where += f":{self.line}:{self.column}" if self.column else f":{self.line}"
-        parts = [where, self.path, self.label, self.message]
+        parts = [where, self.path, str(self.label), self.message]
         return ": ".join(p for p in parts if p)
 
 
@@ -32,7 +35,7 @@ class ConfigWarning(ConfigError):
     """Something that does not stop the branch but probably needs a look, such as a serial device
     that is not plugged in yet."""
 
-    label = "warning"
+    label = lazy_gettext("warning")
 
 
 def in_file_order(entries: Iterable[ConfigError]) -> list[ConfigError]:

@@ -23,7 +23,8 @@ from ..api import PluginContext
 from ..clock import Clock
 from ..crypto import key_problem, profile_cipher
 from ..didyoumean import closest, suggest
-from ..model import SUSPECT_REASONS, DeliveryResult, Notification, RejectReason, Role, Staff
+from ..i18n import _, lazy_gettext
+from ..model import SUSPECT_REASONS, DeliveryResult, Notification, RejectReason, Role, Staff, tier_label
 from ..output import Output
 from ..pipeline.policy import ALERT_REASONS
 from ..pluginhost import Kind, PluginHost, PluginType
@@ -34,6 +35,20 @@ from .types import Duration, Secret
 from .yamlload import KeyPath, LoadedYaml, format_path, load_profile_yaml
 
 DEFAULT_TIERS = ("standard", "gold", "platinum", "diamond")
+#: What the default tiers are called, in the language in force when shown; a profile may name these
+#: and its own tiers in each language (``tiers: [{code: gold, names: {zh_CN: 金卡, en: Gold}}]``).
+#: What the kinds of item are called in a message.
+_KIND_NAMES = {
+    Kind.READER: lazy_gettext("reader"),
+    Kind.STORE: lazy_gettext("store"),
+    Kind.NOTIFIER: lazy_gettext("notifier"),
+}
+
+
+def _kind_name(kind: Kind) -> str:
+    return str(_KIND_NAMES[kind])
+
+
 TEN_MINUTES = Duration(600)
 DEFAULT_STORE_TIMEOUT = Duration(0.5)  #: a store's ``timeout:``: the longest wait for one answer
 #: a store's ``start_grace:``: how long arrivals wait for a store that is still opening
@@ -46,7 +61,7 @@ SUSPECT_ROLES = frozenset({Role.BRANCH_MANAGER, Role.HEAD_OFFICE})
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not value > 0:  # also rejects NaN
-        raise ValueError(f"must be greater than 0, got {float(value):g}")
+        raise ValueError(_("must be greater than 0, got {value:g}").format(value=float(value)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,16 +95,50 @@ def _timezone(inst: Any, attribute: attrs.Attribute, value: str) -> None:
         return
     by_lower = {z.lower(): z for z in _time_zones()}  # "asia/shanghai" is meant as Asia/Shanghai
     close = closest(value.lower(), by_lower)
-    meant = f"; did you mean {by_lower[close]!r}?" if close else ""
-    raise ValueError(f"unknown time zone {value!r}{meant} (an IANA name such as Asia/Shanghai or UTC)")
+    meant = _("; did you mean {meant!r}?").format(meant=by_lower[close]) if close else ""
+    message = _("unknown time zone {value!r}{suggestion} (an IANA name such as Asia/Shanghai or UTC)")
+    raise ValueError(message.format(value=value, suggestion=meant))
 
 
 def _locale(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
     if value is None or value in i18n.LOCALES:
         return
-    meant = i18n.normalise(value)
-    hint = f"; did you mean {meant!r}?" if meant else ""
-    raise ValueError(f"unknown language {value!r}{hint} (one of {', '.join(i18n.LOCALES)})")
+    meant = _meant_locale(value)
+    hint = _("; did you mean {meant!r}?").format(meant=meant) if meant else ""
+    message = _("unknown language {value!r}{suggestion} (one of {choices})")
+    raise ValueError(message.format(value=value, suggestion=hint, choices=", ".join(i18n.LOCALES)))
+
+
+#: How people name the two languages when they do not write a locale code.
+_LANGUAGE_WORDS = {
+    "zh_CN": (
+        "chinese",
+        "cn",
+        "chs",
+        "zhcn",
+        "zh_hans",
+        "mandarin",
+        "simplified",
+        "中文",
+        "简体中文",
+        "汉语",
+    ),
+    "en": ("english", "eng", "en_us", "en_gb", "us", "uk", "英文", "英语"),
+}
+
+
+def _meant_locale(value: str) -> str | None:
+    """The locale ``value`` was probably meant as: ``zh-CN``, ``zh_cn``, ``chinese``, ``cn`` and
+    ``中文`` mean ``zh_CN``; ``english`` and ``en-US`` mean ``en``; a near miss of a code its code."""
+    text = str(value).strip()
+    meant = i18n.normalise(text)
+    if meant:
+        return meant
+    word = text.lower().replace("-", "_").replace(" ", "_")
+    for locale, words in _LANGUAGE_WORDS.items():
+        if word in words or word.replace("_", "") in words:
+            return locale
+    return closest(text, i18n.LOCALES)
 
 
 @attrs.frozen
@@ -122,7 +171,7 @@ def _data_key(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
             continue
         if not secret.source:
             raise ValueError(
-                "a data key is a secret: write !secret NAME and keep the key in the secrets file"
+                _("a data key is a secret: write !secret NAME and keep the key in the secrets file")
             )
         problem = key_problem(secret.reveal())
         if problem:
@@ -136,12 +185,14 @@ def _audit_key(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         return
     if not value.source:
         raise ValueError(
-            "the audit key is a secret: write !secret audit_key and keep the key in the secrets file"
+            _("the audit key is a secret: write !secret audit_key and keep the key in the secrets file")
         )
     if len(value.reveal().strip()) < 32:
         raise ValueError(
-            "the audit key needs at least 32 characters; make one with"
-            " python -c 'import secrets; print(secrets.token_hex(32))'"
+            _(
+                "the audit key needs at least 32 characters; make one with"
+                " python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
         )
 
 
@@ -209,7 +260,9 @@ class RetrySettings:
     def __attrs_post_init__(self) -> None:
         if self.max < self.first:
             first, cap = float(self.first), float(self.max)
-            raise ValueError(f"max ({cap:g}s) must not be shorter than first ({first:g}s)")
+            raise ValueError(
+                _("max ({max:g}s) must not be shorter than first ({first:g}s)").format(max=cap, first=first)
+            )
 
 
 @attrs.frozen
@@ -236,7 +289,7 @@ class Escalation:
 
     def __attrs_post_init__(self) -> None:
         if float(self.after) <= 0:
-            raise ValueError("after must be longer than 0s")
+            raise ValueError(_("after must be longer than 0s"))
 
 
 @attrs.frozen
@@ -253,6 +306,76 @@ class RouteRule:
 
 
 @attrs.frozen
+class _TierEntry:
+    """One ``tiers:`` entry written as a mapping: its code and its names by language."""
+
+    code: str
+    names: dict[str, str] = attrs.Factory(dict)
+
+
+def _read_tiers(st: Structurer, raw: Any) -> tuple[Any, dict[str, dict[str, str]]]:
+    """The tier codes (``INVALID`` when an entry has an error, so routing rules are not also blamed)
+    and the names the profile gives them, reporting each bad entry at its own key path."""
+    if raw is INVALID:
+        return INVALID, {}
+    codes: list[str] = []
+    names: dict[str, dict[str, str]] = {}
+    ok = True
+    for i, entry in enumerate(raw):
+        at: KeyPath = ("tiers", i)
+        given: dict[str, str] | None = {}
+        if isinstance(entry, str | int | float) and not isinstance(entry, bool):
+            code = str(entry)
+        elif isinstance(entry, dict):
+            read = st.structure_attrs(entry, _TierEntry, at)
+            given = None if read is INVALID else _tier_names(st, at, read.names)
+            if given is None:
+                ok = False
+                continue
+            code = read.code
+        elif entry is INVALID:
+            ok = False
+            continue
+        else:
+            message = _("expected a tier code or a mapping such as {example}, got {value!r}")
+            st.error(at, message.format(example="{code: gold, names: {zh_CN: 金卡, en: Gold}}", value=entry))
+            ok = False
+            continue
+        if not code.strip():
+            st.error(at, _("a tier code may not be empty"))
+            ok = False
+            continue
+        if code in codes:
+            message = _("each tier may be listed once: {code!r} is also tiers[{index}]")
+            st.error(at, message.format(code=code, index=codes.index(code)))
+            ok = False
+        codes.append(code)
+        if given:
+            names[code] = given
+    return (tuple(codes) if ok else INVALID), names
+
+
+def _tier_names(st: Structurer, at: KeyPath, given: dict[str, str]) -> dict[str, str] | None:
+    """A tier's ``names:``, each key a language vipsense ships and each name not empty, or None once
+    the problems are reported."""
+    ok = True
+    for locale, name in given.items():
+        where = (*at, "names", locale)
+        if locale not in i18n.LOCALES:
+            meant = _meant_locale(locale)
+            hint = _("; did you mean {meant!r}?").format(meant=meant) if meant else ""
+            message = _("unknown language {value!r}{suggestion} (one of {choices})")
+            st.error(where, message.format(value=locale, suggestion=hint, choices=", ".join(i18n.LOCALES)))
+            ok = False
+        elif name is INVALID:
+            ok = False
+        elif not name.strip():
+            st.error(where, _("a tier's name may not be empty; write the name, or leave the language out"))
+            ok = False
+    return {k: v.strip() for k, v in given.items()} if ok else None
+
+
+@attrs.frozen
 class _ProfileYaml:
     """The top-level keys a profile may have (``extends`` is handled while loading), besides the
     sections the layers above declare (:mod:`.sections`; see :func:`_top_level`)."""
@@ -262,7 +385,8 @@ class _ProfileYaml:
     stores: list[Any]
     notifiers: list[Any] = attrs.Factory(list)
     data_dir: str | None = None
-    tiers: tuple[str, ...] = DEFAULT_TIERS
+    #: codes, or ``{code: gold, names: {zh_CN: 金卡, en: Gold}}`` entries: read by :func:`_read_tiers`
+    tiers: tuple[Any, ...] = DEFAULT_TIERS
     presence: PresenceSettings = PresenceSettings()
     staff: tuple[Staff, ...] = ()
     routing: tuple[RouteRule, ...] = ()
@@ -302,6 +426,19 @@ class Profile:
     web: Any = None
     #: problems that do not stop the branch (a serial device not plugged in), in file order
     warnings: tuple[ConfigError, ...] = ()
+    #: each tier's names by language, as the profile gives them (``{"gold": {"zh_CN": "金卡"}}``)
+    tier_names: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, eq=False)
+
+    def tier_name(self, tier: str, locale: str | None = None) -> str:
+        """What people call ``tier`` in ``locale`` (None: the language in force): the profile's name
+        for it in that language, else the catalogue's for a default tier (金卡 / Gold), else its code.
+        Staff read the name; the code stays what the profile, the API and the logs use."""
+        loc = locale or i18n.current()
+        named = self.tier_names.get(tier, {}).get(loc)
+        if named:
+            return named
+        with i18n.using(loc):
+            return tier_label(tier)
 
     @property
     def profile_dir(self) -> Path:
@@ -363,7 +500,9 @@ class _Checker:
         for i, item in enumerate(raw):
             path: KeyPath = (key, i)
             if not isinstance(item, dict):
-                self.st.error(path, f"expected a mapping with a 'type:' key, got {item!r}")
+                self.st.error(
+                    path, _("expected a mapping with a 'type:' key, got {value!r}").format(value=item)
+                )
                 continue
             cfg = self.item(kind, path, item)
             if cfg is None:
@@ -371,7 +510,9 @@ class _Checker:
             if cfg.id in seen:
                 self.st.error(
                     (*path, "id") if "id" in item else path,
-                    f"duplicate id {cfg.id!r} (also {key}[{seen[cfg.id]}]); give each an 'id:'",
+                    _("duplicate id {id!r} (also {other}); give each an 'id:'").format(
+                        id=cfg.id, other=f"{key}[{seen[cfg.id]}]"
+                    ),
                 )
                 continue
             seen[cfg.id] = i
@@ -387,7 +528,9 @@ class _Checker:
         if item_id is INVALID:
             return None
         if not isinstance(item_id, str) or not item_id:
-            self.st.error((*path, "id"), f"expected a non-empty string, got {item_id!r}")
+            self.st.error(
+                (*path, "id"), _("expected a non-empty string, got {value!r}").format(value=item_id)
+            )
             return None
         settings = self.st.structure_attrs(item, ptype.settings, path, also_known=core_keys)
         timeout = grace = None
@@ -407,17 +550,23 @@ class _Checker:
         if "type" not in item:
             typo = next((k for k in item if closest(str(k), ["type"])), None)
             if typo is not None:  # one error for the misspelt key, not also "missing 'type'"
-                known = f"{', '.join(core_keys)} and the {kind.value} type's settings"
-                self.st.error((*path, typo), f"unknown key; did you mean 'type'? (known keys: {known})")
+                message = _(
+                    "unknown key; did you mean 'type'? (known keys: {keys} and the {kind} type's settings)"
+                )
+                self.st.error((*path, typo), message.format(keys=", ".join(core_keys), kind=_kind_name(kind)))
             else:
-                self.st.error(path, f"missing required key 'type' (the {kind.value} type)")
+                message = _("missing required key 'type' (the {kind} type)")
+                self.st.error(path, message.format(kind=_kind_name(kind)))
             return None
         type_name = item["type"]
         if type_name is INVALID:
             return None
         if not isinstance(type_name, str):
-            names = ", ".join(sorted(self.host.types[kind])) or "none"
-            self.st.error((*path, "type"), f"expected a {kind.value} type name ({names}), got {type_name!r}")
+            names = ", ".join(sorted(self.host.types[kind])) or _("none")
+            message = _("expected a {kind} type name ({names}), got {value!r}")
+            self.st.error(
+                (*path, "type"), message.format(kind=_kind_name(kind), names=names, value=type_name)
+            )
             return None
         available = self.host.types[kind]
         ptype = available.get(type_name)
@@ -430,32 +579,36 @@ class _Checker:
         if unusable is not None:  # installed, but a module it needs is not
             return unusable.unavailable
         available = self.host.types[kind]
-        installed = ", ".join(sorted(available)) or "none"
+        installed = ", ".join(sorted(available)) or _("none")
         known = [*available, *self.host.unavailable_types[kind]]
-        msg = f"unknown {kind.value} type {type_name!r}{suggest(type_name, known)} "
-        msg += f"(installed {kind.value} types: {installed})"
+        fields = {"kind": _kind_name(kind), "value": type_name, "suggestion": suggest(type_name, known)}
         failed = [p.name for p in self.host.failed_plugins()]
         if failed:
-            msg += f"; plugins that failed to load: {', '.join(failed)} (see 'vipsense plugins')"
-        return msg
+            return _(
+                "unknown {kind} type {value!r}{suggestion} (installed {kind} types: {installed}); plugins "
+                "that failed to load: {failed} (see 'vipsense plugins')"
+            ).format(**fields, installed=installed, failed=", ".join(failed))
+        message = _("unknown {kind} type {value!r}{suggestion} (installed {kind} types: {installed})")
+        return message.format(**fields, installed=installed)
 
     def store_waits(self, path: KeyPath, item: dict[str, Any]) -> tuple[Any, Any]:
         """A store item's ``timeout:`` and ``start_grace:``, each ``INVALID`` when reported."""
         timeout = self.st.structure(item.get("timeout", DEFAULT_STORE_TIMEOUT), Duration, (*path, "timeout"))
         if timeout is not INVALID and not timeout > 0:
-            timeout = self.st.error((*path, "timeout"), "must be greater than 0")
+            timeout = self.st.error((*path, "timeout"), _("must be greater than 0"))
         grace = self.st.structure(
             item.get("start_grace", DEFAULT_START_GRACE), Duration, (*path, "start_grace")
         )
         if grace is not INVALID and not grace >= 0:
-            grace = self.st.error((*path, "start_grace"), "must be 0s or longer")
+            grace = self.st.error((*path, "start_grace"), _("must be 0s or longer"))
         return timeout, grace
 
     def retry(self, path: KeyPath, raw: Any) -> Any:
         """A notifier item's ``retry:``, or ``INVALID`` when reported."""
         if raw is not INVALID and not isinstance(raw, dict):
             return self.st.error(
-                (*path, "retry"), f"expected a mapping such as {{first: 1s, max: 15s}}, got {raw!r}"
+                (*path, "retry"),
+                _("expected a mapping such as {{first: 1s, max: 15s}}, got {value!r}").format(value=raw),
             )
         return self.st.structure_attrs(raw, RetrySettings, (*path, "retry"))
 
@@ -476,10 +629,9 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     top = st.structure_fields(loaded.data, top_level, ())
     if top is INVALID:
         raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))
+    top["tiers"], tier_names = _read_tiers(st, top["tiers"])
     if loaded.incomplete:  # a base is missing: do not also blame the keys it would have supplied
-        st.errors = [
-            e for e in st.errors if not (e.path == "" and e.message.startswith("missing required key"))
-        ]
+        st.errors = [e for e in st.errors if not (e.path == "" and e in st.missing_keys)]
 
     chk = _Checker(st, host)
     groups = {}
@@ -487,9 +639,10 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
         raw = top[key]
         groups[key] = chk.items(kind, key, raw) if raw is not INVALID else ()
         if raw is not INVALID and not raw and kind is not Kind.NOTIFIER:
-            st.error(
-                (key,), f"a branch needs at least one {'reader' if kind is Kind.READER else 'identity store'}"
-            )
+            if kind is Kind.READER:
+                st.error((key,), _("a branch needs at least one reader"))
+            else:
+                st.error((key,), _("a branch needs at least one identity store"))
     _check_unique_ids(st, groups, loaded)
     notifier_ids = {n.id for n in groups["notifiers"]}
     if top["notifiers"] is not INVALID:
@@ -538,6 +691,7 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
             )
         },
         warnings=tuple(in_file_order(st.warnings)),
+        tier_names=tier_names,
     )
 
 
@@ -561,21 +715,21 @@ def audit_note(privacy: PrivacySettings, ddir: Path) -> str | None:
     without a warning, while the operator checking a real branch's profile learns the trade-off."""
     key, folder_default = ddir / "audit.key", ddir / "audit-anchors"
     if privacy.audit_key is None and not privacy.audit_anchors:
-        return (
-            f"the audit log's key and anchors are kept in the data directory ({key}, {folder_default}), where"
+        return _(
+            "the audit log's key and anchors are kept in the data directory ({key}, {anchors}), where"
             " whoever can change the log can change them too; a branch sets privacy.audit_key: !secret"
             " audit_key and privacy.audit_anchors: a directory on write-once (WORM) storage"
-        )
+        ).format(key=key, anchors=folder_default)
     if privacy.audit_key is None:
-        return (
-            f"no privacy.audit_key: the audit log is chained with a key kept in the data directory ({key}),"
+        return _(
+            "no privacy.audit_key: the audit log is chained with a key kept in the data directory ({key}),"
             " where whoever can change the log can read it; a branch sets audit_key: !secret audit_key"
-        )
+        ).format(key=key)
     if not privacy.audit_anchors:
-        return (
-            f"no privacy.audit_anchors: the audit log's anchors go to {folder_default}, where whoever can"
+        return _(
+            "no privacy.audit_anchors: the audit log's anchors go to {anchors}, where whoever can"
             " change the log can change them too; a branch names a directory on write-once (WORM) storage"
-        )
+        ).format(anchors=folder_default)
     return None
 
 
@@ -621,21 +775,31 @@ class _FollowOns:
                 None,
             )
             anchor = self.st.errors[index] if index is not None else first
-            where = f"line {first.line}" if first.file == anchor.file else f"{first.file}:{first.line}"
+            if first.file == anchor.file:
+                where = _("line {line}").format(line=first.line)
+            else:
+                where = f"{first.file}:{first.line}"
             n = len(held)
             if first.path == section:  # about the (missing) section itself: no place worth showing
-                note = f"{n} errors about {section} that follow from it are left out"
                 if n == 1:
-                    note = f"1 error about {section} that follows from it is left out"
+                    note = _("1 error about {section} that follows from it is left out")
+                else:
+                    note = _("{n} errors about {section} that follow from it are left out")
+                note = note.format(n=n, section=section)
             elif n == 1:
-                note = f"1 error that follows from it is left out (at {first.path}, {where})"
+                note = _("1 error that follows from it is left out (at {path}, {where})")
+                note = note.format(path=first.path, where=where)
             else:
-                note = f"{n} errors that follow from it are left out (the first at {first.path}, {where})"
+                note = _("{n} errors that follow from it are left out (the first at {path}, {where})")
+                note = note.format(n=n, path=first.path, where=where)
             if index is None:  # the section's own error names no key path (e.g. a missing base)
-                message = f"the {section!r} section has errors, so {note}"
+                message = _("the {section!r} section has errors, so {note}").format(
+                    section=section, note=note
+                )
                 self.st.errors.append(attrs.evolve(first, path="", message=message))
             else:
-                self.st.errors[index] = attrs.evolve(anchor, message=f"{anchor.message}; {note}")
+                message = _("{message}; {note}").format(message=anchor.message, note=note)
+                self.st.errors[index] = attrs.evolve(anchor, message=message)
 
 
 class _SectionReport:
@@ -701,24 +865,24 @@ def _check_staff_ids(refs: _References) -> None:
             continue
         if person.id in first:
             refs.st.error(
-                ("staff", i, "id"), f"duplicate staff id {person.id!r} (also staff[{first[person.id]}])"
+                ("staff", i, "id"),
+                _("duplicate staff id {id!r} (also {other})").format(
+                    id=person.id, other=f"staff[{first[person.id]}]"
+                ),
             )
         first.setdefault(person.id, i)
-
-
-def _check_tiers_listed_once(refs: _References) -> None:
-    if refs.tiers is not INVALID and len(set(refs.tiers)) != len(refs.tiers):
-        refs.st.error(("tiers",), "each tier may be listed once")
 
 
 def _check_rule_notifiers(refs: _References, at: KeyPath, rule: RouteRule) -> None:
     vias = [((*at, "via", j), via) for j, via in enumerate(rule.via)]
     if rule.escalate is not None:
         vias += [((*at, "escalate", "via", j), via) for j, via in enumerate(rule.escalate.via)]
-    known = ", ".join(sorted(refs.notifier_ids)) or "none"
+    known = ", ".join(sorted(refs.notifier_ids)) or _("none")
     for where, via in vias:
         if via not in refs.notifier_ids:
-            message = f"no notifier has id {via!r}{suggest(via, refs.notifier_ids)} (notifier ids: {known})"
+            message = _("no notifier has id {id!r}{suggestion} (notifier ids: {ids})").format(
+                id=via, suggestion=suggest(via, refs.notifier_ids), ids=known
+            )
             refs.follow_ons.error("notifiers", where, message)
 
 
@@ -729,18 +893,20 @@ def _check_rule_tiers(refs: _References, at: KeyPath, rule: RouteRule) -> None:
             refs.follow_ons.error(
                 "tiers",
                 (*at, "tiers", j),
-                f"unknown tier {tier!r}{suggest(tier, tiers)} (tiers: {', '.join(tiers)})",
+                _("unknown tier {tier!r}{suggestion} (tiers: {tiers})").format(
+                    tier=tier, suggestion=suggest(tier, tiers), tiers=", ".join(tiers)
+                ),
             )
 
 
 def _check_rule_reasons(refs: _References, at: KeyPath, rule: RouteRule) -> None:
     if rule.reasons and rule.event != "rejected":
-        refs.st.error((*at, "reasons"), "'reasons' applies only to 'event: rejected'")
+        refs.st.error((*at, "reasons"), _("'reasons' applies only to 'event: rejected'"))
 
 
 def _check_rejected_recipient(refs: _References, at: KeyPath, rule: RouteRule) -> None:
     if rule.event == "rejected" and rule.to is Role.CLIENT_MANAGER:
-        refs.st.error((*at, "to"), "rejected cards go to branch staff, not to a client manager")
+        refs.st.error((*at, "to"), _("rejected cards go to branch staff, not to a client manager"))
 
 
 def _check_unresolved_rule(refs: _References, at: KeyPath, rule: RouteRule) -> None:
@@ -749,19 +915,23 @@ def _check_unresolved_rule(refs: _References, at: KeyPath, rule: RouteRule) -> N
     if rule.to is Role.CLIENT_MANAGER:
         refs.st.error(
             (*at, "to"),
-            "an unresolved card's customer is not known, so there is no client manager to tell; "
-            "send it to the lobby manager",
+            _(
+                "an unresolved card's customer is not known, so there is no client manager to tell; "
+                "send it to the lobby manager"
+            ),
         )
     if rule.tiers:
-        refs.st.error((*at, "tiers"), "an unresolved card has no tier yet; remove 'tiers'")
+        refs.st.error((*at, "tiers"), _("an unresolved card has no tier yet; remove 'tiers'"))
 
 
 def _check_suspect_recipient(refs: _References, at: KeyPath, rule: RouteRule) -> None:
     if rule.event == "suspect" and rule.to not in SUSPECT_ROLES:
         refs.st.error(
             (*at, "to"),
-            "suspect cards go only to the branch manager or head office, never to anyone who "
-            "would greet the holder",
+            _(
+                "suspect cards go only to the branch manager or head office, never to anyone who "
+                "would greet the holder"
+            ),
         )
 
 
@@ -770,16 +940,18 @@ def _check_escalation(refs: _References, at: KeyPath, rule: RouteRule) -> None:
         return
     if rule.event == "suspect" and rule.escalate.to not in SUSPECT_ROLES:
         refs.st.error(
-            (*at, "escalate", "to"), "suspect cards escalate only to the branch manager or head office"
+            (*at, "escalate", "to"), _("suspect cards escalate only to the branch manager or head office")
         )
     if rule.escalate.to is Role.CLIENT_MANAGER and rule.event != "arrival":
-        refs.st.error((*at, "escalate", "to"), "rejected and suspect cards go to branch staff")
+        refs.st.error((*at, "escalate", "to"), _("rejected and suspect cards go to branch staff"))
     ttl = refs.top.get("notification_ttl")
     if ttl is not INVALID and ttl is not None and float(rule.escalate.after) >= float(ttl):
         refs.follow_ons.error(
             "notification_ttl",
             (*at, "escalate", "after"),
-            f"must be shorter than notification_ttl ({float(ttl):g}s), or the fallback is never told",
+            _("must be shorter than notification_ttl ({ttl:g}s), or the fallback is never told").format(
+                ttl=float(ttl)
+            ),
         )
 
 
@@ -793,7 +965,8 @@ def _check_roles_staffed(refs: _References, at: KeyPath, rule: RouteRule) -> Non
         targets.append(((*at, "escalate", "to"), rule.escalate.to))
     for where, role in targets:
         if role is not Role.CLIENT_MANAGER and not any(p.role is role for p in refs.staff):
-            refs.follow_ons.error("staff", where, f"no one in 'staff:' has role {role.value!r}")
+            message = _("no one in 'staff:' has role {role!r}").format(role=role.value)
+            refs.follow_ons.error("staff", where, message)
 
 
 #: Each routing rule's checks, in the order their errors are reported.
@@ -830,22 +1003,32 @@ def _check_branch_manager_alerted(refs: _References) -> None:
         refs.follow_ons.error(
             "routing",
             ("routing",),
-            f"{' and '.join(missing)} cards must alert the branch manager; add a rule such as "
-            "{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
+            _("{reasons} cards must alert the branch manager; add a rule such as {example}").format(
+                reasons=_joined(missing),
+                example="{event: rejected, reasons: [lost, revoked], to: branch_manager, via: [NOTIFIER-ID]}",
+            ),
         )
     if not any(r.event == "suspect" and r.to is Role.BRANCH_MANAGER for r in routing):
         refs.follow_ons.error(
             "routing",
             ("routing",),
-            "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
-            "{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}",
+            _(
+                "suspect cards (cloned or misused) must alert the branch manager; add a rule such as "
+                "{example}"
+            ).format(example="{event: suspect, to: branch_manager, via: [NOTIFIER-ID]}"),
         )
+
+
+def _joined(words: list[str]) -> str:
+    """``lost and revoked``: codes joined as the language in force lists them."""
+    if len(words) < 2:
+        return "".join(words)
+    return _("{first} and {last}").format(first=", ".join(words[:-1]), last=words[-1])
 
 
 #: The cross-reference checks, in the order their errors are reported.
 _REFERENCE_CHECKS: tuple[Callable[[_References], None], ...] = (
     _check_staff_ids,
-    _check_tiers_listed_once,
     _check_each_rule,
     _check_branch_manager_alerted,
 )
@@ -869,11 +1052,13 @@ def _check_sync(follow_ons: _FollowOns, sync: SyncSettings | None, stores: tuple
     for key in ("source", "target"):
         name = getattr(sync, key)
         if name not in ids:
-            known = ", ".join(ids) or "none"
-            message = f"no store has id {name!r}{suggest(name, ids)} (store ids: {known})"
+            known = ", ".join(ids) or _("none")
+            message = _("no store has id {id!r}{suggestion} (store ids: {ids})").format(
+                id=name, suggestion=suggest(name, ids), ids=known
+            )
             follow_ons.error("stores", ("sync", key), message)
     if sync.source == sync.target:
-        follow_ons.st.error(("sync", "target"), "the replica must be another store than the source")
+        follow_ons.st.error(("sync", "target"), _("the replica must be another store than the source"))
 
 
 def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]], loaded: Any) -> None:
@@ -889,8 +1074,17 @@ def _check_unique_ids(st: Structurer, groups: dict[str, tuple[ItemConfig, ...]],
                 explicit = "id" in raw[index]
                 st.error(
                     (key, index, "id") if explicit else (key, index),
-                    f"id {cfg.id!r} is already used by {owner[cfg.id]}; ids must be unique across "
-                    "readers, stores and notifiers" + ("" if explicit else "; give this one an 'id:'"),
+                    (
+                        _(
+                            "id {id!r} is already used by {other}; ids must be unique across readers, stores "
+                            "and notifiers"
+                        )
+                        if explicit
+                        else _(
+                            "id {id!r} is already used by {other}; ids must be unique across readers, stores "
+                            "and notifiers; give this one an 'id:'"
+                        )
+                    ).format(id=cfg.id, other=owner[cfg.id]),
                 )
             else:
                 owner[cfg.id] = f"{key}[{index}]"

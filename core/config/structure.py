@@ -22,6 +22,7 @@ import attrs
 import yaml
 
 from ..didyoumean import closest, suggest
+from ..i18n import _, lazy_gettext
 from .errors import ConfigError, ConfigWarning
 from .types import Duration, Secret, SerialPort
 from .yamlload import INVALID, KeyPath, LoadedYaml
@@ -29,28 +30,31 @@ from .yamlload import INVALID, KeyPath, LoadedYaml
 __all__ = ["INVALID", "Structurer", "closest", "suggest"]
 
 
+#: What a value of each type is called in a message, in the language in force when it is shown.
+_TYPE_NAMES = {
+    str: lazy_gettext("a string"),
+    int: lazy_gettext("an integer"),
+    float: lazy_gettext("a number"),
+    bool: lazy_gettext("true or false"),
+    Duration: lazy_gettext("a duration such as 2s"),
+    Secret: lazy_gettext("a secret"),
+    SerialPort: lazy_gettext("a serial port such as /dev/ttyUSB0 or socket://host:port"),
+    dt.date: lazy_gettext("a date such as 2027-12-31"),
+}
+
+
 def _type_name(tp: Any) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        Duration: "a duration such as 2s",
-        Secret: "a secret",
-        SerialPort: "a serial port such as /dev/ttyUSB0 or socket://host:port",
-        dt.date: "a date such as 2027-12-31",
-    }
-    if tp in names:
-        return names[tp]
+    if tp in _TYPE_NAMES:
+        return str(_TYPE_NAMES[tp])
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(m.value for m in tp)
+        return _("one of {choices}").format(choices=", ".join(m.value for m in tp))
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        return "a list"
+        return _("a list")
     if origin is dict or attrs.has(tp):
-        return "a mapping of keys"
+        return _("a mapping of keys")
     if origin is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+        return _("one of {choices}").format(choices=", ".join(map(str, typing.get_args(tp))))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -59,6 +63,9 @@ class Structurer:
         self.loaded = loaded
         self.errors: list[ConfigError] = []
         self.warnings: list[ConfigError] = []  #: problems that do not stop the branch
+        #: the "missing required key" errors among ``errors``: a profile whose base could not be read
+        #: leaves out those of the top level, since the base would have supplied the keys
+        self.missing_keys: list[ConfigError] = []
 
     def error(self, path: KeyPath, message: str) -> Any:
         self.errors.append(self.loaded.error(path, message))
@@ -78,7 +85,9 @@ class Structurer:
         if origin in (typing.Union, types.UnionType):
             return _structure_optional(self, value, tp, path)
         if value is None:
-            return self.error(path, f"a value is required here ({_type_name(tp)})")
+            return self.error(
+                path, _("a value is required here ({expected})").format(expected=_type_name(tp))
+            )
         if isinstance(value, Secret) and tp is not Secret:
             return self._from_secret(value, tp, path)
         return _handler_for(tp, origin)(self, value, tp, path)
@@ -92,7 +101,7 @@ class Structurer:
         ``also_known`` are keys the caller handles itself (an item's ``id``, ``type``...): they are
         not reported as unknown, and are suggested and listed with the fields."""
         if not isinstance(value, dict):
-            self.error(path, f"expected a mapping of keys, got {value!r}")
+            self.error(path, _("expected a mapping of keys, got {value!r}").format(value=value))
             return INVALID
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in attrs.fields(cls) if f.init}
@@ -103,8 +112,9 @@ class Structurer:
                 close = closest(str(key), known)
                 if close is not None and close not in value:
                     meant.add(close)
-                listed = ", ".join(known) or "none"
-                self.error((*path, key), f"unknown key{suggest(str(key), known)} (known keys: {listed})")
+                listed = ", ".join(known) or _("none")
+                message = _("unknown key{suggestion} (known keys: {keys})")
+                self.error((*path, key), message.format(suggestion=suggest(str(key), known), keys=listed))
         out: dict[str, Any] = {}
         for name, field in fields.items():
             if name in value:
@@ -114,7 +124,8 @@ class Structurer:
                     out[name] = INVALID
             elif field.default is attrs.NOTHING:
                 if name not in meant:  # else the misspelt key's error already says what to write
-                    self.error(path, f"missing required key {name!r}")
+                    self.error(path, _("missing required key {key!r}").format(key=name))
+                    self.missing_keys.append(self.errors[-1])
                 out[name] = INVALID
             elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
                 out[name] = field.default.factory()
@@ -137,10 +148,8 @@ class Structurer:
         secret one, since any other setting is printed by ``check --dump`` and in messages.
         Either way the value never appears in an error message."""
         if secret.source.startswith("secret:"):
-            return self.error(
-                path,
-                f"{_type_name(tp)} is expected here, not a secret: !secret values fill only secret settings",
-            )
+            message = _("{expected} is expected here, not a secret: !secret values fill only secret settings")
+            return self.error(path, message.format(expected=_type_name(tp)))
         value: Any = secret.reveal()
         if tp in (int, float, bool) and value.strip():
             with contextlib.suppress(yaml.YAMLError):
@@ -150,13 +159,15 @@ class Structurer:
         variable = secret.source.removeprefix("env:")
         for i in range(before, len(self.errors)):
             err = self.errors[i]
-            message = f"the value of {variable} is not {_type_name(tp)}"
+            message = _("the value of {variable} is not {expected}").format(
+                variable=variable, expected=_type_name(tp)
+            )
             self.errors[i] = attrs.evolve(err, message=message)
         for i in range(warned, len(self.warnings)):  # only a serial port warns: name it, not its value
-            message = (
-                f"the serial port that {variable} names does not exist on this machine; plug the device in "
-                f"before the branch starts, or correct {variable}"
-            )
+            message = _(
+                "the serial port that {variable} names does not exist on this machine; plug the device "
+                "in before the branch starts, or correct {variable}"
+            ).format(variable=variable)
             self.warnings[i] = attrs.evolve(self.warnings[i], message=message)
         return result
 
@@ -197,13 +208,16 @@ def _structure_literal(st: Structurer, value: Any, tp: Any, path: KeyPath) -> An
     if value in args:
         return value
     allowed = ", ".join(repr(a) for a in args)
-    return st.error(path, f"expected one of {allowed}, got {value!r}{suggest(str(value), map(str, args))}")
+    message = _("expected one of {choices}, got {value!r}{suggestion}")
+    return st.error(
+        path, message.format(choices=allowed, value=value, suggestion=suggest(str(value), map(str, args)))
+    )
 
 
 def _structure_sequence(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     """``list[X]`` and ``tuple[X, ...]``: YAML writes both as a list."""
     if isinstance(value, str) or not isinstance(value, list):
-        return st.error(path, f"expected a list, got {value!r}")
+        return st.error(path, _("expected a list, got {value!r}").format(value=value))
     args = typing.get_args(tp)
     item_tp = args[0] if args else Any
     items = [st.structure(v, item_tp, (*path, i)) for i, v in enumerate(value)]
@@ -212,7 +226,7 @@ def _structure_sequence(st: Structurer, value: Any, tp: Any, path: KeyPath) -> A
 
 def _structure_dict(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     if not isinstance(value, dict):
-        return st.error(path, f"expected a mapping, got {value!r}")
+        return st.error(path, _("expected a mapping, got {value!r}").format(value=value))
     value_tp = typing.get_args(tp)[1]
     return {k: st.structure(v, value_tp, (*path, k)) for k, v in value.items()}
 
@@ -234,7 +248,8 @@ def _structure_secret(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any
 
 def _structure_serial_port(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     if not isinstance(value, str) or not value.strip():
-        return st.error(path, f"expected {_type_name(SerialPort)}, got {value!r}")
+        message = _("expected {expected}, got {value!r}")
+        return st.error(path, message.format(expected=_type_name(SerialPort), value=value))
     port = SerialPort(value.strip())
     problem = port.missing_device()
     if problem:  # the device may be plugged in later: a warning, not an error
@@ -247,27 +262,29 @@ def _structure_enum(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
         return tp(value)
     except ValueError:
         choices = [m.value for m in tp]
+        message = _("expected one of {choices}, got {value!r}{suggestion}")
         return st.error(
-            path, f"expected one of {', '.join(choices)}, got {value!r}{suggest(str(value), choices)}"
+            path,
+            message.format(choices=", ".join(choices), value=value, suggestion=suggest(str(value), choices)),
         )
 
 
 def _structure_bool(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     if isinstance(value, bool):
         return value
-    return st.error(path, f"expected true or false, got {value!r}")
+    return st.error(path, _("expected true or false, got {value!r}").format(value=value))
 
 
 def _structure_int(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    return st.error(path, f"expected an integer, got {value!r}")
+    return st.error(path, _("expected an integer, got {value!r}").format(value=value))
 
 
 def _structure_float(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    return st.error(path, f"expected a number, got {value!r}")
+    return st.error(path, _("expected a number, got {value!r}").format(value=value))
 
 
 def _structure_str(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
@@ -276,7 +293,7 @@ def _structure_str(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    return st.error(path, f"expected a string, got {value!r}")
+    return st.error(path, _("expected a string, got {value!r}").format(value=value))
 
 
 def _structure_date(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
@@ -287,11 +304,12 @@ def _structure_date(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
-        return st.error(path, f"expected a date such as 2027-12-31, got {value!r}")
+        return st.error(path, _("expected a date such as 2027-12-31, got {value!r}").format(value=value))
 
 
 def _structure_unknown(st: Structurer, value: Any, tp: Any, path: KeyPath) -> Any:
-    return st.error(path, f"cannot read a value of type {tp!r} (a bug in its settings class)")
+    message = _("cannot read a value of type {type!r} (a bug in its settings class)")
+    return st.error(path, message.format(type=tp))
 
 
 _BY_ORIGIN: dict[Any, Handler] = {

@@ -8,6 +8,8 @@ import math
 import os
 import re
 
+from ..i18n import _
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -18,16 +20,19 @@ class Duration(float):
     @classmethod
     def parse(cls, value: object) -> Duration:
         if isinstance(value, bool):
-            raise ValueError(f"expected a duration such as 500ms, 2s or 10m, got {value!r}")
+            raise ValueError(
+                _("expected a duration such as 500ms, 2s or 10m, got {value!r}").format(value=value)
+            )
         if isinstance(value, int | float):
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"a duration must be a finite, non-negative time, got {value!r}")
+                message = _("a duration must be a finite, non-negative time, got {value!r}")
+                raise ValueError(message.format(value=value))
             return cls(value)
         if isinstance(value, str):
             m = _DURATION.match(value)
             if m:
                 return cls(float(m.group(1)) * _UNIT[m.group(2)])
-        raise ValueError(f"expected a duration such as 500ms, 2s or 10m, got {value!r}")
+        raise ValueError(_("expected a duration such as 500ms, 2s or 10m, got {value!r}").format(value=value))
 
     def __repr__(self) -> str:
         return f"Duration({float(self)!r})"
@@ -84,10 +89,10 @@ class SerialPort(str):
             return None
         ports = serial_ports()
         here = ", ".join(ports[:_SHOWN_PORTS]) + (" ..." if len(ports) > _SHOWN_PORTS else "")
-        return (
-            f"serial port {self} does not exist on this machine (serial ports here: {here or 'none'}); "
-            "plug the device in before the branch starts, or correct the port"
-        )
+        return _(
+            "serial port {port} does not exist on this machine (serial ports here: {ports}); plug the "
+            "device in before the branch starts, or correct the port"
+        ).format(port=self, ports=here or _("none"))
 
 
 def serial_ports() -> list[str]:

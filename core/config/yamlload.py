@@ -19,13 +19,16 @@ with no aliases, so these limits cost nothing in practice.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
+from ..i18n import _, lazy_gettext
 from .errors import ConfigError
 from .types import Secret
 
@@ -47,15 +50,70 @@ MAX_ALIAS_VALUES = 10_000
 MAX_PROFILE_VALUES = 20_000
 MAX_DEPTH = 50  #: mappings and lists inside each other; a profile needs fewer than 10
 
-_TAB_HINT = "replace the tab with spaces: YAML does not allow tabs for indentation or after a 'key:'"
-_COLON_HINT = "a value that contains ': ' must be quoted, e.g. name: 'Lujiazui: Shanghai'"
-_ALIGN_HINT = "check the indentation: the keys of one mapping must start in the same column"
-_DEEPER_HINT = (
+_TAB_HINT = lazy_gettext(
+    "replace the tab with spaces: YAML does not allow tabs for indentation or after a 'key:'"
+)
+_COLON_HINT = lazy_gettext("a value that contains ': ' must be quoted, e.g. name: 'Lujiazui: Shanghai'")
+_ALIGN_HINT = lazy_gettext("check the indentation: the keys of one mapping must start in the same column")
+_DEEPER_HINT = lazy_gettext(
     "check the indentation: this line is indented deeper than the line above, so it reads as part of "
     "that line's value; line it up with the keys above (or is a ':' missing above?)"
 )
-_KEY_HINT = "a key needs ':' and a space after it, as in 'name: value'"
-_FILE_NOT_FOUND = "file not found"
+_KEY_HINT = lazy_gettext("a key needs ':' and a space after it, as in 'name: value'")
+
+#: PyYAML's own wording for the syntax errors a hand-written profile makes, in the language in force;
+#: wording not listed here (rarer errors, or ones naming a token) is shown as PyYAML gives it.
+_PYYAML_WORDING = {
+    "while scanning a simple key": lazy_gettext("while scanning a simple key"),
+    "while scanning a quoted scalar": lazy_gettext("while scanning a quoted scalar"),
+    "while scanning a plain scalar": lazy_gettext("while scanning a plain scalar"),
+    "while scanning for the next token": lazy_gettext("while scanning for the next token"),
+    "while parsing a block mapping": lazy_gettext("while parsing a block mapping"),
+    "while parsing a block collection": lazy_gettext("while parsing a block collection"),
+    "while parsing a flow sequence": lazy_gettext("while parsing a flow sequence"),
+    "while parsing a flow mapping": lazy_gettext("while parsing a flow mapping"),
+    "while parsing a block node": lazy_gettext("while parsing a block node"),
+    "while parsing a flow node": lazy_gettext("while parsing a flow node"),
+    "while scanning an alias": lazy_gettext("while scanning an alias"),
+    "while scanning an anchor": lazy_gettext("while scanning an anchor"),
+    "while composing a node": lazy_gettext("while composing a node"),
+    "mapping values are not allowed here": lazy_gettext("mapping values are not allowed here"),
+    "could not find expected ':'": lazy_gettext("could not find expected ':'"),
+    "found unexpected end of stream": lazy_gettext("found unexpected end of stream"),
+    "found character '\\t' that cannot start any token": lazy_gettext(
+        "found character '\\t' that cannot start any token"
+    ),
+    "found unknown escape character": lazy_gettext("found unknown escape character"),
+    "found unexpected ':'": lazy_gettext("found unexpected ':'"),
+}
+
+
+def _pyyaml_wording(text: str) -> str:
+    """PyYAML's message in the language in force when it is one of the usual ones, else as written."""
+    known = _PYYAML_WORDING.get(text)
+    if known is not None:
+        return str(known)
+    if text.startswith("found undefined alias "):
+        return _("found undefined alias {alias}").format(alias=text.removeprefix("found undefined alias "))
+    if text.startswith("expected <block end>, but found "):
+        found = text.removeprefix("expected <block end>, but found ")
+        return _("expected <block end>, but found {token}").format(token=found)
+    return text
+
+
+def _and_then(first: str, then: str) -> str:
+    """Two parts of one message, as the language in force joins them (``a; b`` / ``a；b``)."""
+    return _("{message}; {note}").format(message=first, note=then)
+
+
+@attrs.frozen
+class _Missing(ConfigError):
+    """The file does not exist (so a secrets file can say how to create it)."""
+
+
+@attrs.frozen
+class _Syntax(ConfigError):
+    """The file is not valid YAML."""
 
 
 def syntax_error_mark(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
@@ -82,14 +140,14 @@ def syntax_hint(exc: yaml.YAMLError, text: str, line: int | None, column: int | 
     lines = text.splitlines()
     source = lines[line - 1] if line and line <= len(lines) else ""
     if "'\\t'" in problem or "\t" in source[: len(source) - len(source.lstrip())]:
-        return _TAB_HINT
+        return str(_TAB_HINT)
     if "mapping values are not allowed" in problem:
         before = source[: (column or 1) - 1]
-        return _COLON_HINT if re.search(r"\S:(\s|$)", before) else _DEEPER_HINT
+        return str(_COLON_HINT if re.search(r"\S:(\s|$)", before) else _DEEPER_HINT)
     if "expected <block end>" in problem:
-        return _ALIGN_HINT
+        return str(_ALIGN_HINT)
     if "could not find expected ':'" in problem:
-        return _KEY_HINT
+        return str(_KEY_HINT)
     return ""
 
 
@@ -161,27 +219,34 @@ class _BoundedLoader(yaml.SafeLoader):
                 if event.anchor in self._open_anchors:
                     raise _Refused(
                         mark,
-                        f"recursive alias *{event.anchor}: it is inside its own anchor "
-                        f"&{event.anchor}, so its value would never end; remove the alias",
+                        _(
+                            "recursive alias *{anchor}: it is inside its own anchor &{anchor}, so its "
+                            "value would never end; remove the alias"
+                        ).format(anchor=event.anchor),
                     )
                 self.alias_values += _expanded_size(target, self._sizes)
                 if self.alias_values > MAX_ALIAS_VALUES:
                     raise _Refused(
                         mark,
-                        f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values, the most a "
-                        "profile may have; write the values out instead",
+                        _(
+                            "aliases (*name) expand to more than {count:,} values, the most a profile "
+                            "may have; write the values out instead"
+                        ).format(count=MAX_ALIAS_VALUES),
                     )
             return super().compose_node(parent, index)
         self.values += 1
         if self.max_values is not None and self.values > self.max_values:
             raise _Refused(
                 event.start_mark,
-                f"the file holds more than {self.max_values:,} values, the most a profile may have; "
-                "is this the right file?",
+                _(
+                    "the file holds more than {count:,} values, the most a profile may have; is this "
+                    "the right file?"
+                ).format(count=self.max_values),
             )
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep; a profile needs few")
+            message = _("nested more than {depth} levels deep; a profile needs few").format(depth=MAX_DEPTH)
+            raise _Refused(event.start_mark, message)
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             self._open_anchors.append(anchor)
@@ -224,17 +289,20 @@ def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | Non
         size = file.stat().st_size if max_bytes else 0
         if max_bytes and size > max_bytes:
             return None, error(
-                f"the file is {_size_text(size)}; a profile may be at most {_size_text(max_bytes)} "
-                f"({max_bytes:,} bytes), so this is not a profile"
+                _(
+                    "the file is {size}; a profile may be at most {most} ({bytes:,} bytes), so this is "
+                    "not a profile"
+                ).format(size=_size_text(size), most=_size_text(max_bytes), bytes=max_bytes)
             )
         with file.open("rb") as stream:  # bounded again: a pipe or a growing file has no fixed size
             data = stream.read(max_bytes + 1) if max_bytes else stream.read()
     except FileNotFoundError:
-        return None, error(_FILE_NOT_FOUND)
+        return None, _Missing(display, None, "", _("file not found"))
     except OSError as exc:
-        return None, error(f"cannot read the file: {exc.strerror or exc}")
+        return None, error(_("cannot read the file: {reason}").format(reason=exc.strerror or exc))
     if max_bytes and len(data) > max_bytes:
-        return None, error(f"the file is larger than {_size_text(max_bytes)}, the most a profile may be")
+        message = _("the file is larger than {most}, the most a profile may be")
+        return None, error(message.format(most=_size_text(max_bytes)))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -242,8 +310,10 @@ def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | Non
         line = data.count(b"\n", 0, exc.start) + 1
         column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
         return None, error(
-            f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be read; save the file as UTF-8 "
-            "(a file saved as GBK or GB2312 gives this error)",
+            _(
+                "not UTF-8: byte 0x{byte:02x} cannot be read; save the file as UTF-8 (a file saved as "
+                "GBK or GB2312 gives this error)"
+            ).format(byte=data[exc.start]),
             line,
             column,
         )
@@ -252,7 +322,7 @@ def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | Non
     except yaml.reader.ReaderError as exc:  # a control character: PyYAML gives its offset only
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        message = f"character U+{exc.character:04X} is not allowed in YAML; remove it"
+        message = _("character U+{code:04X} is not allowed in YAML; remove it").format(code=exc.character)
         return None, error(message, line, column)
     try:
         return loader.get_single_node(), None
@@ -261,8 +331,11 @@ def parse_file(file: Path, display: str, bounded: bool) -> tuple[yaml.Node | Non
     except yaml.MarkedYAMLError as exc:
         mark_line, mark_column = syntax_error_mark(exc, text)
         hint = syntax_hint(exc, text, mark_line, mark_column)
-        what = "; ".join(x for x in (exc.context, exc.problem, hint) if x)
-        return None, error(f"YAML syntax error: {what}", mark_line, mark_column)
+        parts = [_pyyaml_wording(exc.context or ""), _pyyaml_wording(exc.problem or ""), hint]
+        what = functools.reduce(_and_then, [p for p in parts if p] or [str(exc)])
+        return None, _Syntax(
+            display, mark_line, "", _("YAML syntax error: {what}").format(what=what), mark_column
+        )
     finally:
         loader.dispose()
 
@@ -283,11 +356,11 @@ class _Reader:
 
     def read(self) -> Any:
         node, error = parse_file(self.file, self.display, self.bounded)
-        if error is not None:
-            self.errors.append(error)
+        if error is not None:  # as a plain error: the subclasses only tell the secrets file why
+            self.errors.append(ConfigError(error.file, error.line, error.path, error.message, error.column))
             return None
         if node is None:
-            self.errors.append(ConfigError(self.display, 1, "", "the file is empty"))
+            self.errors.append(ConfigError(self.display, 1, "", _("the file is empty")))
             return None
         self._loader = yaml.SafeLoader("")
         return self.walk(node, ())
@@ -296,7 +369,8 @@ class _Reader:
         if len(path) > MAX_DEPTH:  # aliases inside aliases can nest deeper than the text does
             if not self._too_deep:
                 self._too_deep = True
-                message = f"aliases here nest values more than {MAX_DEPTH} levels deep; a profile needs few"
+                message = _("aliases here nest values more than {depth} levels deep; a profile needs few")
+                message = message.format(depth=MAX_DEPTH)
                 self.errors.append(ConfigError(self.display, node.start_mark.line + 1, "", message))
             return INVALID
         self.locations[path] = (self.display, node.start_mark.line + 1)
@@ -308,15 +382,17 @@ class _Reader:
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.err(key_node, path, "a key must be a plain name")
+                    self.err(key_node, path, _("a key must be a plain name"))
                     continue
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.err(key_node, path, "YAML merge keys (<<) are not supported; use extends: instead")
+                    self.err(
+                        key_node, path, _("YAML merge keys (<<) are not supported; use extends: instead")
+                    )
                     continue
                 key = key_node.value
                 key_path = (*path, key)
                 if key in out:
-                    self.err(key_node, key_path, "duplicate key: this key is already set above")
+                    self.err(key_node, key_path, _("duplicate key: this key is already set above"))
                     continue
                 out[key] = self.walk(value_node, key_path)
                 self.locations[key_path] = (self.display, key_node.start_mark.line + 1)
@@ -324,36 +400,40 @@ class _Reader:
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
         if node.tag.startswith("!") or not node.tag.startswith("tag:yaml.org,2002:"):
-            self.err(node, path, f"unknown tag {node.tag}; use !secret NAME or !env VARIABLE")
+            self.err(
+                node, path, _("unknown tag {tag}; use !secret NAME or !env VARIABLE").format(tag=node.tag)
+            )
             return INVALID
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            self.err(node, path, f"cannot read this value: {problem}")
+            self.err(node, path, _("cannot read this value: {problem}").format(problem=problem))
             return INVALID
 
     def env(self, node: yaml.Node, path: KeyPath) -> Secret:
         name = node.value if isinstance(node, yaml.ScalarNode) else ""
         if not name:
-            self.err(node, path, "!env needs a variable name, e.g. !env LDAP_PASSWORD")
+            self.err(node, path, _("!env needs a variable name, e.g. !env LDAP_PASSWORD"))
             return INVALID
         if name not in os.environ:
-            self.err(node, path, f"environment variable {name} is not set; export it before starting")
+            message = _("environment variable {name} is not set; export it before starting")
+            self.err(node, path, message.format(name=name))
             return INVALID
         return Secret(os.environ[name], f"env:{name}")
 
     def secret(self, node: yaml.Node, path: KeyPath) -> Secret:
         name = node.value if isinstance(node, yaml.ScalarNode) else ""
         if not name:
-            self.err(node, path, "!secret needs a name, e.g. !secret ldap_password")
+            self.err(node, path, _("!secret needs a name, e.g. !secret ldap_password"))
             return INVALID
         secrets, problem = self.load_secrets()
         if secrets is None:
-            self.err(node, path, f"secret {name!r} not found: {problem}")
+            self.err(node, path, _("secret {name!r} not found: {problem}").format(name=name, problem=problem))
             return INVALID
         if name not in secrets:
-            self.err(node, path, f"secret {name!r} is not in {self._secrets_file}")
+            message = _("secret {name!r} is not in {file}").format(name=name, file=self._secrets_file)
+            self.err(node, path, message)
             return INVALID
         return Secret(str(secrets[name]), f"secret:{name}")
 
@@ -364,18 +444,25 @@ class _Reader:
             self._secrets_file = Path(env) if env else self.file.parent / "secrets.yaml"
             where = self._secrets_file
             node, error = parse_file(where, str(where), bounded=True)
+            if isinstance(error, _Missing):
+                message = _("no secrets file at {file}; create it or set VIPSENSE_SECRETS to its path")
+                return None, message.format(file=where)
+            if isinstance(error, _Syntax):
+                message = _("the secrets file {file} is not valid YAML (line {line})")
+                return None, message.format(file=where, line=error.line)
+            if error is not None and error.line:
+                message = _("cannot read the secrets file {file} (line {line}): {problem}")
+                return None, message.format(file=where, line=error.line, problem=error.message)
             if error is not None:
-                if error.message == _FILE_NOT_FOUND:
-                    return None, f"no secrets file at {where}; create it or set VIPSENSE_SECRETS to its path"
-                if error.message.startswith("YAML syntax error"):
-                    return None, f"the secrets file {where} is not valid YAML (line {error.line})"
-                at = f" (line {error.line})" if error.line else ""
-                return None, f"cannot read the secrets file {where}{at}: {error.message}"
+                message = _("cannot read the secrets file {file}: {problem}")
+                return None, message.format(file=where, problem=error.message)
             data = yaml.SafeLoader("").construct_document(node) if node is not None else None
             if data is None:
                 data = {}
             if not isinstance(data, dict):
-                return None, f"the secrets file {where} must be a mapping of names to values"
+                return None, _("the secrets file {file} must be a mapping of names to values").format(
+                    file=where
+                )
             self._secrets = data
         return self._secrets, ""
 
@@ -451,7 +538,7 @@ def _load(path: Path, _chain: tuple[Path, ...], bounded: bool) -> LoadedYaml:
     errors = reader.errors
     locs = reader.locations
     if data is not None and not isinstance(data, dict):
-        errors.append(ConfigError(reader.display, 1, "", "a profile must be a mapping of keys"))
+        errors.append(ConfigError(reader.display, 1, "", _("a profile must be a mapping of keys")))
         return LoadedYaml(None, locs, errors)
     if not isinstance(data, dict) or "extends" not in data:
         return LoadedYaml(data, locs, errors)
@@ -462,16 +549,21 @@ def _load(path: Path, _chain: tuple[Path, ...], bounded: bool) -> LoadedYaml:
     if base_name is None:  # "extends: null" means no base, like any other null
         return LoadedYaml(data, locs, errors)
     if not isinstance(base_name, str) or not base_name.strip():
-        errors.append(ConfigError(reader.display, line, "extends", "expected the path of a base profile"))
+        errors.append(ConfigError(reader.display, line, "extends", _("expected the path of a base profile")))
         return LoadedYaml(data, locs, errors, incomplete=True)
     base_path = (path.parent / base_name).resolve()
     if base_path in (*_chain, path):
         chain = " -> ".join(_display(p) for p in (*_chain, path, base_path))
-        errors.append(ConfigError(reader.display, line, "extends", f"circular extends: {chain}"))
+        errors.append(
+            ConfigError(reader.display, line, "extends", _("circular extends: {chain}").format(chain=chain))
+        )
         return LoadedYaml(data, locs, errors, incomplete=True)
     if not base_path.is_file():
-        what = "is a directory" if base_path.is_dir() else "not found"
-        errors.append(ConfigError(reader.display, line, "extends", f"base profile {base_name} {what}"))
+        if base_path.is_dir():
+            message = _("base profile {name} is a directory").format(name=base_name)
+        else:
+            message = _("base profile {name} not found").format(name=base_name)
+        errors.append(ConfigError(reader.display, line, "extends", message))
         return LoadedYaml(data, locs, errors, incomplete=True)
     base = _load(base_path, (*_chain, path), bounded)
     if base.data is None:

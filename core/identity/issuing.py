@@ -15,9 +15,11 @@ from ..clock import Clock
 from ..config.profile import Profile
 from ..devices import ReaderRunner
 from ..errors import describe
+from ..i18n import _
 from ..model import TagRead
 from ..pluginhost import PluginHost
 from ..status import DeviceStatus
+from ..texts import translated
 from .standalone import build
 
 
@@ -29,13 +31,19 @@ def read_card(profile: Profile, host: PluginHost, reader_id: str, wait: float) -
     """The first read of any card by reader ``reader_id`` within ``wait`` seconds."""
     cfg = next((r for r in profile.readers if r.id == reader_id), None)
     if cfg is None:
-        ids = ", ".join(r.id for r in profile.readers) or "none"
-        raise ReadError(f"no reader has id {reader_id!r} (reader ids: {ids})")
+        ids = _(", ").join(r.id for r in profile.readers) or _("none")
+        raise ReadError(
+            _("no reader has id {reader_id} (reader ids: {ids})").format(reader_id=repr(reader_id), ids=ids)
+        )
     clock = Clock()
     try:
         reader = build(host, profile, cfg, clock)
     except Exception as exc:
-        raise ReadError(f"reader {cfg.id} ({cfg.type}) cannot start: {describe(exc)}") from None
+        raise ReadError(
+            _("reader {reader} ({type}) cannot start: {error}").format(
+                reader=cfg.id, type=cfg.type, error=describe(exc)
+            )
+        ) from None
     reads: queue.Queue[TagRead] = queue.Queue()
     status = DeviceStatus(kind="reader", type=cfg.type)
     runner = ReaderRunner(cfg.id, reader, clock, reads.put, status, lambda reader_id, state: None)
@@ -48,10 +56,29 @@ def read_card(profile: Profile, host: PluginHost, reader_id: str, wait: float) -
             except queue.Empty:
                 pass
             if runner.finished and reads.empty():
-                raise ReadError(f"reader {cfg.id} stopped without reading a card ({status.reason})")
+                raise ReadError(
+                    _("reader {reader} stopped without reading a card ({reason})").format(
+                        reader=cfg.id, reason=translated(status.reason)
+                    )
+                )
             if time.monotonic() >= deadline:
-                state = f" (reader {status.state}: {status.reason})" if status.reason else ""
-                raise ReadError(f"no card was read by reader {cfg.id} within {wait:g} s{state}")
+                if status.reason:
+                    raise ReadError(
+                        _(
+                            "no card was read by reader {reader} within {seconds} s"
+                            " (reader {state}: {reason})"
+                        ).format(
+                            reader=cfg.id,
+                            seconds=f"{wait:g}",
+                            state=status.state.label,
+                            reason=translated(status.reason),
+                        )
+                    )
+                raise ReadError(
+                    _("no card was read by reader {reader} within {seconds} s").format(
+                        reader=cfg.id, seconds=f"{wait:g}"
+                    )
+                )
     finally:
         runner.stop()
         runner.thread.join(2.0)

@@ -9,6 +9,7 @@ A reissue revokes the old card, so it too needs an active or lost one.  A new ca
 
 from __future__ import annotations
 
+from ..i18n import _
 from ..model import Card, CardAction, CardStatus
 
 #: The status each action leaves a card in.
@@ -48,10 +49,15 @@ def check_change(card: Card, new_status: CardStatus) -> None:
 
 
 def _why(epc: str, status: CardStatus, action: CardAction) -> str:
+    """The refusal in the language in force: the issuer reads it at the station or the command line."""
     if status is CardStatus.REVOKED:
-        return f"card {epc} is revoked, and a revoked card stays revoked (issue a new card instead)"
+        return _("card {epc} is revoked, and a revoked card stays revoked (issue a new card instead)").format(
+            epc=epc
+        )
     if action is CardAction.LOST:
-        return f"card {epc} is already lost"
+        return _("card {epc} is already lost").format(epc=epc)
     if action is CardAction.RESTORED:
-        return f"card {epc} is {status.value}, not lost: only a lost card can be found again"
-    return f"card {epc} is {status.value}"
+        return _("card {epc} is {status}, not lost: only a lost card can be found again").format(
+            epc=epc, status=status.label
+        )
+    return _("card {epc} is {status}").format(epc=epc, status=status.label)

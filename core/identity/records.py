@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from ..i18n import _
 from ..model import Card, CardStatus, Customer
 from ..privacy import UNSAFE as _UNSAFE_ANY
 from ..privacy import UnsafeText, clean_text
@@ -93,7 +94,9 @@ class FieldError(ValueError):
 def parse_hex(name: str, text: str) -> str:
     """An EPC or TID: hexadecimal, returned upper-case (how readers report them)."""
     if not _HEX.fullmatch(text):
-        raise FieldError(f"{name}: must be hexadecimal, got {_clip(text)!r}")
+        raise FieldError(
+            _("{name}: must be hexadecimal, got {value}").format(name=name, value=repr(_clip(text)))
+        )
     return text.upper()
 
 
@@ -106,7 +109,11 @@ def _clip(text: str, n: int = 40) -> str:
 def check_length(name: str, text: str) -> None:
     limit = MAX_LENGTH.get(name)
     if limit is not None and len(text) > limit:
-        raise FieldError(f"{name}: {len(text):,} characters, at most {limit:,} are allowed")
+        raise FieldError(
+            _("{name}: {length} characters, at most {limit} are allowed").format(
+                name=name, length=f"{len(text):,}", limit=f"{limit:,}"
+            )
+        )
 
 
 def parse_text(name: str, text: str) -> str:
@@ -115,8 +122,8 @@ def parse_text(name: str, text: str) -> str:
     check_length(name, text)
     try:
         return clean_text(text)
-    except UnsafeText as exc:
-        raise FieldError(f"{name}: {exc}") from None
+    except UnsafeText:
+        raise FieldError(_("{name}: contains a NUL character").format(name=name)) from None
 
 
 def parse_customer_no(text: str, name: str = "customer_no") -> str:
@@ -126,17 +133,23 @@ def parse_customer_no(text: str, name: str = "customer_no") -> str:
         return text  # nearly every row: one search
     check_length(name, text)
     if not text:
-        raise FieldError(f"{name}: required")
+        raise FieldError(_("{name}: required").format(name=name))
     if text != text.strip():
-        raise FieldError(f"{name}: {_clip(text)!r} has white space around it")
+        raise FieldError(
+            _("{name}: {value} has white space around it").format(name=name, value=repr(_clip(text)))
+        )
     if any(ch in _NOT_IN_CUSTOMER_NO for ch in text):
-        raise FieldError(f"{name}: {_clip(text)!r} holds a wildcard (* or ?)")
+        raise FieldError(
+            _("{name}: {value} holds a wildcard (* or ?)").format(name=name, value=repr(_clip(text)))
+        )
     try:
         cleaned = clean_text(text)
-    except UnsafeText as exc:
-        raise FieldError(f"{name}: {exc}") from None
+    except UnsafeText:
+        raise FieldError(_("{name}: contains a NUL character").format(name=name)) from None
     if cleaned != text:
-        raise FieldError(f"{name}: {_clip(text)!r} holds control characters")
+        raise FieldError(
+            _("{name}: {value} holds control characters").format(name=name, value=repr(_clip(text)))
+        )
     return text
 
 
@@ -144,7 +157,9 @@ def parse_date(name: str, text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise FieldError(f"{name}: not a date (YYYY-MM-DD), got {_clip(text)!r}") from None
+        raise FieldError(
+            _("{name}: not a date (YYYY-MM-DD), got {value}").format(name=name, value=repr(_clip(text)))
+        ) from None
 
 
 def check_validity(
@@ -154,12 +169,18 @@ def check_validity(
 ) -> None:
     """A card valid until a day before it becomes valid would never be valid: a typing mistake."""
     if valid_from and valid_until and valid_until < valid_from:
-        raise FieldError(f"{names[1]}: {valid_until} is before {names[0]} {valid_from}")
+        raise FieldError(
+            _("{until_name}: {until} is before {from_name} {from_}").format(
+                until_name=names[1], until=valid_until, from_name=names[0], from_=valid_from
+            )
+        )
 
 
 def parse_status(text: str) -> CardStatus:
     if text not in CARD_STATUSES:
-        raise FieldError(f"status: must be one of {', '.join(sorted(CARD_STATUSES))}")
+        raise FieldError(
+            _("status: must be one of {statuses}").format(statuses=", ".join(sorted(CARD_STATUSES)))
+        )
     return CardStatus(text)
 
 
@@ -169,7 +190,7 @@ def parse_consent(text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise FieldError("consent: must be yes or no (1/0, true/false)")
+    raise FieldError(_("consent: must be yes or no (1/0, true/false)"))
 
 
 #: A customer's text fields, cleaned by :func:`clean_customer` (the customer number is checked apart).
@@ -268,15 +289,16 @@ class _Guarded:
             return next(self.reader)
         except csv.Error as exc:
             raise CsvFileError(
-                f"{self.name}:{self.reader.line_num}: cannot read on ({exc}); the rows before it were read,"
-                " none after it"
+                _(
+                    "{file}:{line}: cannot read on ({error}); the rows before it were read, none after it"
+                ).format(file=self.name, line=self.reader.line_num, error=exc)
             ) from None
 
 
 def count_csv_rows(path: Path) -> int:
     """Data rows in a CSV file (records after the header, blank lines skipped): one quick pass."""
     with open_csv(path) as fh:
-        return max(0, sum(1 for _ in records(fh)) - 1)
+        return max(0, sum(1 for _record in records(fh)) - 1)
 
 
 def estimate_csv_rows(path: Path) -> int:
@@ -351,7 +373,7 @@ def _customer_converter(columns: tuple[str, ...]) -> Converter:
                 if row[i]:
                     out[i] = parse_text(name, row[i]) or None
             if name_i is not None and not (out[name_i] or "").strip():
-                raise FieldError("name: required")
+                raise FieldError(_("{name}: required").format(name="name"))
         if consent_i is not None:
             out[consent_i] = parse_consent(row[consent_i]) if row[consent_i] else None
         if date_i is not None and row[date_i]:
@@ -377,7 +399,7 @@ class CsvTable:
             self._records = records(self._fh)
             first = next(self._records, None)
             if first is None:
-                raise CsvFileError(f"{self.path}: empty file: a header row is needed")
+                raise CsvFileError(_("{file}: empty file: a header row is needed").format(file=self.path))
             self.kind, self.required, self.columns = self._header(first[1], kind)
         except BaseException:
             self._fh.close()
@@ -393,12 +415,20 @@ class CsvTable:
             if kind == "cards"
             else ((*CUSTOMER_COLUMNS, *CONSENT_COLUMNS), ("customer_no", "name"))
         )
-        problems = [f"unknown column {n!r}" for n in names if n not in known]
-        problems += [f"column {n!r} appears twice" for n in sorted({n for n in names if names.count(n) > 1})]
-        problems += [f"missing column {n!r}" for n in required if n not in names]
+        problems = [_("unknown column {column}").format(column=repr(n)) for n in names if n not in known]
+        problems += [
+            _("column {column} appears twice").format(column=repr(n))
+            for n in sorted({n for n in names if names.count(n) > 1})
+        ]
+        problems += [_("missing column {column}").format(column=repr(n)) for n in required if n not in names]
         if problems:
+            known_columns = ", ".join(known)
             raise CsvFileError(
-                f"{self.path}:1: {'; '.join(problems)} (known {kind} columns: {', '.join(known)})"
+                (
+                    _("{file}:1: {problems} (known cards columns: {columns})")
+                    if kind == "cards"
+                    else _("{file}:1: {problems} (known customers columns: {columns})")
+                ).format(file=self.path, problems=_("; ").join(problems), columns=known_columns)
             )
         return kind, required, tuple(names)
 
@@ -409,16 +439,18 @@ class CsvTable:
         for line, row in self._records:
             result.rows += 1
             if len(row) != width:
-                result.reject(line, f"{len(row)} fields, the header has {width}")
+                result.reject(
+                    line, _("{fields} fields, the header has {width}").format(fields=len(row), width=width)
+                )
                 continue
             blank = next((c for i, c in required_idx if not row[i].strip()), None)
             if blank is not None:
-                result.reject(line, f"{blank}: required")
+                result.reject(line, _("{name}: required").format(name=blank))
                 continue
             try:
                 "".join(row).encode("utf-8")
             except UnicodeEncodeError:
-                result.reject(line, "not valid UTF-8")
+                result.reject(line, _("not valid UTF-8"))
                 continue
             try:
                 values = convert(row)

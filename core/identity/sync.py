@@ -32,6 +32,7 @@ from ..api import CardRegistry, IdentityStore, StoreUnsupported
 from ..clock import Clock
 from ..config.profile import Profile
 from ..errors import describe
+from ..i18n import _
 from ..model import Card
 from ..pluginhost import PluginHost
 from ..privacy import printable
@@ -74,7 +75,8 @@ class _Skipped:
 
     def add(self, what: str, key: str, exc: FieldError) -> None:
         self.n += 1
-        text = f"{what} {printable(key)}: {exc}"
+        thing = _("card {key}: {error}") if what == "card" else _("customer {key}: {error}")
+        text = thing.format(key=printable(key), error=exc)
         log.warning("sync: left out %s", text)
         if len(self.shown) < MAX_SKIPPED_SHOWN:
             self.shown.append(text)
@@ -96,7 +98,9 @@ def _store(profile: Profile, host: PluginHost, store_id: str, clock: Clock) -> I
     try:
         return build(host, profile, cfg, clock)
     except Exception as exc:
-        raise SyncError(f"store {store_id}: cannot start: {describe(exc)}") from exc
+        raise SyncError(
+            _("store {store}: cannot start: {error}").format(store=store_id, error=describe(exc))
+        ) from exc
 
 
 def _for_branch(cards: Iterator[Card], branch_id: str, keep: set[str]) -> Iterator[Card]:
@@ -113,13 +117,19 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
     branch's own audit log otherwise."""
     plan = profile.sync
     if plan is None:
-        raise SyncError("the profile has no 'sync:' section; add e.g. sync: {source: central, target: local}")
+        raise SyncError(
+            _("the profile has no 'sync:' section; add e.g. sync: {{source: central, target: local}}")
+        )
     clock = Clock()
     t0 = time.perf_counter()
     source = _store(profile, host, plan.source, clock)
     target = _store(profile, host, plan.target, clock)
     if not isinstance(target, CardRegistry):
-        raise SyncError(f"store {plan.target} ({type(target).__name__}) cannot be a replica")
+        raise SyncError(
+            _("store {store} ({type}) cannot be a replica").format(
+                store=plan.target, type=type(target).__name__
+            )
+        )
     own_audit = audit is None
     audit = audit or open_audit_log(profile)
     outcome = AuditResult.ERROR
@@ -130,7 +140,9 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
             try:
                 store.open()
             except Exception as exc:
-                raise SyncError(f"store {name} is unreachable: {describe(exc)}") from exc
+                raise SyncError(
+                    _("store {store} is unreachable: {error}").format(store=name, error=describe(exc))
+                ) from exc
         try:
             all_cards = _cleaned(source.iter_cards(), clean_card, "card", lambda c: c.epc, skipped)
             if plan.this_branch_only:
@@ -143,11 +155,19 @@ def sync_once(profile: Profile, host: PluginHost, audit: AuditLog | None = None)
                 cards, _cleaned(customers, clean_customer, "customer", lambda c: c.customer_no, skipped)
             )
         except StoreUnsupported as exc:
-            raise SyncError(f"cannot sync {plan.source} -> {plan.target}: {exc}") from exc
+            raise SyncError(
+                _("cannot sync {source} -> {target}: {error}").format(
+                    source=plan.source, target=plan.target, error=exc
+                )
+            ) from exc
         except SyncError:
             raise
         except Exception as exc:
-            raise SyncError(f"sync {plan.source} -> {plan.target} failed: {describe(exc)}") from exc
+            raise SyncError(
+                _("sync {source} -> {target} failed: {error}").format(
+                    source=plan.source, target=plan.target, error=describe(exc)
+                )
+            ) from exc
         outcome = AuditResult.SUCCESS
         detail = f"{n_cards} cards, {n_customers} customers"
         if skipped.n:

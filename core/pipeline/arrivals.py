@@ -25,6 +25,7 @@ from ..backoff import Backoff
 from ..clock import Clock
 from ..config.profile import Profile
 from ..devices import NotifierRunner, StoreRunner
+from ..i18n import lazy_gettext
 from ..model import (
     SUSPECT_REASONS,
     Acknowledgement,
@@ -39,6 +40,7 @@ from ..pluginhost import PluginHost
 from ..status import BranchStatus
 from ..storage.outbox import OutboxWriter
 from ..storage.visitlog import QUIET_KINDS, OpenVisit, VisitLog
+from ..texts import Text
 from ..timezone import day_of
 from .lookup import Answer, Outcome, ask
 from .policy import judge
@@ -46,6 +48,8 @@ from .presence import Presence
 from .routing import Router
 
 log = logging.getLogger(__name__)
+#: a look-up stage's last error when every store failed it (made once: it is on the door's path)
+NO_STORE_ANSWERED = Text(lazy_gettext("no identity store could answer"))
 
 BATCH = 1024
 UNRECORDED_LIMIT = 100_000  #: visits kept in memory while the visit log cannot write
@@ -315,7 +319,7 @@ class Pipeline:
         if answer.answered:
             self._stages[stage].ok(time.perf_counter() - t0)
         elif answer.outcome is Outcome.NO_ANSWER:
-            self._stages[stage].fail("no identity store could answer")
+            self._stages[stage].fail(NO_STORE_ANSWERED)
         return answer
 
     def _judge(
@@ -534,7 +538,9 @@ class Pipeline:
         out = []
         for person, via, escalation in self.router.route(visit):
             if via not in self.notifiers:  # its factory failed; status already shows why
-                self._stages["routing"].fail(f"notifier {via} is not running")
+                self._stages["routing"].fail(
+                    Text(lazy_gettext("notifier {notifier} is not running"), notifier=via)
+                )
                 continue
             fallback = None
             if escalation is not None:

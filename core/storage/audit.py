@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import enum
 import hashlib
 import hmac
 import json
@@ -74,7 +73,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..i18n import _, lazy_gettext
+from ..model import Labelled, add_labels
 from ..privacy import mask_personal_numbers
+from ..texts import Text
 from . import auditanchors
 from .auditanchors import Anchor, AnchorPolicy, BadAnchor, key_fingerprint
 
@@ -96,7 +98,7 @@ def audit_path(profile: Profile) -> Path:
     return profile.data_dir / "audit.sqlite3"
 
 
-class AuditAction(str, enum.Enum):
+class AuditAction(Labelled):
     LOOKUP = "lookup"
     VIEW = "view"
     UNMASK = "unmask"
@@ -115,10 +117,39 @@ class AuditAction(str, enum.Enum):
     PERMISSION_CHANGE = "permission_change"
 
 
-class AuditResult(str, enum.Enum):
+add_labels(
+    AuditAction,
+    {
+        "lookup": lazy_gettext("look-up"),
+        "view": lazy_gettext("view"),
+        "unmask": lazy_gettext("unmask"),
+        "export": lazy_gettext("export"),
+        "card_issue": lazy_gettext("issue a card"),
+        "card_revoke": lazy_gettext("revoke a card"),
+        "card_lost": lazy_gettext("report a card lost"),
+        "card_reissue": lazy_gettext("reissue a card"),
+        "card_restore": lazy_gettext("restore a lost card"),
+        "consent": lazy_gettext("consent"),
+        "import": lazy_gettext("import"),
+        "purge": lazy_gettext("purge"),
+        "sync": lazy_gettext("sync"),
+        "login": lazy_gettext("log in"),
+        "config_change": lazy_gettext("configuration change"),
+        "permission_change": lazy_gettext("permission change"),
+    },
+)
+
+
+class AuditResult(Labelled):
     SUCCESS = "success"
     DENIED = "denied"
     ERROR = "error"
+
+
+add_labels(
+    AuditResult,
+    {"success": lazy_gettext("success"), "denied": lazy_gettext("denied"), "error": lazy_gettext("error")},
+)
 
 
 class AuditKeyError(Exception):
@@ -241,6 +272,10 @@ class AuditEntry:
 
 @attrs.frozen(slots=True)
 class VerifyResult:
+    """What a check of the chain found.  ``problem``, ``anchor`` and ``notes`` are English ``str``
+    (:class:`~vipsense.texts.Text`) as logs and audit entries record them; a screen shows each with
+    :func:`vipsense.texts.translated`, in its reader's language."""
+
     ok: bool
     checked: int
     first_broken: int | None = None
@@ -387,15 +422,19 @@ class _Walk:
         """Check the next stored row; False (and ``problem`` set) at the first broken link."""
         seq = row[0]
         if seq != self.expected:
-            if seq == self.expected + 1:
-                missing = f"entry {self.expected} is missing"
-            else:
-                missing = f"entries {self.expected}..{seq - 1} are missing"
-            after = f"follows {self.expected - 1}" if self.expected > 1 else "is the first"
-            return self._broken(self.expected, f"entry {seq} {after}: {missing}")
+            return self._broken(self.expected, _gap(seq, self.expected))
         if row[10] != self.prev:
-            before = f"entry {seq - 1}" if seq > 1 else "the genesis hash"
-            return self._broken(seq, f"entry {seq}: prev_hash does not match {before}")
+            if seq > 1:
+                problem = Text(
+                    lazy_gettext("entry {seq}: prev_hash does not match entry {before}"),
+                    seq=seq,
+                    before=seq - 1,
+                )
+            else:
+                problem = Text(
+                    lazy_gettext("entry {seq}: prev_hash does not match the genesis hash"), seq=seq
+                )
+            return self._broken(seq, problem)
         if self.mode is None:
             chained = self._first(row)
         else:
@@ -432,17 +471,25 @@ class _Walk:
         seq = row[0]
         named = _SWITCH_KEY.search(str(row[8])) if row[2] == SWITCH_ACTOR else None
         if named and named.group(1) not in {k.id for k in self.keys}:
-            return (
-                f"entry {seq} switches the chain to key {named.group(1)}, which this check does not have"
-                " (is privacy.audit_key the branch's key?)"
+            return Text(
+                lazy_gettext(
+                    "entry {seq} switches the chain to key {key}, which this check does not have"
+                    " (is privacy.audit_key the branch's key?)"
+                ),
+                seq=seq,
+                key=named.group(1),
             )
         if self.mode is None and self.keys:
             ids = ", ".join(k.id for k in self.keys)
-            return (
-                f"entry {seq}: hash does not match its contents under any audit key this check has ({ids}):"
-                " edited, or chained with another key (is privacy.audit_key the branch's key?)"
+            return Text(
+                lazy_gettext(
+                    "entry {seq}: hash does not match its contents under any audit key this check has"
+                    " ({keys}): edited, or chained with another key (is privacy.audit_key the branch's key?)"
+                ),
+                seq=seq,
+                keys=ids,
             )
-        return f"entry {seq}: hash does not match its contents (edited?)"
+        return Text(lazy_gettext("entry {seq}: hash does not match its contents (edited?)"), seq=seq)
 
     def _broken(self, seq: int, problem: str) -> bool:
         self.first_broken, self.problem = seq, problem
@@ -452,14 +499,25 @@ class _Walk:
         notes: list[str] = []
         if self.checked and self.keyed_from is None:
             notes.append(
-                "the chain is not keyed: it was written before keyed chaining, so anyone who can write "
-                "the file could rewrite it; the next entry written switches it to the audit key"
+                Text(
+                    lazy_gettext(
+                        "the chain is not keyed: it was written before keyed chaining, so anyone who can "
+                        "write the file could rewrite it; the next entry written switches it to the audit key"
+                    )
+                )
             )
         elif self.keys and self.mode is not None and self.mode != len(self.keys) - 1 and not self.problem:
             used = self.keys[self.mode]
             notes.append(
-                f"the newest entries are chained with key {used.id} ({used.source}), not with"
-                f" {self.keys[-1].source}; the next entry written switches to it"
+                Text(
+                    lazy_gettext(
+                        "the newest entries are chained with key {key} ({source}), not with {newest}; the"
+                        " next entry written switches to it"
+                    ),
+                    key=used.id,
+                    source=used.source,
+                    newest=self.keys[-1].source,
+                )
             )
         return VerifyResult(
             ok=not self.problem,
@@ -488,7 +546,9 @@ def _reader(path: Path, timeout: float = 10.0) -> sqlite3.Connection:
         db.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
-            raise AuditUnreadable(f"not an audit log (it has no audit table): {exc}") from None
+            raise AuditUnreadable(
+                _("not an audit log (it has no audit table): {error}").format(error=exc)
+            ) from None
         raise AuditUnreadable(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         raise AuditUnreadable(str(exc)) from None
@@ -519,7 +579,24 @@ def _walk_rows(walk: _Walk, db: sqlite3.Connection, progress: Callable[[int], No
     try:
         walk.run(_rows(db, walk.expected - 1), progress)
     except _Undecodable as exc:
-        walk._broken(walk.expected, f"entry {walk.expected}: unreadable ({exc})")
+        walk._broken(
+            walk.expected,
+            Text(lazy_gettext("entry {seq}: unreadable ({error})"), seq=walk.expected, error=str(exc)),
+        )
+
+
+def _gap(seq: int, expected: int) -> Text:
+    """Entries missing before ``seq``: one whole sentence for each case, so each translates whole."""
+    if seq == expected + 1:
+        if expected > 1:
+            message = lazy_gettext("entry {seq} follows {previous}: entry {first} is missing")
+        else:
+            message = lazy_gettext("entry {seq} is the first: entry {first} is missing")
+    elif expected > 1:
+        message = lazy_gettext("entry {seq} follows {previous}: entries {first}..{last} are missing")
+    else:
+        message = lazy_gettext("entry {seq} is the first: entries {first}..{last} are missing")
+    return Text(message, seq=seq, previous=expected - 1, first=expected, last=seq - 1)
 
 
 def _when(at: float) -> str:
@@ -543,7 +620,10 @@ def check_anchors(
     if last_only:
         lines = [item for item in lines if isinstance(item[1], Anchor)][-1:]
     if not lines:
-        note = f"no anchor yet in {file}: entries cut off the end of the log would go unnoticed"
+        note = Text(
+            lazy_gettext("no anchor yet in {file}: entries cut off the end of the log would go unnoticed"),
+            file=str(file),
+        )
         return attrs.evolve(result, notes=(*result.notes, note))
 
     def broken(seq: int, problem: str) -> VerifyResult:
@@ -551,18 +631,36 @@ def check_anchors(
 
     newest: tuple[int, Anchor] | None = None
     for number, anchor in lines:
-        where = f"anchor {file}:{number}"
+        where = f"{file}:{number}"
         if isinstance(anchor, BadAnchor):
-            return broken(result.checked, f"{where} is not an anchor ({anchor}); the anchor file was altered")
+            return broken(
+                result.checked,
+                Text(
+                    lazy_gettext("anchor {where} is not an anchor ({error}); the anchor file was altered"),
+                    where=where,
+                    error=str(anchor),
+                ),
+            )
         key = by_id.get(anchor.key)
         if key is None:
             return broken(
-                result.checked, f"{where} is signed with key {anchor.key}, which this check does not have"
+                result.checked,
+                Text(
+                    lazy_gettext("anchor {where} is signed with key {key}, which this check does not have"),
+                    where=where,
+                    key=anchor.key,
+                ),
             )
         if not anchor.valid(key.secret):
             return broken(
                 result.checked,
-                f"{where}: its signature does not match (altered, or not signed with the audit key)",
+                Text(
+                    lazy_gettext(
+                        "anchor {where}: its signature does not match (altered, or not signed with the"
+                        " audit key)"
+                    ),
+                    where=where,
+                ),
             )
         if newest is None or anchor.count >= newest[1].count:
             newest = (number, anchor)
@@ -571,19 +669,39 @@ def check_anchors(
             if row is None or row[0] != anchor.head:
                 return broken(
                     anchor.count,
-                    f"entry {anchor.count} does not match {where} of {_when(anchor.at)} "
-                    "(the log was rewritten at or before that entry)",
+                    Text(
+                        lazy_gettext(
+                            "entry {seq} does not match anchor {where} of {when} (the log was rewritten at"
+                            " or before that entry)"
+                        ),
+                        seq=anchor.count,
+                        where=where,
+                        when=_when(anchor.at),
+                    ),
                 )
     assert newest is not None
     number, anchor = newest
     if anchor.count > result.checked:
         return broken(
             result.checked + 1,
-            f"the log ends at entry {result.checked}, but anchor {file}:{number} of {_when(anchor.at)}"
-            f" says it had {anchor.count} entries: entries {result.checked + 1}..{anchor.count} were cut off"
-            " the end",
+            Text(
+                lazy_gettext(
+                    "the log ends at entry {checked}, but anchor {where} of {when} says it had {count}"
+                    " entries: entries {first}..{count} were cut off the end"
+                ),
+                checked=result.checked,
+                where=f"{file}:{number}",
+                when=_when(anchor.at),
+                count=anchor.count,
+                first=result.checked + 1,
+            ),
         )
-    said = f"entry {anchor.count} matches anchor {file}:{number} of {_when(anchor.at)}"
+    said = Text(
+        lazy_gettext("entry {seq} matches anchor {where} of {when}"),
+        seq=anchor.count,
+        where=f"{file}:{number}",
+        when=_when(anchor.at),
+    )
     return attrs.evolve(result, anchor=said)
 
 
@@ -609,10 +727,13 @@ def verify_file(
             seq, expected = anchor
             row = db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
             if row is None:
-                problem = f"entry {seq} is missing: the anchor says it existed (log truncated?)"
+                problem = Text(
+                    lazy_gettext("entry {seq} is missing: the anchor says it existed (log truncated?)"),
+                    seq=seq,
+                )
                 return attrs.evolve(result, ok=False, first_broken=seq, problem=problem)
             if row[0] != expected:
-                problem = f"entry {seq}: hash does not match the anchor"
+                problem = Text(lazy_gettext("entry {seq}: hash does not match the anchor"), seq=seq)
                 return attrs.evolve(result, ok=False, first_broken=seq, problem=problem)
         if anchors is not None:
             result = check_anchors(db, result, anchors.file, tuple(keys))
@@ -946,7 +1067,10 @@ class ChainCheck:
                 row = db.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
                 if row is None or row[11] != walk.prev or not walk._matches(row, walk.mode):  # type: ignore[arg-type]
                     walk.checked = seq - 1
-                    walk._broken(seq, f"entry {seq} changed or vanished after it was verified")
+                    walk._broken(
+                        seq,
+                        Text(lazy_gettext("entry {seq} changed or vanished after it was verified"), seq=seq),
+                    )
             if not walk.problem:
                 _walk_rows(walk, db, self._progress)
             result = walk.result()
@@ -973,4 +1097,5 @@ class ChainCheck:
 
 
 def _unreadable(exc: BaseException) -> VerifyResult:
-    return VerifyResult(ok=False, checked=0, first_broken=1, problem=f"the file cannot be read: {exc}")
+    problem = Text(lazy_gettext("the file cannot be read: {error}"), error=str(exc))
+    return VerifyResult(ok=False, checked=0, first_broken=1, problem=problem)

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from ..clock import Clock
+from ..i18n import lazy_gettext
 from ..model import (
     Arrival,
     Card,
@@ -60,6 +61,7 @@ from ..model import (
 )
 from ..privacy import mask_id_number, mask_mobile
 from ..status import Stats, Storage
+from ..texts import Text
 from .migrations import adding_columns, migrate
 from .walfile import WalFile
 
@@ -344,13 +346,22 @@ class Outbox:
             person = staff.get(recipient_id)
             if person is None:
                 broken.append(
-                    (notifier_id, key, f"recipient {recipient_id!r} is no longer in the profile's staff")
+                    (
+                        notifier_id,
+                        key,
+                        Text(
+                            lazy_gettext("recipient {recipient} is no longer in the profile's staff"),
+                            recipient=repr(recipient_id),
+                        ),
+                    )
                 )
                 continue
             try:
                 visit = decode_visit(json.loads(payload), clock)
             except (ValueError, KeyError, TypeError) as exc:
-                broken.append((notifier_id, key, f"unreadable outbox entry: {exc}"))
+                broken.append(
+                    (notifier_id, key, Text(lazy_gettext("unreadable outbox entry: {error}"), error=str(exc)))
+                )
                 continue
             escalate_at, escalate_to, escalated_at, escalated_from = esc
             fallback = None
@@ -566,7 +577,7 @@ class OutboxWriter:
         try:
             fallbacks = self.escalate()
         except Exception as exc:  # a full disk: the deadline stays, so the next round tries again
-            self.stage.fail(f"escalation: {type(exc).__name__}: {exc}")
+            self.stage.fail(Text(lazy_gettext("escalation: {error}"), error=f"{type(exc).__name__}: {exc}"))
             if str(exc) != self._escalation_error:  # once, not every round
                 log.error("outbox: cannot escalate yet (tried again every round): %s", exc)
             self._escalation_error = str(exc)

@@ -8,19 +8,23 @@ Server-rendered HTML and a little plain JavaScript: no front-end build step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from flask import Flask, Response, redirect, url_for
+from flask import Flask, Response, g, redirect, request, url_for
+from flask_babel import Babel  # type: ignore[import-untyped]  # no stubs, no py.typed
 
+from .. import i18n
 from ..config.profile import Profile
+from ..i18n import _
 from ..model import Staff
 from ..permissions import Permission
 from ..storage.audit import AuditLog
-from . import auth
+from . import auth, words
 from .settings import WebSettings
 from .users import UserStore
 
@@ -85,6 +89,67 @@ SECURITY_HEADERS = {
 }
 
 
+def request_locale() -> str:
+    """The language of this request's page and messages: the signed-in account's own choice, else
+    the branch's (``branch.locale``), else the best the browser asks for that vipsense speaks, else
+    Simplified Chinese."""
+    who = auth.viewer()
+    if who is not None and who.user.locale in i18n.LOCALES:
+        return who.user.locale
+    branch = auth.web().profile.branch.locale
+    if branch in i18n.LOCALES:
+        return branch
+    for name, _quality in request.accept_languages:  # best first
+        found = i18n.normalise(name)
+        if found:
+            return found
+    return i18n.DEFAULT_LOCALE
+
+
+def _enter_locale() -> None:
+    """Core messages made during the request (``vipsense.i18n._``) in the page's language."""
+    using = i18n.using(request_locale())
+    using.__enter__()
+    g.i18n_using = using
+
+
+def _leave_locale(exc: BaseException | None) -> None:
+    using = g.pop("i18n_using", None)
+    if using is not None:
+        with contextlib.suppress(ValueError):  # a context var reset in another context: nothing to undo
+            using.__exit__(None, None, None)
+
+
+def _filters(app: Flask, ctx: WebContext) -> None:
+    """Dates, times and numbers as the viewer's language writes them, in the branch's zone."""
+    zone = ctx.profile.tz
+
+    def when(ts: float | None) -> str:
+        return i18n.format_datetime(ts, zone) if ts else ""
+
+    def day(ts: float | None) -> str:
+        return i18n.format_date(ts, zone) if ts else ""
+
+    def clock(ts: float | None) -> str:
+        return i18n.format_time(ts, zone) if ts else ""
+
+    def number(value: float | None) -> str:
+        return i18n.format_number(value) if value is not None else ""
+
+    def by_name(items: Any, attribute: str | None = None) -> list[Any]:
+        """People as a Chinese list orders them: by pinyin (李 before 王), Latin names among them."""
+
+        def key(item: Any) -> tuple[str, str]:
+            value = item.get(attribute) if attribute and isinstance(item, dict) else item
+            return i18n.name_key(str(value or ""))
+
+        return sorted(items or (), key=key)
+
+    app.jinja_env.filters.update(
+        datetime=when, date=day, time=clock, number=number, tier=words.tier_name, by_name=by_name
+    )
+
+
 def create_app(ctx: WebContext) -> Flask:
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.secret_key = secret_key(ctx.profile.data_dir)
@@ -95,15 +160,40 @@ def create_app(ctx: WebContext) -> Flask:
         SESSION_COOKIE_SECURE=ctx.settings.tls is not None,
         MAX_CONTENT_LENGTH=64 * 1024,
         JSON_SORT_KEYS=False,
+        BABEL_TRANSLATION_DIRECTORIES=str(i18n.CATALOGUES),
+        BABEL_DEFAULT_DOMAIN=i18n.DOMAIN,
+        BABEL_DOMAIN=i18n.DOMAIN,  # the key Flask-Babel 4 reads (BABEL_DEFAULT_DOMAIN is the older name)
+        BABEL_DEFAULT_LOCALE=i18n.DEFAULT_LOCALE,
+        BABEL_DEFAULT_TIMEZONE=ctx.profile.branch.timezone,
     )
     app.extensions["vipsense"] = ctx
+    Babel(app, locale_selector=i18n.current, timezone_selector=lambda: ctx.profile.branch.timezone)
+    # The templates' _, gettext and ngettext are vipsense's own, over the same catalogue in the
+    # request's language (set by _enter_locale): Flask-Babel looks the catalogue up under the name
+    # Babel gives the locale (zh_Hans_CN), not under the zh_CN the catalogue is kept as, and would
+    # show English.  Newstyle: the values a message is formatted with are escaped.
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]  # the i18n extension's
+        i18n.gettext, i18n.ngettext, newstyle=True
+    )
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, viewer=auth.viewer, Permission=Permission)
+    app.jinja_env.globals.update(words.GLOBALS)
+    app.before_request(_enter_locale)  # first: a refusal by the CSRF check is in the viewer's language
     app.before_request(auth.check_csrf)
-    app.context_processor(lambda: {"branch_name": ctx.profile.branch.name})
+    app.teardown_request(_leave_locale)
+    app.context_processor(
+        lambda: {
+            "branch_name": ctx.profile.branch.name,
+            "branch_zone": ctx.profile.branch.timezone,
+            "html_lang": i18n.HTML_LANG[i18n.current()],
+            "locale": i18n.current(),
+            "language_names": i18n.LANGUAGE_NAMES,
+        }
+    )
+    _filters(app, ctx)
 
-    from . import audit_page, console, query_api, status
+    from . import audit_page, console, jscatalogue, query_api, status
 
-    for module in (auth, status, console, audit_page, query_api):
+    for module in (auth, status, console, audit_page, query_api, jscatalogue):
         app.register_blueprint(module.bp)
 
     @app.route("/")
@@ -127,11 +217,11 @@ def create_app(ctx: WebContext) -> Flask:
 
     @app.errorhandler(404)
     def not_found(exc: Exception) -> Any:
-        return auth.refuse(404, "no such page")
+        return auth.refuse(404, _("no such page"))
 
     @app.errorhandler(405)
     def not_allowed(exc: Any) -> Any:
-        response = auth.refuse(405, "method not allowed")
+        response = auth.refuse(405, _("method not allowed"))
         allow = exc.get_response().headers.get("Allow") if hasattr(exc, "get_response") else None
         if allow:
             response.headers["Allow"] = allow  # RFC 9110: a 405 says which methods would do
@@ -139,10 +229,10 @@ def create_app(ctx: WebContext) -> Flask:
 
     @app.errorhandler(413)
     def too_large(exc: Exception) -> Any:
-        return auth.refuse(413, "request too large")
+        return auth.refuse(413, _("request too large"))
 
     @app.errorhandler(500)
     def broken(exc: Exception) -> Any:
-        return auth.refuse(500, "internal error; the branch log has the details")
+        return auth.refuse(500, _("internal error; the branch log has the details"))
 
     return app

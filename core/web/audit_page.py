@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 from flask import Blueprint, render_template, request
 
+from .. import i18n
+from ..i18n import _
 from ..permissions import Permission
 from ..storage.audit import AuditAction, AuditResult, ChainCheck
 from ..timezone import day_bounds, local
@@ -66,23 +68,31 @@ def _date(name: str, text: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise BadFilter(f"{name}: {text[:40]!r} is not a date; use YYYY-MM-DD, e.g. 2024-05-29") from None
+        raise BadFilter(
+            _("{name}: {value!r} is not a date; use YYYY-MM-DD, e.g. 2024-05-29").format(
+                name=name, value=text[:40]
+            )
+        ) from None
 
 
 def parse_filter(args: Any) -> Filter:
     since, until = _date("from", args.get("from", "").strip()), _date("to", args.get("to", "").strip())
     if since and until and until < since:
-        raise BadFilter(f"to ({until}) is before from ({since})")
+        raise BadFilter(_("to ({until}) is before from ({since})").format(until=until, since=since))
     action = args.get("action", "").strip()
     if action and action not in {a.value for a in AuditAction}:
         known = ", ".join(a.value for a in AuditAction)
-        raise BadFilter(f"action: {action[:40]!r} is no audit action; choose one of {known}")
+        raise BadFilter(
+            _("action: {value!r} is no audit action; choose one of {known}").format(
+                value=action[:40], known=known
+            )
+        )
     actor = args.get("actor", "").strip()
     if len(actor) > 64:
-        raise BadFilter("actor: at most 64 characters")
+        raise BadFilter(_("actor: at most 64 characters"))
     page_text = args.get("page", "1").strip() or "1"
     if not page_text.isdigit() or not 1 <= int(page_text) <= 10**6:
-        raise BadFilter(f"page: {page_text[:20]!r} is not a page number (1, 2, ...)")
+        raise BadFilter(_("page: {value!r} is not a page number (1, 2, ...)").format(value=page_text[:20]))
     return Filter(since, until, action, actor, int(page_text))
 
 
@@ -122,8 +132,10 @@ def chain_check() -> ChainCheck:
 
 
 def when_text(at: float) -> str:
-    """An entry's time on the branch's clock."""
-    return local(at, web().branch.profile.tz).strftime("%Y-%m-%d %H:%M:%S")
+    """An entry's time on the branch's clock, in the viewer's language, to the second (an auditor
+    orders entries by it): ``2026年12月7日 10:36:05``, ``Dec 7, 2026 10:36:05``."""
+    tz = web().branch.profile.tz
+    return f"{i18n.format_date(at, tz)} {local(at, tz):%H:%M:%S}"
 
 
 @bp.route("/audit")

@@ -44,6 +44,8 @@ from flask import (
     url_for,
 )
 
+from .. import i18n
+from ..i18n import _
 from ..model import Role, Staff
 from ..permissions import DOES, Permission, allowed, roles_for
 from ..storage.audit import AuditAction, AuditResult
@@ -52,7 +54,21 @@ from .users import User
 bp = Blueprint("auth", __name__)
 
 #: endpoints that need no login
-PUBLIC = frozenset({"auth.login", "static", "api.openapi"})
+PUBLIC = frozenset({"auth.login", "static", "api.openapi", "jscatalogue.catalogue"})
+#: the stable, English ``code`` of each refusal's JSON beside its translated ``error`` message
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+    500: "internal_error",
+    501: "not_supported",
+    503: "unavailable",
+}
 
 
 @attrs.frozen
@@ -181,8 +197,10 @@ def wants_json() -> bool:
 
 
 def refuse(status: int, message: str) -> Response:
+    """A refusal: JSON ``{"error": message, "code": ...}`` for scripts, else the error page; ``message``
+    is already in the viewer's language, ``code`` stays English for programs."""
     if wants_json():
-        response = jsonify({"error": message})
+        response = jsonify({"error": message, "code": CODES.get(status, "error")})
         response.status_code = status
         return response
     response = Response(render_template("error.html", status=status, message=message), status=status)
@@ -199,18 +217,25 @@ def require(permission: Permission, denied: AuditAction | None = None) -> Callab
             who = viewer()
             if who is None:
                 if wants_json():
-                    return refuse(401, "log in first")
+                    return refuse(401, _("log in first"))
                 expired = 1 if g.get("session_expired") else None
                 return redirect(url_for("auth.login", next=request.full_path.rstrip("?"), expired=expired))
             if not who.may(permission):
                 why = (
                     f"{who.username} ({who.role.value}) may not {DOES[permission]}"
                     f" (needs {' or '.join(roles_for(permission))})"
-                )
+                )  # the audit log's words, in English like the rest of it
                 if denied is not None:
                     target = "/".join(str(v)[:40] for v in (request.view_args or {}).values()) or request.path
                     audit(denied, target, AuditResult.DENIED, f"denied: {why}", viewer=who)
-                return refuse(403, why)
+                shown = _("{staff} ({role}) may not {does} ({permission} needs {roles})").format(
+                    staff=who.username,
+                    role=who.role.value,
+                    does=DOES[permission],
+                    permission=permission.value,
+                    roles=_(" or ").join(roles_for(permission)),
+                )  # the command line's words for the same refusal
+                return refuse(403, shown)
             return view(*args, **kwargs)
 
         guarded.permission = permission  # type: ignore[attr-defined]  # the route x role tests read it
@@ -238,7 +263,7 @@ def check_csrf() -> Response | None:
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(str(presented), str(expected)):
         return refuse(
-            400, "the form has expired or did not come from this page (CSRF check); reload and try again"
+            400, _("the form has expired or did not come from this page (CSRF check); reload and try again")
         )
     return None
 
@@ -271,10 +296,10 @@ def login() -> Any:
             )  # fmt: skip
             # one answer to every failure, whatever it was (pen test point 6): no oracle
             longest = max(1, round(float(ctx.settings.lockout.lock_for) / 60))
-            error = (
+            error = _(
                 "Wrong user name or password. After repeated failures each new try must wait longer,"
-                f" up to {longest} minutes."
-            )
+                " up to {minutes} minutes."
+            ).format(minutes=longest)
             return render_template("login.html", error=error, next=request.form.get("next", "")), 401
         now = time.time()
         old = session.get("sid")
@@ -291,7 +316,7 @@ def login() -> Any:
         audit(AuditAction.LOGIN, "web", AuditResult.SUCCESS, viewer=who)
         return redirect(_safe_next(request.form.get("next")))
     if request.args.get("expired"):
-        error = "Your session ended (a period without use, or its longest time). Log in again."
+        error = _("Your session ended (a period without use, or its longest time). Log in again.")
     return render_template("login.html", error=error, next=request.args.get("next", ""))
 
 
@@ -303,3 +328,25 @@ def logout() -> Any:
         web().users.end_session(session_id)
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+# -- the account's language ----------------------------------------------------------------------------
+
+
+@bp.route("/account/language", methods=["POST"])
+def language() -> Any:
+    """The signed-in account chooses the language it reads the web in (``locale``: ``zh_CN``, ``en``,
+    or empty for the branch's); audited like the other account changes.  Any role may: it is the
+    account's own setting, and a signed-in session with its CSRF token is all it needs."""
+    who = viewer()
+    if who is None:
+        return redirect(url_for("auth.login"))
+    wanted = request.form.get("locale", "").strip()
+    if wanted and wanted not in i18n.LOCALES:
+        audit(AuditAction.PERMISSION_CHANGE, f"user {who.username}", AuditResult.DENIED,
+              f"language {wanted[:20]!r}: not one vipsense speaks")  # fmt: skip
+        return refuse(400, _("choose one of the languages offered"))
+    web().users.set_locale(who.username, wanted or None)
+    audit(AuditAction.PERMISSION_CHANGE, f"user {who.username}", AuditResult.SUCCESS,
+          f"language {wanted or 'branch default'}")  # fmt: skip
+    return redirect(_safe_next(request.form.get("next")))

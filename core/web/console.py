@@ -36,9 +36,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
+from .. import i18n
 from ..api import Customer
 from ..avatar import avatar_svg
 from ..devices import Reply
+from ..i18n import _
 from ..identity.idnumber import valid_id_number
 from ..model import Role, notification_key
 from ..permissions import Permission
@@ -48,6 +50,7 @@ from ..privacy import mask_id_number
 from ..storage.audit import AuditAction, AuditResult
 from ..timezone import day_bounds, day_of, local, moment
 from .auth import (
+    CODES,
     Viewer,
     address,
     audit,
@@ -62,6 +65,7 @@ from .auth import (
 )
 from .live import LiveFeed, StreamRefused, customer_dict
 from .settings import IdLookup
+from .words import with_tier_name
 
 bp = Blueprint("console", __name__)
 
@@ -246,7 +250,7 @@ def visits_between(since: float, until: float, who: Viewer, limit: int) -> list[
 def visit_dict(row: VisitRow, customer: Customer | None, told: Iterable[Any]) -> dict[str, Any]:
     """A recorded visit in the shape of a live ``arrival`` event (masked), plus who was told."""
     told = list(told)
-    return {
+    made = {
         "type": "arrival",
         "visit_id": row.visit_id,
         "kind": row.kind,
@@ -263,6 +267,7 @@ def visit_dict(row: VisitRow, customer: Customer | None, told: Iterable[Any]) ->
             for t in told
         ],
     }
+    return with_tier_name(made) or made
 
 
 def one_visit(visit_id: str) -> VisitRow | None:
@@ -399,13 +404,13 @@ def visits() -> Any:
     """A day's visits between two clock times (both minutes included)."""
     day = parse_day(request.args.get("date"))
     if day is None:
-        return bad("date must be a calendar date written YYYY-MM-DD, e.g. 2025-06-01")
+        return bad(_("date must be a calendar date written YYYY-MM-DD, e.g. 2025-06-01"))
     start = parse_clock(request.args.get("from"), dt.time(0, 0))
     end = parse_clock(request.args.get("to"), dt.time(23, 59))
     if start is None or end is None:
-        return bad("from and to must be clock times written HH:MM (00:00 to 23:59)")
+        return bad(_("from and to must be clock times written HH:MM (00:00 to 23:59)"))
     if end < start:
-        return bad("the time range ends before it starts: 'to' must not be earlier than 'from'")
+        return bad(_("the time range ends before it starts: 'to' must not be earlier than 'from'"))
     tz = web().branch.profile.tz
     since = moment(day, start, tz)
     last_minute = dt.datetime.combine(day, end) + dt.timedelta(minutes=1)  # the 'to' minute is included
@@ -419,6 +424,7 @@ def visits() -> Any:
     return answer(
         "console_visits.html",
         date=day.isoformat(),
+        date_shown=i18n.format_date(since, tz),
         range_from=f"{start:%H:%M}",
         range_to=f"{end:%H:%M}",
         visits=rows,
@@ -433,7 +439,7 @@ def visit(visit_id: str) -> Any:
     row = one_visit(visit_id) if VISIT_ID.fullmatch(visit_id) else None
     customer = find_customer(row.customer_no) if row and row.customer_no else None
     if row is None or row.kind not in SHOWN_KINDS or not may_see(who, customer):
-        return refuse(404, "no such visit")
+        return refuse(404, _("no such visit"))
     audit(AuditAction.VIEW, row.customer_no or "(no customer)", AuditResult.SUCCESS, f"visit {visit_id}")
     return answer("console_detail.html", visit=visit_dict(row, customer, told_of(row)), unmasked=None)
 
@@ -444,9 +450,9 @@ def customer(customer_no: str) -> Any:
     who = me()
     found = find_customer(customer_no) if CUSTOMER_NO.fullmatch(customer_no) else None
     if found is None or not may_see(who, found):
-        return refuse(404, "no such customer")
+        return refuse(404, _("no such customer"))
     audit(AuditAction.VIEW, found.customer_no, AuditResult.SUCCESS, "console details")
-    return answer("console_detail.html", customer=customer_dict(found), unmasked=None)
+    return answer("console_detail.html", customer=with_tier_name(customer_dict(found)), unmasked=None)
 
 
 @bp.route("/console/customer/<customer_no>/unmask", methods=["POST"])
@@ -457,13 +463,13 @@ def unmask(customer_no: str) -> Any:
     reason = (request.form.get("reason") or (request.get_json(silent=True) or {}).get("reason") or "").strip()
     if not reason:
         audit(AuditAction.UNMASK, customer_no[:40], AuditResult.DENIED, "denied: no reason given")
-        return bad("say why the numbers must be seen in clear (a reason is required and audited)")
+        return bad(_("say why the numbers must be seen in clear (a reason is required and audited)"))
     found = find_customer(customer_no) if CUSTOMER_NO.fullmatch(customer_no) else None
     if found is None or not may_see(who, found):
-        return refuse(404, "no such customer")
+        return refuse(404, _("no such customer"))
     audit(AuditAction.UNMASK, found.customer_no, AuditResult.SUCCESS, reason[:200])
     clear = {"id_number": found.id_number or "", "mobile": found.mobile or ""}
-    return answer("console_detail.html", customer=customer_dict(found), unmasked=clear)
+    return answer("console_detail.html", customer=with_tier_name(customer_dict(found)), unmasked=clear)
 
 
 @bp.route("/console/lookup", methods=["GET", "POST"])
@@ -482,7 +488,7 @@ def lookup() -> Any:
         return answer("console_lookup.html", query="", customers=[], searched=False)
     by_id = bool(ID_NUMBER.fullmatch(q))
     if not by_id and not CUSTOMER_NO.fullmatch(q):
-        return bad("enter a customer number (letters and digits) or an 18-character ID number")
+        return bad(_("enter a customer number (letters and digits) or an 18-character ID number"))
     shown_query = f"id_number {mask_id_number(q)}" if by_id else q
     if by_id:
         q = q.upper()
@@ -501,7 +507,7 @@ def lookup() -> Any:
         note = reason or "console look-up"
         obj = ",".join(c.customer_no for c in visible) or shown_query
         audit(AuditAction.LOOKUP, obj, AuditResult.SUCCESS, note if visible else f"{note}; no match")
-    customers = [customer_dict(c) for c in visible]
+    customers = [with_tier_name(customer_dict(c)) for c in visible]
     status = 200 if customers else 404
     return answer("console_lookup.html", status, query=shown_query, customers=customers, searched=True)
 
@@ -521,18 +527,21 @@ def id_lookup_refused(who: Viewer, id_number: str, reason: str, shown_query: str
             )
         return refuse(
             403,
-            f"{who.username} ({who.role.value}) may not search customers by ID number; look them up by"
-            " customer number",
+            _(
+                "{user} ({role}) may not search customers by ID number; look them up by customer number"
+            ).format(user=who.username, role=who.role.value),
         )
     if request.method != "POST":
         return bad(
-            "send an ID number with the look-up form (POST), never in the address: addresses are logged"
+            _("send an ID number with the look-up form (POST), never in the address: addresses are logged")
         )
     if not valid_id_number(id_number):
-        return bad("this is not a valid ID number: check every digit (the last character is a check digit)")
+        return bad(
+            _("this is not a valid ID number: check every digit (the last character is a check digit)")
+        )
     if not reason:
         audit(AuditAction.LOOKUP, shown_query, AuditResult.DENIED, "denied: no reason given")
-        return bad("say why you search by ID number (a reason is required and audited)")
+        return bad(_("say why you search by ID number (a reason is required and audited)"))
     now = time.time()
     wait, limit = id_limits().take(keys, now)
     if not wait:
@@ -547,7 +556,10 @@ def id_lookup_refused(who: Viewer, id_number: str, reason: str, shown_query: str
             f"{count} look-ups by ID number refused in 24 h for {key} (limit {limit}): guessing a masked"
             " number's digits? The audit log has each one.",
         )
-    response = refuse(429, f"too many look-ups by ID number ({limit} at most); try again later")
+    most, _sep, per = limit.partition(" ")  # "10 a minute": the audit log's words, English
+    limit_text = (_("{n} a day") if per == "a day" else _("{n} a minute")).format(n=most)
+    shown = _("too many look-ups by ID number ({limit} at most); try again later").format(limit=limit_text)
+    response = refuse(429, shown)
     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response
 
@@ -559,7 +571,7 @@ def photo(customer_no: str) -> Any:
     who = me()
     found = find_customer(customer_no) if CUSTOMER_NO.fullmatch(customer_no) else None
     if found is None or not may_see(who, found):
-        return refuse(404, "no such customer")
+        return refuse(404, _("no such customer"))
     audit(AuditAction.VIEW, found.customer_no, AuditResult.SUCCESS, "photo")
     picture = found.photo if found.photo and found.photo.mime in PHOTO_TYPES else avatar_svg(found.name)
     response = Response(picture.data, mimetype=picture.mime)
@@ -573,20 +585,24 @@ def acknowledge(visit_id: str) -> Any:
     """Acknowledge the notification of ``visit_id`` sent to oneself (``<visit_id>:<username>``)."""
     who = me()
     if not VISIT_ID.fullmatch(visit_id):
-        return ack_error(404, "no such visit")
+        return ack_error(404, _("no such visit"))
     row = one_visit(visit_id)
     mine = [t for t in told_of(row) if t.staff_id == who.username] if row else []
     if not mine:
-        return ack_error(404, f"this arrival was not sent to {who.username}: nothing to acknowledge")
+        return ack_error(404, not_yours(who))
     if mine[0].acknowledged_after is not None:
-        return ack_error(409, f"{who.username} has already acknowledged this arrival")
+        return ack_error(409, _("{user} has already acknowledged this arrival").format(user=who.username))
     key = notification_key(visit_id, who.username, unresolved=row is not None and row.kind == "unresolved")
     if not web().branch.acknowledge(key, who.username, at=None, via="web"):
-        return ack_error(404, f"this arrival was not sent to {who.username}: nothing to acknowledge")
+        return ack_error(404, not_yours(who))
     return jsonify({"acknowledged": True, "key": key, "visit_id": visit_id, "staff_id": who.username})
 
 
+def not_yours(who: Viewer) -> str:
+    return _("this arrival was not sent to {user}: nothing to acknowledge").format(user=who.username)
+
+
 def ack_error(status: int, message: str) -> Response:
-    response = jsonify({"error": message})
+    response = jsonify({"error": message, "code": CODES.get(status, "error")})
     response.status_code = status
     return response

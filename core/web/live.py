@@ -32,6 +32,7 @@ import attrs
 
 import vipsense
 
+from ..i18n import _
 from ..model import Acknowledgement, Customer, Visit
 from ..privacy import mask_id_number, mask_mobile, mask_personal_numbers
 
@@ -242,15 +243,18 @@ class LiveFeed:
             if len(self._subs) >= self.max_total:
                 raise StreamRefused(
                     503,
-                    f"the branch web has {len(self._subs)} live streams open, the most it serves;"
-                    " try again in a minute",
+                    _(
+                        "the branch web has {n} live streams open, the most it serves; try again in a minute"
+                    ).format(n=len(self._subs)),
                 )
             mine = sum(1 for s in self._subs if s.user == user)
             if user and mine >= self.per_user:
                 raise StreamRefused(
                     429,
-                    f"{user} has {mine} live streams open already, the most for one person;"
-                    " close a console tab or window",
+                    _(
+                        "{user} has {n} live streams open already, the most for one person;"
+                        " close a console tab or window"
+                    ).format(user=user, n=mine),
                 )
             self._subs.add(sub)
         return sub

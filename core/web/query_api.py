@@ -36,13 +36,14 @@ from typing import Any
 import attrs
 from flask import Blueprint, Response, jsonify, request
 
+from ..i18n import _
 from ..model import Customer, VisitKind
 from ..pipeline.lookup import Outcome, ask, supports
 from ..privacy import mask_field, mask_id_number
 from ..storage.audit import AuditAction, AuditResult
 from ..timezone import day_bounds, local
 from . import query_api_spec
-from .auth import made_once, source, web
+from .auth import CODES, made_once, source, web
 from .refusals import RefusalGuard
 from .users import TOKEN_FIELDS, Token
 
@@ -130,13 +131,15 @@ def guard() -> RefusalGuard:
 
 
 def _error(status: int, message: str) -> Response:
-    response = jsonify({"error": message})
+    """``{"error": message, "code": ...}``: the message in the caller's language (Accept-Language, else
+    the branch's), the code English and stable for programs to test."""
+    response = jsonify({"error": message, "code": CODES.get(status, "error")})
     response.status_code = status
     return response
 
 
 def _unauthorized(problem: str) -> Response:
-    response = _error(401, "a valid bearer token is needed (Authorization: Bearer <token>)")
+    response = _error(401, _("a valid bearer token is needed (Authorization: Bearer <token>)"))
     detail = ', error="invalid_token"' if problem != "no bearer token" else ""
     response.headers["WWW-Authenticate"] = f'Bearer realm="vipsense"{detail}'
     return response
@@ -144,7 +147,7 @@ def _unauthorized(problem: str) -> Response:
 
 def _authenticate() -> tuple[Token | None, str]:
     """The request's active token, or None and why not (for the audit log only)."""
-    scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
+    scheme, _space, presented = request.headers.get("Authorization", "").strip().partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         return None, "no bearer token"
@@ -170,7 +173,7 @@ def _serve(call: Call, handler: Callable[[Call, Token], dict[str, Any]]) -> Resp
     call.actor = f"token:{token.name}"
     wait = limiter().take(token.name, token.per_minute)
     if wait:
-        response = _error(429, f"rate limit: {token.per_minute} calls a minute; retry later")
+        response = _error(429, _("rate limit: {n} calls a minute; retry later").format(n=token.per_minute))
         response.headers["Retry-After"] = _seconds(wait)
         return _refused(call, response, f"rate limited ({token.per_minute}/min)")
     try:
@@ -179,7 +182,9 @@ def _serve(call: Call, handler: Callable[[Call, Token], dict[str, Any]]) -> Resp
         return _finish(call, _error(exc.status, exc.message), exc.result, _joined(call.reason, exc.reason))
     except Exception:
         log.exception("api: %s %s failed", request.method, request.path)
-        return _finish(call, _error(500, "internal error; the branch log has the details"), AuditResult.ERROR)
+        return _finish(
+            call, _error(500, _("internal error; the branch log has the details")), AuditResult.ERROR
+        )
     return _finish(call, jsonify(body), AuditResult.SUCCESS, call.reason)
 
 
@@ -205,7 +210,7 @@ def _finish(call: Call, response: Response, result: AuditResult, reason: str = "
         _audit(call, result, reason)
     except Exception:
         log.exception("api: cannot write the audit entry for %s %s", request.method, request.path)
-        return _error(503, "the audit log cannot be written; try again later")
+        return _error(503, _("the audit log cannot be written; try again later"))
     return response
 
 
@@ -227,16 +232,21 @@ def _reason(value: Any, required: bool) -> str:
     document says (``minLength: 1``)."""
     if value is None:
         if required:
-            raise ApiError(400, "reason is required: why you look (e.g. phone appointment)")
+            raise ApiError(400, _("reason is required: why you look (e.g. phone appointment)"))
         return ""
     if not _REASON(value):
-        raise ApiError(400, f"reason: {query_api_spec.REASON_RULE}")
+        raise ApiError(
+            400,
+            _("reason: 1 to {n} characters, not all spaces, no control characters").format(
+                n=query_api_spec.REASON_MAX
+            ),
+        )
     return value.strip()
 
 
 def _id_number(value: Any) -> str:
     if not _ID_NUMBER(value):
-        raise ApiError(400, "id_number: 18 characters, 17 digits and a digit or X")
+        raise ApiError(400, _("id_number: 18 characters, 17 digits and a digit or X"))
     return value.upper()
 
 
@@ -261,23 +271,23 @@ def _ask(method: str, key: str) -> Any:
     """Ask each store in profile order, like the door does (:func:`vipsense.pipeline.lookup.ask`)."""
     runners = [r for r in web().branch.stores if supports(r.store, method)]
     if not runners:
-        raise ApiError(501, "no identity store of this branch can search by ID number", AuditResult.ERROR)
+        raise ApiError(501, _("no identity store of this branch can search by ID number"), AuditResult.ERROR)
     found = ask(runners, method, key)
     if found.outcome is Outcome.FOUND:
         return found.result
     if found.outcome is Outcome.NOT_FOUND:
         return None
-    raise ApiError(503, "no identity store answered; try again later", AuditResult.ERROR)
+    raise ApiError(503, _("no identity store answered; try again later"), AuditResult.ERROR)
 
 
 def _by_number(customer_no: str) -> Callable[[Call, Token], dict[str, Any]]:
     def handler(call: Call, token: Token) -> dict[str, Any]:
         call.note(_reason(request.args.get("reason"), required=False))
         if not _CUSTOMER_NO(customer_no):
-            raise ApiError(400, "customer_no: 1 to 64 letters, digits, '.', '_' or '-'")
+            raise ApiError(400, _("customer_no: 1 to 64 letters, digits, '.', '_' or '-'"))
         customer = _ask("find_customer", customer_no)
         if customer is None:
-            raise ApiError(404, "no such customer", AuditResult.SUCCESS, "no match")
+            raise ApiError(404, _("no such customer"), AuditResult.SUCCESS, "no match")
         return {"customer": project(customer, _fields(token))}
 
     return handler
@@ -286,12 +296,14 @@ def _by_number(customer_no: str) -> Callable[[Call, Token], dict[str, Any]]:
 def _by_id_number(id_number: Any, reason: Any) -> Callable[[Call, Token], dict[str, Any]]:
     def handler(call: Call, token: Token) -> dict[str, Any]:
         if "id_number" not in token.fields:
-            raise ApiError(403, "this token may not search by ID number (id_number is not among its fields)")
+            raise ApiError(
+                403, _("this token may not search by ID number (id_number is not among its fields)")
+            )
         number = _id_number(id_number)
         call.note(_reason(reason, required=True))
         found = _ask("find_customers_by_id_number", number) or []
         if not found:
-            raise ApiError(404, "no customer has this ID number", AuditResult.SUCCESS, "no match")
+            raise ApiError(404, _("no customer has this ID number"), AuditResult.SUCCESS, "no match")
         call.object = f"{call.object}: {','.join(c.customer_no for c in found)}"
         return {"customers": [project(c, _fields(token)) for c in found]}
 
@@ -337,7 +349,9 @@ def customers_search() -> Response:
 
     def handler(call: Call, token: Token) -> dict[str, Any]:
         if body is None or set(body) - {"id_number", "reason"}:
-            raise ApiError(400, 'a JSON object {"id_number": ..., "reason": ...} and nothing else')
+            raise ApiError(
+                400, _('a JSON object {{"id_number": ..., "reason": ...}} and nothing else').format()
+            )
         return _by_id_number(body.get("id_number"), body.get("reason"))(call, token)
 
     return _serve(call, handler)
@@ -362,7 +376,7 @@ def _date(name: str) -> dt.date:
             raise ValueError
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ApiError(400, f"{name}: a date, YYYY-MM-DD, from 1970") from None
+        raise ApiError(400, _("{name}: a date, YYYY-MM-DD, from 1970").format(name=name)) from None
 
 
 def _bounds(first: dt.date, last: dt.date) -> tuple[float, float]:
@@ -370,7 +384,7 @@ def _bounds(first: dt.date, last: dt.date) -> tuple[float, float]:
         tz = web().branch.profile.tz  # the branch's days
         return day_bounds(first, tz)[0], day_bounds(last, tz)[1]
     except (ValueError, OverflowError, OSError):  # the day after 9999-12-31, or the platform's limit
-        raise ApiError(400, "from..to: out of range") from None
+        raise ApiError(400, _("from..to: out of range")) from None
 
 
 def encode_cursor(arrived_at: float, visit_id: str) -> str:
@@ -388,21 +402,21 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             raise ValueError
         return value, visit_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "cursor: not one this API gave out") from None
+        raise ApiError(400, _("cursor: not one this API gave out")) from None
 
 
 def _visit_query() -> VisitQuery:
     first, last = _date("from"), _date("to")
     if last < first:
-        raise ApiError(400, "to: on or after from")
+        raise ApiError(400, _("to: on or after from"))
     if (last - first).days >= query_api_spec.MAX_DAYS:
-        raise ApiError(400, f"from..to: at most {query_api_spec.MAX_DAYS} days")
+        raise ApiError(400, _("from..to: at most {n} days").format(n=query_api_spec.MAX_DAYS))
     kind = request.args.get("kind")  # present but empty is no kind: 400, as the document's enum says
     if kind is not None and kind not in {k.value for k in VisitKind}:
-        raise ApiError(400, f"kind: one of {', '.join(k.value for k in VisitKind)}")
+        raise ApiError(400, _("kind: one of {kinds}").format(kinds=", ".join(k.value for k in VisitKind)))
     raw = request.args.get("limit", str(query_api_spec.DEFAULT_LIMIT))
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= query_api_spec.MAX_LIMIT:
-        raise ApiError(400, f"limit: a whole number from 1 to {query_api_spec.MAX_LIMIT}")
+        raise ApiError(400, _("limit: a whole number from 1 to {n}").format(n=query_api_spec.MAX_LIMIT))
     cursor = request.args.get("cursor")
     after = decode_cursor(cursor) if cursor is not None else None
     return VisitQuery(*_bounds(first, last), kind, int(raw), after)
@@ -459,7 +473,7 @@ def _visits(call: Call, token: Token) -> dict[str, Any]:
     try:
         rows = read_visits(web().branch.visit_log.path, q)
     except sqlite3.Error as exc:
-        message = "the visit log cannot be read now; try again later"
+        message = _("the visit log cannot be read now; try again later")
         raise ApiError(503, message, AuditResult.ERROR, str(exc)) from None
     page, more = rows[: q.limit], len(rows) > q.limit
     call.note(f"{len(page)} visits")

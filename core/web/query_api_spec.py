@@ -348,13 +348,43 @@ def _openapi_path() -> dict[str, Any]:
     }
 
 
+#: the ``code`` of each error status (``vipsense.web.auth.CODES`` gives them; a test checks they agree)
+ERROR_CODES = frozenset(
+    {
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "too_large",
+        "rate_limited",
+        "internal_error",
+        "not_supported",
+        "unavailable",
+    }
+)
+
+
 def _schemas() -> dict[str, Any]:
     return {
         "Error": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["error"],
-            "properties": {"error": {"type": "string", "minLength": 1}},
+            "required": ["error", "code"],
+            "properties": {
+                "error": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "What to fix, for people: in the caller's language (Accept-Language),"
+                    " else the branch's, else Simplified Chinese.",
+                },
+                "code": {
+                    "type": "string",
+                    "enum": sorted(ERROR_CODES),
+                    "description": "The kind of error, for programs: English and stable in every language.",
+                },
+            },
         },
         "Customer": {
             "type": "object",

@@ -39,6 +39,7 @@ from cheroot import wsgi
 from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from .. import i18n
 from ..states import DeviceState
 from .app import WebContext, create_app
 from .settings import Connections, WebSettings
@@ -503,7 +504,10 @@ class WebServer:
 
     def _failed(self, exc: OSError) -> None:
         why = f"cannot listen on {self.settings.bind}:{self.port}: {exc.strerror or exc}"
-        if self.status.set(DeviceState.FAILED, f"{why}; retrying every {RETRY_EVERY:g} s"):
+        shown = i18n.gettext("cannot listen on {address}: {error}; retrying every {seconds} s").format(
+            address=f"{self.settings.bind}:{self.port}", error=exc.strerror or exc, seconds=f"{RETRY_EVERY:g}"
+        )  # the status page's words; the log line below stays English
+        if self.status.set(DeviceState.FAILED, shown):
             log.error(
                 "web: %s; the branch runs on without its web page, retrying every %g s", why, RETRY_EVERY
             )

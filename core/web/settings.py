@@ -14,6 +14,7 @@ import attrs
 
 from ..config.sections import SectionReport
 from ..config.types import Duration
+from ..i18n import _
 
 
 def _address(inst: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -21,7 +22,9 @@ def _address(inst: Any, attribute: attrs.Attribute, value: str) -> None:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not an IP address (e.g. 127.0.0.1, or the branch LAN address)"
+            _("{value!r} is not an IP address (e.g. 127.0.0.1, or the branch LAN address)").format(
+                value=value
+            )
         ) from None
 
 
@@ -32,20 +35,20 @@ def _addresses(inst: Any, attribute: attrs.Attribute, value: tuple[str, ...]) ->
 
 def _port(inst: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 65535:
-        raise ValueError("a port is 0 to 65535 (0: any free port)")
+        raise ValueError(_("a port is 0 to 65535 (0: any free port)"))
 
 
 def _at_least(low: int) -> Any:
     def check(inst: Any, attribute: attrs.Attribute, value: int) -> None:
         if value < low:
-            raise ValueError(f"must be at least {low}")
+            raise ValueError(_("must be at least {low}").format(low=low))
 
     return check
 
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Duration) -> None:
     if float(value) <= 0:
-        raise ValueError("must be longer than 0s")
+        raise ValueError(_("must be longer than 0s"))
 
 
 @attrs.frozen
@@ -101,7 +104,7 @@ class Connections:
 
     def __attrs_post_init__(self) -> None:
         if self.max_per_source > self.max_total:
-            raise ValueError("max_per_source must not be more than max_total")
+            raise ValueError(_("max_per_source must not be more than max_total"))
 
 
 @attrs.frozen
@@ -130,10 +133,12 @@ class LdapLogin:
     def __attrs_post_init__(self) -> None:
         if "{username}" not in self.user_dn:
             raise ValueError(
-                "user_dn must contain {username}, e.g. uid={username},ou=staff,dc=bank,dc=example"
+                _(
+                    "user_dn must contain {{username}}, e.g. uid={{username}},ou=staff,dc=bank,dc=example"
+                ).format()
             )
         if not self.uri.startswith(("ldap://", "ldaps://")):
-            raise ValueError("uri must start with ldap:// or ldaps://")
+            raise ValueError(_("uri must start with ldap:// or ldaps://"))
 
 
 @attrs.frozen
@@ -161,8 +166,10 @@ class WebSettings:
     def __attrs_post_init__(self) -> None:
         if self.streams.max_total is not None and self.streams.max_total >= self.threads:
             raise ValueError(
-                f"streams.max_total must be below threads ({self.threads}): each stream holds a thread,"
-                " and pages need some too"
+                _(
+                    "streams.max_total must be below threads ({threads}): each stream holds a thread,"
+                    " and pages need some too"
+                ).format(threads=self.threads)
             )
 
     @property
@@ -183,8 +190,12 @@ def _check_tls(tls: TlsFiles, profile_dir: Path, report: SectionReport) -> None:
     for key in ("cert", "key"):
         file = profile_dir / os.path.expanduser(getattr(tls, key))
         if not file.is_file():
-            what = "certificate" if key == "cert" else "private key"
-            report.error(("tls", key), f"no {what} file at {file}; give the path of a PEM file")
+            what = (
+                _("no certificate file at {file}; give the path of a PEM file")
+                if key == "cert"
+                else _("no private key file at {file}; give the path of a PEM file")
+            )
+            report.error(("tls", key), what.format(file=file))
 
 
 def _warn_plain_web(web: WebSettings, report: SectionReport) -> None:
@@ -193,6 +204,8 @@ def _warn_plain_web(web: WebSettings, report: SectionReport) -> None:
     if web.tls is None and not ipaddress.ip_address(web.bind).is_loopback:
         report.warn(
             ("bind",),
-            f"the branch web listens on {web.bind} without web.tls: logins and customer data would cross"
-            " the network in clear; set web.tls, or bind 127.0.0.1 behind the bank's TLS proxy",
+            _(
+                "the branch web listens on {bind} without web.tls: logins and customer data would cross"
+                " the network in clear; set web.tls, or bind 127.0.0.1 behind the bank's TLS proxy"
+            ).format(bind=web.bind),
         )

@@ -62,12 +62,15 @@ import attrs
 from flask import Blueprint, Response, render_template
 from flask.blueprints import BlueprintSetupState
 
+from .. import i18n
 from ..config.types import Secret
+from ..i18n import _
 from ..permissions import Permission
 from ..privacy import mask_personal_numbers
 from ..states import DeviceState
 from ..timezone import day_bounds, day_of, local
 from .auth import require, web
+from .words import state_name
 
 if TYPE_CHECKING:
     from ..branch import Branch
@@ -254,14 +257,14 @@ _STORE_WORD = {
 
 def clock_text(at: float | None, tz: ZoneInfo | None = None) -> str:
     """A time on the branch's clock (``tz``; this machine's without one) for people: ``14:03:22``
-    today, ``2024-05-28 14:03`` before."""
+    today, ``2026年12月7日 14:03`` (``Dec 7, 2026 14:03``) before."""
     if not at:
-        return "never"
+        return _("never")
     when = local(at, tz) if tz is not None else dt.datetime.fromtimestamp(at)
     now = dt.datetime.now(tz)
     if when.date() == now.date():
         return when.strftime("%H:%M:%S")
-    return when.strftime("%Y-%m-%d %H:%M")
+    return i18n.format_datetime(at, tz)
 
 
 def ago_text(at: float | None, now: float | None = None) -> str:
@@ -270,12 +273,12 @@ def ago_text(at: float | None, now: float | None = None) -> str:
         return ""
     s = max(0, int((now or time.time()) - at))
     if s < 60:
-        return f"{s} s"
+        return _("{n} s").format(n=s)
     if s < 3600:
-        return f"{s // 60} min"
+        return _("{n} min").format(n=s // 60)
     if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d"
+        return _("{h} h {m} min").format(h=s // 3600, m=s % 3600 // 60)
+    return _("{n} d").format(n=s // 86400)
 
 
 class StatusView:
@@ -389,7 +392,8 @@ class StatusView:
             ],
             "storage": scrub(snap["storage"], self.secrets),
         }
-        problems, down = judge(out, self.branch.profile.tz)
+        with i18n.using(None):  # the cache is everyone's: its words are the branch's (the process's)
+            problems, down = judge(out, self.branch.profile.tz)
         replayed = bool(readers) and all(
             r["state"] in (DeviceState.FINISHED, DeviceState.STOPPED) for r in readers
         )
@@ -432,7 +436,8 @@ class StatusView:
             word = "stale"
         elif word == "ok" and plan is not None and plan.target == item_id and sync.get("state") == "failed":
             word = "stale"
-            reason = f"the replica could not be refreshed: {sync.get('error', '')}".rstrip(": ")
+            reason = _("the replica could not be refreshed: {error}").format(error=sync.get("error", ""))
+            reason = reason.rstrip(": ")
         entry.update(state=word, device_state=dev["state"], reason=reason, lookups=dev["count"])
         entry["start_grace_s"] = self._grace.get(item_id)
         return entry
@@ -472,32 +477,58 @@ class StatusView:
 
 
 def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str], bool]:
-    """What is wrong, in words, and whether the door is down (no reader or no store working)."""
+    """What is wrong, in words (in the language in force), and whether the door is down (no reader
+    or no store working)."""
     problems = []
     for r in status["readers"]:
         if r["state"] not in _READER_OK:
             problems.append(
-                f"reader {r['id']} {r['state']} since {clock_text(r['since'], tz)}: {r['reason']}"
+                _("reader {id} {state} since {time}: {reason}").format(
+                    id=r["id"],
+                    state=state_name(r["state"]),
+                    time=clock_text(r["since"], tz),
+                    reason=r["reason"],
+                )
             )
     for s in status["stores"]:
         if s["state"] != "ok":
-            problems.append(f"store {s['id']} {s['state']}: {s['reason']}")
+            problems.append(
+                _("store {id} {state}: {reason}").format(
+                    id=s["id"], state=state_name(s["state"]), reason=s["reason"]
+                )
+            )
     for n in status["notifiers"]:
         if n["state"] != DeviceState.READY:
-            problems.append(f"notifier {n['id']} {n['state']}: {n['reason']}")
+            problems.append(
+                _("notifier {id} {state}: {reason}").format(
+                    id=n["id"], state=state_name(n["state"]), reason=n["reason"]
+                )
+            )
     for p in status["plugins"]:
         if p["state"] != "loaded":
-            problems.append(f"plugin {p['name']} {p['state']}: {p['error']}")
+            problems.append(
+                _("plugin {name} {state}: {error}").format(
+                    name=p["name"], state=state_name(p["state"]), error=p["error"]
+                )
+            )
     unresolved = [h for h in status.get("held", []) if h["state"] == "unresolved"]
     if unresolved:
         problems.append(
-            f"{len(unresolved)} card(s) seen, identity stores not answering: whose they are is not known yet "
-            f"(first at {clock_text(min(h['arrived_at'] for h in unresolved), tz)})"
+            i18n.ngettext(
+                "{n} card seen, identity stores not answering: whose it is is not known yet (at {time})",
+                "{n} cards seen, identity stores not answering: whose they are is not known yet"
+                " (first at {time})",
+                len(unresolved),
+            ).format(n=len(unresolved), time=clock_text(min(h["arrived_at"] for h in unresolved), tz))
         )
     if status.get("storage", {}).get("state", "ok") != "ok":  # a full disk (vipsense.status.Storage)
         problems.append(status["storage"]["problem"])
     if status["web"]["state"] not in (DeviceState.READY, "unknown"):
-        problems.append(f"web {status['web']['state']}: {status['web']['reason']}")
+        problems.append(
+            _("web {state}: {reason}").format(
+                state=state_name(status["web"]["state"]), reason=status["web"]["reason"]
+            )
+        )
     # a replay that reached its end is finished, not down: its page stays up for people to read
     readers_up = any(r["state"] in (DeviceState.CONNECTED, DeviceState.FINISHED) for r in status["readers"])
     stores_up = any(s["state"] in ("ok", "degraded", "stale") for s in status["stores"])
@@ -522,11 +553,12 @@ def view() -> StatusView:
 @bp.route("/status")
 @require(Permission.STATUS_VIEW)
 def page() -> Any:
-    status, _ = view().current()
+    status, _encoded = view().current()
     tz = view().branch.profile.tz
     return render_template(
         "status.html",
         status=status,
+        problems=judge(status, tz)[0],  # in the viewer's language; the cached ones are the branch's
         clock=lambda at: clock_text(at, tz),
         ago=ago_text,
         now=time.time(),
@@ -537,5 +569,10 @@ def page() -> Any:
 @bp.route("/api/status")
 @require(Permission.STATUS_VIEW)
 def api() -> Any:
-    _, encoded = view().current()
+    status, encoded = view().current()
+    problems = judge(status, view().branch.profile.tz)[0]
+    if problems != status["problems"]:  # a viewer who reads another language than the branch's
+        encoded = json.dumps(
+            status | {"problems": problems}, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8")
     return Response(encoded, mimetype="application/json")

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import attrs
 
+from .. import i18n
+from ..i18n import _
 from ..model import Role
 from ..storage.migrations import adding_columns, migrate
 from .settings import Lockout
@@ -77,7 +79,11 @@ CREATE TABLE IF NOT EXISTS login_failures (
 """
 #: columns added since the first release, made on open: (table, column, declaration)
 #: ``PRAGMA user_version`` 1: tokens expire and record their last use
-MIGRATIONS = (adding_columns({"tokens": (("expires_at", "REAL"), ("last_used_at", "REAL"))}),)
+#: 2: an account may choose its own language (``locale``: ``zh_CN``, ``en`` or NULL, the branch's)
+MIGRATIONS = (
+    adding_columns({"tokens": (("expires_at", "REAL"), ("last_used_at", "REAL"))}),
+    adding_columns({"users": (("locale", "TEXT"),)}),
+)
 #: a session's last use is written at most this often (seconds): not one write per request
 SEEN_EVERY = 5.0
 #: failures before the waits begin, as a multiple of ``Lockout.attempts``: a source over all accounts,
@@ -140,6 +146,8 @@ class User:
     failures: int
     created_at: float
     last_login: float | None
+    #: the language the account reads the web in (``zh_CN``, ``en``); None: the branch's, else the browser's
+    locale: str | None = None
 
     def __repr__(self) -> str:  # never any hash
         return f"User({self.username!r}, {self.role.value})"
@@ -196,9 +204,9 @@ def throttle_wait(failures: int, last_failure: float, threshold: int, longest: f
 
 def check_password_rules(password: str, username: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+        raise AccountError(_("a password needs at least {n} characters").format(n=MIN_PASSWORD))
     if username.lower() in password.lower():
-        raise AccountError("a password must not contain the user name")
+        raise AccountError(_("a password must not contain the user name"))
     kinds = sum(
         (
             any(c.islower() for c in password),
@@ -208,7 +216,7 @@ def check_password_rules(password: str, username: str) -> None:
         )
     )
     if kinds < 3:
-        raise AccountError("a password needs three of: lower case, upper case, digits, other characters")
+        raise AccountError(_("a password needs three of: lower case, upper case, digits, other characters"))
 
 
 def token_digest(token: str) -> str:
@@ -238,9 +246,9 @@ class UserStore:
     def add(self, username: str, role: Role, password: str | None, ldap: bool = False) -> User:
         username = username.strip()
         if not username or len(username) > 64 or any(c.isspace() or not c.isprintable() for c in username):
-            raise AccountError("a user name is 1 to 64 printable characters without spaces")
+            raise AccountError(_("a user name is 1 to 64 printable characters without spaces"))
         if ldap == (password is not None):
-            raise AccountError("give a password, or --ldap for an account checked by the directory")
+            raise AccountError(_("give a password, or --ldap for an account checked by the directory"))
         digest = None
         if password is not None:
             check_password_rules(password, username)
@@ -253,7 +261,9 @@ class UserStore:
                     (username, role.value, digest, int(ldap), self.clock()),
                 )
             except sqlite3.IntegrityError:
-                raise AccountError(f"there is already an account {username!r}") from None
+                raise AccountError(
+                    _("there is already an account {username!r}").format(username=username)
+                ) from None
         found = self.get(username)
         assert found is not None
         return found
@@ -286,27 +296,35 @@ class UserStore:
                 "DELETE FROM login_failures WHERE account=? AND kind IN ('pair', 'account')", (username,)
             )
 
+    def set_locale(self, username: str, locale: str | None) -> None:
+        """The account's own language (None: the branch's, else the browser's)."""
+        self._need(username)
+        if locale is not None and locale not in i18n.LOCALES:
+            raise AccountError(
+                _("{locale!r} is not a language vipsense speaks; choose one of {choices}").format(
+                    locale=locale, choices=", ".join(i18n.LOCALES)
+                )
+            )
+        with self._lock:
+            self._db.execute("UPDATE users SET locale=? WHERE username=?", (locale, username))
+
     def _need(self, username: str) -> User:
         user = self.get(username)
         if user is None:
-            raise AccountError(f"no account {username!r}")
+            raise AccountError(_("no account {username!r}").format(username=username))
         return user
 
     def get(self, username: str) -> User | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT username, role, ldap, disabled, locked_until, failures, created_at, last_login"
-                " FROM users WHERE username=?",
+                f"SELECT {_USER_COLUMNS} FROM users WHERE username=?",
                 (username,),
             ).fetchone()
         return _user(row) if row else None
 
     def list(self) -> list[User]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT username, role, ldap, disabled, locked_until, failures, created_at, last_login"
-                " FROM users ORDER BY username"
-            ).fetchall()
+            rows = self._db.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY username").fetchall()
         return [_user(r) for r in rows]
 
     def login(
@@ -505,11 +523,11 @@ class UserStore:
         """Make a token, valid for ``expires_in`` seconds (None: until revoked); returns it (shown
         once, stored only as a digest)."""
         if not name.strip():
-            raise AccountError("a token needs a name (the system that uses it)")
+            raise AccountError(_("a token needs a name (the system that uses it)"))
         if per_minute < 1:
-            raise AccountError("--per-minute must be at least 1")
+            raise AccountError(_("--per-minute must be at least 1"))
         if expires_in is not None and expires_in <= 0:
-            raise AccountError("--expires must be longer than 0s, e.g. 90d")
+            raise AccountError(_("--expires must be longer than 0s, e.g. 90d"))
         token = "vst_" + secrets.token_urlsafe(32)
         now = self.clock()
         expires_at = None if expires_in is None else now + expires_in
@@ -521,7 +539,7 @@ class UserStore:
                     (name.strip(), token_digest(token), ",".join(fields), per_minute, now, expires_at),
                 )
             except sqlite3.IntegrityError:
-                raise AccountError(f"there is already a token {name!r}") from None
+                raise AccountError(_("there is already a token {name!r}").format(name=name)) from None
         return token
 
     def revoke_token(self, name: str) -> None:
@@ -530,7 +548,7 @@ class UserStore:
                 "UPDATE tokens SET revoked_at=? WHERE name=? AND revoked_at IS NULL", (self.clock(), name)
             )
         if cur.rowcount == 0:
-            raise AccountError(f"no active token {name!r}")
+            raise AccountError(_("no active token {name!r}").format(name=name))
 
     def token(self, presented: str, now: float | None = None) -> Token | None:
         """The active, unexpired token ``presented`` is, or None (compared by digest, in constant
@@ -574,10 +592,21 @@ def _token(row: tuple) -> Token:
     )
 
 
+_USER_COLUMNS = "username, role, ldap, disabled, locked_until, failures, created_at, last_login, locale"
+
+
 def _user(row: tuple) -> User:
-    username, role, ldap, disabled, locked_until, failures, created_at, last_login = row
+    username, role, ldap, disabled, locked_until, failures, created_at, last_login, locale = row
     return User(
-        username, Role(role), bool(ldap), bool(disabled), locked_until, failures, created_at, last_login
+        username,
+        Role(role),
+        bool(ldap),
+        bool(disabled),
+        locked_until,
+        failures,
+        created_at,
+        last_login,
+        locale if locale in i18n.LOCALES else None,  # a value no longer shipped: the branch's
     )
 
 

@@ -45,42 +45,29 @@ import attrs
 
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, RegisterType, Secret
+from vipsense.i18n import _, lazy_gettext
 from vipsense.model import Notification, Visit, event_of
 from vipsense.privacy import CUSTOMER_FIELDS, mask_field
-from vipsense.sms import render
+from vipsense.sms import render, speaking
 
 INSTALL_HINT = "the apprise notifier needs Apprise: pip install 'vipsense[apprise]'"
 DEFAULT_FIELDS = ("name", "tier", "company", "usual_business")
 TITLE_PLACEHOLDERS = ("branch", "event", "name", "tier", "time", "reader")
 _REMEMBER = 1000  #: notifications whose partly successful delivery is remembered for their retry
 
-_LABELS = {
-    "en": {
-        "customer_no": "Customer no.",
-        "name": "Name",
-        "tier": "Tier",
-        "company": "Company",
-        "id_number": "ID number",
-        "mobile": "Mobile",
-        "usual_business": "Usual business",
-        "arrival": "VIP arrival",
-        "rejected": "card alert",
-        "suspect": "suspect card",
-        "unresolved": "card seen, identity stores not answering",
-    },
-    "zh": {
-        "customer_no": "客户号",
-        "name": "姓名",
-        "tier": "等级",
-        "company": "单位",
-        "id_number": "证件号",
-        "mobile": "手机",
-        "usual_business": "常办业务",
-        "arrival": "贵宾到店",
-        "rejected": "卡片警报",
-        "suspect": "可疑卡片",
-        "unresolved": "读到贵宾卡，身份库暂无应答",
-    },
+#: What a customer field and an event are called in a message.
+LABELS = {
+    "customer_no": lazy_gettext("Customer no."),
+    "name": lazy_gettext("Name"),
+    "tier": lazy_gettext("Tier"),
+    "company": lazy_gettext("Company"),
+    "id_number": lazy_gettext("ID number"),
+    "mobile": lazy_gettext("Mobile"),
+    "usual_business": lazy_gettext("Usual business"),
+    "arrival": lazy_gettext("VIP arrival"),
+    "rejected": lazy_gettext("card alert"),
+    "suspect": lazy_gettext("suspect card"),
+    "unresolved": lazy_gettext("card seen, identity stores not answering"),
 }
 
 
@@ -170,28 +157,35 @@ def _as_secrets(value: Any) -> tuple[Secret, ...]:
 
 def _check_urls(inst: Any, attribute: attrs.Attribute, value: tuple[Secret, ...]) -> None:
     if not value:
-        raise ValueError("urls needs at least one Apprise URL")
+        raise ValueError(_("urls needs at least one Apprise URL"))
     for i, url in enumerate(value):
         if not isinstance(url, Secret) or "://" not in url.reveal():
-            raise ValueError(f"urls[{i}] is not an Apprise URL (schema://...)")  # never the URL
+            raise ValueError(
+                _("urls[{index}] is not an Apprise URL (schema://...)").format(index=i)
+            )  # never the URL
 
 
-def _check_title(inst: Any, attribute: attrs.Attribute, value: str) -> None:
+def _check_title(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None:
+        return
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        names = {name for _literal, name, _spec, _conv in string.Formatter().parse(value) if name is not None}
         unknown = sorted(n for n in names if n not in TITLE_PLACEHOLDERS)
         if not unknown:
             value.format(**dict.fromkeys(TITLE_PLACEHOLDERS, "x"))
     except (ValueError, IndexError, KeyError) as exc:
-        raise ValueError(f"title is not a valid template ({exc}); use {{branch}}, {{name}} ...") from None
+        message = _("title is not a valid template ({error}); use {{branch}}, {{name}} ...")
+        raise ValueError(message.format(error=exc)) from None
     if unknown:
-        raise ValueError(f"title: unknown placeholder(s) {unknown}; choose from {list(TITLE_PLACEHOLDERS)}")
+        message = _("title: unknown placeholder(s) {unknown}; choose from {choices}")
+        raise ValueError(message.format(unknown=unknown, choices=list(TITLE_PLACEHOLDERS)))
 
 
 def _check_fields(inst: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     unknown = [f for f in value if f not in CUSTOMER_FIELDS]
     if unknown:
-        raise ValueError(f"unknown customer field(s) {unknown}; choose from {list(CUSTOMER_FIELDS)}")
+        message = _("unknown customer field(s) {unknown}; choose from {choices}")
+        raise ValueError(message.format(unknown=unknown, choices=list(CUSTOMER_FIELDS)))
 
 
 @attrs.frozen
@@ -200,14 +194,15 @@ class AppriseSettings:
     urls: tuple[Secret, ...] = attrs.field(
         converter=_as_secrets, validator=_check_urls, repr=lambda u: f"<{len(u)} URL(s), hidden>"
     )
-    title: str = attrs.field(default="{branch}: {event} {name}", validator=_check_title)
+    #: None: the branch's language's own (``{branch}: {event} {name}``, ``【{branch}】{event}：{name}``)
+    title: str | None = attrs.field(default=None, validator=_check_title)
     fields: tuple[str, ...] = attrs.field(default=DEFAULT_FIELDS, converter=tuple, validator=_check_fields)
     timeout: Duration = Duration(10)  #: one whole send, every URL
-    language: Literal["en", "zh"] = "en"
+    language: Literal["en", "zh", "zh_CN"] | None = None  #: None: the branch's language
 
     def __attrs_post_init__(self) -> None:
         if self.timeout <= 0:
-            raise ValueError("timeout must be more than 0")
+            raise ValueError(_("timeout must be more than 0"))
 
 
 # -- the notifier ---------------------------------------------------------------------------------------
@@ -250,34 +245,33 @@ class AppriseNotifier(Notifier):
         return {**self._health, "sent": self.sent, "failed": self.failed}
 
     def title(self, visit: Visit) -> str:
-        labels = _LABELS[self.settings.language]
+        with speaking(self.settings.language):
+            return self._title(visit)
+
+    def _title(self, visit: Visit) -> str:
         values = {
             "branch": self.ctx.branch_name,
-            "event": labels[event_of(visit.kind)],
+            "event": str(LABELS[event_of(visit.kind)]),
             "name": visit.customer.name if visit.customer else "?",
             "tier": visit.tier or "",
             "time": dt.datetime.fromtimestamp(visit.arrived_at, self.ctx.tz).strftime("%H:%M"),
             "reader": visit.arrival.reader_id,
         }
-        return self.settings.title.format(**values).strip()
+        template = self.settings.title or _("{branch}: {event} {name}")
+        return template.format(**values).strip()
 
     def body(self, notification: Notification) -> str:
         """The pager text, then the listed customer fields (ID number and mobile masked)."""
+        with speaking(self.settings.language):
+            return self._body(notification)
+
+    def _body(self, notification: Notification) -> str:
         visit = notification.visit
-        labels = _LABELS[self.settings.language]
-        lines = [
-            render(
-                visit,
-                branch_name=self.ctx.branch_name,
-                staff=self.ctx.staff,
-                language=self.settings.language,
-                tz=self.ctx.tz,
-            )
-        ]
+        lines = [render(visit, branch_name=self.ctx.branch_name, staff=self.ctx.staff, tz=self.ctx.tz)]
         if visit.customer is not None:
-            sep = "：" if self.settings.language == "zh" else ": "
             fields = [(f, mask_field(f, getattr(visit.customer, f))) for f in self.settings.fields]
-            shown = [f"{labels[f]}{sep}{value}" for f, value in fields if value]
+            line = _("{label}: {value}")
+            shown = [line.format(label=LABELS[f], value=value) for f, value in fields if value]
             if shown:
                 lines += ["", *shown]
         return "\n".join(lines)
@@ -358,7 +352,9 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         "apprise",
         AppriseSettings,
         make_notifier,
-        summary="e-mail and chat through Apprise URLs (mailto://, dingtalk://, wecombot://, json:// ...)",
+        summary=lazy_gettext(
+            "e-mail and chat through Apprise URLs (mailto://, dingtalk://, wecombot://, json:// ...)"
+        ),
         requires=("apprise",),
         extra="apprise",
     )

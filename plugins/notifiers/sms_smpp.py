@@ -12,7 +12,7 @@ masked.  The recipient is the staff member's ``mobile``::
         system_id: bank0571
         password: !secret smpp_password
         source_addr: "106900000001"
-        language: zh
+        language: zh_CN         # unset: the branch's language
 
 Encoding (``sms-paging.md`` §4, §8): a text in the GSM 7-bit alphabet goes as data_coding 0 (unpacked
 septets), anything else as UCS2 (UTF-16BE, data_coding 8); a long text is sent as concatenated parts
@@ -56,6 +56,7 @@ from vipsense.api import (
     RegisterType,
     Secret,
 )
+from vipsense.i18n import _, lazy_gettext
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
 from vipsense.sms import Alphabet, Concat, gsm7_septets, normalise_number, notification_text, segment
@@ -147,9 +148,10 @@ def _c_string(limit: int, empty: bool = False) -> Callable[[Any, attrs.Attribute
 
     def check(inst: Any, attribute: attrs.Attribute, value: str) -> None:
         if not value and not empty:
-            raise ValueError(f"{attribute.name} must not be empty")
+            raise ValueError(_("{key} must not be empty").format(key=attribute.name))
         if len(value) > limit or not all(" " <= ch <= "~" for ch in value):
-            raise ValueError(f"{attribute.name} is at most {limit} printable ASCII characters, got {value!r}")
+            message = _("{key} is at most {limit} printable ASCII characters, got {value!r}")
+            raise ValueError(message.format(key=attribute.name, limit=limit, value=value))
 
     return check
 
@@ -157,22 +159,25 @@ def _c_string(limit: int, empty: bool = False) -> Callable[[Any, attrs.Attribute
 def _password(inst: Any, attribute: attrs.Attribute, value: Secret) -> None:
     text = value.reveal()
     if len(text) > 8 or not all(" " <= ch <= "~" for ch in text):
-        raise ValueError("an SMPP password is at most 8 printable ASCII characters")  # never the value
+        # never the value
+        raise ValueError(_("an SMPP password is at most 8 printable ASCII characters"))
 
 
 def _host(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if not value or any(ch.isspace() for ch in value) or "/" in value or "@" in value:
-        raise ValueError(f"host is a host name or IP address (no scheme, port or path), got {value!r}")
+        message = _("host is a host name or IP address (no scheme, port or path), got {value!r}")
+        raise ValueError(message.format(value=value))
 
 
 def _source(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if re.fullmatch(r"\+?[0-9]{1,20}", value):
         return
     if not re.fullmatch(r"[ -~]{1,11}", value):
-        raise ValueError(
-            f"source_addr is a number of up to 20 digits or a sender name of up to 11 ASCII characters, "
-            f"got {value!r}"
+        message = _(
+            "source_addr is a number of up to 20 digits or a sender name of up to 11 ASCII characters, "
+            "got {value!r}"
         )
+        raise ValueError(message.format(value=value))
 
 
 def _between(low: int, high: int) -> list[Callable[[Any, attrs.Attribute[int], int], Any]]:
@@ -200,13 +205,13 @@ class SmppSettings:
     request_timeout: Duration = Duration(10)  #: each answer: the bind, each submit_sm_resp
     enquire_link: Duration = Duration(30)  #: keep an idle bind alive; 0: never
     max_parts: int = attrs.field(default=4, validator=_between(1, 10))  #: longer texts end in "…"
-    language: Literal["en", "zh"] = "en"
+    language: Literal["en", "zh", "zh_CN"] | None = None  #: None: the branch's language
 
     def __attrs_post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.request_timeout <= 0:
-            raise ValueError("connect_timeout and request_timeout must be more than 0")
+            raise ValueError(_("connect_timeout and request_timeout must be more than 0"))
         if 0 < self.enquire_link < 1:
-            raise ValueError("enquire_link is 0 (never) or at least 1s")
+            raise ValueError(_("enquire_link is 0 (never) or at least 1s"))
 
 
 # -- encoding -----------------------------------------------------------------------------------------
@@ -632,7 +637,7 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         "sms-smpp",
         SmppSettings,
         make_notifier,
-        summary="SMS to staff's mobiles through an operator's SMSC over SMPP 3.4 (smpplib)",
+        summary=lazy_gettext("SMS to staff's mobiles through an operator's SMSC over SMPP 3.4 (smpplib)"),
         requires=("smpplib",),
         extra="smpp",
     )

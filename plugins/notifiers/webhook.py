@@ -44,6 +44,7 @@ import attrs
 
 import vipsense
 from vipsense.api import DeliveryFailed, Duration, Notifier, PluginContext, RegisterType, Secret
+from vipsense.i18n import _, lazy_gettext
 from vipsense.model import Notification, event_of
 from vipsense.privacy import CUSTOMER_FIELDS, mask_field
 from vipsense.signing import signed_headers
@@ -79,13 +80,17 @@ def redirect_target(base: str, location: str) -> str:
 def _check_url(instance: Any, attribute: Any, value: str) -> None:
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        raise ValueError(_("expected an http:// or https:// URL, got {value!r}").format(value=value))
 
 
 def _check_fields(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = [f for f in value if f not in CUSTOMER_FIELDS]
     if unknown:
-        raise ValueError(f"unknown customer field(s) {unknown}; choose from {list(CUSTOMER_FIELDS)}")
+        raise ValueError(
+            _("unknown customer field(s) {unknown}; choose from {choices}").format(
+                unknown=unknown, choices=list(CUSTOMER_FIELDS)
+            )
+        )
 
 
 @attrs.frozen
@@ -220,5 +225,5 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         "webhook",
         WebhookSettings,
         WebhookNotifier,
-        summary="posts signed JSON to an HTTP(S) endpoint",
+        summary=lazy_gettext("posts signed JSON to an HTTP(S) endpoint"),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import vipsense
 from vipsense.api import RegisterType
+from vipsense.i18n import lazy_gettext
 from vipsense.replay import SimulatedReader, SimulatedSettings
 
 
@@ -27,5 +28,5 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
         "simulated",
         SimulatedSettings,
         lambda settings, ctx: SimulatedReader(settings),
-        summary="replays a scenario of visitors; no hardware needed",
+        summary=lazy_gettext("replays a scenario of visitors; no hardware needed"),
     )

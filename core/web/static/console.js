@@ -1,6 +1,7 @@
 /* vipsense console: the current customer, the strip of earlier ones, details, look-up, history and
    acknowledging, kept live by one EventSource.  Data never goes through innerHTML: every element is
-   made with createElement and filled with textContent, so a customer field holding markup stays text. */
+   made with createElement and filled with textContent, so a customer field holding markup stays text.
+   Every text it shows goes through gettext (/i18n/catalogue.js, loaded first): the page's language. */
 "use strict";
 
 (function () {
@@ -12,6 +13,57 @@
   let visits = []; // newest first, masked, as the server sent them
 
   const $ = (id) => document.getElementById(id);
+  const format = gettext.format;
+  const lang = document.documentElement.lang || undefined;
+  //: the branch's time zone (<html data-zone>): staff read the branch's clock, not the browser's
+  const zone = document.documentElement.dataset.zone || undefined;
+
+  // codes the server sends, as people read them, in the core's own words for them (the profile's
+  // tier names, vipsense.model's labels), so that a pushed arrival reads as the server's pages do.
+  // The server's text wins where it sends one: tier_name on an item, or the page's data-tier-names
+  // ({"gold": "金卡", ...} in the viewer's language: a bank's own tier names, which a pushed arrival
+  // shared by viewers of several languages cannot carry)
+  const TIERS = Object.assign(
+    {
+      standard: gettext("Standard"),
+      gold: gettext("Gold"),
+      platinum: gettext("Platinum"),
+      diamond: gettext("Diamond"),
+    },
+    cfg.tierNames ? JSON.parse(cfg.tierNames) : {},
+  );
+  const KINDS = {
+    greeted: gettext("greeted"),
+    rejected: gettext("rejected"),
+    suspect: gettext("suspect"),
+    suppressed: gettext("re-entry, not notified"),
+    unknown: gettext("unknown tag"),
+    unresolved: gettext("unresolved"),
+  };
+  const REASONS = {
+    lost: gettext("card reported lost"),
+    revoked: gettext("card revoked"),
+    expired: gettext("card expired"),
+    not_yet_valid: gettext("card not yet valid"),
+    wrong_branch: gettext("card not valid at this branch"),
+    tid_mismatch: gettext("chip ID (TID) differs from the enrolled one: possibly cloned"),
+    too_fast: gettext("seen at another branch too recently: possibly cloned"),
+  };
+  const DELIVERY = {
+    delivered: gettext("delivered"),
+    acknowledged: gettext("acknowledged"),
+    retrying: gettext("retrying"),
+    failed: gettext("failed"),
+    expired: gettext("expired"),
+  };
+  const label = (table, code) => (code ? table[code] || code : "");
+  const tierText = (code, name) => name || label(TIERS, code);
+  const names = (list) => new Intl.ListFormat(lang, { type: "conjunction" }).format(list);
+
+  function kindText(kind, reason) {
+    if (!reason) return label(KINDS, kind);
+    return format(gettext("{kind} ({reason})"), { kind: label(KINDS, kind), reason: label(REASONS, reason) });
+  }
 
   function el(tag, text, cls) {
     const node = document.createElement(tag);
@@ -20,22 +72,27 @@
     return node;
   }
 
+  let clockFormat;
+  try {
+    clockFormat = new Intl.DateTimeFormat(lang, { timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  } catch (e) {
+    // a zone this browser does not know: its own
+    clockFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  }
+
   function clock(unix) {
-    if (!unix) return "";
-    const d = new Date(unix * 1000);
-    const two = (n) => String(n).padStart(2, "0");
-    return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+    return unix ? clockFormat.format(new Date(unix * 1000)) : "";
   }
 
   function displayName(v) {
     if (v.customer) return v.customer.name;
-    return v.customer_no ? "Customer " + v.customer_no : "Unknown card";
+    return v.customer_no ? format(gettext("Customer {customer_no}"), { customer_no: v.customer_no }) : gettext("Unknown card");
   }
 
   function kindNote(v) {
-    if (v.kind === "rejected") return "Card rejected: " + (v.reason || "invalid");
-    if (v.kind === "suspect") return "Suspect card: " + (v.reason || "check");
-    if (v.kind === "unresolved") return "Card seen, identity stores not answering: look out for the customer";
+    if (v.kind === "rejected") return format(gettext("Card rejected: {reason}"), { reason: label(REASONS, v.reason) || gettext("invalid") });
+    if (v.kind === "suspect") return format(gettext("Suspect card: {reason}"), { reason: label(REASONS, v.reason) || gettext("check") });
+    if (v.kind === "unresolved") return gettext("Card seen, identity stores not answering: look out for the customer");
     return "";
   }
 
@@ -52,7 +109,7 @@
     try {
       body = await response.json();
     } catch (e) {
-      body = { error: "unexpected answer (" + response.status + ")" };
+      body = { error: format(gettext("unexpected answer ({status})"), { status: response.status }) };
     }
     return { status: response.status, ok: response.ok, body: body };
   }
@@ -76,7 +133,7 @@
     $("cur-no").textContent = v.customer_no || "-";
     $("cur-id").textContent = c.id_number || "-";
     $("cur-company").textContent = c.company || "-";
-    $("cur-tier").textContent = v.tier || c.tier || "-";
+    $("cur-tier").textContent = tierText(v.tier || c.tier, v.tier_name || c.tier_name) || "-";
     $("cur-business").textContent = c.usual_business || "-";
     const img = $("cur-photo");
     const url = photoUrl(v);
@@ -93,8 +150,8 @@
     btn.hidden = cfg.mayAck !== "yes" || !told || done;
     btn.disabled = false;
     $("current").dataset.ack = done ? "yes" : "no";
-    if (done) state.textContent = "Acknowledged ✓";
-    else if (!told) state.textContent = (v.acknowledged_by || []).length ? "Acknowledged by " + v.acknowledged_by.join(", ") : "";
+    if (done) state.textContent = gettext("Acknowledged ✓");
+    else if (!told) state.textContent = (v.acknowledged_by || []).length ? format(gettext("Acknowledged by {names}"), { names: names(v.acknowledged_by) }) : "";
     else state.textContent = "";
   }
 
@@ -142,14 +199,14 @@
 
   function customerFields(c) {
     return [
-      ["Name", c.name, "d-name"],
-      ["Customer no.", c.customer_no, "d-no"],
-      ["ID number", c.id_number, "d-id"],
-      ["Mobile", c.mobile, "d-mobile"],
-      ["Company", c.company, "d-company"],
-      ["Tier", c.tier, "d-tier"],
-      ["Usual business", c.usual_business, "d-business"],
-      ["Client manager", c.client_manager, "d-cm"],
+      [gettext("Name"), c.name, "d-name"],
+      [gettext("Customer no."), c.customer_no, "d-no"],
+      [gettext("ID number"), c.id_number, "d-id"],
+      [gettext("Mobile"), c.mobile, "d-mobile"],
+      [gettext("Company"), c.company, "d-company"],
+      [gettext("Tier"), tierText(c.tier, c.tier_name), "d-tier"],
+      [gettext("Usual business"), c.usual_business, "d-business"],
+      [gettext("Client manager"), c.client_manager, "d-cm"],
     ];
   }
 
@@ -166,9 +223,9 @@
 
   async function showVisit(visitId) {
     const r = await call("/console/visit/" + encodeURIComponent(visitId));
-    if (!r.ok) return openDetails([el("p", r.body.error || "not available", "error")], "");
+    if (!r.ok) return openDetails([el("p", r.body.error || gettext("not available"), "error")], "");
     const v = r.body.visit;
-    const nodes = [el("p", clock(v.arrived_unix) + " · " + v.kind + (v.reason ? " (" + v.reason + ")" : ""), "muted")];
+    const nodes = [el("p", clock(v.arrived_unix) + " · " + kindText(v.kind, v.reason), "muted")];
     if (v.customer) {
       const img = el("img", null, "photo");
       img.alt = "";
@@ -177,14 +234,14 @@
       img.src = v.customer.photo_url;
       nodes.push(img, fieldList(customerFields(v.customer)));
     }
-    const told = (v.responses || []).map((t) => t.staff_id + ": " + t.state);
-    nodes.push(el("p", "Told: " + (told.join(", ") || "nobody"), "muted"));
+    const told = (v.responses || []).map((t) => format(gettext("{staff}: {state}"), { staff: t.staff_id, state: label(DELIVERY, t.state) }));
+    nodes.push(el("p", format(gettext("Told: {names}"), { names: told.length ? names(told) : gettext("nobody") }), "muted"));
     openDetails(nodes, v.customer ? v.customer.customer_no : "");
   }
 
   async function showCustomer(customerNo) {
     const r = await call("/console/customer/" + encodeURIComponent(customerNo));
-    if (!r.ok) return openDetails([el("p", r.body.error || "not available", "error")], "");
+    if (!r.ok) return openDetails([el("p", r.body.error || gettext("not available"), "error")], "");
     const c = r.body.customer;
     const img = el("img", null, "photo");
     img.alt = "";
@@ -204,7 +261,7 @@
       body: new URLSearchParams({ reason: reason }),
     });
     if (!r.ok) {
-      $("unmask-error").textContent = r.body.error || "refused";
+      $("unmask-error").textContent = r.body.error || gettext("refused");
       return;
     }
     const body = $("details-body");
@@ -227,7 +284,7 @@
       markAcknowledged(v.visit_id, me);
     } else {
       btn.disabled = false;
-      $("ack-state").textContent = r.body.error || "could not acknowledge";
+      $("ack-state").textContent = r.body.error || gettext("could not acknowledge");
     }
   }
 
@@ -250,10 +307,10 @@
       body: new URLSearchParams({ q: $("lookup-q").value.trim(), reason: $("lookup-reason").value.trim() }),
     });
     out.replaceChildren();
-    if (r.status === 404) return out.append(el("p", "No customer matches.", "muted"));
-    if (!r.ok) return out.append(el("p", r.body.error || "look-up failed", "error"));
+    if (r.status === 404) return out.append(el("p", gettext("No customer matches."), "muted"));
+    if (!r.ok) return out.append(el("p", r.body.error || gettext("look-up failed"), "error"));
     for (const c of r.body.customers) {
-      const button = el("button", c.name + " · " + c.customer_no + " · " + (c.tier || "-"), "lookup-hit");
+      const button = el("button", c.name + " · " + c.customer_no + " · " + (tierText(c.tier, c.tier_name) || "-"), "lookup-hit");
       button.type = "button";
       button.dataset.customerNo = c.customer_no;
       button.addEventListener("click", () => showCustomer(c.customer_no));
@@ -269,7 +326,7 @@
     $("history-error").textContent = "";
     tbody.replaceChildren();
     if (!r.ok) {
-      $("history-error").textContent = r.body.error || "search failed";
+      $("history-error").textContent = r.body.error || gettext("search failed");
       return;
     }
     for (const v of r.body.visits) {
@@ -284,16 +341,16 @@
         el("td", clock(v.arrived_unix)),
         name,
         el("td", v.customer_no || "-"),
-        el("td", v.tier || "-"),
+        el("td", tierText(v.tier, v.tier_name) || "-"),
         el("td", (v.customer && v.customer.company) || "-"),
-        el("td", v.kind + (v.reason ? " (" + v.reason + ")" : "")),
-        el("td", (v.acknowledged_by || []).join(", ") || "-"),
+        el("td", kindText(v.kind, v.reason)),
+        el("td", names(v.acknowledged_by || []) || "-"),
       );
       tbody.append(tr);
     }
     if (!r.body.visits.length) {
       const tr = el("tr");
-      const td = el("td", "No visits in this range.", "muted");
+      const td = el("td", gettext("No visits in this range."), "muted");
       td.colSpan = 7;
       tr.append(td);
       tbody.append(tr);
@@ -312,12 +369,12 @@
 
   function connect() {
     const source = new EventSource(cfg.eventsUrl);
-    source.addEventListener("open", () => setLive("connected", "live"));
-    source.addEventListener("error", () => setLive("connecting", "reconnecting…"));
+    source.addEventListener("open", () => setLive("connected", gettext("live")));
+    source.addEventListener("error", () => setLive("connecting", gettext("reconnecting…")));
     source.addEventListener("snapshot", (e) => {
       visits = JSON.parse(e.data).visits;
       render();
-      setLive("connected", "live");
+      setLive("connected", gettext("live"));
     });
     source.addEventListener("arrival", (e) => {
       const v = JSON.parse(e.data);
@@ -341,7 +398,7 @@
       // a security alert for the branch manager (e.g. look-ups by ID number refused past the limit)
       const a = JSON.parse(e.data);
       const node = $("security-alert");
-      node.textContent = "Security alert: " + a.message;
+      node.textContent = format(gettext("Security alert: {message}"), { message: a.message });
       node.hidden = false;
     });
     source.addEventListener("ended", () => {

@@ -16,6 +16,10 @@ A profile uses it like this::
         type: acme-tcp
         host: 10.20.0.15
         port: 4001
+
+Its messages have a catalogue of their own, ``locale/<language>/LC_MESSAGES/vipsense_acme_reader.mo``
+beside this file (shipped as package data): a profile error or a setting's help reads in Chinese or
+English as vipsense's own do, and a message the catalogue lacks falls back to vipsense's catalogue.
 """
 
 from __future__ import annotations
@@ -24,11 +28,19 @@ import contextlib
 import re
 import socket
 import time
+from pathlib import Path
 
 import attrs
 
 import vipsense
-from vipsense.api import Duration, PluginContext, Reader, ReaderContext
+from vipsense.api import CORE_CATALOGUE, Catalogue, Duration, PluginContext, Reader, ReaderContext
+
+#: this package's messages: a domain of its own (never vipsense's), falling back to vipsense's
+CATALOGUE = Catalogue(
+    Path(__file__).resolve().parent / "locale", "vipsense_acme_reader", fallback=CORE_CATALOGUE
+)
+_ = CATALOGUE.gettext
+_l = CATALOGUE.lazy_gettext  #: for text made at import time: translated each time it is shown
 
 MAX_LINE = 256  #: bytes; a longer line is cut and its pieces count as malformed
 WARN_EVERY = 1.0  #: seconds; at most one warning about malformed lines per this interval
@@ -37,17 +49,41 @@ _EPC = re.compile(r"(?:[0-9A-Fa-f]{4})+")  # an EPC is a whole number of 16-bit 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
+        raise ValueError(
+            _("{key} must be greater than 0, got {value:g} s").format(key=attribute.name, value=value)
+        )
+
+
+def _port(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if not 1 <= value <= 65535:
+        # vipsense's own words (its LLRP reader says the same): its catalogue translates them, so
+        # this package's need not
+        raise ValueError(
+            _("{key}: a TCP port is 1-65535, got {value}").format(key=attribute.name, value=value)
+        )
 
 
 @attrs.frozen
 class AcmeSettings:
     """The profile keys of an ``acme-tcp`` reader (besides ``id`` and ``type``)."""
 
-    port: int = attrs.field(validator=[attrs.validators.ge(1), attrs.validators.le(65535)])
-    host: str = "127.0.0.1"
-    antenna_default: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    connect_timeout: Duration = attrs.field(default=Duration(2.0), validator=_positive)
+    port: int = attrs.field(
+        validator=_port,
+        metadata={"help": _l("TCP port the reader listens on")},
+    )
+    host: str = attrs.field(
+        default="127.0.0.1", metadata={"help": _l("the reader's host name or IP address")}
+    )
+    antenna_default: int = attrs.field(
+        default=1,
+        validator=attrs.validators.ge(1),
+        metadata={"help": _l("antenna of a line that names none")},
+    )
+    connect_timeout: Duration = attrs.field(
+        default=Duration(2.0),
+        validator=_positive,
+        metadata={"help": _l("how long to wait for the reader to accept the connection")},
+    )
 
 
 @attrs.frozen
@@ -139,4 +175,4 @@ def _keepalive(sock: socket.socket) -> None:
 
 @vipsense.hookimpl
 def vipsense_register_reader_types(register):
-    register("acme-tcp", AcmeSettings, AcmeReader, summary="ACME door reader, text lines over TCP")
+    register("acme-tcp", AcmeSettings, AcmeReader, summary=_l("ACME door reader, text lines over TCP"))

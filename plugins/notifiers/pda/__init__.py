@@ -23,6 +23,7 @@ import argparse
 
 import vipsense
 from vipsense.api import Notifier, PluginContext, RegisterCommand, RegisterType
+from vipsense.i18n import lazy_gettext
 
 from .settings import EmulatedPda, PdaSettings
 
@@ -41,7 +42,9 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         "pda",
         PdaSettings,
         make_notifier,
-        summary="pushes arrivals to staff PDAs found on the branch LAN with zeroconf (signed, acknowledged)",
+        summary=lazy_gettext(
+            "pushes arrivals to staff PDAs found on the branch LAN with zeroconf (signed, acknowledged)"
+        ),
     )
 
 
@@ -53,4 +56,4 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 @vipsense.hookimpl
 def vipsense_register_commands(register: RegisterCommand) -> None:
-    register("pda", _configure, help="run the PDA agent on a staff handheld")
+    register("pda", _configure, help=lazy_gettext("run the PDA agent on a staff handheld"))

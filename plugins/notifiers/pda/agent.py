@@ -23,19 +23,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import os
 import select
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
+from vipsense import i18n
 from vipsense.backoff import doubled
+from vipsense.i18n import _
 from vipsense.output import Output
 from vipsense.shutdown import Shutdown
 from vipsense.signing import BadSignature, verify
+from vipsense.texts import error_text
 
 from . import display
 from .binding import HubBinding
@@ -68,8 +73,23 @@ PR_SET_PDEATHSIG = 1  #: linux/prctl.h
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+T = TypeVar("T")
+
+
 class KeyMissing(Exception):
     pass
+
+
+def in_its_language(method: Callable[..., T]) -> Callable[..., T]:
+    """Run an agent's method in the agent's language (:attr:`Agent.locale`): each of its threads
+    (pushes, zeroconf, acknowledgements, the keyboard) makes the lines it shows."""
+
+    @functools.wraps(method)
+    def speaking(self: Agent, *args: Any, **kwargs: Any) -> T:
+        with i18n.using(self.locale or i18n.current()):
+            return method(self, *args, **kwargs)
+
+    return speaking
 
 
 def load_key(key_file: str | None) -> bytes:
@@ -78,13 +98,14 @@ def load_key(key_file: str | None) -> bytes:
         try:
             text = Path(key_file).expanduser().read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise KeyMissing(f"cannot read the key file {key_file}: {exc.strerror or exc}") from None
+            message = _("cannot read the key file {path}: {error}")
+            raise KeyMissing(message.format(path=key_file, error=exc.strerror or exc)) from None
         if not text:
-            raise KeyMissing(f"the key file {key_file} is empty")
+            raise KeyMissing(_("the key file {path} is empty").format(path=key_file))
         return text.encode("utf-8")
     text = os.environ.get(KEY_ENV, "").strip()
     if not text:
-        raise KeyMissing(f"no branch key: pass --key-file FILE or set {KEY_ENV}")
+        raise KeyMissing(_("no branch key: pass --key-file FILE or set {variable}").format(variable=KEY_ENV))
     return text.encode("utf-8")
 
 
@@ -105,9 +126,14 @@ class Agent:
         auto_ack: float | None = None,
         hub_instance: str | None = None,
         out: TextIO | None = None,
+        locale: str | None = None,
     ) -> None:
         self.name, self.role, self.staff, self.branch = name, role_name(role), staff, branch
         self.interface, self.port = interface, port
+        #: the language of the screen: ``locale`` when given (``--locale``), else the hub's once a push
+        #: has said it, else the process's (which ``vipsense pda`` takes from LANG)
+        self.locale = locale
+        self._chosen = locale is not None  #: the person chose a language: pushes do not change it
         self._key = key
         self.auto_ack = auto_ack
         self.out = Output(out or sys.stdout, live=False)
@@ -145,18 +171,23 @@ class Agent:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    @in_its_language
     def start(self) -> None:
         from .discovery import Advertisement, Directory, check_interfaces, host_name, open_zeroconf
 
         [self.interface] = check_interfaces([self.interface])
         self.server = Server(self.interface, self.port, self._handler()).start()
         self.say(
-            f"PDA {self.name} · staff {self.staff} ({self.role}) · branch {self.branch}\n"
-            f"push server: http://{self.interface}:{self.server.port}{PUSH_PATH}"
+            _("PDA {name} · staff {staff} ({role}) · branch {branch}").format(
+                name=self.name, staff=self.staff, role=self.role, branch=self.branch
+            )
+            + "\n"
+            + _("push server: {url}").format(url=f"http://{self.interface}:{self.server.port}{PUSH_PATH}")
         )
         for w in self.state.waiting():
             key = display.clean(w["key"])
-            self.say(f"still to acknowledge (from before a restart): {w.get('label', '')} [{key}]")
+            text = _("still to acknowledge (from before a restart): {label} [{key}]")
+            self.say(text.format(label=w.get("label", ""), key=key))
         self._acker.start()
         self.zc = open_zeroconf([self.interface])
         txt = pda_txt(
@@ -178,10 +209,12 @@ class Agent:
         )
         self.hubs = Directory(self.zc, HUB_TYPE, parse_hub_txt, on_change=self._hub_changed)
         registered = self.advert.register()  # probing and announcing: about 1.5 s
-        self.say(f"advertised as {registered!r} ({PDA_TYPE}) on {self.interface}")
+        text = _("advertised as {name!r} ({service}) on {interface}")
+        self.say(text.format(name=registered, service=PDA_TYPE, interface=self.interface))
         if self.binding.pinned is not None:
-            self.say(f"takes pushes from hub instance {self.binding.pinned} only")
+            self.say(_("takes pushes from hub instance {instance} only").format(instance=self.binding.pinned))
 
+    @in_its_language
     def close(self) -> None:
         """Withdraw the advertisement (so the hub sees this PDA go), then stop everything."""
         self._stop.set()
@@ -201,10 +234,14 @@ class Agent:
         left = len(self.state.pending_acks())
         self.state.close()
         if left:
-            kept = "kept for the next start" if self.state.path else "lost (no --data-dir)"
-            self.say(f"{left} acknowledgement(s) not yet taken by the hub: {kept}")
-        self.say(f"PDA {self.name} stopped")
+            if self.state.path:
+                text = _("{n} acknowledgement(s) not yet taken by the hub: kept for the next start")
+            else:
+                text = _("{n} acknowledgement(s) not yet taken by the hub: lost (no --data-dir)")
+            self.say(text.format(n=left))
+        self.say(_("PDA {name} stopped").format(name=self.name))
 
+    @in_its_language
     def _hub_changed(self, peer: Any) -> None:  # zeroconf's thread: print and return
         hub = peer.parsed
         if hub.branch == self.branch and peer.state != "gone":
@@ -217,17 +254,21 @@ class Agent:
                 ).start()
         bound = self.binding.bound
         if hub.branch != self.branch:
-            note = " (another branch: ignored)"
+            note = " " + _("(another branch: ignored)")
         elif bound is not None and hub.instance != bound:
-            note = f" (hub instance {hub.instance}, not {bound}: ignored)"
+            note = " " + _("(hub instance {instance}, not {bound}: ignored)").format(
+                instance=hub.instance, bound=bound
+            )
         else:
             note = ""
         branch = display.clean(hub.branch)  # anyone on the LAN can announce a hub: keep to one line
+        where = f"{peer.address}:{peer.port}"
         if peer.state == "gone":
-            self.say(f"hub gone: {branch} at {peer.address}:{peer.port}{note}")
+            self.say(_("hub gone: {branch} at {address}").format(branch=branch, address=where) + note)
         elif peer.state == "appeared":
-            self.say(f"hub found: {branch} at {peer.address}:{peer.port}{note}")
+            self.say(_("hub found: {branch} at {address}").format(branch=branch, address=where) + note)
 
+    @in_its_language
     def _follow(self, old: str, new: str, service_name: str) -> None:
         moved = self.binding.follow(old, new, service_name)
         if moved:
@@ -278,28 +319,43 @@ class Agent:
         return PushHandler
 
     def handle_push(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Verify, check, de-duplicate and show one push; the HTTP status and answer."""
+        """Verify, check, de-duplicate and show one push; the HTTP status and answer.  The push's
+        ``locale``, when it names one this agent knows, becomes the agent's language."""
+        with i18n.using(self.locale or i18n.current()):
+            return self._handle_push(headers, body)
+
+    def _handle_push(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
             verify(self._key, headers, body)  # before anything looks inside the body
         except BadSignature as exc:
-            self.say(f"push refused (401): {exc}")
+            self.say(_("push refused ({status}): {reason}").format(status=401, reason=error_text(exc)))
             return 401, {"error": str(exc)}
         try:
             doc = parse_push(body)
         except BadMessage as exc:
-            self.say(f"push refused (400): {exc}")
+            self.say(_("push refused ({status}): {reason}").format(status=400, reason=exc))
             return 400, {"error": str(exc)}
         if doc["recipient"] != self.staff:
-            self.say(f"push refused (409): for staff {display.clean(doc['recipient'])}, not {self.staff}")
+            text = _("push refused ({status}): for staff {recipient}, not {staff}")
+            self.say(text.format(status=409, recipient=display.clean(doc["recipient"]), staff=self.staff))
             return 409, {"error": f"this PDA belongs to staff {self.staff}"}
         if doc["branch"] != self.branch:
-            self.say(f"push refused (403): for branch {display.clean(doc['branch'])}, not {self.branch}")
+            text = _("push refused ({status}): for branch {other}, not {branch}")
+            self.say(text.format(status=403, other=display.clean(doc["branch"]), branch=self.branch))
             return 403, {"error": f"this PDA belongs to branch {self.branch}"}
-        verdict = self.binding.admit(doc["hub"])
+        locale = None if self._chosen else i18n.normalise(str(doc.get("locale") or ""))
+        with i18n.using(locale or self.locale or i18n.current()):  # what is said of this push: its language
+            verdict = self.binding.admit(doc["hub"])
         if verdict.say:
             self.say(verdict.say)
         if not verdict.accept:
             return MISDIRECTED, {"error": verdict.error}
+        if locale is not None:
+            self.locale = locale  # the branch's language, from a signed push of the hub this PDA is bound to
+        with i18n.using(self.locale or i18n.current()):
+            return self._show(doc)
+
+    def _show(self, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._ack_urls_lock:
             self._ack_urls.pop(doc["hub"], None)
             self._ack_urls[doc["hub"]] = doc["ack_url"]
@@ -308,7 +364,7 @@ class Agent:
         key = doc["key"]
         with self.state.lock:
             if not self.state.remember(key, doc.get("expires_at")):
-                self.say(f"push {display.clean(key)} again: already shown")
+                self.say(_("push {key} again: already shown").format(key=display.clean(key)))
                 return 200, {"duplicate": True}
             entry = {"key": key, "ack_url": doc["ack_url"], "hub": doc["hub"], "label": display.label(doc)}
             self.state.add_waiting(entry)
@@ -322,11 +378,12 @@ class Agent:
 
     # -- acknowledgements -------------------------------------------------------------------------
 
+    @in_its_language
     def acknowledge_oldest(self) -> bool:
         """What one key press does: acknowledge the oldest arrival still waiting."""
         key = self.state.oldest_waiting()
         if key is None:
-            self.say("nothing to acknowledge")
+            self.say(_("nothing to acknowledge"))
             return False
         return self.acknowledge(key)
 
@@ -352,6 +409,7 @@ class Agent:
                 waits = [self._backoff.get(a["key"], (now, 0))[0] - now for a in pending]
                 self._wake.wait(max(0.0, min([1.0, *waits])))
 
+    @in_its_language
     def _post_ack(self, ack: dict[str, Any]) -> None:
         key = display.clean(ack["key"])
         try:
@@ -361,15 +419,17 @@ class Agent:
             return
         if 200 <= reply.status < 300:
             self._ack_done(ack)
-            self.say(f"ack sent: {key} (hub answered {reply.status} in {reply.elapsed * 1000:.0f} ms)")
+            text = _("ack sent: {key} (hub answered {status} in {ms} ms)")
+            self.say(text.format(key=key, status=reply.status, ms=f"{reply.elapsed * 1000:.0f}"))
         elif reply.status in (400, 404):
             why = (reply.doc or {}).get("error", "")
             self._ack_done(ack)
-            self.say(f"ack dropped: {key}: hub answered {reply.status} {display.clean(why)}".rstrip())
+            text = _("ack dropped: {key}: hub answered {status} {reason}")
+            self.say(text.format(key=key, status=reply.status, reason=display.clean(why)).rstrip())
         elif reply.status == 401:
-            self._ack_failed(ack, "hub rejected the signature (check the branch key and the clock)")
+            self._ack_failed(ack, _("hub rejected the signature (check the branch key and the clock)"))
         else:
-            self._ack_failed(ack, f"hub answered {reply.status}")
+            self._ack_failed(ack, _("hub answered {status}").format(status=reply.status))
 
     def _ack_done(self, ack: dict[str, Any]) -> None:
         self._backoff.pop(ack["key"], None)
@@ -379,7 +439,8 @@ class Agent:
         failures = self._backoff.get(ack["key"], (0.0, 0))[1] + 1
         delay = doubled(ACK_FIRST, ACK_MAX, failures)
         self._backoff[ack["key"]] = (time.monotonic() + delay, failures)
-        self.say(f"ack not sent: {display.clean(ack['key'])}: {display.clean(why)}; retrying in {delay:g} s")
+        text = _("ack not sent: {key}: {reason}; retrying in {seconds} s")
+        self.say(text.format(key=display.clean(ack["key"]), reason=display.clean(why), seconds=f"{delay:g}"))
         if moved:
             self._follow_hub(ack)
 
@@ -396,7 +457,8 @@ class Agent:
                 url = f"http://{peer.address}:{peer.port}{peer.parsed.ack_path or ACK_PATH}"
                 if url != ack["url"]:
                     self.state.redirect_ack(ack["key"], url)
-                    self.say(f"ack: hub instance {target} now announces itself at {peer.address}:{peer.port}")
+                    text = _("ack: hub instance {instance} now announces itself at {address}")
+                    self.say(text.format(instance=target, address=f"{peer.address}:{peer.port}"))
                 return
 
     # -- the keyboard -----------------------------------------------------------------------------
@@ -431,7 +493,7 @@ class Agent:
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not 0 <= seconds < 3600:
-        raise argparse.ArgumentTypeError("expected seconds from 0 to 3600")
+        raise argparse.ArgumentTypeError(_("expected seconds from 0 to 3600"))
     return seconds
 
 
@@ -440,6 +502,13 @@ def _instance(value: str) -> str:
         return check_instance(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _locale(value: str) -> str:
+    locale = i18n.normalise(value)
+    if locale is None:
+        raise argparse.ArgumentTypeError(_("{value!r}: one of zh_CN, en").format(value=value))
+    return locale
 
 
 def _role(value: str) -> str:
@@ -451,47 +520,59 @@ def _role(value: str) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The agent's arguments (shared by ``vipsense pda`` and ``python -m ...agent``)."""
-    parser.add_argument("--name", required=True, help="display name of this PDA (Chinese is fine)")
+    parser.add_argument("--name", required=True, help=_("display name of this PDA (Chinese is fine)"))
     parser.add_argument(
-        "--role", required=True, type=_role, help="lobby (lobby manager), manager (client manager), branch"
+        "--role", required=True, type=_role, help=_("lobby (lobby manager), manager (client manager), branch")
     )
-    parser.add_argument("--staff-id", required=True, help="the staff id of the person who carries it")
-    parser.add_argument("--branch", required=True, help="the branch id (as in the branch profile)")
+    parser.add_argument("--staff-id", required=True, help=_("the staff id of the person who carries it"))
+    parser.add_argument("--branch", required=True, help=_("the branch id (as in the branch profile)"))
     parser.add_argument(
-        "--key-file", help=f"file holding the branch key (default: the {KEY_ENV} environment variable)"
+        "--key-file",
+        help=_("file holding the branch key (default: the {variable} environment variable)").format(
+            variable=KEY_ENV
+        ),
     )
     parser.add_argument(
         "--interface",
         default="127.0.0.1",
-        help="this PDA's IPv4 address on the branch LAN; the only one used (default 127.0.0.1, a demo)",
+        help=_("this PDA's IPv4 address on the branch LAN; the only one used (default 127.0.0.1, a demo)"),
     )
-    parser.add_argument("--port", type=int, default=0, help="push port (default 0: any free port)")
-    parser.add_argument("--data-dir", type=Path, help="keep shown keys and pending acks here across restarts")
+    parser.add_argument("--port", type=int, default=0, help=_("push port (default 0: any free port)"))
+    parser.add_argument(
+        "--data-dir", type=Path, help=_("keep shown keys and pending acks here across restarts")
+    )
     parser.add_argument(
         "--auto-ack",
         type=_seconds,
         metavar="SECONDS",
-        help="acknowledge each arrival after this delay (demos)",
+        help=_("acknowledge each arrival after this delay (demos)"),
     )
     parser.add_argument(
         "--hub-instance",
         type=_instance,
         metavar="ID",
-        help="take pushes from this hub instance only (the demo's emulated PDAs; a handheld follows its "
-        "branch's hub instead)",
+        help=_(
+            "take pushes from this hub instance only (the demo's emulated PDAs; a handheld follows its "
+            "branch's hub instead)"
+        ),
     )
     parser.add_argument(
         "--parent-pid",
         type=int,
         metavar="PID",
-        help="stop when this process is gone, even after kill -9 (the demo's emulated PDAs)",
+        help=_("stop when this process is gone, even after kill -9 (the demo's emulated PDAs)"),
+    )
+    parser.add_argument(
+        "--locale",
+        type=_locale,
+        help=_("language of the screen: zh_CN or en (default: the hub's, else LANG)"),
     )
     parser.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vipsense pda", description="The PDA agent: shows VIP arrivals pushed by the branch hub."
+        prog="vipsense pda", description=_("The PDA agent: shows VIP arrivals pushed by the branch hub.")
     )
     configure(parser)
     return parser
@@ -507,10 +588,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vipsense pda: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if _parent_gone(args.parent_pid):  # a wrong pid, or the parent died before we could ask
-        print(
-            f"vipsense pda: process {args.parent_pid} is not (or no longer) this agent's parent",
-            file=sys.stderr,
-        )
+        text = _("process {pid} is not (or no longer) this agent's parent").format(pid=args.parent_pid)
+        print(f"vipsense pda: {text}", file=sys.stderr)
         return EXIT_USAGE
     try:
         agent = Agent(
@@ -524,6 +603,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir.expanduser() if args.data_dir else None,
             auto_ack=args.auto_ack,
             hub_instance=args.hub_instance,
+            locale=args.locale,
         )
     except ValueError as exc:
         print(f"vipsense pda: {exc}", file=sys.stderr)
@@ -540,14 +620,21 @@ def run(args: argparse.Namespace) -> int:
         try:
             agent.start()
         except (OSError, ValueError) as exc:
-            print(f"vipsense pda: cannot start on {args.interface}: {exc}", file=sys.stderr)
+            text = _("cannot start on {interface}: {error}").format(interface=args.interface, error=exc)
+            print(f"vipsense pda: {text}", file=sys.stderr)
             return EXIT_FAILED
-        hint = "press Enter (or a) to acknowledge the oldest arrival; Ctrl-C to stop"
-        agent.say(hint if args.auto_ack is None else f"acknowledging each arrival after {args.auto_ack:g} s")
+        with i18n.using(agent.locale or i18n.current()):
+            if args.auto_ack is None:
+                hint = _("press Enter (or a) to acknowledge the oldest arrival; Ctrl-C to stop")
+            else:
+                hint = _("acknowledging each arrival after {seconds} s").format(seconds=f"{args.auto_ack:g}")
+        agent.say(hint)
         threading.Thread(target=agent.read_keys, args=(sys.stdin,), name="pda-keys", daemon=True).start()
         while not shutdown.wait(PARENT_POLL):
             if _parent_gone(args.parent_pid):
-                agent.say(f"process {args.parent_pid}, which started this PDA, is gone: stopping")
+                with i18n.using(agent.locale or i18n.current()):
+                    text = _("process {pid}, which started this PDA, is gone: stopping")
+                agent.say(text.format(pid=args.parent_pid))
                 break
         return EXIT_OK
     finally:
@@ -594,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    i18n.set_default(i18n.from_environment())  # as ``vipsense pda`` does: LANG until a hub says otherwise
     args = build_parser().parse_args(argv)
     return args.func(args)
 

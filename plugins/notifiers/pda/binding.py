@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from vipsense.i18n import _
+
 from .protocol import MISDIRECTED, check_instance
 
 MAX_REFUSED_NOTED = 64  #: foreign instances remembered so that each is reported once
@@ -76,16 +78,15 @@ class HubBinding:
             bound = self._bound
             if bound is None:
                 self._bind(instance)
-                return Verdict(True, say=f"bound to hub instance {instance}")
+                return Verdict(True, say=_("bound to hub instance {instance}").format(instance=instance))
             if instance == bound:
                 return Verdict(True)
         if self.pinned is None and not self._still_there(bound):
             with self._lock:
                 if self._bound == bound:
                     self._bind(instance)
-                    return Verdict(
-                        True, say=f"bound to hub instance {instance}: instance {bound} no longer answers"
-                    )
+                    say = _("bound to hub instance {instance}: instance {old} no longer answers")
+                    return Verdict(True, say=say.format(instance=instance, old=bound))
                 current = self._bound
             if instance == current:  # another push moved us there meanwhile
                 return Verdict(True)
@@ -97,7 +98,11 @@ class HubBinding:
                 while len(self._refused) > MAX_REFUSED_NOTED:
                     del self._refused[next(iter(self._refused))]
         kind = "pinned" if self.pinned is not None else "bound"
-        say = f"push refused ({MISDIRECTED}): from hub instance {instance}; this PDA is {kind} to {bound}"
+        if self.pinned is not None:
+            say = _("push refused ({status}): from hub instance {instance}; this PDA is pinned to {bound}")
+        else:
+            say = _("push refused ({status}): from hub instance {instance}; this PDA is bound to {bound}")
+        say = say.format(status=MISDIRECTED, instance=instance, bound=bound)
         return Verdict(False, error=f"this PDA is {kind} to hub instance {bound}", say=say if first else "")
 
     def announced(self, service_name: str, instance: str) -> str | None:
@@ -124,7 +129,8 @@ class HubBinding:
                 return ""
             self._bind(new)
             self._bound_name = service_name
-        return f"bound to hub instance {new}: it now announces {service_name!r}, and {old} no longer answers"
+        text = _("bound to hub instance {instance}: it now announces {name!r}, and {old} no longer answers")
+        return text.format(instance=new, name=service_name, old=old)
 
     def _bind(self, instance: str) -> None:
         """Move to ``instance`` (lock held) and look up the name it announces itself as, if seen yet."""

@@ -17,13 +17,17 @@ import re
 import unicodedata
 from typing import Any
 
+from vipsense.i18n import _, lazy_gettext
+from vipsense.output import display_width, pad
 from vipsense.privacy import MASK_CHAR, mask_id_number
+from vipsense.sms import REASONS, tier_name
 
 from .protocol import EVENT_TITLES
 
-HINT = "press Enter (or a) to acknowledge"
-REF_LABEL = "Ref"
+HINT = lazy_gettext("press Enter (or a) to acknowledge")
+REF_LABEL = lazy_gettext("Ref")  #: the label of the line that names the push (tests look for it)
 WIDTH = 46
+LABEL_COLUMNS = 10  #: terminal columns of the labels (a Chinese character takes two)
 #: An escape sequence as a terminal (ECMA-48) reads it, in its 7-bit (ESC ...) or 8-bit (C1) form.
 _ESCAPE = re.compile(
     r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"  # CSI: parameters, intermediates, final
@@ -73,9 +77,14 @@ def masked_id(value: Any) -> str:
 
 
 def title(doc: dict[str, Any]) -> str:
-    words = EVENT_TITLES.get(doc.get("event", ""), "VIP arrival")
+    words = str(EVENT_TITLES.get(doc.get("event", ""), EVENT_TITLES["arrival"]))
     reason = doc.get("reason")
-    return f"{words} ({clean(reason).replace('_', ' ')})" if reason else words
+    if not reason:
+        return words
+    # a reason this agent knows is shown in its words; one from a newer hub as it was sent
+    known = REASONS.get(str(reason))
+    why = str(known) if known is not None else clean(reason).replace("_", " ")
+    return _("{event} ({reason})").format(event=words, reason=why)
 
 
 def local_time(doc: dict[str, Any]) -> str:
@@ -87,30 +96,35 @@ def local_time(doc: dict[str, Any]) -> str:
 def label(doc: dict[str, Any]) -> str:
     """One line naming the arrival, for the acknowledgement lines and the waiting list."""
     customer = doc.get("customer") or {}
-    return f"{title(doc)}: {clean(customer.get('name'))} ({clean(doc.get('tier') or customer.get('tier'))})"
+    tier = tier_name(doc.get("tier") or customer.get("tier")) or "-"
+    return _("{event}: {name} ({tier})").format(
+        event=title(doc), name=clean(customer.get("name")), tier=clean(tier)
+    )
 
 
 def render(doc: dict[str, Any]) -> str:
-    """The framed block for one verified push."""
+    """The framed block for one verified push, in the language in force (the hub's, else the PDA's)."""
     customer = doc.get("customer")
     lines = [f"┌{'─' * WIDTH}", f"│ {local_time(doc)}  {title(doc)}"]
     rows: list[tuple[str, str]] = []
+    tier = clean(tier_name(doc.get("tier") or (customer or {}).get("tier")))
     if customer:
         rows += [
-            ("Name", clean(customer.get("name"))),
-            ("Tier", clean(doc.get("tier") or customer.get("tier"))),
-            ("Customer", clean(customer.get("customer_no"))),
-            ("ID number", masked_id(customer.get("id_number"))),
-            ("Company", clean(customer.get("company"))),
-            ("Business", clean(customer.get("usual_business"))),
+            (_("Name"), clean(customer.get("name"))),
+            (_("Tier"), tier),
+            (_("Customer"), clean(customer.get("customer_no"))),
+            (_("ID number"), masked_id(customer.get("id_number"))),
+            (_("Company"), clean(customer.get("company"))),
+            (_("Business"), clean(customer.get("usual_business"))),
         ]
     elif doc.get("event") == "unresolved":
-        rows.append(("Name", "(not known yet: look out at the door)"))
+        rows.append((_("Name"), _("(not known yet: look out at the door)")))
     else:
-        rows += [("Name", "(customer not found)"), ("Tier", clean(doc.get("tier")))]
+        rows += [(_("Name"), _("(customer not found)")), (_("Tier"), tier)]
     if doc.get("escalated_from"):
-        rows.append(("Escalated", f"{clean(doc['escalated_from'])} did not respond"))
-    rows += [("Door", clean(doc.get("reader"))), (REF_LABEL, clean(doc.get("key")))]
-    lines += [f"│ {name:<10} {value}" for name, value in rows]
-    lines.append(f"└─ {HINT} {'─' * max(3, WIDTH - len(HINT) - 3)}")
+        rows.append((_("Escalated"), _("{name} did not respond").format(name=clean(doc["escalated_from"]))))
+    rows += [(_("Door"), clean(doc.get("reader"))), (str(REF_LABEL), clean(doc.get("key")))]
+    lines += [f"│ {pad(name, LABEL_COLUMNS)} {value}" for name, value in rows]
+    hint = str(HINT)
+    lines.append(f"└─ {hint} {'─' * max(3, WIDTH - display_width(hint) - 3)}")
     return "\n".join(lines)

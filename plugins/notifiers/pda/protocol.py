@@ -25,6 +25,9 @@ Push (hub → PDA)
     JSON described), 409 (for another member of staff), 403 (for another branch), 421 (from a hub
     instance this PDA is not bound to), 200 ``{"shown": true}`` or, for a key it has already shown,
     200 ``{"duplicate": true}``.  The hub counts any 2xx as delivered.
+    The push carries ``locale`` (``zh_CN`` or ``en``), the language the branch speaks: the PDA shows
+    the push, and its own lines from then on, in it.  It is optional (a PDA takes a push without it,
+    and an older PDA ignores it), so it did not need a new protocol version.
 
 Acknowledgement (PDA → hub)
     ``POST <ack_url>`` (from the push), signed the same way, JSON :func:`ack_body`.  The hub answers
@@ -47,6 +50,8 @@ from typing import Any
 
 import attrs
 
+from vipsense import i18n
+from vipsense.i18n import _, lazy_gettext
 from vipsense.model import Notification, Role, event_of
 from vipsense.privacy import mask_id_number, mask_personal_numbers
 
@@ -72,10 +77,10 @@ ROLE_ALIASES = {
 }
 #: What a PDA shows for each event.
 EVENT_TITLES = {
-    "arrival": "VIP arrival",
-    "rejected": "REJECTED card",
-    "suspect": "SUSPECT card",
-    "unresolved": "CARD SEEN, stores not answering",
+    "arrival": lazy_gettext("VIP arrival"),
+    "rejected": lazy_gettext("REJECTED card"),
+    "suspect": lazy_gettext("SUSPECT card"),
+    "unresolved": lazy_gettext("CARD SEEN, stores not answering"),
 }
 _INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CUSTOMER_FIELDS = ("customer_no", "name", "tier", "company", "usual_business", "id_number")
@@ -86,7 +91,8 @@ def role_name(value: str) -> str:
     try:
         return ROLE_ALIASES[value.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown role {value!r}: expected lobby, manager or branch") from None
+        message = _("unknown role {value!r}: expected lobby, manager or branch")
+        raise ValueError(message.format(value=value)) from None
 
 
 def instance_name(name: str) -> str:
@@ -274,6 +280,7 @@ def push_body(notification: Notification, branch_id: str, ack_url: str, *, hub: 
         "escalated_from": getattr(notification, "escalated_from", "") or None,
         "customer": customer,
         "ack_url": ack_url,
+        "locale": i18n.current(),  # the branch's language: the PDA shows the push in it
     }
 
 

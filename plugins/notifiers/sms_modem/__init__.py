@@ -25,12 +25,13 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, Notifier, PluginContext, RegisterType, Secret, SerialPort
+from vipsense.i18n import _, lazy_gettext
 from vipsense.sms import normalise_number
 
 
 def _pin(inst: Any, attribute: attrs.Attribute, value: Secret | None) -> None:
     if value is not None and not re.fullmatch(r"\d{4,8}", value.reveal()):
-        raise ValueError("a SIM PIN is 4 to 8 digits")  # never the value itself
+        raise ValueError(_("a SIM PIN is 4 to 8 digits"))  # never the value itself
 
 
 def _number(inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
@@ -65,13 +66,13 @@ class GsmSettings:
     command_timeout: Duration = Duration(5)  #: one ordinary AT command
     send_timeout: Duration = Duration(30)  #: one whole send: start-up checks and every part
     max_parts: int = attrs.field(default=4, validator=_between(1, 10))  #: longer texts end in "…"
-    language: Literal["en", "zh"] = "en"
+    language: Literal["en", "zh", "zh_CN"] | None = None  #: None: the branch's language
 
     def __attrs_post_init__(self) -> None:
         if (self.port is None) == (self.emulate is None):
-            raise ValueError("set exactly one of 'port' (a pyserial URL) and 'emulate'")
+            raise ValueError(_("set exactly one of 'port' (a pyserial URL) and 'emulate'"))
         if self.send_timeout < self.command_timeout:
-            raise ValueError("send_timeout must be at least command_timeout")
+            raise ValueError(_("send_timeout must be at least command_timeout"))
 
 
 def make_notifier(settings: GsmSettings, ctx: PluginContext) -> Notifier:
@@ -89,7 +90,8 @@ def make_notifier(settings: GsmSettings, ctx: PluginContext) -> Notifier:
 
     def show(message: Message) -> None:
         if em.show:
-            ctx.output.write(f"    📱 SMS in {len(message.parts)} part(s): {message.text}")
+            shown = _("SMS in {n} part(s): {text}").format(n=len(message.parts), text=message.text)
+            ctx.output.write(f"    📱 {shown}")
 
     emulator = ModemEmulator(
         pin=em.pin.reveal() if em.pin else None,
@@ -118,5 +120,7 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
         "sms-modem",
         GsmSettings,
         make_notifier,
-        summary="SMS to staff's mobiles through a GSM modem (pyserial URL, PDU mode), or its emulator",
+        summary=lazy_gettext(
+            "SMS to staff's mobiles through a GSM modem (pyserial URL, PDU mode), or its emulator"
+        ),
     )

@@ -23,6 +23,7 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, PluginContext, Reader, RegisterType
+from vipsense.i18n import _, lazy_gettext
 
 MISSING_EXTRA = (
     "LLRP support needs the optional extra: pip install 'vipsense[llrp]' "
@@ -32,44 +33,54 @@ MISSING_EXTRA = (
 
 def _not_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if isinstance(value, bool):
-        raise ValueError(f"{attribute.name}: expected a number, got {value!r}")
+        raise ValueError(_("{key}: expected a number, got {value!r}").format(key=attribute.name, value=value))
 
 
 def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 1 <= value <= 65535:
-        raise ValueError(f"{attribute.name}: a TCP port is 1-65535, got {value}")
+        raise ValueError(
+            _("{key}: a TCP port is 1-65535, got {value}").format(key=attribute.name, value=value)
+        )
 
 
 def _antennas(instance: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
     if not value:
-        raise ValueError("antennas: name at least one antenna port, e.g. [1]")
+        raise ValueError(_("antennas: name at least one antenna port, e.g. [1]"))
     bad = [a for a in value if isinstance(a, bool) or not 1 <= a <= 65535]
     if bad:
-        raise ValueError(f"antennas: ports are numbered from 1, got {bad[0]!r}")
+        raise ValueError(_("antennas: ports are numbered from 1, got {port!r}").format(port=bad[0]))
     if len(set(value)) != len(value):
-        raise ValueError(f"antennas: each port once, got {list(value)}")
+        raise ValueError(_("antennas: each port once, got {value}").format(value=list(value)))
 
 
 def _search_mode(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
     # Impinj InventorySearchMode: 1 single target, 2 dual target, 3 single target with suppression
     # (TagFocus); 0 "reader selected" is what omitting the setting gives (llrp.md §2, presence.md §3).
     if value is not None and (isinstance(value, bool) or not 1 <= value <= 6):
-        raise ValueError(f"impinj_search_mode: 1-6 (2 = dual target) or leave it out, got {value!r}")
+        raise ValueError(
+            _("impinj_search_mode: 1-6 (2 = dual target) or leave it out, got {value!r}").format(value=value)
+        )
 
 
 def _tx_power(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and 0.0 <= value <= 40.0):
-        raise ValueError(f"tx_power_dbm: 0-40 dBm (the reader picks its nearest level), got {value!r}")
+        raise ValueError(
+            _("tx_power_dbm: 0-40 dBm (the reader picks its nearest level), got {value!r}").format(
+                value=value
+            )
+        )
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"{attribute.name}: must be more than 0, got {value!r}")
+        raise ValueError(
+            _("{key}: must be more than 0, got {value!r}").format(key=attribute.name, value=value)
+        )
 
 
 def _at_least_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or value < 1:
-        raise ValueError(f"{attribute.name}: must be 1 or more, got {value!r}")
+        raise ValueError(_("{key}: must be 1 or more, got {value!r}").format(key=attribute.name, value=value))
 
 
 @attrs.frozen
@@ -110,7 +121,7 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
         "llrp",
         LLRPSettings,
         make_reader,
-        summary="LLRP fixed reader (Impinj, Zebra, ...) over TCP; needs vipsense[llrp]",
+        summary=lazy_gettext("LLRP fixed reader (Impinj, Zebra, ...) over TCP; needs vipsense[llrp]"),
         requires=("sllurp",),
         extra="llrp",
     )

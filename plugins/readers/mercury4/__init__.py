@@ -21,38 +21,43 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, PluginContext, Reader, RegisterType
+from vipsense.i18n import _, lazy_gettext
 
 from .protocol import valid_protocol
 
 
 def _host(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if not value.strip() or any(c.isspace() for c in value):
-        raise ValueError(f"expected a host name or IP address, got {value!r}")
+        raise ValueError(_("expected a host name or IP address, got {value!r}").format(value=value))
 
 
 def _port(inst: Any, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or not 1 <= value <= 65535:
-        raise ValueError(f"a TCP port is 1-65535, got {value!r}")
+        raise ValueError(_("a TCP port is 1-65535, got {value!r}").format(value=value))
 
 
 def _antennas(inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
     if any(not 1 <= a <= 16 for a in value) or len(set(value)) != len(value):
-        raise ValueError(f"antennas must be distinct port numbers 1-16, got {list(value)}")
+        raise ValueError(
+            _("antennas must be distinct port numbers 1-16, got {value}").format(value=list(value))
+        )
 
 
 def _poll_timeout(inst: Any, attribute: attrs.Attribute, value: Duration) -> None:
     if not 0.01 <= value <= 60:
-        raise ValueError(f"poll_timeout must be 10ms-60s, got {value:g} s")
+        raise ValueError(_("poll_timeout must be 10ms-60s, got {value:g} s").format(value=value))
 
 
 def _positive(inst: Any, attribute: attrs.Attribute, value: Duration) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be longer than 0, got {value:g} s")
+        raise ValueError(
+            _("{key} must be longer than 0, got {value:g} s").format(key=attribute.name, value=value)
+        )
 
 
 def _protocol(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if not valid_protocol(value):
-        raise ValueError(f"expected a tag protocol name such as GEN2, got {value!r}")
+        raise ValueError(_("expected a tag protocol name such as GEN2, got {value!r}").format(value=value))
 
 
 @attrs.frozen
@@ -68,10 +73,11 @@ class Mercury4Settings:
 
     def __attrs_post_init__(self) -> None:
         if self.silence_timeout <= self.poll_timeout:
-            raise ValueError(
-                f"silence_timeout ({self.silence_timeout:g} s) must be longer than poll_timeout "
-                f"({self.poll_timeout:g} s): the reader answers each poll only after poll_timeout"
+            message = _(
+                "silence_timeout ({silence:g} s) must be longer than poll_timeout ({poll:g} s): the "
+                "reader answers each poll only after poll_timeout"
             )
+            raise ValueError(message.format(silence=self.silence_timeout, poll=self.poll_timeout))
 
 
 def make_reader(settings: Mercury4Settings, ctx: PluginContext) -> Reader:
@@ -86,5 +92,5 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
         "mercury4",
         Mercury4Settings,
         make_reader,
-        summary="legacy ThingMagic Mercury4 fixed reader, RQL over TCP (port 8080)",
+        summary=lazy_gettext("legacy ThingMagic Mercury4 fixed reader, RQL over TCP (port 8080)"),
     )

@@ -24,6 +24,7 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, PluginContext, Reader, RegisterType, SerialPort
+from vipsense.i18n import _, lazy_gettext
 from vipsense.replay import Replay, SimulatedReader, SimulatedSettings, Visitor
 
 from .protocol import REGIONS
@@ -33,17 +34,19 @@ log = logging.getLogger(__name__)
 
 def _region(inst: Any, attribute: attrs.Attribute, value: str) -> None:
     if value not in REGIONS:
-        raise ValueError(f"unknown region {value!r}; one of {', '.join(REGIONS)}")
+        raise ValueError(
+            _("unknown region {value!r}; one of {choices}").format(value=value, choices=", ".join(REGIONS))
+        )
 
 
 def _antennas(inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
     if not value or any(not 1 <= a <= 16 for a in value):
-        raise ValueError(f"antennas must be port numbers 1-16, got {list(value)}")
+        raise ValueError(_("antennas must be port numbers 1-16, got {value}").format(value=list(value)))
 
 
 def _power(inst: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0 <= value <= 31.5:
-        raise ValueError(f"read power must be 0-31.5 dBm, got {value:g}")
+        raise ValueError(_("read power must be 0-31.5 dBm, got {value:g}").format(value=value))
 
 
 @attrs.frozen
@@ -70,7 +73,7 @@ class ThingMagicSettings:
 
     def __attrs_post_init__(self) -> None:
         if (self.port is None) == (self.emulate is None):
-            raise ValueError("set exactly one of 'port' (a pyserial URL) and 'emulate'")
+            raise ValueError(_("set exactly one of 'port' (a pyserial URL) and 'emulate'"))
 
 
 class _ScenarioSource:
@@ -116,5 +119,5 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
         "thingmagic",
         ThingMagicSettings,
         make_reader,
-        summary="ThingMagic/JADAK UHF module over serial (pyserial URL), or its emulator",
+        summary=lazy_gettext("ThingMagic/JADAK UHF module over serial (pyserial URL), or its emulator"),
     )

@@ -27,33 +27,35 @@ import attrs
 
 import vipsense
 from vipsense.api import Duration, PluginContext, Reader, RegisterType
+from vipsense.i18n import _, lazy_gettext
 
 from .keyboard import POSSIBLE_EPC_DIGITS
 
 
 def _usb_id(inst: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"must be a 16-bit USB id such as 0x08ff, got {value}")
+        raise ValueError(_("must be a 16-bit USB id such as 0x08ff, got {value}").format(value=value))
 
 
 def _not_negative(inst: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 0:
-        raise ValueError(f"must be 0 or more, got {value}")
+        raise ValueError(_("must be 0 or more, got {value}").format(value=value))
 
 
 def _read_timeout(inst: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.01 <= value <= 5.0:  # also rejects NaN; 0 would mean "wait forever" to libusb
-        raise ValueError(f"must be between 10ms and 5s, got {float(value):g}s")
+        raise ValueError(_("must be between 10ms and 5s, got {value:g}s").format(value=float(value)))
 
 
 def _epc_lengths(inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
     if not value:
-        raise ValueError("must list at least one length")
+        raise ValueError(_("must list at least one length"))
     for n in value:
         if n not in POSSIBLE_EPC_DIGITS:
-            raise ValueError(
-                f"an EPC is a whole number of 16-bit words, 4 to 124 hex digits in steps of 4, got {n}"
+            message = _(
+                "an EPC is a whole number of 16-bit words, 4 to 124 hex digits in steps of 4, got {n}"
             )
+            raise ValueError(message.format(n=n))
 
 
 @attrs.frozen
@@ -76,7 +78,9 @@ def make_reader(settings: UsbHidSettings, ctx: PluginContext, backend: Any = Non
     try:
         from .driver import UsbHidReader
     except ImportError as exc:
-        raise RuntimeError(f"the usb-hid reader needs pyusb: pip install pyusb ({exc})") from exc
+        raise RuntimeError(
+            _("the usb-hid reader needs pyusb: pip install pyusb ({error})").format(error=exc)
+        ) from exc
     return UsbHidReader(settings, backend=backend)
 
 
@@ -86,5 +90,5 @@ def vipsense_register_reader_types(register: RegisterType) -> None:
         "usb-hid",
         UsbHidSettings,
         make_reader,
-        summary="desktop reader that types EPCs as a USB keyboard, read privately with pyusb",
+        summary=lazy_gettext("desktop reader that types EPCs as a USB keyboard, read privately with pyusb"),
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import vipsense
 from vipsense.api import IdentityStore, PluginContext, RegisterType
+from vipsense.i18n import lazy_gettext
 
 from .settings import LdapSettings
 
@@ -51,7 +52,7 @@ def vipsense_register_store_types(register: RegisterType) -> None:
         "ldap",
         LdapSettings,
         make_store,
-        summary="customers and cards in an LDAP directory, cached, with the card registry",
+        summary=lazy_gettext("customers and cards in an LDAP directory, cached, with the card registry"),
         requires=("ldap",),  # python-ldap
         extra="ldap",
     )

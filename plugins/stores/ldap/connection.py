@@ -23,6 +23,7 @@ import ldap
 from ldap.ldapobject import LDAPObject
 
 from vipsense.api import Backoff, describe
+from vipsense.i18n import _
 
 from .settings import LdapSettings
 
@@ -77,10 +78,11 @@ def check_transport(settings: LdapSettings) -> None:
     for uri in settings.uri.split():
         lower = uri.lower()
         if lower.startswith("ldap://") and not lower[len("ldap://") :].startswith(LOOPBACK):
-            raise DirectoryError(
-                f"refusing to send the bind password in clear text to {uri}: use ldaps://, or"
-                " tls: {start_tls: true}, or set allow_plaintext_bind: true"
+            message = _(
+                "refusing to send the bind password in clear text to {uri}: use ldaps://, or"
+                " tls: {{start_tls: true}}, or set allow_plaintext_bind: true"
             )
+            raise DirectoryError(message.format(uri=uri))
 
 
 class Link:

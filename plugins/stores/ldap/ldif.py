@@ -23,6 +23,8 @@ from typing import IO
 
 import attrs
 
+from vipsense import i18n
+from vipsense.i18n import _
 from vipsense.identity.records import CsvFileError, CsvTable
 from vipsense.identity.seed import SeedCard, SeedCustomer, SeedFileError, read_yaml_seed
 from vipsense.model import Card, CardStatus, Customer, Photo
@@ -80,9 +82,9 @@ def _card(s: SeedCard) -> Card:
 
 def read_yaml(path: Path) -> tuple[list[Customer], list[Card]]:
     try:
-        seed, _ = read_yaml_seed(path)
+        seed, _loaded = read_yaml_seed(path)
     except SeedFileError as exc:
-        raise ConvertError(str(exc) or f"{path}: empty seed file") from None
+        raise ConvertError(str(exc) or _("{path}: empty seed file").format(path=path)) from None
     return [_customer(c, path.parent) for c in seed.customers], [_card(c) for c in seed.cards]
 
 
@@ -105,7 +107,8 @@ def read_csv(path: Path) -> tuple[list[Customer], list[Card]]:
                 customers.append(Customer(**fields))
     if table.result.rejected:
         shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in table.result.reasons)
-        raise ConvertError(f"{table.result.rejected} rows rejected, nothing was written: {shown}")
+        message = _("{n} rows rejected, nothing was written: {rows}")
+        raise ConvertError(message.format(n=table.result.rejected, rows=shown))
     return customers, cards
 
 
@@ -136,9 +139,9 @@ def base_records(*bases: str) -> Iterator[Record]:
     """``organizationalUnit`` entries for bases named ``ou=...`` (their parent must exist)."""
     for base in bases:
         rdn = base.split(",", 1)[0]
-        attr, _, value = rdn.partition("=")
+        attr, _sep, value = rdn.partition("=")
         if attr.strip().lower() != "ou":
-            raise ConvertError(f"--with-bases makes ou=... entries only, not {rdn}")
+            raise ConvertError(_("--with-bases makes ou=... entries only, not {rdn}").format(rdn=rdn))
         yield base, {"objectClass": [b"organizationalUnit"], "ou": [value.strip().encode()]}
 
 
@@ -168,26 +171,30 @@ def _settings_from_profile(path: Path, store_id: str | None) -> LdapSettings:
         raise ConvertError("\n".join(str(e) for e in exc.errors)) from None
     stores = [s for s in profile.stores if s.type == "ldap" and store_id in (None, s.id)]
     if not stores:
-        raise ConvertError(f"{path}: no store of type ldap{f' with id {store_id}' if store_id else ''}")
+        if store_id:
+            raise ConvertError(_("{path}: no store of type ldap with id {id}").format(path=path, id=store_id))
+        raise ConvertError(_("{path}: no store of type ldap").format(path=path))
     return stores[0].settings
 
 
 def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
+    i18n.set_default(i18n.from_environment())  # a command line: LANG's language, as vipsense's
     ap = argparse.ArgumentParser(
-        prog="python -m vipsense.plugins.stores.ldap.ldif", description=__doc__.splitlines()[0]
+        prog="python -m vipsense.plugins.stores.ldap.ldif",
+        description=_("Convert vipsense seed files (YAML or CSV) to LDIF for the ldap store's directory."),
     )
-    ap.add_argument("seeds", nargs="+", type=Path, help="YAML or CSV seed files")
-    ap.add_argument("--profile", type=Path, help="take the bases and attribute mapping from this profile")
-    ap.add_argument("--store", help="the id of the ldap store in --profile (default: the first one)")
-    ap.add_argument("--base-customers", help="DN under which customers go")
-    ap.add_argument("--base-cards", help="DN under which cards go")
-    ap.add_argument("--with-bases", action="store_true", help="also write the two ou=... base entries")
+    ap.add_argument("seeds", nargs="+", type=Path, help=_("YAML or CSV seed files"))
+    ap.add_argument("--profile", type=Path, help=_("take the bases and attribute mapping from this profile"))
+    ap.add_argument("--store", help=_("the id of the ldap store in --profile (default: the first one)"))
+    ap.add_argument("--base-customers", help=_("DN under which customers go"))
+    ap.add_argument("--base-cards", help=_("DN under which cards go"))
+    ap.add_argument("--with-bases", action="store_true", help=_("also write the two ou=... base entries"))
     args = ap.parse_args(argv)
     out = out or sys.stdout
     try:
         import ldif  # noqa: F401  (python-ldap: the optional extra)
     except ImportError:
-        print("this converter needs python-ldap: pip install 'vipsense[ldap]'", file=sys.stderr)
+        print(_("this converter needs python-ldap: pip install 'vipsense[ldap]'"), file=sys.stderr)
         return 2
     try:
         if args.profile:
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
                 CardSettings(base=args.base_cards),
             )
         else:
-            ap.error("give --base-customers and --base-cards, or --profile")
+            ap.error(_("give --base-customers and --base-cards, or --profile"))
         customers: list[Customer] = []
         cards: list[Card] = []
         for seed in args.seeds:
@@ -215,9 +222,10 @@ def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
         records += [card_record(c, cards_s) for c in cards]
         write_ldif(records, out)
     except (ConvertError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}").format(error=exc), file=sys.stderr)
         return 1
-    print(f"{len(customers)} customers and {len(cards)} cards written as LDIF", file=sys.stderr)
+    done = _("{customers} customers and {cards} cards written as LDIF")
+    print(done.format(customers=len(customers), cards=len(cards)), file=sys.stderr)
     return 0
 
 

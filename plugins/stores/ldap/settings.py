@@ -12,22 +12,25 @@ from typing import Any, Literal
 import attrs
 
 from vipsense.api import Duration, Secret
+from vipsense.i18n import _
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     # A timeout of 0 or "infinite" would let a dead server block the arrival path (ldap.md §3).
     if not value > 0:
-        raise ValueError(f"{attribute.name}: must be more than 0, got {value!r}")
+        raise ValueError(
+            _("{key}: must be more than 0, got {value!r}").format(key=attribute.name, value=value)
+        )
 
 
 def _not_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or value < 0:
-        raise ValueError(f"{attribute.name}: must be 0 or more, got {value!r}")
+        raise ValueError(_("{key}: must be 0 or more, got {value!r}").format(key=attribute.name, value=value))
 
 
 def _at_least_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or value < 1:
-        raise ValueError(f"{attribute.name}: must be 1 or more, got {value!r}")
+        raise ValueError(_("{key}: must be 1 or more, got {value!r}").format(key=attribute.name, value=value))
 
 
 def _filter(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -42,21 +45,26 @@ def _filter(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     else:
         if value.startswith("(") and depth == 0:
             return
-    raise ValueError(
-        f"{attribute.name}: expected one filter in parentheses, e.g. (objectClass=inetOrgPerson)"
-    )
+    message = _("{key}: expected one filter in parentheses, e.g. (objectClass=inetOrgPerson)")
+    raise ValueError(message.format(key=attribute.name))
 
 
 def _uri(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     schemes = ("ldap://", "ldaps://", "ldapi://")
     uris = value.split()
     if not uris or any(not u.lower().startswith(schemes) for u in uris):
-        raise ValueError(f"uri: expected ldap://, ldaps:// or ldapi:// URIs (space-separated), got {value!r}")
+        raise ValueError(
+            _("uri: expected ldap://, ldaps:// or ldapi:// URIs (space-separated), got {value!r}").format(
+                value=value
+            )
+        )
 
 
 def _dn(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if "=" not in value:
-        raise ValueError(f"{attribute.name}: expected a DN such as ou=customers,dc=bank,dc=example")
+        raise ValueError(
+            _("{key}: expected a DN such as ou=customers,dc=bank,dc=example").format(key=attribute.name)
+        )
 
 
 @attrs.frozen
@@ -71,7 +79,7 @@ class TlsSettings:
 
     def __attrs_post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls: cert_file and key_file go together")
+            raise ValueError(_("tls: cert_file and key_file go together"))
 
 
 @attrs.frozen
@@ -164,6 +172,6 @@ class LdapSettings:
 
     def __attrs_post_init__(self) -> None:
         if self.password is not None and self.bind_dn is None:
-            raise ValueError("password: needs bind_dn")
+            raise ValueError(_("password: needs bind_dn"))
         if self.tls.start_tls and any(u.lower().startswith("ldaps://") for u in self.uri.split()):
-            raise ValueError("tls.start_tls: not with ldaps:// (already TLS)")
+            raise ValueError(_("tls.start_tls: not with ldaps:// (already TLS)"))

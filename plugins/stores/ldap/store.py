@@ -29,6 +29,7 @@ from vipsense.api import (
     StoreUnsupported,
     UnknownCard,
 )
+from vipsense.i18n import _
 from vipsense.privacy import mask_id_number
 
 from .cache import MISSING, TtlCache
@@ -105,11 +106,15 @@ class LdapStore(CardRegistry):
     def open(self) -> None:
         """Connect, bind and check that both bases exist, so a wrong profile fails at start-up."""
         self.link.reset()
-        for name, (base, _) in (("customers.base", self._customer_base), ("cards.base", self._card_base)):
+        for name, (base, _scope) in (
+            ("customers.base", self._customer_base),
+            ("cards.base", self._card_base),
+        ):
             try:
                 self.link.run(functools.partial(_read_base, base), f"read {name}")
             except ldap.NO_SUCH_OBJECT:
-                raise DirectoryError(f"{name}: {base} is not in the directory {self.settings.uri}") from None
+                message = _("{key}: {base} is not in the directory {uri}")
+                raise DirectoryError(message.format(key=name, base=base, uri=self.settings.uri)) from None
 
     def close(self) -> None:
         self.link.close()
@@ -172,13 +177,15 @@ class LdapStore(CardRegistry):
         manual look-up is rare and must be current)."""
         attr = self.settings.customers.attributes.id_number
         if attr is None:
-            raise StoreUnsupported("customers.attributes.id_number is not mapped")
+            raise StoreUnsupported(_("customers.attributes.id_number is not mapped"))
         try:
             found = self._search(
                 self._customer_base, term(attr, id_number), self.customer_map.attrlist, ID_NUMBER_LIMIT
             )
         except ldap.SIZELIMIT_EXCEEDED:
-            raise DirectoryError(f"more than {ID_NUMBER_LIMIT} customers have this ID number") from None
+            raise DirectoryError(
+                _("more than {n} customers have this ID number").format(n=ID_NUMBER_LIMIT)
+            ) from None
         self.log.debug("customers by ID number %s: %d found", mask_id_number(id_number), len(found))
         return sorted((self.customer_map.to_customer(e) for _, e in found), key=lambda c: c.customer_no)
 
@@ -206,7 +213,9 @@ class LdapStore(CardRegistry):
         except ldap.SIZELIMIT_EXCEEDED:
             rows = [("", {}), ("", {})]
         if len(rows) > 1:
-            raise AmbiguousEntry(f"{what}: more than one entry under {where[0]} matches")
+            raise AmbiguousEntry(
+                _("{what}: more than one entry under {base} matches").format(what=what, base=where[0])
+            )
         return rows[0] if rows else None
 
     def _class_filter(self, where: tuple[str, int]) -> str:
@@ -266,9 +275,9 @@ class LdapStore(CardRegistry):
             ) -> Any:
                 # A cookie belongs to one connection: a reconnect between pages cannot continue.
                 if expected is not None and self.link.generation != expected:
-                    raise DirectoryError("the connection was reset during a listing; start it again")
+                    raise DirectoryError(_("the connection was reset during a listing; start it again"))
                 msgid = conn.search_ext(base, scope, full, attrlist, serverctrls=[control])
-                _, rows, _, controls = conn.result3(msgid, all=1, timeout=timeout)
+                _kind, rows, _msgid, controls = conn.result3(msgid, all=1, timeout=timeout)
                 return rows, controls, self.link.generation
 
             rows, controls, generation = self.link.run(
@@ -371,7 +380,7 @@ class LdapStore(CardRegistry):
 
     def _modify_card(self, key: str, change: Callable[[_CardEntry], tuple[Card, list[Any]]]) -> Card:
         """Read the card, build the modify with ``change``, write it; again on a history conflict."""
-        for _ in range(WRITE_ATTEMPTS):
+        for _attempt in range(WRITE_ATTEMPTS):
             found = self._read_card(key, history=True)
             if found is None:
                 raise UnknownCard(key)
@@ -383,7 +392,9 @@ class LdapStore(CardRegistry):
                     continue
             self.cards.put(key, (card, found.dn))
             return card
-        raise DirectoryError(f"card {key}: its history kept changing during the update; try again")
+        raise DirectoryError(
+            _("card {epc}: its history kept changing during the update; try again").format(epc=key)
+        )
 
     def _issue(self, card: Card, event: CardEvent) -> str:
         key = card.epc.upper()
@@ -410,7 +421,7 @@ class LdapStore(CardRegistry):
     def set_card_status(self, epc: str, status: CardStatus, event: CardEvent) -> Card:
         a = self.settings.cards.attributes
         if a.status is None:
-            raise StoreUnsupported("cards.attributes.status is not mapped")
+            raise StoreUnsupported(_("cards.attributes.status is not mapped"))
         key = epc.upper()
 
         def change(found: _CardEntry) -> tuple[Card, list[Any]]:
@@ -442,7 +453,9 @@ class LdapStore(CardRegistry):
                     undo,
                     new_dn,
                 )
-                raise DirectoryError(f"reissue half done: delete {new_dn} by hand ({undo})") from exc
+                raise DirectoryError(
+                    _("reissue half done: delete {dn} by hand ({error})").format(dn=new_dn, error=undo)
+                ) from exc
             raise
 
     def card_history(self, epc: str) -> list[CardEvent]:
@@ -486,9 +499,13 @@ class LdapStore(CardRegistry):
 
     def upsert_customers(self, customers: Iterable[Customer]) -> int:
         raise StoreUnsupported(
-            "the LDAP store does not write customers: the directory is the bank's master data,"
-            " maintained by the bank's own tools"
+            _(
+                "the LDAP store does not write customers: the directory is the bank's master data,"
+                " maintained by the bank's own tools"
+            )
         )
 
     def replace_all(self, cards: Iterable[Card], customers: Iterable[Customer]) -> tuple[int, int]:
-        raise StoreUnsupported("the LDAP store cannot be a replica: the directory is the bank's master data")
+        raise StoreUnsupported(
+            _("the LDAP store cannot be a replica: the directory is the bank's master data")
+        )

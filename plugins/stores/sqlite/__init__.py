@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import vipsense
 from vipsense.api import RegisterType
+from vipsense.i18n import lazy_gettext
 from vipsense.identity.records import (
     CARD_COLUMNS,
     CARD_STATUSES,
@@ -63,5 +64,7 @@ def vipsense_register_store_types(register: RegisterType) -> None:
         "sqlite",
         SqliteSettings,
         SqliteStore,
-        summary="customers, cards and card histories in a local SQLite file, seeded from YAML or CSV",
+        summary=lazy_gettext(
+            "customers, cards and card histories in a local SQLite file, seeded from YAML or CSV"
+        ),
     )

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vipsense.crypto import CipherError, FieldCipher, key_id_of
+from vipsense.i18n import _
 from vipsense.identity.records import CARD_COLUMNS, CUSTOMER_COLUMNS
 from vipsense.model import Card, CardEvent, CardStatus, Customer, Photo
 from vipsense.storage import migrations
@@ -197,10 +198,11 @@ def check_keys(db: sqlite3.Connection, cipher: FieldCipher, now: float) -> None:
     used = key_ids_in_use(db)
     missing = [kid for kid in unknown if used.get(kid)]
     if missing:
-        raise CipherError(
-            f"this store holds ID and mobile numbers encrypted under data key {', '.join(missing)}, which "
-            f"{cipher.describe} does not hold; name that key in privacy.data_key or privacy.retired_data_keys"
+        message = _(
+            "this store holds ID and mobile numbers encrypted under data key {keys}, which {cipher} does "
+            "not hold; name that key in privacy.data_key or privacy.retired_data_keys"
         )
+        raise CipherError(message.format(keys=", ".join(missing), cipher=cipher.describe))
     db.executemany("DELETE FROM data_keys WHERE key_id = ?", [(kid,) for kid in unknown])
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from vipsense.avatar import avatar_svg
 from vipsense.crypto import FieldCipher
+from vipsense.i18n import _
 from vipsense.identity.records import (
     CARD_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -44,7 +45,8 @@ def load_seed(db: sqlite3.Connection, path: Path, cipher: FieldCipher) -> tuple[
         result = import_csv(db, path, cipher=cipher)
         if result.rejected:
             shown = "; ".join(f"{path}:{r.line}: {r.reason}" for r in result.reasons)
-            raise SeedError(f"{result.rejected} rows rejected, the others were loaded: {shown}")
+            message = _("{n} rows rejected, the others were loaded: {rows}")
+            raise SeedError(message.format(n=result.rejected, rows=shown))
         return (result.upserted, 0) if result.kind == "customers" else (0, result.upserted)
     customers, cards = _read_yaml(path)
     with db:
@@ -122,7 +124,9 @@ def _read_yaml(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
             except FieldError as exc:
                 problems.append(f"{loaded.error((key, i), str(exc))}")
             except OSError as exc:
-                raise SeedError(f"{path}: cannot read a photo: {exc}") from exc
+                raise SeedError(
+                    _("{path}: cannot read a photo: {error}").format(path=path, error=exc)
+                ) from exc
         return made
 
     customers = rows("customers", seed.customers, lambda c: _customer_row(c, path.parent))

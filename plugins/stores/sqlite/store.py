@@ -38,6 +38,7 @@ from vipsense.api import (
     UnknownCard,
 )
 from vipsense.crypto import FieldCipher, key_id_of, normalise_id_number
+from vipsense.i18n import _
 from vipsense.model import CardAction
 from vipsense.storage import migrations
 
@@ -261,7 +262,7 @@ class SqliteStore(CardRegistry):
         epc = epc.upper()
         rows = self._open_db.execute(CARD_HISTORY_SQL, (epc,)).fetchall()
         if not rows and self.find_card(epc) is None:
-            raise UnknownCard(f"no card has EPC {epc}")
+            raise UnknownCard(_("no card has EPC {epc}").format(epc=epc))
         return [event_from_row(r) for r in rows]
 
     def issue_card(self, card: Card, event: CardEvent) -> None:
@@ -275,7 +276,7 @@ class SqliteStore(CardRegistry):
         except sqlite3.IntegrityError:
             if self.find_card(card.epc) is None:
                 raise  # some other constraint
-            raise CardExists(f"card {card.epc.upper()} is already issued") from None
+            raise CardExists(_("card {epc} is already issued").format(epc=card.epc.upper())) from None
 
     def set_card_status(self, epc: str, status: CardStatus, event: CardEvent) -> Card:
         epc = epc.upper()
@@ -290,7 +291,7 @@ class SqliteStore(CardRegistry):
             "UPDATE cards SET status = ? WHERE epc = ?", (CardStatus(status).value, epc)
         )
         if cursor.rowcount == 0:
-            raise UnknownCard(f"no card has EPC {epc}")
+            raise UnknownCard(_("no card has EPC {epc}").format(epc=epc))
         self._open_db.execute(INSERT_HISTORY_SQL, event_row(event, epc))
 
     def reissue_card(self, old_epc: str, new_card: Card, revoke: CardEvent, issue: CardEvent) -> None:
