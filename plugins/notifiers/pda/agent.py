@@ -50,6 +50,7 @@ from .protocol import (
     MISDIRECTED,
     PDA_TYPE,
     PUSH_PATH,
+    ROLES,
     BadMessage,
     ack_body,
     check_instance,
@@ -74,6 +75,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 T = TypeVar("T")
+
+
+def _role_word(role: str) -> str:
+    """The agent's ``--role`` (``lobby``) as staff read it (大堂经理 / lobby manager)."""
+    return str(ROLES[role].label) if role in ROLES else role
 
 
 class KeyMissing(Exception):
@@ -179,7 +185,7 @@ class Agent:
         self.server = Server(self.interface, self.port, self._handler()).start()
         self.say(
             _("PDA {name} · staff {staff} ({role}) · branch {branch}").format(
-                name=self.name, staff=self.staff, role=self.role, branch=self.branch
+                name=self.name, staff=self.staff, role=_role_word(self.role), branch=self.branch
             )
             + "\n"
             + _("push server: {url}").format(url=f"http://{self.interface}:{self.server.port}{PUSH_PATH}")
