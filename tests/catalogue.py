@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gettext
 import io
 import json
 import re
@@ -83,6 +84,18 @@ def write(catalog: Catalog) -> None:
     write_po(buffer, catalog, width=100, omit_header=False, sort_output=True, ignore_obsolete=True)
     PO.write_bytes(buffer.getvalue())
     MO.write_bytes(compiled(catalog))
+
+
+def messages_of_mo(data: bytes) -> dict[object, str]:
+    """What a compiled catalogue translates, as gettext reads it, less its header: the header names
+    the Babel version that compiled it, which is no part of the translations."""
+    translations = gettext.GNUTranslations(io.BytesIO(data))
+    return {k: v for k, v in translations._catalog.items() if k != ""}  # type: ignore[attr-defined]
+
+
+def stale(mo: Path, catalog: Catalog) -> bool:
+    """Whether the compiled catalogue ``mo`` translates otherwise than its source ``catalog`` does."""
+    return messages_of_mo(mo.read_bytes()) != messages_of_mo(compiled(catalog))
 
 
 def compiled(catalog: Catalog) -> bytes:
