@@ -3,11 +3,12 @@
 
 CI runs everything (``python -m pytest -q``).  While you work, the fast core runs in under a minute:
 
-    python -m pytest -q -m "not slow and not netns and not browser and not slapd"
+    python -m pytest -q -m "not slow and not netns and not browser and not slapd and not postgres"
 
 ``slow``: takes more than about half a second; ``netns``: needs root and network namespaces;
-``browser``: a headless Chromium through Playwright; ``slapd``: a real OpenLDAP server
-(``tests/test_markers.py`` checks that the last three are marked where they are used).
+``browser``: a headless Chromium through Playwright; ``slapd``: a real OpenLDAP server;
+``postgres``: a real PostgreSQL cluster, started once per session (``tests/postgres.py``)
+(``tests/test_markers.py`` checks that the last four are marked where they are used).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 from vipsense import i18n
 from vipsense.pluginhost import PluginHost, load_host
 
+from .postgres import postgres_url  # noqa: F401  (the session's PostgreSQL cluster, a fixture)
 from .profiles import branch_profile
 
 REPO = Path(__file__).resolve().parent.parent

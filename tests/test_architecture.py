@@ -237,6 +237,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vipsense.shutdown",
         ),
     ),
+    ("the centre", ("vipsense.centre.*",)),
     ("the web", ("vipsense.web.*",)),
     # above the web: a command may use the web's account store; the web never uses the CLI
     ("the command line", ("vipsense.cli.*",)),

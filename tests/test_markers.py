@@ -1,7 +1,9 @@
-"""A test that needs a real slapd, a headless Chromium or network namespaces carries the matching marker
-(``slapd``, ``browser``, ``netns``), so that ``pytest -m "not slow and not netns and not browser and not
-slapd"`` really leaves them out.  Read from the test modules' source: where a module uses one outside its
-test functions (an import, a fixture, a helper) the module's ``pytestmark`` must carry the marker; where
+"""A test that needs a real slapd, a headless Chromium, network namespaces or the real PostgreSQL cluster
+carries the matching marker (``slapd``, ``browser``, ``netns``, ``postgres``), so that ``pytest -m "not slow
+and not netns and not browser and not slapd and not postgres"`` really leaves them out.  Read from the test
+modules' source: where a module uses one outside its test functions (an import, a fixture, a helper) the
+module's ``pytestmark`` must carry the marker, unless that fixture's own decorator does (a parameter
+``pytest.param("postgresql", marks=pytest.mark.postgres)``: only that parameter's tests use it); where
 only a test function does, that function (or its module) must.
 
 What it cannot see: a test that starts one of them in a child process (``tests/test_bench.py`` runs
@@ -46,7 +48,14 @@ def _uses_netns(node: ast.AST) -> bool:
     return any(s == "netns" or s.startswith("ip netns") for s in _call_strings(node))
 
 
-USES = {"slapd": _starts_slapd, "browser": _uses_browser, "netns": _uses_netns}
+def _uses_postgres(node: ast.AST) -> bool:
+    """Asks for the session's cluster: the ``postgres_url`` fixture as an argument, or by name."""
+    if isinstance(node, ast.arg):
+        return node.arg == "postgres_url"
+    return any(s == "postgres_url" for s in _call_strings(node))
+
+
+USES = {"slapd": _starts_slapd, "browser": _uses_browser, "netns": _uses_netns, "postgres": _uses_postgres}
 
 
 def _marks(expr: ast.AST | None) -> set[str]:
@@ -60,6 +69,12 @@ def _marks(expr: ast.AST | None) -> set[str]:
         ):
             found.add(node.attr)
     return found
+
+
+def _decorator_marks(node: ast.stmt) -> set[str]:
+    """The marks in a fixture's (or any function's) decorators: its parameters' ``marks=``."""
+    decorators = node.decorator_list if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else []
+    return set().union(*map(_marks, decorators))
 
 
 def _used(tree: ast.AST) -> set[str]:
@@ -87,7 +102,7 @@ def unmarked_uses(path: Path) -> list[str]:
         for member in body:
             (tests if _is_test(member) else rest).append(member)
     problems = []
-    in_module = set().union(*map(_used, rest)) - module_marks
+    in_module = set().union(*(_used(node) - _decorator_marks(node) for node in rest)) - module_marks
     for marker in sorted(in_module):
         problems.append(
             f"{path.name} uses {marker} outside its tests: needs pytestmark = pytest.mark.{marker}"
@@ -99,7 +114,7 @@ def unmarked_uses(path: Path) -> list[str]:
     return problems
 
 
-def test_every_test_that_starts_slapd_chromium_or_a_namespace_carries_the_marker():
+def test_every_test_that_starts_slapd_chromium_a_namespace_or_postgres_carries_the_marker():
     problems = [
         p for path in sorted(TESTS.glob("test_*.py")) if path != Path(__file__) for p in unmarked_uses(path)
     ]
@@ -116,6 +131,14 @@ def test_every_test_that_starts_slapd_chromium_or_a_namespace_carries_the_marker
         ("import pytest\nsync_api = pytest.importorskip('playwright.sync_api')\n", ["m.py uses browser"]),
         ("def test_a():\n    run(['ip', 'netns', 'add', 'x'])\n", ["m.py::test_a needs @pytest.mark.netns"]),
         ('"""Not Playwright, no ip netns, no slapd: words only."""\ndef test_a(): pass\n', []),
+        ("def test_a(postgres_url):\n    pass\n", ["m.py::test_a needs @pytest.mark.postgres"]),
+        ("import pytest\n@pytest.mark.postgres\ndef test_a(postgres_url):\n    pass\n", []),
+        ("@fixture\ndef db(request):\n    request.getfixturevalue('postgres_url')\n", ["m.py uses postgres"]),
+        (
+            "@fixture(params=['sqlite', param('pg', marks=pytest.mark.postgres)])\n"
+            "def db(request):\n    request.getfixturevalue('postgres_url')\n",
+            [],
+        ),
     ],
 )
 def test_the_check_sees_uses_and_markers(tmp_path, source, expected):

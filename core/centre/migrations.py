@@ -1,0 +1,118 @@
+"""The one way the centre's database is brought up to date: :data:`STEPS`, in order, each in its own
+transaction, each recorded in ``schema_version`` in that same transaction.
+
+Step ``n`` brings a database from version ``n - 1`` to ``n``; a step that fails leaves the database
+at ``n - 1`` (PostgreSQL's DDL is transactional, and on SQLite the centre runs DDL inside the
+transaction too).  Re-running :func:`migrate` on an up-to-date database changes nothing; a database
+recorded at a version this code does not know was written by a newer vipsense and is refused
+(:class:`SchemaTooNew`), never guessed at.  Step 1 creates the tables from
+:mod:`vipsense.centre.schema`; a later step that changes a table must also leave a database that step
+1 made with the newer schema unchanged (check, then alter), like the branch's migrations.
+
+On PostgreSQL the migration also makes the monthly partitions of ``visits`` and ``deliveries`` for
+this month and the next few (:meth:`Database.ensure_partitions`); migrating again in a later month
+makes that month's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import attrs
+from sqlalchemy import Connection, func, inspect, select
+
+from ..i18n import _
+from . import schema
+from .database import CentreDatabaseError, Database
+from .partitions import LOCK
+
+
+class SchemaTooNew(CentreDatabaseError):
+    """The database was migrated by a newer vipsense than this one."""
+
+
+@attrs.frozen
+class Step:
+    """One migration: ``apply(conn, dialect)`` changes the database; returns what it changed."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection, str], list[str]]
+
+
+def _create_tables(conn: Connection, dialect: str) -> list[str]:
+    """Version 1: every table of the schema; PostgreSQL's form partitions visits and deliveries."""
+    metadata = schema.build(partitioned=dialect == "postgresql")
+    have = set(inspect(conn).get_table_names())
+    made = [t.name for t in metadata.sorted_tables if t.name not in have]
+    metadata.create_all(conn, checkfirst=True)
+    return made
+
+
+#: every step, oldest first; a step's version is its place in this list
+STEPS: tuple[Step, ...] = (Step(1, "the centre's tables", _create_tables),)
+
+#: the version this code brings a database to
+LATEST = STEPS[-1].version
+
+
+def version(db: Database) -> int:
+    """The database's schema version: 0 for an empty database."""
+    with db.begin() as conn:
+        return _version(conn)
+
+
+def _version(conn: Connection) -> int:
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    return int(conn.execute(select(func.coalesce(func.max(schema.schema_version.c.version), 0))).scalar_one())
+
+
+def _lock(conn: Connection, db: Database) -> None:
+    """Only one process migrates at a time: PostgreSQL's advisory lock (SQLite: ``BEGIN IMMEDIATE``)."""
+    if db.is_postgresql:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK + 1})")
+
+
+def _refuse_newer(found: int, db: Database) -> None:
+    if found > LATEST:
+        raise SchemaTooNew(
+            _(
+                "the centre's database {url} is at schema version {found}, newer than this vipsense "
+                "knows ({latest}): upgrade vipsense before using it"
+            ).format(url=db.url, found=found, latest=LATEST)
+        )
+
+
+def check(db: Database) -> int:
+    """The database's version, after refusing one newer than this code (:class:`SchemaTooNew`)."""
+    found = version(db)
+    _refuse_newer(found, db)
+    return found
+
+
+def migrate(db: Database, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
+    """Run the steps the database has not had, each in one transaction, then make the monthly
+    partitions from ``now``'s month to ``months_ahead`` after it (PostgreSQL).  Returns what changed:
+    empty when nothing did."""
+    changed: list[str] = []
+    for step in STEPS:
+        with db.begin(immediate=True) as conn:
+            _lock(conn, db)
+            found = _version(conn)
+            _refuse_newer(found, db)
+            if found >= step.version:
+                continue
+            changed += step.apply(conn, db.dialect)
+            conn.execute(
+                schema.schema_version.insert().values(
+                    version=step.version, name=step.name, applied_at=datetime.now(timezone.utc)
+                )
+            )
+            changed.append(f"schema version {step.version}: {step.name}")
+    changed += db.ensure_partitions(months_ahead, now)
+    return changed
+
+
+__all__ = ["LATEST", "STEPS", "SchemaTooNew", "Step", "check", "migrate", "version"]
