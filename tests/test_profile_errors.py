@@ -435,7 +435,7 @@ _CASES: list[tuple[str, str, list[tuple[Where, str]]]] = [
             (
                 "type: sqlite3",
                 "stores[0].type: unknown store type 'sqlite3'; did you mean 'sqlite'? "
-                "(installed store types: ldap, sqlite)",
+                "(installed store types: ldap, postgresql, sqlite)",
             )
         ],
     ),

@@ -113,7 +113,9 @@ class Database:
     def close(self) -> None:
         self.engine.dispose()
         if self._pool is not None:
-            self._pool.close()
+            # the pool's workers may be retrying a server that is down: do not wait for them the
+            # default 5 s (a store runner gives close() 0.5 s); they are daemon threads and stop
+            self._pool.close(timeout=0.3)
 
     # -- partitions ------------------------------------------------------------------------------
 

@@ -50,8 +50,33 @@ def _create_tables(conn: Connection, dialect: str) -> list[str]:
     return made
 
 
+def _identity_columns(conn: Connection, dialect: str) -> list[str]:
+    """Version 2: the columns the central identity store needs (a whole customer, card and history
+    entry, as a branch has them) and the index of the ID numbers' blind index.  Checks first: a
+    database that a newer step 1 made has them already and is left unchanged."""
+    inspector = inspect(conn)
+    added = []
+    for table, columns in schema.ADDED_IN_2.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns():
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            default = column.server_default
+            extra = " NOT NULL DEFAULT ''" if default is not None and not column.nullable else ""
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{extra}")
+            added.append(f"{table}.{column.name}")
+    if "customers_id_index" not in {i["name"] for i in inspector.get_indexes("customers")}:
+        conn.exec_driver_sql("CREATE INDEX customers_id_index ON customers (id_index)")
+        added.append("index customers_id_index")
+    return added
+
+
 #: every step, oldest first; a step's version is its place in this list
-STEPS: tuple[Step, ...] = (Step(1, "the centre's tables", _create_tables),)
+STEPS: tuple[Step, ...] = (
+    Step(1, "the centre's tables", _create_tables),
+    Step(2, "the central identity store's columns", _identity_columns),
+)
 
 #: the version this code brings a database to
 LATEST = STEPS[-1].version

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -70,6 +71,39 @@ def _partitioned(table: str, partitioned: bool) -> dict[str, Any]:
     return {"postgresql_partition_by": f"RANGE ({PARTITIONED[table]})"} if partitioned else {}
 
 
+def customer_columns() -> list[Column[Any]]:
+    """What a branch's customer has beyond part 1's columns (schema version 2: the central identity
+    store keeps the whole customer); ``id_index`` is the ID number's blind index (an HMAC)."""
+    return [
+        Column("company", Text),
+        Column("usual_business", Text),
+        Column("consent", Boolean),  # NULL: not recorded, which counts as no consent
+        Column("consent_date", Date),
+        Column("id_index", LargeBinary),
+    ]
+
+
+def card_columns() -> list[Column[Any]]:
+    """What a branch's card has beyond part 1's columns (schema version 2)."""
+    return [
+        Column("tier", Text),
+        Column("valid_from", Date),
+        Column("valid_until", Date),  # inclusive
+        Column("allowed_branches", Text, nullable=False, server_default=""),  # comma-separated
+        Column("last_seen_branch", Text),
+        Column("last_seen_at", Float),  # wall-clock UNIX time
+    ]
+
+
+def card_event_columns() -> list[Column[Any]]:
+    """What a card's history entry has beyond part 1's columns (schema version 2)."""
+    return [Column("detail", Text, nullable=False, server_default="")]
+
+
+#: the columns schema version 2 adds, per table (a database made by version 1 gets them by ALTER)
+ADDED_IN_2 = {"customers": customer_columns, "cards": card_columns, "card_events": card_event_columns}
+
+
 def build(partitioned: bool = False) -> MetaData:
     """The whole schema; ``partitioned`` gives PostgreSQL's form (see the module's docstring)."""
     md = MetaData()
@@ -114,6 +148,8 @@ def build(partitioned: bool = False) -> MetaData:
         Column("id_number_enc", LargeBinary),
         Column("mobile_enc", LargeBinary),
         Column("updated_at", UtcDateTime, nullable=False),
+        *customer_columns(),
+        Index("customers_id_index", "id_index"),
     )
 
     # Each card's current state (part 2's card registry reads and writes it).
@@ -126,6 +162,7 @@ def build(partitioned: bool = False) -> MetaData:
         Column("status", Text, nullable=False),  # active, lost, revoked, replaced
         Column("issued_at", UtcDateTime, nullable=False),
         Column("updated_at", UtcDateTime, nullable=False),
+        *card_columns(),
         Index("cards_customer", "customer_no"),
     )
 
@@ -141,6 +178,7 @@ def build(partitioned: bool = False) -> MetaData:
         Column("staff_id", Text),
         Column("station", Text),  # the card-issuing station, or the branch that did it
         Column("reason", Text),
+        *card_event_columns(),
         Index("card_events_epc", "epc", "at"),
     )
 
@@ -285,6 +323,7 @@ audit = metadata.tables["audit"]
 schema_version = metadata.tables["schema_version"]
 
 __all__ = [
+    "ADDED_IN_2",
     "PARTITIONED",
     "UtcDateTime",
     "acknowledgements",
