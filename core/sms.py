@@ -109,6 +109,19 @@ def normalise_number(number: str) -> str:
     return cleaned
 
 
+def recipient_number(person: Staff) -> str:
+    """The number a member of staff is texted on, normalised (:func:`normalise_number`), for every
+    SMS notifier alike.  Raises ValueError with the line the status page and the log show when they
+    cannot be texted; the number in it is masked."""
+    who = f"{person.name} ({person.id})"
+    if not person.mobile:
+        raise ValueError(f"{who} has no mobile number in the profile's staff list")
+    try:
+        return normalise_number(person.mobile)
+    except ValueError:
+        raise ValueError(f"{who}'s mobile {mask_mobile(person.mobile)} is not a phone number") from None
+
+
 # -- segmentation (§4) ---------------------------------------------------------------------------------
 @attrs.frozen
 class Segments:

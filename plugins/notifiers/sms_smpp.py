@@ -59,7 +59,15 @@ from vipsense.api import (
 from vipsense.i18n import _, lazy_gettext
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
-from vipsense.sms import Alphabet, Concat, gsm7_septets, normalise_number, notification_text, segment
+from vipsense.sms import (
+    Alphabet,
+    Concat,
+    gsm7_septets,
+    normalise_number,
+    notification_text,
+    recipient_number,
+    segment,
+)
 
 INSTALL_HINT = "the sms-smpp notifier needs smpplib: pip install 'vipsense[smpp]'"
 
@@ -333,17 +341,12 @@ class SmppNotifier(Notifier):
 
     # -- sending --------------------------------------------------------------------------------------
     def send(self, notification: Notification) -> DeliveryResult:
-        person = notification.recipient
-        who = f"{person.name} ({person.id})"
-        if not person.mobile:
-            raise self._fail(f"{who} has no mobile number in the profile's staff list", False)
         try:
-            ton, npi, digits = destination(person.mobile)
-        except ValueError:
-            raise self._fail(
-                f"{who}'s mobile {mask_mobile(person.mobile)} is not a phone number", False
-            ) from None
-        masked = mask_mobile(normalise_number(person.mobile))
+            number = recipient_number(notification.recipient)
+        except ValueError as exc:
+            raise self._fail(str(exc), False) from None
+        ton, npi, digits = destination(number)
+        masked = mask_mobile(number)
         with self._lock:
             encoded = encode_text(self.render(notification), self._reference, self.settings.max_parts)
             if len(encoded.parts) > 1:

@@ -20,7 +20,7 @@ from typing import Any
 from vipsense.api import DeliveryFailed, DeliveryResult, Notifier, PluginContext
 from vipsense.model import DeliveryState, Notification
 from vipsense.privacy import mask_mobile
-from vipsense.sms import normalise_number, notification_text
+from vipsense.sms import notification_text, recipient_number
 
 from .at import AtError, AtTimeout, LinkLost
 from .modem import Modem, ModemNotReady
@@ -63,16 +63,10 @@ class GsmNotifier(Notifier):
         return DeliveryFailed(message, retry=retry)
 
     def send(self, notification: Notification) -> DeliveryResult:
-        person = notification.recipient
-        who = f"{person.name} ({person.id})"
-        if not person.mobile:
-            raise self._fail(f"{who} has no mobile number in the profile's staff list", False)
         try:
-            number = normalise_number(person.mobile)
-        except ValueError:
-            raise self._fail(
-                f"{who}'s mobile {mask_mobile(person.mobile)} is not a phone number", False
-            ) from None
+            number = recipient_number(notification.recipient)
+        except ValueError as exc:
+            raise self._fail(str(exc), False) from None
         masked = mask_mobile(number)
         with self._lock:
             segments, pdus = encode_message(
