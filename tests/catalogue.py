@@ -45,6 +45,8 @@ SOURCES = (
 )
 OPTIONS = {"web/templates/**.html": {"extensions": "jinja2.ext.do"}}
 FIELD = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
+#: a %-style field, as argparse's messages have them: ``%(prog)s``, ``%s``, ``%r``
+PERCENT = re.compile(r"%(?:\((\w+)\))?[#0 +-]?\d*(?:\.\d+)?([srdifgxX])")
 
 
 def extract() -> Catalog:
@@ -154,8 +156,16 @@ def merge(translations: dict[str, str]) -> int:
 
 
 def fields(text: str) -> set[str]:
-    """``{name}`` and ``{count:,}`` fields, by name: the translation must fill the same ones."""
-    return {f.split(":")[0].split("!")[0] for f in FIELD.findall(text)}
+    """``{name}`` and ``{count:,}`` fields by name, and %-style ones (``%(prog)s`` by name, ``%s`` by
+    place): the translation must fill the same ones."""
+    braces = {f.split(":")[0].split("!")[0] for f in FIELD.findall(text)}
+    percents = [(name, conversion) for name, conversion in PERCENT.findall(text)]
+    unnamed = [c for name, c in percents if not name]
+    return (
+        braces
+        | {f"%({name}){c}" for name, c in percents if name}
+        | {f"%{place}{c}" for place, c in enumerate(unnamed)}
+    )
 
 
 def missing(under: tuple[str, ...] = ()) -> list[str]:

@@ -22,6 +22,16 @@ def test_every_message_is_translated():
     )
 
 
+def test_fields_are_read_in_both_styles():
+    assert catalogue.fields("{name} at {time:%H:%M} ({count:,})") == {"name", "time", "count"}
+    assert catalogue.fields("%(prog)s: error: %(message)s") == {"%(prog)s", "%(message)s"}
+    assert catalogue.fields("not allowed with argument %s, got %r") == {"%0s", "%1r"}
+    assert catalogue.fields("不允许与参数 %s 同用") != catalogue.fields(
+        "not allowed with argument %s, got %r"
+    )
+    assert catalogue.fields("{{literal}} 95% of reads") == set()
+
+
 def test_each_translation_fills_the_fields_of_its_message():
     assert catalogue.field_mismatches() == []
 
