@@ -57,6 +57,8 @@ __all__ = [
     "StoreUnsupported",
     "TagRead",
     "UnknownCard",
+    "UplinkContext",
+    "UplinkUnavailable",
     "describe",
     "using",
 ]
@@ -326,6 +328,22 @@ class CardRegistry(IdentityStore):
         others, switched over atomically (lookups see the old data or the new, never a mix).
         Card histories are kept.  Returns ``(cards, customers)``."""
         raise StoreUnsupported(f"{type(self).__name__} cannot be a replica")
+
+
+class UplinkUnavailable(Exception):
+    """An uplink could not reach the centre (refused, timed out, a TLS failure): the message says why
+    in one line, never the branch key.  The shipper keeps its cursor, backs off and tries again."""
+
+
+@attrs.frozen
+class UplinkContext:
+    """What an uplink factory receives besides its settings (the profile's ``centre:``)."""
+
+    url: str  #: the centre, e.g. ``https://centre.bank:8470``
+    timeout: float  #: seconds one request may take
+    ca: Path | None  #: the PEM file of the CA that signed the centre's certificate; None: the system's
+    branch_id: str
+    log: logging.Logger
 
 
 class DeliveryFailed(Exception):

@@ -36,6 +36,7 @@ STOP_BUDGET = 2.0  #: seconds from stop() to everything closed
 PURGE_EVERY = 86400.0  #: seconds between retention purges while running
 RETENTION_ACTOR = "system:retention"
 RESPONSES_EVERY = 1.0  #: seconds the status object's response times are reused
+SHIP_LAST = 0.5  #: seconds of the stop budget the last report to the centre may take at most
 
 
 class Branch:
@@ -122,6 +123,10 @@ class Branch:
             target=self.pipeline.run, args=(self._stop,), name="pipeline", daemon=True
         )
         self._chores = threading.Thread(target=self._chores_loop, name="chores", daemon=True)
+        #: reports to the centre (``centre:``): a :class:`vipsense.uplink.shipper.Shipper`, or None
+        self.shipper: Any = None
+        self._audit_head: Any = None
+        self._build_shipper()
 
     def _build(self, kind: Kind, items: tuple[ItemConfig, ...]) -> list[tuple[ItemConfig, Any]]:
         """Call each item's factory.  One that fails leaves its device failed; the rest go on."""
@@ -151,6 +156,35 @@ class Branch:
                 dev.stats.fail(reason)
                 log.error("%s %s (plugin %s) failed to start: %s", kind.value, cfg.id, ptype.plugin, reason)
         return built
+
+    def _build_shipper(self) -> None:
+        """The shipper of ``centre:`` (an optional section); a transport that fails to build leaves the
+        centre's status ``failed`` with the reason, and the branch greets as ever."""
+        link = getattr(self.profile, "centre", None)
+        if link is None:
+            return
+        from .uplink.build import build_shipper
+        from .uplink.shipper import centre_line
+
+        try:
+            self.shipper, self._audit_head = build_shipper(
+                link,
+                self.host,
+                self.status,
+                self.profile.branch.id,
+                self.data_dir,
+                self.profile.source.parent,
+                self.audit.path,
+                self.profile.tz,
+            )
+        except Exception as exc:
+            reason = describe(exc)
+            log.error("uplink %s failed to start: %s", link.transport, reason)
+            failed = {"state": "failed", "url": link.url, "error": reason, "reason": reason}
+            self.status.centre = lambda: {**failed, "text": centre_line(failed)}
+            return
+        self.shipper.wall = self.clock.wall  # batches carry the clock the visits were recorded by
+        self.status.centre = self.shipper.snapshot
 
     # -- callbacks from device threads ------------------------------------------------------------
 
@@ -272,6 +306,8 @@ class Branch:
         for reader in self.readers:
             reader.start()
         self._chores.start()
+        if self.shipper is not None:
+            self.shipper.start()
         self._started = True
         self.host.hook.vipsense_branch_started(branch=self)
 
@@ -380,6 +416,10 @@ class Branch:
         self.audit_writer.close(max(0.05, deadline - time.monotonic() - 0.6))
         for notifier in self.notifiers.values():
             notifier.close(max(0.05, (deadline - time.monotonic() - 0.3) / max(1, len(self.notifiers))))
+        if self.shipper is not None:  # a last report of the last visits, bounded
+            self.shipper.stop(min(SHIP_LAST, max(0.05, deadline - time.monotonic() - 0.45)))
+        if self._audit_head is not None:
+            self._audit_head.close()
         self.outbox.close()  # the last results; whatever is still open is sent at the next start
         for store in self.stores:
             store.timeout = min(store.timeout, max(0.05, deadline - time.monotonic() - 0.1))

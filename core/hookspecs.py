@@ -100,6 +100,26 @@ def vipsense_register_notifier_types(register: RegisterType) -> None:
 
 
 @hookspec
+def vipsense_register_uplink_types(register: RegisterType) -> None:
+    """Contribute uplink types: how a branch carries its reports to the VIP service centre (the
+    built-in ``https`` posts them to the centre's ingest API).  A bank replaces HTTPS with its own
+    bus by registering a type and naming it in the profile: ``centre: {transport: acme-bus, ...}``.
+
+    Called once per plugin while plugins load, exactly like :func:`vipsense_register_reader_types`.
+
+    :param register: ``register(name, settings_class, factory, summary="")``, as for readers.  The
+        settings class is structured from nothing yet (every field needs a default); the factory is
+        called as ``factory(settings, context)`` with a :class:`vipsense.api.UplinkContext` (the
+        centre's URL, the timeout, the CA file, the branch) when the branch starts, and returns an
+        object with ``send(body: bytes, headers: dict[str, str]) -> tuple[int, bytes]`` (an
+        HTTP-like status and the answer's body; the headers carry the branch id and the signature)
+        and ``close()``.  ``send`` runs on the shipper's thread, one request at a time, and raises
+        :class:`vipsense.api.UplinkUnavailable` when the centre cannot be reached (the shipper
+        backs off and tries again; nothing is lost).
+    """
+
+
+@hookspec
 def vipsense_register_commands(register: RegisterCommand) -> None:
     """Contribute ``vipsense`` subcommands: programs that belong with a plugin, such as the agent
     a PDA runs or a vendor's reader set-up tool.

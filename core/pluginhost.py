@@ -49,12 +49,14 @@ class Kind(str, enum.Enum):
     READER = "reader"
     STORE = "store"
     NOTIFIER = "notifier"
+    UPLINK = "uplink"  #: how the branch reaches the centre (``centre.transport``)
 
 
 _REGISTER_HOOKS = {
     Kind.READER: "vipsense_register_reader_types",
     Kind.STORE: "vipsense_register_store_types",
     Kind.NOTIFIER: "vipsense_register_notifier_types",
+    Kind.UPLINK: "vipsense_register_uplink_types",
 }
 #: Hooks that tell observers what happened; every other hook registers types or commands.
 BROADCAST_HOOKS = frozenset(

@@ -320,6 +320,9 @@ class BranchStatus:
         self.responses: Any = None
         #: arrivals no identity store has judged yet (:meth:`vipsense.pipeline.arrivals.Pipeline.held`)
         self.held: Any = None
+        #: the link to the centre (``centre:``), set by the branch: state ok / unreachable (since,
+        #: reason) / refused (error) / failed, position, backlog, last_ok_at, text
+        self.centre: Any = None
         self._rate = (time.monotonic(), 0, 0.0)
 
     def device(self, item_id: str, kind: str, type_name: str) -> DeviceStatus:
@@ -364,7 +367,17 @@ class BranchStatus:
             "responses": self._responses(),
             "held": list(self.held()) if self.held is not None else [],
             "storage": self.storage.snapshot(),
+            "centre": self.snapshot_centre(),
         }
+
+    def snapshot_centre(self) -> dict[str, Any]:
+        """The ``centre`` entry alone ({} without ``centre:``), for a status line."""
+        if self.centre is None:
+            return {}
+        try:
+            return dict(self.centre())
+        except Exception as exc:  # the rest of the status stands
+            return {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
     def _responses(self) -> dict[str, Any]:
         if self.responses is None:

@@ -57,11 +57,12 @@ def test_files_of_the_first_layout_get_the_new_columns(tmp_path):
             " peak_rssi REAL, arrived_at REAL NOT NULL, departed_at REAL)"
         )
     VisitLog(tmp_path / "visits.sqlite3").close()
-    assert columns(tmp_path / "visits.sqlite3", "visits")[-4:] == [
+    assert columns(tmp_path / "visits.sqlite3", "visits")[-5:] == [
         "acknowledged_at",
         "acknowledged_by",
         "resolved_at",
         "last_seen_at",
+        "change_seq",
     ]
     Outbox(tmp_path / "outbox.sqlite3").close()
     assert "escalated_from" in columns(tmp_path / "outbox.sqlite3", "outbox")

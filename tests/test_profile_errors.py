@@ -66,7 +66,7 @@ SECTIONS: dict[str, str] = {
 
 KNOWN_TOP = (
     "branch, readers, stores, notifiers, data_dir, tiers, presence, staff, routing, notification_ttl,"
-    " privacy, security, sync, web"
+    " privacy, security, sync, web, centre"
 )
 KNOWN_PRESENCE = "min_reads, window, min_rssi, reentry_suppress, depart_after"
 ROLES = "lobby_manager, client_manager, branch_manager, head_office, card_issuer, admin, auditor"

@@ -209,7 +209,7 @@ CASES = [
 
 TOP_KEYS = (
     "branch, readers, stores, notifiers, data_dir, tiers, presence, staff, routing, notification_ttl, "
-    "privacy, security, sync, web"
+    "privacy, security, sync, web, centre"
 )
 
 

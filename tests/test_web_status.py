@@ -126,8 +126,9 @@ def test_api_shape_is_the_documented_one(web_branch):
     status = fresh_status(web.client("lobby"), lambda s: s["today"]["arrivals"] >= 2)
     assert list(status) == [
         "ok", "state", "problems", "generated_at", "branch", "started_at", "readers", "stores",
-        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held", "storage",
+        "notifiers", "pdas", "plugins", "today", "pipeline", "sync", "web", "held", "storage", "centre",
     ]  # fmt: skip
+    assert status["centre"] == {}  # no centre: in this profile (docs/centre.md: the centre entry)
     assert isinstance(status["ok"], bool) and status["state"] in ("ok", "degraded", "down", "finished")
     assert status["branch"] == {"id": "web-branch", "name": "Web Test Branch"}
     assert set(status["readers"][0]) >= {

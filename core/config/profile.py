@@ -42,6 +42,7 @@ _KIND_NAMES = {
     Kind.READER: lazy_gettext("reader"),
     Kind.STORE: lazy_gettext("store"),
     Kind.NOTIFIER: lazy_gettext("notifier"),
+    Kind.UPLINK: lazy_gettext("uplink"),
 }
 
 
@@ -424,6 +425,9 @@ class Profile:
     #: the branch web (status page, console, API), if served: a :class:`vipsense.web.settings.WebSettings`
     #: (the ``web:`` section, declared by the web)
     web: Any = None
+    #: where the branch reports, if it does: a :class:`vipsense.uplink.settings.CentreLink` (the
+    #: ``centre:`` section, declared by the uplink)
+    centre: Any = None
     #: problems that do not stop the branch (a serial device not plugged in), in file order
     warnings: tuple[ConfigError, ...] = ()
     #: each tier's names by language, as the profile gives them (``{"gold": {"zh_CN": "金卡"}}``)
@@ -654,6 +658,10 @@ def load_profile(path: str | Path, host: PluginHost, data_dir: str | Path | None
     for section in declared.values():
         if section.check is not None and top[section.name] not in (None, INVALID):
             section.check(top[section.name], path.resolve().parent, _SectionReport(st, section.name))
+        # a section may name plugin types (``centre.transport``): ``plugin_types()`` yields them
+        for sub, kind, type_name in getattr(top[section.name], "plugin_types", lambda: ())():
+            if type_name not in host.types[kind]:
+                st.error((section.name, *sub), chk.no_such_type(kind, type_name))
     follow_ons.fold()
     if st.errors:
         raise ProfileError(in_file_order(st.errors), in_file_order(st.warnings))

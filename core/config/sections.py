@@ -17,8 +17,9 @@ import attrs
 
 from .yamlload import KeyPath
 
-#: Modules that register a profile section when imported (``vipsense.web``: the ``web:`` section).
-SECTION_PROVIDERS = ("vipsense.web",)
+#: Modules that register a profile section when imported (``vipsense.web``: the ``web:`` section;
+#: ``vipsense.uplink``: ``centre:``).
+SECTION_PROVIDERS = ("vipsense.web", "vipsense.uplink")
 
 
 class SectionReport(Protocol):

@@ -62,6 +62,7 @@ from ..model import (
 from ..privacy import mask_id_number, mask_mobile
 from ..status import Stats, Storage
 from ..texts import Text
+from . import changefeed
 from .migrations import adding_columns, migrate
 from .walfile import WalFile
 
@@ -93,13 +94,61 @@ CREATE TABLE IF NOT EXISTS outbox (
     escalate_to     TEXT,               -- JSON [role, [notifier ids]]: whom to tell then
     escalated_at    REAL,               -- when the fallback was told
     escalated_from  TEXT NOT NULL DEFAULT '',  -- this is an escalation: the recipient who did not respond
+    change_seq      INTEGER,            -- the change feed's position of this row's last carried change
     PRIMARY KEY (notifier_id, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_arrived ON outbox (arrived_at);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key);
 """
 
-#: ``PRAGMA user_version`` 1: escalation (a file from the first release gets the columns)
+#: The columns a change to which the centre must hear of (:mod:`vipsense.uplink`); not the payload,
+#: the deadlines or the last error.
+CARRIED = (
+    "state",
+    "attempts",
+    "delivered_at",
+    "acknowledged_at",
+    "finished_at",
+    "escalated_from",
+)
+FEED = changefeed.Feed("outbox", "outbox_changes", CARRIED)
+
+#: A delivery as the centre receives it (the wire format's DELIVERY): ``delivery_key`` is
+#: ``notifier_id/key``, since one notification key goes out through several notifiers.
+_CHANGES = (
+    "SELECT notifier_id || '/' || key, change_seq, created_at, visit_id, notifier_id, recipient_id, state,"
+    " attempts, delivered_at, acknowledged_at, finished_at, NULLIF(escalated_from, '') FROM outbox"
+    " WHERE change_seq > ? ORDER BY change_seq LIMIT ?"
+)
+_DELIVERY_KEYS = (
+    "delivery_key",
+    "seq",
+    "created_at",
+    "visit_id",
+    "notifier_id",
+    "recipient_id",
+    "state",
+    "attempts",
+    "delivered_at",
+    "acknowledged_at",
+    "finished_at",
+    "escalated_from",
+)
+
+
+def changes(db: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """Deliveries changed after feed position ``after``, oldest change first, at most ``limit``: what
+    the uplink ships.  ``db`` is the reader's own connection."""
+    return [dict(zip(_DELIVERY_KEYS, row, strict=True)) for row in db.execute(_CHANGES, (after, limit))]
+
+
+def last_change(db: sqlite3.Connection) -> int:
+    """The feed's newest position (0 for an empty feed)."""
+    return FEED.last(db)
+
+
+#: ``PRAGMA user_version`` 1: escalation (a file from the first release gets the columns); 2: the
+#: change feed (``change_seq``, backfilled in the order the rows were written)
 MIGRATIONS = (
     adding_columns(
         {
@@ -111,6 +160,7 @@ MIGRATIONS = (
             )
         }
     ),
+    FEED.step,
 )
 _ESCALATE_INDEX = (
     "CREATE INDEX IF NOT EXISTS outbox_escalate ON outbox (escalate_at) WHERE escalated_at IS NULL"
@@ -473,6 +523,13 @@ class Outbox:
                 (since, until),
             ).fetchall()
         return [DeliveryRecord(*row) for row in rows]
+
+    def changes(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The change feed after ``after`` (see :func:`changes`), through this file's own connection."""
+        return changes(self.db, after, limit)
+
+    def last_change(self) -> int:
+        return last_change(self.db)
 
     def purge(self, before: float) -> int:
         """Delete delivery records of arrivals before ``before`` (visit retention); returns how many."""

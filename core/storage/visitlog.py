@@ -10,11 +10,13 @@ The log stores the customer number, never names, ID numbers or phone numbers.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..model import Visit
+from . import changefeed
 from .migrations import adding_columns, migrate
 from .walfile import WalFile
 
@@ -40,9 +42,10 @@ CREATE TABLE IF NOT EXISTS visits (
     acknowledged_at REAL,                -- the first acknowledgement by a member of staff
     acknowledged_by TEXT,                -- their staff id
     resolved_at REAL,                    -- when the card was judged; NULL while unresolved
-    last_seen_at REAL                    -- the card's last sighting, written every few seconds while
+    last_seen_at REAL,                   -- the card's last sighting, written every few seconds while
                                          -- it is in the door zone and at a stop; departed_at is the
                                          -- last sighting too, once the card has gone
+    change_seq  INTEGER                  -- the change feed's position of this row's last carried change
 );
 CREATE INDEX IF NOT EXISTS visits_epc_time ON visits (epc, arrived_at);
 CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
@@ -50,8 +53,26 @@ CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at);
 #: visits whose card had not departed when the branch stopped (or crashed): restored at the next start
 OPEN_INDEX = "CREATE INDEX IF NOT EXISTS visits_open ON visits (arrived_at) WHERE departed_at IS NULL"
 
+#: The columns a change to which the centre must hear of (:mod:`vipsense.uplink`): not ``last_seen_at``,
+#: which changes every few seconds while a card is at the door.
+CARRIED = (
+    "arrived_at",
+    "kind",
+    "epc",
+    "customer_no",
+    "tier",
+    "reason",
+    "reader_id",
+    "read_count",
+    "peak_rssi",
+    "departed_at",
+    "acknowledged_at",
+    "acknowledged_by",
+)
+FEED = changefeed.Feed("visits", "visit_changes", CARRIED)
+
 #: ``PRAGMA user_version`` 1: acknowledgements, resolution and sightings (a file from before them gets
-#: the columns)
+#: the columns); 2: the change feed (``change_seq``, backfilled in the order the rows were written)
 MIGRATIONS = (
     adding_columns(
         {
@@ -63,6 +84,14 @@ MIGRATIONS = (
             )
         }
     ),
+    FEED.step,
+)
+
+#: A visit as the centre receives it (the wire format's VISIT); ``seq`` is its ``change_seq``.
+_VISIT_KEYS = ("visit_id", "seq", *CARRIED)
+_CHANGES = (
+    f"SELECT visit_id, change_seq, {', '.join(CARRIED)} FROM visits"
+    " WHERE change_seq > ? ORDER BY change_seq LIMIT ?"
 )
 
 #: kinds whose departure starts a re-entry window: the holder was greeted (or this was a re-entry)
@@ -188,5 +217,23 @@ class VisitLog:
                     rows,
                 )
 
+    def changes(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The change feed after ``after`` (see :func:`changes`), through this log's own connection."""
+        return changes(self.db, after, limit)
+
+    def last_change(self) -> int:
+        return last_change(self.db)
+
     def close(self) -> None:
         self._file.close()
+
+
+def changes(db: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """Visits changed after feed position ``after``, oldest change first, at most ``limit``: what the
+    uplink ships (the wire format's VISIT rows).  ``db`` is the reader's own connection."""
+    return [dict(zip(_VISIT_KEYS, row, strict=True)) for row in db.execute(_CHANGES, (after, limit))]
+
+
+def last_change(db: sqlite3.Connection) -> int:
+    """The feed's newest position (0 for an empty feed)."""
+    return FEED.last(db)

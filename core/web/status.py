@@ -37,7 +37,10 @@ and no customer record is ever read.
       "held": [{"visit_id", "epc", "reader_id", "arrived_at", "present",
                 "state": "waiting|unresolved"}],  # cards seen, identity stores not answering (yet)
       "storage": {"state": "ok|degraded", "problem": "disk full at ...: outbox cannot be written; ...",
-                  "files": [{"name", "path", "cause", "error", "since", "held"}]}  # files not written
+                  "files": [{"name", "path", "cause", "error", "since", "held"}]},  # files not written
+      "centre": {"state": "ok|unreachable|refused|failed|starting", "url", "since", "reason", "error",
+                 "position": {"visits", "deliveries"}, "backlog": {"visits", "deliveries"},
+                 "last_ok_at", "sent", "text"}  # reporting to the centre, when the profile has centre:
     }
 
 Keys are only ever added to this shape, never renamed or removed.
@@ -69,6 +72,7 @@ from ..permissions import Permission
 from ..privacy import mask_personal_numbers
 from ..states import DeviceState
 from ..timezone import day_bounds, day_of, local
+from ..uplink.shipper import centre_line
 from .auth import require, web
 from .words import state_name
 
@@ -391,8 +395,12 @@ class StatusView:
                 for h in snap.get("held", [])
             ],
             "storage": scrub(snap["storage"], self.secrets),
+            "centre": scrub(snap.get("centre") or {}, self.secrets),
         }
         with i18n.using(None):  # the cache is everyone's: its words are the branch's (the process's)
+            if out["centre"]:
+                tz = self.branch.profile.tz
+                out["centre"]["text"] = centre_line(out["centre"], lambda t: clock_text(t, tz))
             problems, down = judge(out, self.branch.profile.tz)
         replayed = bool(readers) and all(
             r["state"] in (DeviceState.FINISHED, DeviceState.STOPPED) for r in readers
@@ -523,6 +531,8 @@ def judge(status: dict[str, Any], tz: ZoneInfo | None = None) -> tuple[list[str]
         )
     if status.get("storage", {}).get("state", "ok") != "ok":  # a full disk (vipsense.status.Storage)
         problems.append(status["storage"]["problem"])
+    if status.get("centre", {}).get("state") in ("unreachable", "refused", "failed"):  # the doors still work
+        problems.append(_("centre: {text}").format(text=status["centre"]["text"]))
     if status["web"]["state"] not in (DeviceState.READY, "unknown"):
         problems.append(
             _("web {state}: {reason}").format(

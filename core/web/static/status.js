@@ -151,6 +151,8 @@
     fill("web", [s.web], [
       (w) => cell(w.type), (w) => cell(since(w, now), "state-" + w.state), (w) => cell(w.url), (w) => cell(w.threads),
     ]);
+    const centre = document.getElementById("centre-line");
+    if (centre && s.centre && s.centre.text) { centre.textContent = s.centre.text; centre.className = "state-" + s.centre.state; }
     root.dataset.updated = String(now);
   }
 

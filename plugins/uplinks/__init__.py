@@ -1,0 +1,1 @@
+"""Built-in uplinks: how a branch reaches the VIP service centre."""
