@@ -5,7 +5,20 @@ from __future__ import annotations
 
 #: The built-in commands, each registered by the CLI (``vipsense.cli.COMMANDS``, kept equal by a test).
 BUILT_IN_COMMANDS = frozenset(
-    {"run", "check", "audit", "cards", "customers", "visits", "sync", "keys", "plugins", "users", "tokens"}
+    {
+        "run",
+        "check",
+        "audit",
+        "cards",
+        "customers",
+        "visits",
+        "sync",
+        "keys",
+        "plugins",
+        "users",
+        "tokens",
+        "centre",
+    }
 )
 
 #: Names plugins may not take: the built-in commands and what argparse answers itself.

@@ -39,11 +39,20 @@ KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None
 SOURCES = (
     (
         REPO / "core",
-        [("**.py", "python"), ("web/templates/**.html", "jinja2"), ("web/static/**.js", "javascript")],
+        [
+            ("**.py", "python"),
+            ("web/templates/**.html", "jinja2"),
+            ("web/static/**.js", "javascript"),
+            ("centreweb/templates/**.html", "jinja2"),
+            ("centreweb/static/**.js", "javascript"),
+        ],
     ),
     (REPO / "plugins", [("**.py", "python")]),
 )
-OPTIONS = {"web/templates/**.html": {"extensions": "jinja2.ext.do"}}
+OPTIONS = {
+    "web/templates/**.html": {"extensions": "jinja2.ext.do"},
+    "centreweb/templates/**.html": {"extensions": "jinja2.ext.do"},
+}
 FIELD = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 #: a %-style field, as argparse's messages have them: ``%(prog)s``, ``%s``, ``%r``
 PERCENT = re.compile(r"%(?:\((\w+)\))?[#0 +-]?\d*(?:\.\d+)?([srdifgxX])")

@@ -208,6 +208,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "vipsense.storage.walfile",
             "vipsense.storage.migrations",
+            "vipsense.storage.changefeed",  # the change feed the uplink reads (triggers, counter)
             "vipsense.storage.visitlog",
             "vipsense.storage.outbox",
             "vipsense.storage.audit",
@@ -235,10 +236,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "vipsense.identity.sync",
             "vipsense.identity.issuing",
             "vipsense.shutdown",
+            "vipsense.uplink.*",  # the branch reports to the centre: the change feeds, the shipper
         ),
     ),
     ("the centre", ("vipsense.centre.*",)),
     ("the web", ("vipsense.web.*",)),
+    # the centre's web reuses the branch web's logins, roles and pages: a layer above it
+    ("the centre's web", ("vipsense.centreweb.*",)),
     # above the web: a command may use the web's account store; the web never uses the CLI
     ("the command line", ("vipsense.cli.*",)),
 )

@@ -72,10 +72,64 @@ def _identity_columns(conn: Connection, dialect: str) -> list[str]:
     return added
 
 
+def _ingest_columns(conn: Connection, dialect: str) -> list[str]:
+    """Version 3: what the ingest needs (branch keys, stream positions, the branch's report time,
+    change sequence numbers).  Checks first, like version 2; on PostgreSQL a column added to a
+    partitioned table reaches every partition."""
+    inspector = inspect(conn)
+    added = []
+    for table, columns in schema.ADDED_IN_3.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns():
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            default = column.server_default
+            extra = "" if column.nullable else " NOT NULL"
+            if default is not None:
+                extra += f" DEFAULT {default.arg}"  # type: ignore[attr-defined]
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{extra}")
+            added.append(f"{table}.{column.name}")
+    return added
+
+
+def _branch_days(conn: Connection, dialect: str) -> list[str]:
+    """Version 4: ``branch_days``, the board's per-branch, per-day counts, filled from the visits
+    held (each branch's days in its own zone).  Checks first, like version 2."""
+    if "branch_days" in set(inspect(conn).get_table_names()):
+        return []
+    schema.branch_days.create(conn)
+    from .days import recount_all
+
+    recount_all(conn, dialect)
+    return ["branch_days"]
+
+
+def _audit_heads(conn: Connection, dialect: str) -> list[str]:
+    """Version 5: ``audit_heads``, every audit chain head each branch reported, and the branch's alarm
+    columns (:mod:`vipsense.centre.anchors`).  Checks first, like version 2."""
+    inspector = inspect(conn)
+    added = []
+    if not inspector.has_table("audit_heads"):
+        schema.audit_heads.create(conn)
+        added.append("audit_heads")
+    for table, columns in schema.ADDED_IN_5.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns():
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")
+                added.append(f"{table}.{column.name}")
+    return added
+
+
 #: every step, oldest first; a step's version is its place in this list
 STEPS: tuple[Step, ...] = (
     Step(1, "the centre's tables", _create_tables),
     Step(2, "the central identity store's columns", _identity_columns),
+    Step(3, "the ingest's columns", _ingest_columns),
+    Step(4, "the board's counts per branch and day", _branch_days),
+    Step(5, "each branch's audit chain heads", _audit_heads),
 )
 
 #: the version this code brings a database to

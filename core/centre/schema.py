@@ -104,6 +104,46 @@ def card_event_columns() -> list[Column[Any]]:
 ADDED_IN_2 = {"customers": customer_columns, "cards": card_columns, "card_events": card_event_columns}
 
 
+def branch_ingest_columns() -> list[Column[Any]]:
+    """What the ingest keeps per branch (schema version 3): its key, sealed with the centre's key;
+    the last change sequence number applied per stream (the branch resends from there); the
+    branch's own clock at its last report; its backlog and version from its last heartbeat."""
+    return [
+        Column("key_enc", LargeBinary),
+        Column("visits_position", BigInteger, nullable=False, server_default="0"),
+        Column("deliveries_position", BigInteger, nullable=False, server_default="0"),
+        Column("reported_at", UtcDateTime),
+        # from the last heartbeat: rows the branch had not yet had taken, and its vipsense version
+        Column("backlog_visits", BigInteger),
+        Column("backlog_deliveries", BigInteger),
+        Column("version", Text),
+    ]
+
+
+def change_seq_columns() -> list[Column[Any]]:
+    """The branch's change sequence number of the state held (schema version 3): an upsert only
+    replaces a row with a newer state, so a batch resent out of order cannot undo a later one."""
+    return [Column("change_seq", BigInteger, nullable=False, server_default="0")]
+
+
+#: the columns schema version 3 adds, per table
+ADDED_IN_3 = {
+    "branches": branch_ingest_columns,
+    "visits": change_seq_columns,
+    "deliveries": change_seq_columns,
+}
+
+
+def branch_alarm_columns() -> list[Column[Any]]:
+    """What the centre found wrong with a branch's audit chain (schema version 5,
+    :mod:`vipsense.centre.anchors`): one English sentence and when, kept until someone clears it."""
+    return [Column("audit_alarm", Text), Column("audit_alarm_at", UtcDateTime)]
+
+
+#: the columns schema version 5 adds, per table (with the table ``audit_heads``)
+ADDED_IN_5 = {"branches": branch_alarm_columns}
+
+
 def build(partitioned: bool = False) -> MetaData:
     """The whole schema; ``partitioned`` gives PostgreSQL's form (see the module's docstring)."""
     md = MetaData()
@@ -122,6 +162,8 @@ def build(partitioned: bool = False) -> MetaData:
         Column("last_heartbeat_at", UtcDateTime),
         Column("clock_offset_s", Float),  # the branch's clock minus the centre's, at its last report
         Column("audit_head", Text),  # the branch's audit chain head, as last reported
+        *branch_ingest_columns(),
+        *branch_alarm_columns(),
     )
 
     # Staff across the bank: a bank-wide staff id; branch_id is NULL for head office.
@@ -201,6 +243,7 @@ def build(partitioned: bool = False) -> MetaData:
         Column("acknowledged_at", UtcDateTime),
         Column("acknowledged_by", Text),
         Column("received_at", UtcDateTime, nullable=False),  # the centre's clock: lateness, skew
+        *change_seq_columns(),
         PrimaryKeyConstraint(
             "branch_id", "visit_id", *(["arrived_at"] if partitioned else []), name="visits_pkey"
         ),
@@ -228,6 +271,7 @@ def build(partitioned: bool = False) -> MetaData:
         Column("acknowledged_at", UtcDateTime),
         Column("finished_at", UtcDateTime),
         Column("escalated_from", Text),
+        *change_seq_columns(),
         PrimaryKeyConstraint(
             "branch_id",
             "delivery_key",
@@ -266,6 +310,34 @@ def build(partitioned: bool = False) -> MetaData:
         Column("peak_rssi", Float),
         PrimaryKeyConstraint("branch_id", "epc", "reader_id", "seen_at", name="sightings_pkey"),
         Index("sightings_epc_time", "epc", "seen_at"),
+    )
+
+    # Each branch's arrivals per day of its own zone (schema version 4): the board's figures, recounted
+    # from visits by the ingest in the transaction that writes them, so the board of 1,000 branches
+    # reads 1,000 rows rather than aggregating the day's visits (issue 14 part 7).
+    Table(
+        "branch_days",
+        md,
+        Column("branch_id", Text, ForeignKey("branches.branch_id"), nullable=False),
+        Column("day", Date, nullable=False),  # the branch's local date
+        Column("arrivals", Integer, nullable=False),
+        Column("greeted", Integer, nullable=False),
+        Column("rejected", Integer, nullable=False),
+        Column("suspect", Integer, nullable=False),
+        Column("last_arrival_at", UtcDateTime),
+        PrimaryKeyConstraint("branch_id", "day", name="branch_days_pkey"),
+    )
+
+    # Every audit chain head each branch reported (schema version 5): the branch's log must still hold
+    # each of them, so a log rewritten or cut short after it reported is caught (vipsense.centre.anchors).
+    Table(
+        "audit_heads",
+        md,
+        Column("branch_id", Text, ForeignKey("branches.branch_id"), nullable=False),
+        Column("seq", BigInteger, nullable=False),
+        Column("hash", Text, nullable=False),
+        Column("reported_at", UtcDateTime, nullable=False),  # the centre's clock
+        PrimaryKeyConstraint("branch_id", "seq", name="audit_heads_pkey"),
     )
 
     # Each device's last reported state (the board's devices column): one row per device,
@@ -319,15 +391,21 @@ deliveries = metadata.tables["deliveries"]
 acknowledgements = metadata.tables["acknowledgements"]
 sightings = metadata.tables["sightings"]
 device_status = metadata.tables["device_status"]
+branch_days = metadata.tables["branch_days"]
+audit_heads = metadata.tables["audit_heads"]
 audit = metadata.tables["audit"]
 schema_version = metadata.tables["schema_version"]
 
 __all__ = [
     "ADDED_IN_2",
+    "ADDED_IN_3",
+    "ADDED_IN_5",
     "PARTITIONED",
     "UtcDateTime",
     "acknowledgements",
     "audit",
+    "audit_heads",
+    "branch_days",
     "branches",
     "build",
     "card_events",

@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("plugins", _("list installed plugins and the types they provide")),
     "users": ("users", _("web accounts: add, list, passwd, disable, enable, unlock")),
     "tokens": ("users", _("third-party API tokens: add, list, revoke")),
+    "centre": ("centre", _("the VIP service centre: serve, check, branches and their keys, accounts")),
 }
 del _
 BUILT_IN = BUILT_IN_COMMANDS

@@ -25,6 +25,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -100,21 +101,27 @@ def load(path: str, host: PluginHost, data_dir: str | None = None, outcome: str 
     try:
         profile = load_profile(path, host, data_dir=data_dir)
     except ProfileError as exc:
-        n, w = len(exc.errors), len(exc.warnings)
-        lines = [str(e) for e in in_file_order([*exc.errors, *exc.warnings])]
-        counted = ngettext("{n} error", "{n} errors", n).format(n=n)
-        if w:
-            warned = ngettext("{n} warning", "{n} warnings", w).format(n=w)
-            counted = _("{errors}, {warnings}").format(errors=counted, warnings=warned)
-        lines.append(
-            _("{path}: {counted}; {outcome}").format(
-                path=path, counted=counted, outcome=outcome or _("nothing was done")
-            )
-        )
-        raise ProfileFailed("\n".join(lines)) from None
+        raise profile_failed(path, exc, outcome) from None
     for warning in profile.warnings:
         print(warning, file=sys.stderr)
     return profile
+
+
+def profile_failed(path: str | Path, exc: ProfileError, outcome: str | None = None) -> ProfileFailed:
+    """Every problem of a profile (a branch's or a centre's), one per line in file order, then how
+    many and ``outcome`` (default: nothing was done)."""
+    n, w = len(exc.errors), len(exc.warnings)
+    lines = [str(e) for e in in_file_order([*exc.errors, *exc.warnings])]
+    counted = ngettext("{n} error", "{n} errors", n).format(n=n)
+    if w:
+        warned = ngettext("{n} warning", "{n} warnings", w).format(n=w)
+        counted = _("{errors}, {warnings}").format(errors=counted, warnings=warned)
+    lines.append(
+        _("{path}: {counted}; {outcome}").format(
+            path=path, counted=counted, outcome=outcome or _("nothing was done")
+        )
+    )
+    return ProfileFailed("\n".join(lines))
 
 
 class ProfileFailed(CliError):

@@ -15,27 +15,39 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from ..config.types import Duration
 from ..i18n import _
 from ..model import Role
 from ..output import pad
 from ..permissions import STAFF_ROLES
-from ..storage.audit import AuditAction, AuditResult, open_audit_log
+from ..storage.audit import AuditAction, AuditLog, AuditResult, open_audit_log
 from ..timezone import local
 from ..web.users import DEFAULT_TOKEN_FIELDS, MIN_PASSWORD, TOKEN_FIELDS, AccountError, UserStore, users_path
 from . import help_of
 from .common import EXIT_OK, CliError, audit_source, data_dir_help, load, plugin_host, profile_help, when
 
+_A = TypeVar("_A", bound="Accounts")
 
-class _Accounts:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.profile = load(args.profile, plugin_host(), getattr(args, "data_dir", None))
-        self.store = UserStore(users_path(self.profile.data_dir))
-        self.audit = open_audit_log(self.profile)
+
+class Accounts:
+    """An account store, the audit log its changes are recorded in, and the site both belong to:
+    a branch (:class:`_Accounts`, from its profile) or the centre (``vipsense centre users``)."""
+
+    command = "users"  #: the command that reaches these accounts, for hints ("vipsense users add ...")
+
+    def __init__(self, data_dir: Path, audit: AuditLog, site_id: str, tz: ZoneInfo) -> None:
+        self.store = UserStore(users_path(data_dir))
+        self.audit = audit
+        self.site_id = site_id
+        self.tz = tz
         self.source = audit_source()
 
-    def __enter__(self) -> _Accounts:
+    def __enter__(self: _A) -> _A:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -47,13 +59,27 @@ class _Accounts:
         self.audit.append(
             actor,
             "",
-            self.profile.branch.id,
+            self.site_id,
             AuditAction.PERMISSION_CHANGE,
             what,
             self.source,
             result,
             reason=reason,
         )
+
+
+class _Accounts(Accounts):
+    """A branch's accounts, from its profile."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.profile = load(args.profile, plugin_host(), getattr(args, "data_dir", None))
+        super().__init__(
+            self.profile.data_dir, open_audit_log(self.profile), self.profile.branch.id, self.profile.tz
+        )
+
+
+#: how a command opens the accounts it acts on: a branch's by default
+Opener = Callable[[argparse.Namespace], Accounts]
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -72,9 +98,10 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def _again(args: argparse.Namespace, command: str) -> str:
+def _again(args: argparse.Namespace, command: str, group: str = "users") -> str:
     """The profile and --data-dir as the user gave them, for hints that name a next command."""
     where = f" --data-dir {args.data_dir}" if getattr(args, "data_dir", None) else ""
+    command = command.replace("users", group, 1) if command.startswith("users") else command
     return f"vipsense {command} {args.profile}{where}"
 
 
@@ -112,22 +139,28 @@ def cmd_add(args: argparse.Namespace) -> int:
                     name=args.name, role=role.value
                 )
             )
-        try:
-            user = a.store.add(args.name, role, None if args.ldap else _password(args), ldap=args.ldap)
-        except AccountError as exc:
-            a.record(f"user {args.name}: add as {role.value}", AuditResult.ERROR, str(exc))
-            raise CliError(str(exc)) from None
-        a.record(f"user {user.username}: added as {role.value}" + (" (LDAP login)" if args.ldap else ""))
-        if args.ldap:
-            message = _("added {name} ({role}), password checked by the directory")
-        else:
-            message = _("added {name} ({role})")
-        print(message.format(name=user.username, role=role.value))
+        add_account(a, args, role)
     return EXIT_OK
 
 
-def _change(args: argparse.Namespace, what: str) -> int:
-    with _Accounts(args) as a:
+def add_account(a: Accounts, args: argparse.Namespace, role: Role, note: str = "") -> None:
+    """Make the account ``args.name`` with ``role`` (its password asked for, or checked by LDAP),
+    audited; ``note`` is appended to the audit entry (e.g. the account's branch)."""
+    try:
+        user = a.store.add(args.name, role, None if args.ldap else _password(args), ldap=args.ldap)
+    except AccountError as exc:
+        a.record(f"user {args.name}: add as {role.value}", AuditResult.ERROR, str(exc))
+        raise CliError(str(exc)) from None
+    a.record(f"user {user.username}: added as {role.value}" + (" (LDAP login)" if args.ldap else "") + note)
+    if args.ldap:
+        message = _("added {name} ({role}), password checked by the directory")
+    else:
+        message = _("added {name} ({role})")
+    print(message.format(name=user.username, role=role.value))
+
+
+def _change(args: argparse.Namespace, what: str, opener: Opener = _Accounts) -> int:
+    with opener(args) as a:
         ended = 0
         try:
             if what == "passwd":
@@ -158,9 +191,9 @@ def _change(args: argparse.Namespace, what: str) -> int:
     return EXIT_OK
 
 
-def cmd_logout_all(args: argparse.Namespace) -> int:
+def cmd_logout_all(args: argparse.Namespace, opener: Opener = _Accounts) -> int:
     """End every session (of one account, or of all): for a stolen laptop, or a suspected breach."""
-    with _Accounts(args) as a:
+    with opener(args) as a:
         if args.name is not None and a.store.get(args.name) is None:
             raise CliError(_("no account {name!r}").format(name=args.name))
         ended = a.store.end_sessions(args.name)
@@ -173,14 +206,14 @@ def cmd_logout_all(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    with _Accounts(args) as a:
+def cmd_list(args: argparse.Namespace, opener: Opener = _Accounts) -> int:
+    with opener(args) as a:
         now = time.time()
         users = a.store.list()
         if not users:
             print(
                 _("no accounts yet: {command}").format(
-                    command=f"{_again(args, 'users add')} NAME --role admin"
+                    command=f"{_again(args, 'users add', a.command)} NAME --role admin"
                 )
             )
         sessions: dict[str, int] = {}
@@ -188,7 +221,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             sessions[session.username] = sessions.get(session.username, 0) + 1
         for u in users:
             state = _("disabled") if u.disabled else _("waiting") if u.locked_until > now else _("active")
-            last = when(u.last_login, a.profile.tz) if u.last_login else _("never")
+            last = when(u.last_login, a.tz) if u.last_login else _("never")
             how = "ldap" if u.ldap else _("password")
             print(
                 f"{pad(u.username, 20)} {pad(u.role.value, 15)} {pad(state, 9)} {pad(how, 9)} "
@@ -222,7 +255,7 @@ def cmd_token_add(args: argparse.Namespace) -> int:
         except AccountError as exc:
             raise CliError(str(exc)) from None
         ends = time.time() + expires if expires else None
-        until = f", expires {local(ends, a.profile.tz):%Y-%m-%d %H:%M}" if ends else ""  # the audit log's
+        until = f", expires {local(ends, a.tz):%Y-%m-%d %H:%M}" if ends else ""  # the audit log's
         a.record(f"token {args.name}: added, fields {','.join(fields)}, {args.per_minute}/min{until}")
         if ends:
             message = _(
@@ -230,7 +263,7 @@ def cmd_token_add(args: argparse.Namespace) -> int:
             )
         else:
             message = _("token for {name} (shown once; store it in that system's secret store):")
-        print(message.format(name=args.name, time=when(ends, a.profile.tz)))
+        print(message.format(name=args.name, time=when(ends, a.tz)))
         print(token)
     return EXIT_OK
 
@@ -243,8 +276,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         now = time.time()
         for t in tokens:
             state = _("revoked") if t.revoked_at else _("expired") if t.expired(now) else _("active")
-            expires = when(t.expires_at, a.profile.tz) if t.expires_at else _("never")
-            used = when(t.last_used_at, a.profile.tz) if t.last_used_at else _("never")
+            expires = when(t.expires_at, a.tz) if t.expires_at else _("never")
+            used = when(t.last_used_at, a.tz) if t.last_used_at else _("never")
             print(
                 f"{pad(t.name, 24)} {pad(state, 8)} "
                 + _("{n}/min  expires {expires}  last used {used}  fields {fields}").format(

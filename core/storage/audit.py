@@ -115,6 +115,7 @@ class AuditAction(Labelled):
     LOGIN = "login"
     CONFIG_CHANGE = "config_change"
     PERMISSION_CHANGE = "permission_change"
+    INGEST = "ingest"  #: a branch's report to the centre (vipsense.centreweb's ingest refuses it)
 
 
 add_labels(
@@ -136,6 +137,7 @@ add_labels(
         "login": lazy_gettext("log in"),
         "config_change": lazy_gettext("configuration change"),
         "permission_change": lazy_gettext("permission change"),
+        "ingest": lazy_gettext("a branch's report"),
     },
 )
 
@@ -705,11 +707,50 @@ def check_anchors(
     return attrs.evolve(result, anchor=said)
 
 
+def _check_centre_heads(
+    db: sqlite3.Connection, result: VerifyResult, heads: Sequence[tuple[int, str, float]]
+) -> VerifyResult:
+    """``result`` (an intact chain) held against the heads the centre recorded: the first one, by
+    entry, that is missing or differs is named, with when the centre recorded it."""
+    for seq, expected, at in sorted(heads):
+        row = db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            problem = Text(
+                lazy_gettext(
+                    "entry {seq} is missing, but the centre recorded it on {when}"
+                    " (the log was shortened after it was reported)"
+                ),
+                seq=seq,
+                when=_when(at),
+            )
+        elif row[0] != expected:
+            problem = Text(
+                lazy_gettext(
+                    "entry {seq} differs from what the centre recorded on {when}"
+                    " (the log was rewritten after it was reported)"
+                ),
+                seq=seq,
+                when=_when(at),
+            )
+        else:
+            continue
+        return attrs.evolve(result, ok=False, first_broken=seq, problem=problem)
+    last = max(heads)
+    said = Text(
+        lazy_gettext("{n} heads the centre recorded match, the last entry {seq} of {when}"),
+        n=len(heads),
+        seq=last[0],
+        when=_when(last[2]),
+    )
+    return attrs.evolve(result, anchor=f"{result.anchor}; {said}" if result.anchor else str(said))
+
+
 def verify_file(
     path: Path,
     keys: Sequence[AuditKey],
     anchors: AnchorPolicy | None = None,
     anchor: tuple[int, str] | None = None,
+    centre_heads: Sequence[tuple[int, str, float]] = (),
 ) -> VerifyResult:
     """Walk the whole chain of the log at ``path`` through a read-only connection (nothing is written,
     and the writers are never held up); report the first entry that is edited, missing, or out of
@@ -717,7 +758,9 @@ def verify_file(
     :class:`AuditUnreadable` for a damaged file.
 
     ``anchor`` is ``(seq, hash)`` of one more entry recorded outside this file (e.g. printed in a
-    daily report): the chain must still contain it."""
+    daily report): the chain must still contain it.  ``centre_heads`` are ``(seq, hash, reported_at)``
+    of the heads the centre recorded from the branch's reports (``vipsense centre anchors``): the chain
+    must still contain each; the first, by entry, that it does not is named."""
     db = _reader(path)
     try:
         walk = _Walk(tuple(keys))
@@ -735,6 +778,8 @@ def verify_file(
             if row[0] != expected:
                 problem = Text(lazy_gettext("entry {seq}: hash does not match the anchor"), seq=seq)
                 return attrs.evolve(result, ok=False, first_broken=seq, problem=problem)
+        if result.ok and centre_heads:
+            result = _check_centre_heads(db, result, centre_heads)
         if anchors is not None:
             result = check_anchors(db, result, anchors.file, tuple(keys))
         return result

@@ -120,7 +120,7 @@ def _leave_locale(exc: BaseException | None) -> None:
             using.__exit__(None, None, None)
 
 
-def _filters(app: Flask, ctx: WebContext) -> None:
+def _filters(app: Flask, ctx: Any) -> None:
     """Dates, times and numbers as the viewer's language writes them, in the branch's zone."""
     zone = ctx.profile.tz
 
@@ -150,15 +150,22 @@ def _filters(app: Flask, ctx: WebContext) -> None:
     )
 
 
-def create_app(ctx: WebContext) -> Flask:
-    app = Flask(__name__, static_folder="static", template_folder="templates")
+def prepare_app(app: Flask, ctx: Any, max_content_length: int = 64 * 1024) -> None:
+    """What every vipsense web app shares, the branch's and the centre's (:mod:`vipsense.centreweb`):
+    the session cookie and its key, the request's language, the templates' gettext, filters and
+    globals, the CSRF check, the security headers and the error pages.
+
+    ``ctx`` is a :class:`WebContext` or one that answers the same: ``profile.branch`` (``id``,
+    ``name``, ``timezone``, ``locale``), ``profile.data_dir``, ``profile.tz``, ``settings``,
+    ``users``, ``audit``, ``staff`` and ``extensions``.  The caller registers its blueprints and
+    its home page ``home``."""
     app.secret_key = secret_key(ctx.profile.data_dir)
     app.config.update(
         SESSION_COOKIE_NAME="vipsense_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=ctx.settings.tls is not None,
-        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_CONTENT_LENGTH=max_content_length,
         JSON_SORT_KEYS=False,
         BABEL_TRANSLATION_DIRECTORIES=str(i18n.CATALOGUES),
         BABEL_DEFAULT_DOMAIN=i18n.DOMAIN,
@@ -191,22 +198,6 @@ def create_app(ctx: WebContext) -> Flask:
     )
     _filters(app, ctx)
 
-    from . import audit_page, console, jscatalogue, query_api, status
-
-    for module in (auth, status, console, audit_page, query_api, jscatalogue):
-        app.register_blueprint(module.bp)
-
-    @app.route("/")
-    def home() -> Any:
-        who = auth.viewer()
-        if who is None:
-            return redirect(url_for("auth.login"))
-        if who.may(Permission.CONSOLE_VIEW):
-            return redirect(url_for("console.page"))
-        if who.may(Permission.AUDIT_VIEW):
-            return redirect(url_for("audit_page.page"))
-        return redirect(url_for("status.page"))
-
     @app.after_request
     def headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
@@ -234,5 +225,26 @@ def create_app(ctx: WebContext) -> Flask:
     @app.errorhandler(500)
     def broken(exc: Exception) -> Any:
         return auth.refuse(500, _("internal error; the branch log has the details"))
+
+
+def create_app(ctx: WebContext) -> Flask:
+    app = Flask(__name__, static_folder="static", template_folder="templates")
+    prepare_app(app, ctx)
+
+    from . import audit_page, console, jscatalogue, query_api, status
+
+    for module in (auth, status, console, audit_page, query_api, jscatalogue):
+        app.register_blueprint(module.bp)
+
+    @app.route("/")
+    def home() -> Any:
+        who = auth.viewer()
+        if who is None:
+            return redirect(url_for("auth.login"))
+        if who.may(Permission.CONSOLE_VIEW):
+            return redirect(url_for("console.page"))
+        if who.may(Permission.AUDIT_VIEW):
+            return redirect(url_for("audit_page.page"))
+        return redirect(url_for("status.page"))
 
     return app

@@ -58,22 +58,22 @@ _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORE
 _LISTENER, _WAKE = object(), object()
 
 
-def request_complete(data: bytes | bytearray) -> bool:
+def request_complete(data: bytes | bytearray, body_limit: int = BODY_LIMIT) -> bool:
     """Whether ``data`` holds a whole request a thread can serve without waiting on the client: the
-    headers, and the body, of a declared length or chunked, if it is at most :data:`BODY_LIMIT` (a
+    headers, and the body, of a declared length or chunked, if it is at most ``body_limit`` (a
     larger one is refused by cheroot, 413).  Too-long headers count as complete: cheroot refuses them."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return len(data) >= HEADER_LIMIT
     if _CHUNKED.search(data, 0, end + 2):
         # a chunked body dripped a byte at a time would hold a thread as long as the client liked
-        return len(data) >= HEADER_LIMIT + BODY_LIMIT or chunked_body_complete(data, end + 4)
+        return len(data) >= HEADER_LIMIT + body_limit or chunked_body_complete(data, end + 4, body_limit)
     m = _CONTENT_LENGTH.search(data, 0, end + 2)
     length = int(m.group(1)) if m else 0
-    return length > BODY_LIMIT or len(data) >= end + 4 + length
+    return length > body_limit or len(data) >= end + 4 + length
 
 
-def chunked_body_complete(data: bytes | bytearray, at: int) -> bool:
+def chunked_body_complete(data: bytes | bytearray, at: int, body_limit: int = BODY_LIMIT) -> bool:
     """Whether a chunked body starting at ``at`` has all arrived, up to its last chunk and trailers.
     Malformed sizes count as complete: cheroot then refuses the request (400)."""
     while True:
@@ -88,8 +88,8 @@ def chunked_body_complete(data: bytes | bytearray, at: int) -> bool:
         if size == 0:
             return data.find(b"\r\n\r\n", line_end) >= 0  # the trailers, ended by an empty line
         at = line_end + 2 + size + 2
-        if at > len(data) or size > BODY_LIMIT:
-            return size > BODY_LIMIT
+        if at > len(data) or size > body_limit:
+            return size > body_limit
 
 
 class BufferedSocket:
@@ -312,7 +312,7 @@ class Gate:
 
     def _read(self, rec: Waiting, now: float) -> None:
         buffer = rec.wrapper.pending
-        while len(buffer) < HEADER_LIMIT + BODY_LIMIT:
+        while len(buffer) < HEADER_LIMIT + self.server.body_limit:
             try:
                 chunk = rec.sock.recv(65536)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -326,7 +326,7 @@ class Gate:
             if rec.first_byte is None:
                 rec.first_byte = now
             buffer += chunk
-        if buffer and request_complete(buffer):
+        if buffer and request_complete(buffer, self.server.body_limit):
             self._dispatch(rec)
 
     def _dispatch(self, rec: Waiting) -> None:
@@ -421,7 +421,15 @@ class Server(wsgi.Server):
 
     _connections: Any  #: cheroot's connection manager (private: not in its stubs); the Gate after prepare()
 
-    def __init__(self, settings: WebSettings, host: str, port: int, app: Any, tls: BuiltinSSLAdapter | None):
+    def __init__(
+        self,
+        settings: WebSettings,
+        host: str,
+        port: int,
+        app: Any,
+        tls: BuiltinSSLAdapter | None,
+        body_limit: int = BODY_LIMIT,  #: the centre's ingest takes a branch's batch of up to 4 MiB
+    ):
         threads = settings.threads
         super().__init__(
             (host, port),
@@ -439,7 +447,8 @@ class Server(wsgi.Server):
         self.software = "vipsense"  # the Server header: no version for a scanner to match
         self.server_name = "vipsense"
         self.max_request_header_size = HEADER_LIMIT
-        self.max_request_body_size = BODY_LIMIT
+        self.body_limit = body_limit  #: the largest body the gate waits for before a thread takes it
+        self.max_request_body_size = body_limit  #: cheroot refuses a larger one (413); 0: the app does
         self.ssl_adapter = tls
         self.gate: Gate | None = None
 
