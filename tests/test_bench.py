@@ -17,6 +17,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: script, tiny arguments, deadline in seconds, a line its output must have
 RUNS = [
+    # a durable PostgreSQL cluster of its own (tests/install.sh installs the binaries), 40 branches
+    ("centre.py", ["--quick"], 240, "visits/s"),
     ("cli.py", ["--runs", "2"], 120, "vipsense --version"),
     ("fuzz.py", ["--frames", "2000"], 120, "escaped"),
     # phase 2's seed as large as a 420 s run's, which once made the store open behind the first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 import yaml
@@ -174,3 +176,106 @@ def test_sigterm_stops_within_two_seconds_with_visits_flushed(tmp_path):
         .fetchall()
     )
     assert ("greeted", "C1000001") in rows
+
+
+@pytest.mark.slow
+def test_the_demo_branch_reports_live_to_the_demo_centre(tmp_path):
+    """README's demo command also serves the demo centre (SQLite, in the same process): the board
+    shows the live branch with every visit it recorded, beside two branches with 90 days of history,
+    and a head-office account sees it over HTTP."""
+    from vipsense.centre.database import open_database
+    from vipsense.centre.queries import board
+
+    from .processes import stop
+    from .test_centre_cli import Browser, run
+    from .web_support import PASSWORD
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LANG": "en_US.UTF-8"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vipsense.cli",
+            "run",
+            str(DEMO),
+            "--speed",
+            "10",
+            "--data-dir",
+            str(tmp_path),
+            "--web-port",
+            "0",
+            "--centre-port",
+            "0",
+            "--no-status",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        # the branch speaks its staff's language (zh_CN) once started; the centre line comes before
+        over = re.compile("The replay is over|回放已结束")
+        centre_url, seen, deadline = "", "", time.monotonic() + 120
+        while not over.search(seen) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail(f"the demo stopped: {proc.stderr.read()}")
+            seen += line
+            if not centre_url and (found := re.search(r"Centre web: (http://127\.0\.0\.1:\d+)/", line)):
+                centre_url = found.group(1)
+        assert centre_url and over.search(seen), seen[-2000:]
+        branch_visits = sqlite3.connect(tmp_path / "visits.sqlite3").execute("SELECT COUNT(*) FROM visits")
+        expected = branch_visits.fetchone()[0]
+        assert expected == 28
+        database = open_database(f"sqlite:///{tmp_path / 'centre' / 'centre.sqlite3'}")
+        try:
+            deadline = time.monotonic() + 15  # the next report (every 2 s) brings the last visits
+
+            def at_centre() -> dict[str, tuple[int, int]]:
+                with database.begin() as conn:
+                    return {
+                        branch: (visits, days)
+                        for branch, visits, days in conn.exec_driver_sql(
+                            "SELECT branch_id, COUNT(*), COUNT(DISTINCT date(arrived_at)) FROM visits"
+                            " GROUP BY branch_id"
+                        )
+                    }
+
+            while at_centre().get("sh-lujiazui", (0, 0))[0] < expected and time.monotonic() < deadline:
+                time.sleep(0.5)
+            held = at_centre()
+            assert held["sh-lujiazui"][0] == expected, held  # every visit, once
+            rows = {row.branch_id: row for row in board(database, datetime.now(timezone.utc))}
+            assert set(rows) == {"sh-lujiazui", "bj-xidan", "sz-industrial-park"}
+            assert rows["sh-lujiazui"].state == "online", rows["sh-lujiazui"]
+            history = {branch: days for branch, (_visits, days) in held.items()}
+            assert history["bj-xidan"] >= 60 and history["sz-industrial-park"] >= 60, history
+        finally:
+            database.close()
+
+        # head office logs in to the centre the demo serves and finds the live branch on the board
+        data = str(tmp_path / "centre")
+        added = run(
+            "centre",
+            "users",
+            "add",
+            str(REPO / "profiles/demo/centre.yaml"),
+            "--data-dir",
+            data,
+            "wang",
+            "--role",
+            "head_office",
+            "--password-stdin",
+            stdin=PASSWORD,
+        )
+        assert added.returncode == 0, added.stderr
+        browser = Browser(centre_url)
+        assert browser.login("wang")[0] == 302
+        status, _headers, page = browser.request("/api/board")
+        assert status == 200
+        found = {b["branch_id"]: b for b in json.loads(page)["branches"]}
+        assert found["sh-lujiazui"]["state"] == "online" and found["sh-lujiazui"]["arrivals_today"] > 0
+    finally:
+        stop(proc)

@@ -489,6 +489,7 @@ def test_demo_profile_really_gets_presence_from_its_base(host, tmp_path):
     """The same demo beside a different bank.yaml gets that bank's presence values."""
     write("profiles/bank.yaml", BANK.read_text("utf-8").replace("min_reads: 3 ", "min_reads: 5 "))
     write("profiles/demo/customers.yaml", (DEMO.parent / "demo" / "customers.yaml").read_text("utf-8"))
+    write("profiles/demo/centre.yaml", (DEMO.parent / "demo" / "centre.yaml").read_text("utf-8"))
     write("profiles/secrets.yaml", (DEMO.parent / "secrets.yaml").read_text("utf-8"))
     copy = write("profiles/demo.yaml", DEMO.read_text("utf-8"))
     assert load_profile(copy, host).presence.min_reads == 5
