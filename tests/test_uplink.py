@@ -410,6 +410,28 @@ def test_the_cursor_survives_a_restart(centre, running_branch, tmp_path):
     assert {v for v, _ in new} <= {v for v, s in _branch_visits(data) if s > position["visits"]}
 
 
+def test_a_branch_whose_files_were_replaced_sends_everything_again(centre, running_branch, tmp_path):
+    """The branch's visit log and outbox replaced (a fresh disk, a copy put back) while the centre
+    keeps what the old ones sent: the new files' positions start again below the centre's, so their
+    rows would be taken for ones the centre holds and never sent.  The shipper renumbers them past
+    the centre's position; every visit reaches the centre, each once."""
+    data = tmp_path / "data"
+    branch = _branch(running_branch, tmp_path, centre.url, centre.key, data)
+    _arrive(branch, range(10, 20))
+    assert wait_for(lambda: centre.count(schema.visits) == 10, 10)
+    branch.stop()
+    for name in ("visits.sqlite3", "outbox.sqlite3"):
+        for path in data.glob(name + "*"):
+            path.unlink()
+    again = _branch(running_branch, tmp_path, centre.url, centre.key, data)
+    _arrive(again, range(20, 23))
+    assert wait_for(lambda: centre.count(schema.visits) == 13, 10), centre.count(schema.visits)
+    assert wait_for(lambda: _centre(again)["backlog"] == {"visits": 0, "deliveries": 0}, 5)
+    held = {v for v, _ in centre.shipped_visits()}
+    assert {v for v, _s in _branch_visits(data)} <= held
+    assert len(held) == 13
+
+
 def test_https_verifies_the_centres_certificate(tmp_path):
     cert, key = make_certificate(tmp_path / "tls")
     centre = Centre(tmp_path, tls=(cert, key))

@@ -70,6 +70,29 @@ class Feed:
         row = db.execute(f"SELECT seq FROM {self.counter} WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
+    def move_past(self, path: Path, position: int) -> int:
+        """Renumber every row of the file's feed to follow ``position`` (order kept), if the feed ends
+        below it; returns the rows renumbered (0: nothing to do).  For a branch whose file was
+        replaced or restored from a copy while the centre kept what the old one sent: positions the
+        centre already holds would be taken for rows it has, and those rows never sent.  Renumbered,
+        everything the file holds goes again, and the centre applies each row once by its key."""
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("BEGIN IMMEDIATE")  # the writer's triggers read the counter: both move at once
+            if self.last(db) >= position:
+                db.execute("ROLLBACK")
+                return 0
+            moved = db.execute(
+                f"UPDATE {self.table} SET change_seq = change_seq + ? WHERE change_seq IS NOT NULL",
+                (position,),
+            ).rowcount
+            db.execute(f"UPDATE {self.counter} SET seq = seq + ? WHERE id = 1", (position,))
+            db.execute("COMMIT")
+            return moved
+        finally:
+            db.close()
+
 
 def open_reader(path: Path) -> sqlite3.Connection:
     """A read-only connection to a branch file, for a thread that is not its writer.  Raises

@@ -209,6 +209,8 @@ class Shipper:
             position = _position(answer)
             assert position is not None
             self._ok(position, answer, batch)
+            if self._behind_the_centre(position):
+                return "rewound"
             return "more" if full else "ok"
         if status == 409 and _position(answer) is not None:
             position = _position(answer)
@@ -245,6 +247,28 @@ class Shipper:
                 position=dict(position),
                 last_ok_at=time.time(),
             )
+
+    def _behind_the_centre(self, position: dict[str, int]) -> bool:
+        """The centre holds more of a stream than this branch's file ever numbered: the file was
+        replaced or restored from a copy.  Its rows are renumbered past the centre's position and go
+        again (the centre applies each once, by key), rather than new rows being taken for ones the
+        centre holds and never sent."""
+        moved = False
+        for stream, feed, path in (
+            ("visits", visitlog.FEED, self.visits_path),
+            ("deliveries", outbox.FEED, self.outbox_path),
+        ):
+            newest = feed.last(self._db(stream))
+            if position[stream] <= newest:
+                continue
+            renumbered = feed.move_past(path, position[stream])
+            log.warning(
+                "uplink: the centre holds %s %d but this branch's feed ends at %d (its file was replaced or"
+                " restored): %d rows renumbered past %d, sent again",
+                stream, position[stream], newest, renumbered, position[stream],
+            )  # fmt: skip
+            moved = True
+        return moved
 
     def _unreachable(self, reason: str) -> str:
         with self._lock:
