@@ -432,6 +432,17 @@ def test_a_branch_whose_files_were_replaced_sends_everything_again(centre, runni
     assert len(held) == 13
 
 
+def test_a_heartbeat_counts_what_is_left_after_its_own_batch(running_branch, tmp_path):
+    """The backlog a report carries is what the centre will still lack once it applies that report,
+    so the board is never a report behind (a centre on a port nothing listens on: nothing ships)."""
+    branch = _branch(running_branch, tmp_path, "http://127.0.0.1:1", "k" * 43)
+    _arrive(branch, range(10, 30))
+    assert wait_for(lambda: len(_branch_visits(tmp_path / "data")) == 20, 10)
+    batch, full = branch.shipper.build()
+    assert full and len(batch["streams"]["visits"]["rows"]) == 7  # batch: 7 in the profile
+    assert batch["heartbeat"]["backlog"]["visits"] == 13
+
+
 def test_https_verifies_the_centres_certificate(tmp_path):
     cert, key = make_certificate(tmp_path / "tls")
     centre = Centre(tmp_path, tls=(cert, key))

@@ -148,13 +148,15 @@ class Shipper:
             return visitlog.changes(db, after, self.batch)
         return outbox.changes(db, after, self.batch)
 
-    def backlog(self) -> dict[str, int]:
-        """Rows the centre has not acknowledged yet, per stream (one indexed count each)."""
+    def backlog(self, after: dict[str, int] | None = None) -> dict[str, int]:
+        """Rows past ``after`` (default: what the centre has not acknowledged yet), per stream, one
+        indexed count each."""
+        after = after or self.cursor.position
         out = {}
         for stream in STREAMS:
             table = "visits" if stream == "visits" else "outbox"
             row = self._db(stream).execute(
-                f"SELECT COUNT(*) FROM {table} WHERE change_seq > ?", (self.cursor.position[stream],)
+                f"SELECT COUNT(*) FROM {table} WHERE change_seq > ?", (after[stream],)
             )
             out[stream] = int(row.fetchone()[0])
         return out
@@ -176,7 +178,8 @@ class Shipper:
             log.error("uplink: cannot build the heartbeat: %s", exc)
             beat = {"devices": [], "audit_head": None}
         beat["at"] = self.wall()
-        beat["backlog"] = self.backlog()
+        # what will be left once this batch is applied, so the board is not one report behind
+        beat["backlog"] = self.backlog({stream: streams[stream]["upto"] for stream in STREAMS})
         beat["version"] = __version__
         batch = {
             "format": FORMAT,
@@ -232,13 +235,10 @@ class Shipper:
         with self._lock:
             if self.state["state"] != "ok" and self.state["state"] != "starting":
                 log.warning("uplink: the centre at %s answers again", self.link.url)
-            counted = batch["heartbeat"]["backlog"]  # counted as the batch was built
             for stream in STREAMS:
                 self.state["sent"][stream] += len(batch["streams"][stream]["rows"])
-            # what is left, without counting again while draining (the next batch counts anew)
-            self.state["backlog"] = {
-                s: max(0, counted[s] - len(batch["streams"][s]["rows"])) for s in STREAMS
-            }
+            # what is left after this batch, counted as it was built (not again while draining)
+            self.state["backlog"] = dict(batch["heartbeat"]["backlog"])
             self.state.update(
                 state="ok",
                 since=None,
