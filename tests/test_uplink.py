@@ -41,6 +41,7 @@ from vipsense.signing import signed_headers
 from vipsense.storage.audit import AuditLog
 from vipsense.storage.outbox import Outbox
 from vipsense.storage.visitlog import VisitLog
+from vipsense.uplink import shipper as shipper_module
 from vipsense.uplink.shipper import CURSOR_FILE, centre_line
 from vipsense.web.status import StatusView
 
@@ -441,6 +442,21 @@ def test_a_heartbeat_counts_what_is_left_after_its_own_batch(running_branch, tmp
     batch, full = branch.shipper.build()
     assert full and len(batch["streams"]["visits"]["rows"]) == 7  # batch: 7 in the profile
     assert batch["heartbeat"]["backlog"]["visits"] == 13
+
+
+def test_a_batch_over_the_size_limit_goes_in_smaller_ones(centre, running_branch, tmp_path, monkeypatch):
+    """Rows are counted by ``batch:``, but a request must stay under the centre's size limit: a batch
+    that encodes larger is cut in half until it fits, and the rest follows (here the limit is made
+    small enough that 7 rows do not fit)."""
+    monkeypatch.setattr(shipper_module, "MAX_BODY", 3_000)
+    branch = _branch(running_branch, tmp_path, centre.url, centre.key)
+    _arrive(branch, range(10, 30))
+    data = tmp_path / "data"
+    assert wait_for(lambda: len(_branch_visits(data)) == 20, 10)
+    assert wait_for(lambda: centre.visit_ids() == {v for v, _ in _branch_visits(data)}, 15)
+    sizes = [len(b["streams"]["visits"]["rows"]) for b in centre.batches]
+    assert max(sizes) < 7 and sum(sizes) >= 20, sizes
+    assert len(centre.shipped_visits()) == len(set(centre.shipped_visits()))  # none sent twice
 
 
 def test_https_verifies_the_centres_certificate(tmp_path):

@@ -37,6 +37,9 @@ FORMAT = 1
 BRANCH_HEADER = "X-Vipsense-Branch"
 CURSOR_FILE = "centre-cursor.json"
 STREAMS = ("visits", "deliveries")
+#: bytes of one request at most: under the centre's 4 MiB (``vipsense.centre.ingest.MAX_BODY``), with
+#: room for the headers; rows are counted by ``batch:``, but a row of long texts weighs more
+MAX_BODY = 3_500_000
 #: seconds between back-to-back batches of a backlog at least: the door's writer goes first
 BETWEEN_BATCHES = 0.02
 #: while a backlog drains, the pause after a batch is this times what the batch took (reading,
@@ -200,6 +203,11 @@ class Shipper:
             log.warning("uplink: cannot read the change feed: %s", exc)
             return "ok"
         body = encode(batch)
+        while len(body) > MAX_BODY and _halve(batch):  # long texts: fewer rows, the rest next time
+            after = {stream: batch["streams"][stream]["upto"] for stream in STREAMS}
+            batch["heartbeat"]["backlog"] = self.backlog(after)
+            body = encode(batch)
+            full = True
         headers = {**signing.signed_headers(self.key, body, now=self.wall()), BRANCH_HEADER: self.branch_id}
         try:
             status, answer_body = self.transport.send(body, headers)
@@ -374,6 +382,19 @@ def centre_line(state: dict[str, Any], time_of_day: Callable[[float], str] | Non
     if word == "failed":
         return _("not reporting: {error}").format(error=state.get("error", ""))
     return _("starting")
+
+
+def _halve(batch: dict[str, Any]) -> bool:
+    """Keep the first half of each stream's rows (at least one), ``upto`` following; False when no
+    stream has more than one row left to cut."""
+    cut = False
+    for stream in batch["streams"].values():
+        rows = stream["rows"]
+        if len(rows) > 1:
+            del rows[(len(rows) + 1) // 2 :]
+            stream["upto"] = rows[-1]["seq"]
+            cut = True
+    return cut
 
 
 def encode(batch: dict[str, Any]) -> bytes:
