@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import attrs
 from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy.schema import CreateColumn
 
 from ..i18n import _
 from . import schema
@@ -50,22 +52,28 @@ def _create_tables(conn: Connection, dialect: str) -> list[str]:
     return made
 
 
+def _add_columns(conn: Connection, added_in: dict[str, Any]) -> list[str]:
+    """Add the columns of ``added_in`` (table -> the function giving its new columns) that a table
+    lacks, each as SQLAlchemy writes its definition (type, default, NOT NULL) for this dialect; a
+    column the table has already (a newer step 1 made it) is left alone."""
+    inspector = inspect(conn)
+    added = []
+    for table, columns in added_in.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns():
+            if column.name not in have:
+                definition = CreateColumn(column).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {definition}")
+                added.append(f"{table}.{column.name}")
+    return added
+
+
 def _identity_columns(conn: Connection, dialect: str) -> list[str]:
     """Version 2: the columns the central identity store needs (a whole customer, card and history
     entry, as a branch has them) and the index of the ID numbers' blind index.  Checks first: a
     database that a newer step 1 made has them already and is left unchanged."""
+    added = _add_columns(conn, schema.ADDED_IN_2)
     inspector = inspect(conn)
-    added = []
-    for table, columns in schema.ADDED_IN_2.items():
-        have = {c["name"] for c in inspector.get_columns(table)}
-        for column in columns():
-            if column.name in have:
-                continue
-            kind = column.type.compile(dialect=conn.dialect)
-            default = column.server_default
-            extra = " NOT NULL DEFAULT ''" if default is not None and not column.nullable else ""
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{extra}")
-            added.append(f"{table}.{column.name}")
     if "customers_id_index" not in {i["name"] for i in inspector.get_indexes("customers")}:
         conn.exec_driver_sql("CREATE INDEX customers_id_index ON customers (id_index)")
         added.append("index customers_id_index")
@@ -76,21 +84,7 @@ def _ingest_columns(conn: Connection, dialect: str) -> list[str]:
     """Version 3: what the ingest needs (branch keys, stream positions, the branch's report time,
     change sequence numbers).  Checks first, like version 2; on PostgreSQL a column added to a
     partitioned table reaches every partition."""
-    inspector = inspect(conn)
-    added = []
-    for table, columns in schema.ADDED_IN_3.items():
-        have = {c["name"] for c in inspector.get_columns(table)}
-        for column in columns():
-            if column.name in have:
-                continue
-            kind = column.type.compile(dialect=conn.dialect)
-            default = column.server_default
-            extra = "" if column.nullable else " NOT NULL"
-            if default is not None:
-                extra += f" DEFAULT {default.arg}"  # type: ignore[attr-defined]
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{extra}")
-            added.append(f"{table}.{column.name}")
-    return added
+    return _add_columns(conn, schema.ADDED_IN_3)
 
 
 def _branch_days(conn: Connection, dialect: str) -> list[str]:
@@ -108,19 +102,11 @@ def _branch_days(conn: Connection, dialect: str) -> list[str]:
 def _audit_heads(conn: Connection, dialect: str) -> list[str]:
     """Version 5: ``audit_heads``, every audit chain head each branch reported, and the branch's alarm
     columns (:mod:`vipsense.centre.anchors`).  Checks first, like version 2."""
-    inspector = inspect(conn)
     added = []
-    if not inspector.has_table("audit_heads"):
+    if not inspect(conn).has_table("audit_heads"):
         schema.audit_heads.create(conn)
         added.append("audit_heads")
-    for table, columns in schema.ADDED_IN_5.items():
-        have = {c["name"] for c in inspector.get_columns(table)}
-        for column in columns():
-            if column.name not in have:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")
-                added.append(f"{table}.{column.name}")
-    return added
+    return added + _add_columns(conn, schema.ADDED_IN_5)
 
 
 #: every step, oldest first; a step's version is its place in this list
