@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import event, text
 from werkzeug.serving import make_server
 
 from vipsense.centre import accounts, days, migrations, queries, schema
@@ -567,11 +567,10 @@ INSERT = "INSERT INTO visits (branch_id, visit_id, arrived_at, kind, epc, custom
 @pytest.mark.slow
 def test_the_board_of_1000_branches_in_a_few_aggregate_queries(postgres_url, capsys):
     """1,000 branches in one zone, 50 arrivals each today after 100 a day before, written in time
-    order as branches report them and vacuumed (BRIN summarised) as autovacuum would: the p99 of
-    100 boards, printed.  The target is 100 ms (issue 14 part 7: ``VIPSENSE_BOARD_P99_MS=100`` holds
-    the test to it); by default the test holds it to 300 ms, which one query per branch (1,000 round
-    trips) cannot meet while a quiet run of the aggregate design stays well below it, so a shared,
-    loaded machine does not fail the suite on noise."""
+    order as branches report them and vacuumed (BRIN summarised) as autovacuum would: a board of them
+    all is a few statements, never one per branch, and the p99 of 100 boards is printed.  Its target
+    (100 ms, issue 14 part 7) is held by ``bench/centre.py``, beside the one-query-per-branch peer:
+    a timed assertion here failed on a loaded machine's noise (300.4 ms against 300)."""
     database = open_database(new_database(postgres_url))
     now = dt.datetime.now(UTC)
     try:
@@ -613,6 +612,17 @@ def test_the_board_of_1000_branches_in_a_few_aggregate_queries(postgres_url, cap
             conn.execute(text("VACUUM ANALYZE"))
         for _ in range(3):
             queries.board(database, now)
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(database.engine, "before_cursor_execute", count)
+        try:
+            rows = queries.board(database, now)
+        finally:
+            event.remove(database.engine, "before_cursor_execute", count)
+        assert 1 <= len(statements) <= 5, statements  # one per zone and a few more, not 1,000
         times = []
         for _ in range(100):
             started = time.perf_counter()
@@ -626,7 +636,6 @@ def test_the_board_of_1000_branches_in_a_few_aggregate_queries(postgres_url, cap
                 f"\nboard of 1000 branches on PostgreSQL: median {statistics.median(times) * 1000:.1f} ms,"
                 f" p99 {p99 * 1000:.1f} ms, load average {os.getloadavg()[0]:.1f}"
             )
-        assert p99 * 1000 < float(os.environ.get("VIPSENSE_BOARD_P99_MS", "300")), times
     finally:
         database.close()
 
