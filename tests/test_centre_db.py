@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -387,3 +388,55 @@ def test_the_password_is_never_in_repr_or_logs(postgres_url, caplog):
     for text_shown in [*shown, caplog.text]:
         assert SECRET not in text_shown
     assert "***" in repr(db)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_is_checked_only_after_it_was_idle(postgres_url, monkeypatch):
+    """Checking every connection the pool lends cost the ingest a round trip per batch: to a caller
+    that retries (``begin(retried=True)``, the ingest) one back within ``CHECK_IDLE`` is lent as it
+    is, one idle longer is checked, and one the server dropped meanwhile is replaced, not handed out
+    broken; every other caller (a page, a command) always gets a checked one."""
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from vipsense.centre import database as database_module
+
+    checked: list[object] = []
+    real = ConnectionPool.check_connection
+
+    def counting(conn: object) -> None:
+        checked.append(conn)
+        real(conn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counting))
+    monkeypatch.setattr(database_module, "CHECK_IDLE", 0.2)
+    db = open_database(new_database(postgres_url), database_module.PoolSettings(min_size=1, max_size=1))
+    try:
+
+        def backend(retried: bool = True) -> int:
+            with db.begin(retried=retried) as conn:
+                return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+        first = backend()
+        checked.clear()
+        assert backend() == first and checked == []  # just back: lent without a round trip
+        assert backend(retried=False) == first and len(checked) == 1  # a page's: checked all the same
+        time.sleep(0.3)
+        assert backend() == first and len(checked) == 2  # idle: checked, and fine
+        # the server drops it while it is idle: the check finds out and the pool lends a new one
+        params = dict(p.split("=", 1) for p in postgres_url.partition("?")[2].split("&") if p)
+        with psycopg.connect(
+            host=params["host"], port=params["port"], user="postgres", dbname="postgres"
+        ) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [first])
+        time.sleep(0.3)
+        assert backend() != first
+        # dropped just after it came back: a page's transaction is still given a working one
+        second = backend()
+        with psycopg.connect(
+            host=params["host"], port=params["port"], user="postgres", dbname="postgres"
+        ) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [second])
+        assert backend(retried=False) != second
+    finally:
+        db.close()

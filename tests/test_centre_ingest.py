@@ -61,7 +61,8 @@ class Centre:
 
     def __init__(self, database: Database, tmp_path: Path, server: str = "werkzeug") -> None:
         self.database = database
-        self.keys = BranchKeys(database, secrets.token_urlsafe(32))
+        self.centre_key = secrets.token_urlsafe(32)
+        self.keys = BranchKeys(database, self.centre_key)
         self.audit = AuditLog(tmp_path / "audit" / "audit.sqlite3")
         self.branch_key = self.keys.add(BRANCH, "陆家嘴支行")
         self.other_key = self.keys.add(OTHER, "国贸支行", "Asia/Shanghai")
@@ -446,6 +447,47 @@ def test_a_revoked_branch_is_refused(centre: Centre) -> None:
     assert centre.post(batch([visit(2)], after=(1, 0)))[0] == 200
     with pytest.raises(BranchKeyError, match="already has a key"):
         centre.keys.add(BRANCH, "陆家嘴支行")
+
+
+def test_a_key_kept_by_the_ingest_is_not_outrun_by_a_new_one(centre: Centre) -> None:
+    """The ingest keeps a branch's key for minutes; the command changing it is another process (here
+    another ``BranchKeys`` over the same database): the old key is refused at once and the new one
+    accepted at once, whatever the ingest kept."""
+    assert centre.post(batch([visit(1)]))[0] == 200
+    kept = centre.keys.lookup(BRANCH)
+    assert kept is not None and centre.keys.lookup(BRANCH) is kept  # kept, not read again
+    command = BranchKeys(centre.database, centre.centre_key)
+    assert command.revoke(BRANCH) is True
+    new = command.add(BRANCH, "陆家嘴支行")
+    # signed with the old key, which the ingest still holds: the apply's transaction sees the new one
+    _refused(
+        centre,
+        401,
+        "unauthorized",
+        "bad signature",
+        centre.post(batch([visit(2)], after=(1, 0)), key=centre.branch_key),
+    )
+    assert centre.counts()["visits"] == 1
+    # the key changes again: the ingest holds the last one, the branch signs with the newest
+    assert command.revoke(BRANCH) is True
+    newest = command.add(BRANCH, "陆家嘴支行")
+    assert newest != new
+    assert centre.post(batch([visit(2)], after=(1, 0)), key=newest)[0] == 200
+    assert centre.counts()["visits"] == 2
+    # revoked by the command: refused at once, though the key the ingest holds is still the row's
+    assert command.revoke(BRANCH) is True
+    _refused(centre, 403, "forbidden", "is revoked", centre.post(batch([visit(3)], after=(2, 0)), key=newest))
+    assert centre.counts()["visits"] == 2
+    # and a plain apply with the key it was checked with, as the handler calls it
+    sealed = kept.sealed
+    assert sealed is not None and "sealed" not in repr(kept) and repr(sealed) not in repr(kept)
+    with pytest.raises(ingest.BatchRefused, match="is revoked"):
+        ingest.apply_batch(
+            centre.database,
+            BRANCH,
+            ingest.parse_batch(json.dumps(batch([visit(3)], after=(2, 0))).encode()),
+            sealed=sealed,
+        )
 
 
 @pytest.mark.parametrize("server", ["werkzeug", "cheroot"])

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 import attrs
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Integer, String, select, text, update
 
 from ..i18n import lazy_gettext
 from ..texts import Text
@@ -78,6 +78,16 @@ class Finding:
         return Text(message, seq=self.seq, when=when(self.held_at))
 
 
+#: in one round trip (the ingest's hot path: two cost 13 % of its interpreter time): the highest head
+#: held at or above the reported one (above it is a shortened log, at it must match), and when the
+#: branch's last head was kept (``latest`` 1)
+_HELD = text(
+    "SELECT seq, hash, reported_at, 0 AS latest FROM (SELECT seq, hash, reported_at FROM audit_heads"
+    " WHERE branch_id = :branch AND seq >= :seq ORDER BY seq DESC LIMIT 1) AS held"
+    " UNION ALL SELECT NULL, NULL, max(reported_at), 1 FROM audit_heads WHERE branch_id = :branch"
+).columns(seq=Integer, hash=String, reported_at=schema.UtcDateTime, latest=Integer)
+
+
 def record(
     conn: Connection, branch_id: str, head: Mapping[str, Any], reported_at: dt.datetime
 ) -> Finding | None:
@@ -86,18 +96,13 @@ def record(
     contradicts the ones held is not kept; it is returned as a :class:`Finding` and put on the
     branch's row, and None is returned when that row already shows the same finding."""
     seq, digest = int(head["seq"]), str(head["hash"])
-    h = schema.audit_heads.c
-    # the highest head held at or above this one: above it is a shortened log, at it must match
-    held = conn.execute(
-        select(h.seq, h.hash, h.reported_at)
-        .where(h.branch_id == branch_id, h.seq >= seq)
-        .order_by(h.seq.desc())
-        .limit(1)
-    ).first()
+    held, latest = None, None
+    for row in conn.execute(_HELD, {"branch": branch_id, "seq": seq}):
+        if row.latest:
+            latest = row.reported_at
+        else:
+            held = row
     if held is None:
-        latest = conn.execute(
-            select(func.max(h.reported_at)).where(h.branch_id == branch_id)
-        ).scalar_one_or_none()
         if latest is None or reported_at - latest >= KEEP_EVERY:
             conn.execute(
                 schema.audit_heads.insert().values(

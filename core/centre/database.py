@@ -12,9 +12,12 @@ form of the URL kept, in ``repr`` and in logs.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,11 +111,27 @@ class Database:
         return f"Database({self.url!r})"
 
     @contextmanager
-    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+    def begin(self, *, immediate: bool = False, retried: bool = False) -> Iterator[Connection]:
         """One transaction; ``immediate`` takes SQLite's write lock at once (migrations), so two
-        processes cannot both read the old version and both write."""
-        with (self._immediate if immediate else self.engine).begin() as conn:
+        processes cannot both read the old version and both write.  ``retried``: the caller tries
+        the transaction again on a connection error (the ingest), so a PostgreSQL connection back
+        in the pool moments ago is lent without a check (:data:`CHECK_IDLE`)."""
+        with ExitStack() as stack:
+            token = _CALLER_RETRIES.set(retried)  # read by the pool's check, while borrowing only
+            try:
+                conn = stack.enter_context((self._immediate if immediate else self.engine).begin())
+            finally:
+                _CALLER_RETRIES.reset(token)
             yield conn
+
+    def check_pool(self) -> None:
+        """After a connection error: check the pool's idle PostgreSQL connections now and replace
+        those the server dropped (a restart drops them all), rather than lending them one by one."""
+        if self._pool is not None:
+            try:
+                self._pool.check()
+            except Exception as exc:  # the server is still down: the next try finds out
+                log.debug("centre database: pool check: %s", exc)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -232,9 +251,12 @@ class Database:
         conn: Connection,
         writes: Sequence[tuple[Table, list[dict[str, Any]], Sequence[str], str | None]],
         then: tuple[Table, Mapping[str, Any], Mapping[str, Any]] | None = None,
+        also: Sequence[tuple[Any, list[dict[str, Any]]]] = (),
     ) -> None:
         """Several :meth:`upsert` calls in one go: ``(table, rows, update, newer)`` each, in order,
-        then (``then``: table, key columns and values, columns to set) one row's update.
+        then (``then``: table, key columns and values, columns to set) one row's update, then
+        ``also``: statements of the dialect's own (psycopg's text, SQLAlchemy's on SQLite) with one
+        set of parameters per execution, such as :func:`~vipsense.centre.days.recount_statement`.
 
         PostgreSQL's path is the ingest's hot path, measured (issue 14 part 7): through SQLAlchemy, a
         batch of 25 visits and 25 deliveries cost about 9 ms of Python (statements rebuilt each
@@ -246,7 +268,7 @@ class Database:
         todo = [(t, rows, tuple(u), n) for t, rows, u, n in writes if rows]
         if then is not None and not then[2]:
             then = None
-        if not todo and then is None:
+        if not todo and then is None and not also:
             return
         for table, rows, *_unused in todo:
             self._partitions_for(conn, table.name, rows)
@@ -258,6 +280,8 @@ class Database:
                 conn.execute(
                     sql_update(table).where(*(table.c[k] == v for k, v in key.items())).values(**values)
                 )
+            for statement, params in also:
+                conn.execute(statement, params)
             return
         import psycopg
 
@@ -289,6 +313,8 @@ class Database:
             with raw.pipeline(), raw.cursor() as cur:
                 for sql, arrays in statements:
                     cur.execute(sql, arrays)
+                for sql, params in also:
+                    cur.executemany(sql, params)
         except psycopg.IntegrityError as exc:
             # as SQLAlchemy's path raises it: a month another process dropped is a check violation
             raise IntegrityError(statements[-1][0], None, exc) from exc
@@ -455,6 +481,32 @@ def _open_sqlite(url: URL) -> Database:
     return Database(engine, url)
 
 
+#: a pooled connection back this recently is lent to a caller that retries (``begin(retried=True)``)
+#: without a check: checking each one cost the ingest a round trip per batch (issue 14 part 7); one
+#: the server dropped meanwhile fails its transaction, which the ingest tries again
+#: (``ingest.RETRIES``) on another connection.  Every other caller (pages, commands) gets a checked one
+CHECK_IDLE = 1.0
+_last_returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_CALLER_RETRIES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "vipsense_centre_retries", default=False
+)
+
+
+def _returned(conn: Any) -> None:
+    """The pool's ``reset``: note when the connection came back."""
+    _last_returned[conn] = time.monotonic()
+
+
+def _check_idle(conn: Any) -> None:
+    """The pool's ``check`` (run in the borrowing thread): a round trip, unless the caller retries and
+    the connection came back less than :data:`CHECK_IDLE` ago."""
+    back = _last_returned.get(conn)
+    if not _CALLER_RETRIES.get() or back is None or time.monotonic() - back >= CHECK_IDLE:
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(conn)
+
+
 def _open_postgresql(url: URL, settings: PoolSettings) -> Database:
     try:
         import psycopg
@@ -501,7 +553,8 @@ def _open_postgresql(url: URL, settings: PoolSettings) -> Database:
         min_size=settings.min_size,
         max_size=settings.max_size,
         timeout=settings.timeout,
-        check=ConnectionPool.check_connection,  # a connection the server dropped is replaced
+        check=_check_idle,  # a connection the server dropped is replaced
+        reset=_returned,
         close_returns=True,  # SQLAlchemy closes what it borrowed: that gives it back to the pool
         name="vipsense-centre",
         open=True,

@@ -74,20 +74,33 @@ def recount(
 ) -> None:
     """Recount ``days`` of ``branch_id`` from its visits, in the caller's transaction (after the
     visits are written).  On PostgreSQL the days go in one pipeline, straight through psycopg."""
+    found = recount_statement(postgresql, branch_id, tz_name, days)
+    if found is None:
+        return
+    statement, params = found
+    if postgresql:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            cur.executemany(statement, params)
+    else:
+        conn.execute(statement, params)
+
+
+def recount_statement(
+    postgresql: bool, branch_id: str, tz_name: str | None, days: Iterable[dt.date]
+) -> tuple[Any, list[dict[str, Any]]] | None:
+    """The statement recounting ``days`` of ``branch_id`` and its parameters, one set a day (psycopg's
+    text on PostgreSQL, SQLAlchemy's on SQLite), or None for no days: the ingest sends it in the
+    round trip of its writes (:meth:`~vipsense.centre.database.Database.upserts`' ``also``)."""
     tz = zone(tz_name)
     params = []
     for day in sorted(set(days)):
         start, end = day_window(dt.datetime.now(tz), tz, day)
         params.append({"branch": branch_id, "day": day, "start": start, "end": end})
     if not params:
-        return
-    if postgresql:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur:
-            cur.executemany(_RECOUNT_PG, params)
-    else:
-        conn.execute(_RECOUNT, params)
+        return None
+    return (_RECOUNT_PG if postgresql else _RECOUNT), params
 
 
 def recount_all(conn: Connection, dialect: str) -> None:
@@ -124,4 +137,14 @@ def touched(rows: Iterable[dict[str, Any]]) -> dict[str, list[dt.datetime]]:
     return out
 
 
-__all__ = ["ARRIVALS", "COUNTED", "day_window", "days_of", "recount", "recount_all", "touched", "zone"]
+__all__ = [
+    "ARRIVALS",
+    "COUNTED",
+    "day_window",
+    "days_of",
+    "recount",
+    "recount_all",
+    "recount_statement",
+    "touched",
+    "zone",
+]

@@ -93,6 +93,11 @@ class BatchRefused(Exception):
         return body
 
 
+class KeyChanged(BatchRefused):
+    """The branch's key changed (``vipsense centre branches``) since the one the signature was
+    checked with was read: the caller reads the key again and checks once more."""
+
+
 @attrs.frozen
 class Stream:
     after: int
@@ -138,17 +143,26 @@ def _bad(message: Any, **fields: object) -> BatchRefused:
 class _Checker:
     """Reads one object's fields, refusing the first wrong one by name."""
 
-    def __init__(self, value: object, prefix: str, whole: str) -> None:
+    def __init__(self, value: object, prefix: str, whole: str, row: int | None = None) -> None:
+        """``row``: the object is that row of stream ``whole`` (its names are made only for a refusal:
+        a batch checks some 50 rows)."""
+        self.prefix, self.row = prefix, row
         if not isinstance(value, dict):
-            raise _bad(lazy_gettext("{field} must be a JSON object"), field=whole)
+            raise _bad(
+                lazy_gettext("{field} must be a JSON object"),
+                field=whole if row is None else f"{prefix} row {row}",
+            )
         self.value: dict[str, Any] = value
-        self.prefix = prefix
 
     def where(self, field: str) -> str:
         """How a refusal names the field: ``visits row 3: arrived_at``, ``heartbeat.devices[0].kind``."""
+        if self.row is not None:
+            return f"{self.prefix} row {self.row}: {field}"
         return f"{self.prefix}{field}"
 
     def only(self, names: frozenset[str]) -> None:
+        if self.value.keys() == names:
+            return  # every field there, none other: the rest is for naming what is wrong
         for name in self.value:
             if name not in names:
                 raise _bad(
@@ -272,7 +286,7 @@ def _stream(name: str, value: object) -> Stream:
     parse, key = _ROW[name]
     checked, seen, last = [], set(), after
     for index, raw in enumerate(rows):
-        row = parse(_Checker(raw, f"{name} row {index}: ", f"{name} row {index}"))
+        row = parse(_Checker(raw, name, name, index))
         if not last < row["seq"] <= upto:
             raise _bad(
                 lazy_gettext("{field} must be above the row before and within (after, upto]"),
@@ -454,14 +468,24 @@ def _lock_branch(conn: Connection, database: Database, branch_id: str) -> Any:
         conn,
         schema.branches,
         {"branch_id": branch_id},
-        ("revoked_at", "visits_position", "deliveries_position", "reported_at", "timezone"),
+        ("revoked_at", "key_enc", "visits_position", "deliveries_position", "reported_at", "timezone"),
     )
 
 
-def _apply(database: Database, branch_id: str, batch: Batch, received: datetime) -> Answer:
-    """One try, one transaction: SQLite's write lock at once, PostgreSQL's lock on the branch's row."""
-    with database.begin(immediate=True) as conn:
+def _apply(
+    database: Database, branch_id: str, batch: Batch, received: datetime, sealed: bytes | None, first: bool
+) -> Answer:
+    """One try, one transaction: SQLite's write lock at once, PostgreSQL's lock on the branch's row.
+    ``first``: the first try, on a pooled connection lent without a check (a failure is tried
+    again, on checked ones)."""
+    with database.begin(immediate=True, retried=first) as conn:
         branch = _lock_branch(conn, database, branch_id)
+        moved = branch is not None and sealed is not None and bytes(branch.key_enc or b"") != sealed
+        if moved and branch.revoked_at is None:
+            raise KeyChanged(
+                "unauthorized",
+                Text(lazy_gettext("branch {branch} has a new key: sign with it"), branch=branch_id),
+            )
         if branch is None or branch.revoked_at is not None:
             raise BatchRefused(
                 "forbidden",
@@ -537,12 +561,14 @@ def _apply(database: Database, branch_id: str, batch: Batch, received: datetime)
                 }  # fmt: skip
                 kept = ("state", "reason", "updated_at")
                 writes.append((schema.device_status, list(devices.values()), kept, None))
-        # every table's rows and the branch's row in one go (PostgreSQL: one pipeline, one round trip)
-        database.upserts(conn, writes, then=(schema.branches, {"branch_id": branch_id}, values))
+        also = []
         if "visits" in todo:  # the board's counts of the days these visits fall on, recounted
-            tz = days.zone(branch.timezone)
-            arrived = days.days_of((r["arrived_at"] for r in visit_rows), tz)
-            days.recount(conn, database.is_postgresql, branch_id, branch.timezone, arrived)
+            arrived = days.days_of((r["arrived_at"] for r in visit_rows), days.zone(branch.timezone))
+            found = days.recount_statement(database.is_postgresql, branch_id, branch.timezone, arrived)
+            also += [found] if found is not None else []
+        # every table's rows, the branch's row and the recount in one go (PostgreSQL: one pipeline,
+        # one round trip)
+        database.upserts(conn, writes, then=(schema.branches, {"branch_id": branch_id}, values), also=also)
         return Answer(position, applied, finding)
 
 
@@ -569,11 +595,15 @@ def apply_batch(
     batch: Batch,
     received_at: float | datetime | None = None,
     retries: tuple[float, ...] = RETRIES,
+    sealed: bytes | None = None,
 ) -> Answer:
     """Apply ``batch`` from ``branch_id`` (whose signature the caller checked) in one transaction;
-    returns the centre's :class:`Answer`.  Raises :class:`BatchRefused`: ``forbidden`` (unknown or
-    revoked branch, a batch naming another branch), ``conflict`` (a gap), ``unavailable`` (the
-    database did not answer after :data:`RETRIES`)."""
+    returns the centre's :class:`Answer`.  ``sealed``: the branch's key as its row held it when the
+    signature was checked with it (:class:`~vipsense.centre.keys.BranchKey`), checked again under
+    the row's lock.  Raises :class:`BatchRefused`: ``forbidden`` (unknown or revoked branch, a batch
+    naming another branch), ``conflict`` (a gap), ``unavailable`` (the database did not answer after
+    :data:`RETRIES`), :class:`KeyChanged` (the branch's key is not the one the signature was checked
+    with any more)."""
     if batch.branch_id != branch_id:
         raise BatchRefused(
             "forbidden",
@@ -587,7 +617,7 @@ def apply_batch(
     began = time.monotonic()
     for attempt in range(len(retries) + 1):
         try:
-            answer = _apply(database, branch_id, batch, received)
+            answer = _apply(database, branch_id, batch, received, sealed, first=attempt == 0)
         except IntegrityError as exc:
             # another process dropped a partition this one thought it had: check again, once
             if getattr(exc.orig, "sqlstate", None) != "23514" or attempt:
@@ -605,6 +635,7 @@ def apply_batch(
                 raise BatchRefused("unavailable", unavailable()) from None
             log.warning("ingest: branch %s: database error, trying again in %.1f s: %s",
                         branch_id, retries[attempt], type(exc).__name__)  # fmt: skip
+            database.check_pool()  # the server restarted: its other idle connections are gone too
             time.sleep(retries[attempt])
             continue
         log.debug(
@@ -621,6 +652,7 @@ __all__ = [
     "Answer",
     "Batch",
     "BatchRefused",
+    "KeyChanged",
     "Stream",
     "apply_batch",
     "parse_batch",

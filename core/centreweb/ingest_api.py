@@ -26,7 +26,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..centre.database import Database
-from ..centre.ingest import MAX_BODY, BatchRefused, apply_batch, parse_batch, unavailable
+from ..centre.ingest import MAX_BODY, BatchRefused, KeyChanged, apply_batch, parse_batch, unavailable
 from ..centre.keys import BranchKeys
 from ..i18n import lazy_gettext
 from ..privacy import mask_personal_numbers
@@ -135,6 +135,26 @@ def _source(ctx: Any) -> str:
     return f"ingest:{address or '?'}"
 
 
+def _branch_key(ctx: Any, claimed: str) -> Any:
+    """The claimed branch's key (kept a while: :data:`vipsense.centre.keys.CACHE_SECONDS`), or the
+    refusal: unknown, keyless or revoked branch, or a database that does not answer."""
+    try:
+        found = ctx.keys.lookup(claimed) if len(claimed) <= 64 else None
+    except Exception as exc:  # the database does not answer, or the key does not open (logged)
+        log.error("ingest: cannot look up the key of branch %s: %s", mask_personal_numbers(claimed[:64]), exc)
+        raise BatchRefused("unavailable", unavailable()) from None
+    if found is None or found.key is None:
+        raise BatchRefused(
+            "forbidden", Text(lazy_gettext("no branch {branch} at this centre"), branch=claimed[:64])
+        )
+    if found.revoked:
+        raise BatchRefused(
+            "forbidden",
+            Text(lazy_gettext("branch {branch} is revoked: the centre refuses its reports"), branch=claimed),
+        )
+    return found
+
+
 def _read_body() -> bytes | None:
     """The raw body, or None if it is over :data:`MAX_BODY` (read no further than one byte past it)."""
     stream = request.stream
@@ -160,38 +180,35 @@ def ingest() -> Response:
             raise BatchRefused(
                 "unauthorized", Text(lazy_gettext("no X-Vipsense-Branch header: say which branch reports"))
             )
-        try:
-            found = ctx.keys.lookup(claimed) if len(claimed) <= 64 else None
-        except Exception as exc:  # the database does not answer, or the key does not open (logged)
-            log.error(
-                "ingest: cannot look up the key of branch %s: %s", mask_personal_numbers(claimed[:64]), exc
-            )
-            raise BatchRefused("unavailable", unavailable()) from None
-        if found is None or found.key is None:
-            raise BatchRefused(
-                "forbidden", Text(lazy_gettext("no branch {branch} at this centre"), branch=claimed[:64])
-            )
-        if found.revoked:
-            raise BatchRefused(
-                "forbidden",
-                Text(
-                    lazy_gettext("branch {branch} is revoked: the centre refuses its reports"), branch=claimed
-                ),
-            )
+        found = _branch_key(ctx, claimed)
         try:
             body = _read_body()
         except RequestEntityTooLarge:
             body = None
         if body is None:
             raise _too_large()
-        try:
-            signed = {h: request.headers.get(h, "") for h in (TIMESTAMP_HEADER, SIGNATURE_HEADER)}
-            verify(found.key, signed, body, max_skew=FRESHNESS)
-        except BadSignature as exc:
-            reason = exc.args[0] if exc.args and isinstance(exc.args[0], Text) else None
-            raise BatchRefused("unauthorized", reason or _bad_signature()) from None
-        batch = parse_batch(body)
-        answer = apply_batch(ctx.database, claimed, batch, time.time())
+        signed = {h: request.headers.get(h, "") for h in (TIMESTAMP_HEADER, SIGNATURE_HEADER)}
+        for fresh in (False, True):
+            # a key kept from an earlier batch first; read again once when it no longer opens the
+            # signature, or the database holds another key by the time the batch is applied
+            if fresh:
+                ctx.keys.forget(claimed)
+                found = _branch_key(ctx, claimed)
+            try:
+                verify(found.key, signed, body, max_skew=FRESHNESS)
+            except BadSignature as exc:
+                if not fresh:
+                    continue
+                reason = exc.args[0] if exc.args and isinstance(exc.args[0], Text) else None
+                raise BatchRefused("unauthorized", reason or _bad_signature()) from None
+            batch = parse_batch(body)
+            try:
+                answer = apply_batch(ctx.database, claimed, batch, time.time(), sealed=found.sealed)
+            except KeyChanged:
+                if fresh:
+                    raise
+                continue
+            break
     except BatchRefused as refusal:
         return _refuse(ctx, refusal, claimed)
     except ClientDisconnected:
