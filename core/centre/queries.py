@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
-from sqlalchemy import DateTime, Row, select, true, tuple_, type_coerce
+from sqlalchemy import Row, select, true, tuple_
 
 from ..crypto import FieldCipher, normalise_id_number
 from ..privacy import MASK_CHAR, mask_personal_numbers
@@ -30,7 +30,7 @@ from .days import ARRIVALS as ARRIVALS
 from .days import COUNTED as COUNTED
 from .days import day_window as day_window
 from .days import zone as zone
-from .schema import branch_days, branches, customers, deliveries, device_status, visits
+from .schema import branch_days, branches, customers, deliveries, device_status, unix_seconds, visits
 
 ONLINE_WITHIN = 30.0  #: seconds: a heartbeat this recent is online (3 × a branch's usual 10 s report)
 LATE_WITHIN = 300.0  #: seconds: older than ONLINE_WITHIN and at most this is late; older is offline
@@ -99,9 +99,12 @@ class BranchRow:
 
 def state_of(last: dt.datetime | None, now: dt.datetime) -> tuple[str, float | None]:
     """``online`` / ``late`` / ``offline`` by the last heartbeat's age, and the age in seconds."""
-    if last is None:
+    return _state(None if last is None else (now - last).total_seconds())
+
+
+def _state(age: float | None) -> tuple[str, float | None]:
+    if age is None:
         return "offline", None
-    age = (now - last).total_seconds()
     if age <= ONLINE_WITHIN:
         return "online", age
     if age <= LATE_WITHIN:
@@ -134,10 +137,9 @@ def board(database: Database, now: dt.datetime, branch_ids: Iterable[str] | None
     with database.begin() as conn:
         zq = select(branches.c.timezone).distinct()
         c = device_status.c
-        # the driver's own datetimes (aware on PostgreSQL, naive UTC on SQLite): 6,000 of them through
-        # UtcDateTime's checks cost the board more than its queries
-        updated = type_coerce(c.updated_at, DateTime(timezone=True))
-        dq = select(c.branch_id, c.kind, c.device_id, c.state, c.reason, updated).order_by(
+        # unix seconds computed by the database: 6,000 datetimes parsed, checked and converted cost
+        # the board more than its queries
+        dq = select(c.branch_id, c.kind, c.device_id, c.state, c.reason, unix_seconds(c.updated_at)).order_by(
             device_status.c.branch_id, device_status.c.kind, device_status.c.device_id
         )
         if wanted is not None:
@@ -146,12 +148,8 @@ def board(database: Database, now: dt.datetime, branch_ids: Iterable[str] | None
         zones = sorted(conn.execute(zq).scalars().all())
         devices: dict[str, list[Device]] = {}
         # fetched whole (one fetch, not one per row) and read as tuples: 6,000 devices on a bank's board
-        for branch_id, kind, device_id, state, reason, updated_at in conn.execute(dq).all():
-            if updated_at.tzinfo is None:
-                updated_at = updated_at.replace(tzinfo=dt.timezone.utc)
-            devices.setdefault(branch_id, []).append(
-                Device(kind, device_id, state, reason, updated_at.timestamp())
-            )
+        for branch_id, kind, device_id, state, reason, updated_unix in conn.execute(dq).all():
+            devices.setdefault(branch_id, []).append(Device(kind, device_id, state, reason, updated_unix))
         out: list[BranchRow] = []
         for tz_name in zones:
             start, end = day_window(now, zone(tz_name))
@@ -168,16 +166,17 @@ def board(database: Database, now: dt.datetime, branch_ids: Iterable[str] | None
 def _row(
     r: Row[Any], now: dt.datetime, devices: dict[str, list[Device]], lasts: dict[str, LastArrival]
 ) -> BranchRow:
-    state, age = state_of(r.last_heartbeat_at, now)
+    heartbeat = r.heartbeat_unix
+    state, age = _state(None if heartbeat is None else now.timestamp() - heartbeat)
     offset = r.clock_offset_s
-    backlog = {c.removeprefix("backlog_"): getattr(r, c) for c in BACKLOG if c in branches.c}
+    backlog = {c.removeprefix("backlog_"): getattr(r, c) for c in BACKLOG}
     return BranchRow(
         branch_id=r.branch_id,
         name=r.name,
         timezone=r.timezone,
         state=state,
-        revoked=r.revoked_at is not None,
-        last_heartbeat_unix=unix(r.last_heartbeat_at),
+        revoked=bool(r.revoked),
+        last_heartbeat_unix=heartbeat,
         heartbeat_age_s=age,
         clock_offset_s=offset,
         clock_flag=offset is not None and abs(offset) > CLOCK_FLAG,
@@ -195,9 +194,7 @@ def _row(
 
 
 def _last(r: Row[Any]) -> LastArrival:
-    return LastArrival(
-        r.visit_id, r.arrived_at.timestamp(), r.kind, r.tier, r.customer_no, board_name(r.customer_name)
-    )
+    return LastArrival(r.visit_id, r.arrived_unix, r.kind, r.tier, r.customer_no, board_name(r.customer_name))
 
 
 def _zone(
@@ -218,14 +215,13 @@ def _zone(
         branches.c.branch_id,
         branches.c.name,
         branches.c.timezone,
-        branches.c.revoked_at,
-        branches.c.last_heartbeat_at,
+        branches.c.revoked_at.is_not(None).label("revoked"),
+        unix_seconds(branches.c.last_heartbeat_at).label("heartbeat_unix"),
         branches.c.clock_offset_s,
-        *(branches.c[c] for c in BACKLOG if c in branches.c),
+        *(branches.c[c] for c in BACKLOG),
         branches.c.audit_alarm,
         counts.c.arrivals,
         *(counts.c[k] for k in COUNTED),
-        counts.c.last_arrival_at.label("last_at"),
     ]
     joined: Any = branches.outerjoin(counts, counts.c.branch_id == branches.c.branch_id)
     if postgresql:
@@ -233,7 +229,13 @@ def _zone(
         # (branch_id, arrived_at) index per branch, however many visits the day holds (ordering the
         # day's visits by time and id instead read every one of them: 228 a branch took 200 ms)
         latest = (
-            select(visits.c.visit_id, visits.c.arrived_at, visits.c.kind, visits.c.tier, visits.c.customer_no)
+            select(
+                visits.c.visit_id,
+                unix_seconds(visits.c.arrived_at).label("arrived_unix"),
+                visits.c.kind,
+                visits.c.tier,
+                visits.c.customer_no,
+            )
             .where(
                 visits.c.branch_id == branches.c.branch_id,
                 visits.c.arrived_at == counts.c.last_arrival_at,
@@ -249,6 +251,8 @@ def _zone(
             customers, customers.c.customer_no == latest.c.customer_no
         )
         columns += [*latest.c, customers.c.name.label("customer_name")]
+    else:  # the key of the day's last arrival, looked up by _last_arrivals
+        columns.append(counts.c.last_arrival_at.label("last_at"))
     query = select(*columns).select_from(joined).where(branches.c.timezone == tz_name)
     if wanted is not None:
         query = query.where(branches.c.branch_id.in_(wanted))
