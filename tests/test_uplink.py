@@ -444,6 +444,22 @@ def test_a_heartbeat_counts_what_is_left_after_its_own_batch(running_branch, tmp
     assert batch["heartbeat"]["backlog"]["visits"] == 13
 
 
+def test_a_backlog_gives_way_while_the_door_reads(running_branch, tmp_path):
+    """The shipper of a running branch watches its door's reads (the status counter): while they
+    grow, a backlog's batches pause :data:`DUTY_BUSY` times as long as they took, not
+    :data:`DUTY_PAUSE`; once the lobby is quiet, full speed again."""
+    branch = _branch(running_branch, tmp_path, "http://127.0.0.1:1", "k" * 43)
+    shipper = branch.shipper
+    assert shipper_module.DUTY_BUSY > shipper_module.DUTY_PAUSE
+    shipper.door_busy()  # the first look only notes the count
+    assert shipper.door_busy() is False  # no reads since
+    before = branch.status.counters["reads"]
+    _arrive(branch, range(10, 12))
+    assert wait_for(lambda: branch.status.counters["reads"] >= before + 6, 5)
+    assert shipper.door_busy() is True
+    assert shipper.door_busy() is False  # nothing read since the last look
+
+
 def test_a_batch_over_the_size_limit_goes_in_smaller_ones(centre, running_branch, tmp_path, monkeypatch):
     """Rows are counted by ``batch:``, but a request must stay under the centre's size limit: a batch
     that encodes larger is cut in half until it fits, and the rest follows (here the limit is made

@@ -41,7 +41,16 @@ def build_shipper(
     )
     transport: Any = ptype.factory(ptype.settings(), context)
     head = AuditHead(audit_path)
-    return Shipper(link, transport, branch_id, data_dir, heartbeat(status, head), tz=tz), head
+    shipper = Shipper(
+        link,
+        transport,
+        branch_id,
+        data_dir,
+        heartbeat(status, head),
+        tz=tz,
+        door_reads=lambda: status.counters["reads"],
+    )
+    return shipper, head
 
 
 __all__ = ["build_shipper"]
